@@ -1,0 +1,1009 @@
+//! Given/when/then tests, one per rule, named after the rule.
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use cqrs_es::test::TestFramework;
+use cqrs_es::Aggregate;
+
+use super::*;
+use crate::services::fakes::services_at;
+
+type Framework = TestFramework<Customer>;
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap()
+}
+
+fn earlier() -> DateTime<Utc> {
+    now() - Duration::hours(1)
+}
+
+fn framework() -> Framework {
+    Framework::with(services_at(now()))
+}
+
+fn id() -> CustomerId {
+    "6f1f4d1e-8f6b-4c39-9a59-0c3b7c1e2a10".parse().unwrap()
+}
+
+fn email(s: &str) -> EmailAddress {
+    EmailAddress::parse(s).unwrap()
+}
+
+const OLD: &str = "ann@example.com";
+const NEW: &str = "ann.new@example.org";
+const PW: &str = "correct-Horse-battery-9";
+const PW2: &str = "Velvet-Tundra-Orbit-42";
+
+fn password(s: &str) -> Password {
+    Password::parse(s, &[]).unwrap()
+}
+
+fn manual(send_notification: bool) -> Credential {
+    Credential::ManualPassword {
+        password: password(PW),
+        password_confirm: Secret::new(PW),
+        send_notification,
+    }
+}
+
+fn fake_hash(p: &str) -> PasswordHash {
+    crate::services::fakes::FakeHasher::hash_of(p)
+}
+
+fn registered() -> CustomerEvent {
+    CustomerEvent::CustomerRegistered {
+        customer_id: id(),
+        email: Personal(email(OLD)),
+        name: Some(Personal(CustomerName::parse("Ann Smith").unwrap())),
+        at: earlier(),
+    }
+}
+
+fn granted() -> CustomerEvent {
+    CustomerEvent::AccessGranted {
+        role: Role::CustomerCenter,
+        at: earlier(),
+    }
+}
+
+fn password_set(p: &str, temporary: bool) -> CustomerEvent {
+    CustomerEvent::PasswordSet {
+        password_hash: fake_hash(p),
+        temporary,
+        at: earlier(),
+    }
+}
+
+fn setup_link_sent(token: &str, expires_at: DateTime<Utc>) -> CustomerEvent {
+    CustomerEvent::AccessNotificationSent {
+        recipient: Personal(email(OLD)),
+        setup_link: Some(SetupLink {
+            token_digest: TokenDigest::of(token),
+            expires_at,
+        }),
+        at: earlier(),
+    }
+}
+
+/// A customer with access and a permanent password.
+fn with_access() -> Vec<CustomerEvent> {
+    vec![
+        registered(),
+        granted(),
+        password_set(PW, true),
+        CustomerEvent::PasswordChanged {
+            password_hash: fake_hash(PW),
+            at: earlier(),
+        },
+    ]
+}
+
+fn email_change_requested(token: &str, expires_at: DateTime<Utc>) -> CustomerEvent {
+    CustomerEvent::EmailChangeRequested {
+        old_email: Personal(email(OLD)),
+        new_email: Personal(email(NEW)),
+        token_digest: TokenDigest::of(token),
+        expires_at,
+        at: earlier(),
+    }
+}
+
+fn link_24h() -> SetupLink {
+    SetupLink {
+        token_digest: TokenDigest::of("token-1"),
+        expires_at: now() + Duration::hours(24),
+    }
+}
+
+fn state(events: Vec<CustomerEvent>) -> Customer {
+    let mut c = Customer::default();
+    for e in events {
+        c.apply(e);
+    }
+    c
+}
+
+// ---------------------------------------------------------------------------
+// 1. RegisterCustomer
+// ---------------------------------------------------------------------------
+
+#[test]
+fn register_creates_a_customer_without_access() {
+    framework()
+        .given_no_previous_events()
+        .when(CustomerCommand::RegisterCustomer {
+            customer_id: id(),
+            email: email(OLD),
+            name: None,
+        })
+        .then_expect_events(vec![CustomerEvent::CustomerRegistered {
+            customer_id: id(),
+            email: Personal(email(OLD)),
+            name: None,
+            at: now(),
+        }]);
+    let c = state(vec![registered()]);
+    assert!(!c.has_access() && !c.has_password());
+}
+
+#[test]
+fn second_registration_of_the_same_id_is_refused() {
+    framework()
+        .given(vec![registered()])
+        .when(CustomerCommand::RegisterCustomer {
+            customer_id: id(),
+            email: email(NEW),
+            name: None,
+        })
+        .then_expect_error(CustomerError::CustomerExists);
+}
+
+#[test]
+fn commands_on_an_unregistered_customer_are_customer_not_found() {
+    framework()
+        .given_no_previous_events()
+        .when(CustomerCommand::SendAccessNotification)
+        .then_expect_error(CustomerError::CustomerNotFound);
+}
+
+// ---------------------------------------------------------------------------
+// 2. ChangeEmail
+// ---------------------------------------------------------------------------
+
+#[test]
+fn change_email_without_access_needs_no_credential() {
+    framework()
+        .given(vec![registered()])
+        .when(CustomerCommand::ChangeEmail {
+            email: email(NEW),
+            credential: Credential::None,
+        })
+        .then_expect_events(vec![CustomerEvent::EmailChanged {
+            old_email: Personal(email(OLD)),
+            new_email: Personal(email(NEW)),
+            at: now(),
+        }]);
+}
+
+#[test]
+fn change_email_without_access_refuses_a_credential_it_cannot_use() {
+    framework()
+        .given(vec![registered()])
+        .when(CustomerCommand::ChangeEmail {
+            email: email(NEW),
+            credential: Credential::SetupLink,
+        })
+        .then_expect_error(CustomerError::NoAccess);
+}
+
+#[test]
+fn change_email_with_access_and_no_credential_is_refused_with_the_notice_message() {
+    let result = framework()
+        .given(with_access())
+        .when(CustomerCommand::ChangeEmail {
+            email: email(NEW),
+            credential: Credential::None,
+        })
+        .inspect_result();
+    let err = result.unwrap_err();
+    assert_eq!(err.code(), "login_has_no_password");
+    assert_eq!(
+        err.to_string(),
+        "ann.new@example.org login has no password. A notification email with a password URL must be sent or a new password must be entered manually."
+    );
+}
+
+#[test]
+fn change_email_with_access_and_manual_password_sets_a_temporary_password() {
+    framework()
+        .given(with_access())
+        .when(CustomerCommand::ChangeEmail {
+            email: email(NEW),
+            credential: manual(false),
+        })
+        .then_expect_events(vec![
+            CustomerEvent::EmailChanged {
+                old_email: Personal(email(OLD)),
+                new_email: Personal(email(NEW)),
+                at: now(),
+            },
+            CustomerEvent::PasswordSet {
+                password_hash: fake_hash(PW),
+                temporary: true,
+                at: now(),
+            },
+        ]);
+}
+
+#[test]
+fn change_email_with_manual_password_and_notification_notifies_the_new_address_without_the_password(
+) {
+    let events = framework()
+        .given(with_access())
+        .when(CustomerCommand::ChangeEmail {
+            email: email(NEW),
+            credential: manual(true),
+        })
+        .inspect_result()
+        .unwrap();
+    assert_eq!(
+        events.last(),
+        Some(&CustomerEvent::AccessNotificationSent {
+            recipient: Personal(email(NEW)),
+            setup_link: None,
+            at: now(),
+        })
+    );
+    let json = serde_json::to_string(&events).unwrap();
+    assert!(!json.contains(PW), "plain password in {json}");
+}
+
+#[test]
+fn change_email_with_access_and_setup_link_voids_the_old_password_and_sends_a_link_to_the_new_address(
+) {
+    framework()
+        .given(with_access())
+        .when(CustomerCommand::ChangeEmail {
+            email: email(NEW),
+            credential: Credential::SetupLink,
+        })
+        .then_expect_events(vec![
+            CustomerEvent::EmailChanged {
+                old_email: Personal(email(OLD)),
+                new_email: Personal(email(NEW)),
+                at: now(),
+            },
+            CustomerEvent::PasswordCleared {
+                reason: PasswordClearedReason::EmailChangedWithSetupLink,
+                at: now(),
+            },
+            CustomerEvent::AccessNotificationSent {
+                recipient: Personal(email(NEW)),
+                setup_link: Some(link_24h()),
+                at: now(),
+            },
+        ]);
+}
+
+#[tokio::test]
+async fn the_old_password_stops_working_after_an_email_change_with_setup_link() {
+    let services = services_at(now());
+    let mut c = state(with_access());
+    let events = c
+        .decide(
+            CustomerCommand::ChangeEmail {
+                email: email(NEW),
+                credential: Credential::SetupLink,
+            },
+            &services,
+        )
+        .await
+        .unwrap();
+    for e in events {
+        c.apply(e);
+    }
+    let err = c
+        .decide(
+            CustomerCommand::ChangePassword {
+                current_password: Secret::new(PW),
+                new_password: password(PW2),
+                new_password_confirm: Secret::new(PW2),
+            },
+            &services,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err, CustomerError::WrongPassword);
+    let issued = services.take_issued_tokens();
+    assert_eq!(issued.len(), 1);
+    assert_eq!(issued[0].recipient, email(NEW));
+    assert_eq!(issued[0].purpose, TokenPurpose::PasswordSetup);
+}
+
+#[test]
+fn change_email_with_mismatched_password_confirmation_is_password_mismatch() {
+    framework()
+        .given(with_access())
+        .when(CustomerCommand::ChangeEmail {
+            email: email(NEW),
+            credential: Credential::ManualPassword {
+                password: password(PW),
+                password_confirm: Secret::new(PW2),
+                send_notification: false,
+            },
+        })
+        .then_expect_error(CustomerError::PasswordMismatch);
+}
+
+#[test]
+fn change_email_to_the_same_address_emits_nothing() {
+    framework()
+        .given(with_access())
+        .when(CustomerCommand::ChangeEmail {
+            email: email("ANN@example.com"),
+            credential: Credential::None,
+        })
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn a_manual_password_containing_the_new_login_email_is_weak() {
+    let err = framework()
+        .given(with_access())
+        .when(CustomerCommand::ChangeEmail {
+            email: email("zanzibar@example.org"),
+            credential: Credential::ManualPassword {
+                password: password("Zanzibar-Quartz-Lamp-7"),
+                password_confirm: Secret::new("Zanzibar-Quartz-Lamp-7"),
+                send_notification: false,
+            },
+        })
+        .inspect_result()
+        .unwrap_err();
+    assert_eq!(err.code(), "weak_password");
+}
+
+// ---------------------------------------------------------------------------
+// 3. GrantAccess
+// ---------------------------------------------------------------------------
+
+#[test]
+fn grant_access_without_password_or_notification_is_refused_with_the_notice_message() {
+    let err = framework()
+        .given(vec![registered()])
+        .when(CustomerCommand::GrantAccess {
+            role: Role::CustomerCenter,
+            credential: Credential::None,
+        })
+        .inspect_result()
+        .unwrap_err();
+    assert_eq!(err.code(), "login_has_no_password");
+    assert_eq!(
+        err.to_string(),
+        "ann@example.com login has no password. A notification email with a password URL must be sent or a new password must be entered manually."
+    );
+}
+
+#[test]
+fn grant_access_with_setup_link_sends_the_access_notification() {
+    framework()
+        .given(vec![registered()])
+        .when(CustomerCommand::GrantAccess {
+            role: Role::CustomerCenter,
+            credential: Credential::SetupLink,
+        })
+        .then_expect_events(vec![
+            CustomerEvent::AccessGranted {
+                role: Role::CustomerCenter,
+                at: now(),
+            },
+            CustomerEvent::AccessNotificationSent {
+                recipient: Personal(email(OLD)),
+                setup_link: Some(link_24h()),
+                at: now(),
+            },
+        ]);
+}
+
+#[test]
+fn grant_access_with_manual_password_sets_a_temporary_password() {
+    framework()
+        .given(vec![registered()])
+        .when(CustomerCommand::GrantAccess {
+            role: Role::CustomerCenter,
+            credential: manual(true),
+        })
+        .then_expect_events(vec![
+            CustomerEvent::AccessGranted {
+                role: Role::CustomerCenter,
+                at: now(),
+            },
+            CustomerEvent::PasswordSet {
+                password_hash: fake_hash(PW),
+                temporary: true,
+                at: now(),
+            },
+            CustomerEvent::AccessNotificationSent {
+                recipient: Personal(email(OLD)),
+                setup_link: None,
+                at: now(),
+            },
+        ]);
+}
+
+#[test]
+fn grant_access_twice_is_access_already_granted() {
+    framework()
+        .given(with_access())
+        .when(CustomerCommand::GrantAccess {
+            role: Role::CustomerCenter,
+            credential: Credential::SetupLink,
+        })
+        .then_expect_error(CustomerError::AccessAlreadyGranted);
+}
+
+// ---------------------------------------------------------------------------
+// 4. SetPassword
+// ---------------------------------------------------------------------------
+
+#[test]
+fn set_password_needs_access() {
+    framework()
+        .given(vec![registered()])
+        .when(CustomerCommand::SetPassword {
+            password: password(PW),
+            password_confirm: Secret::new(PW),
+            send_notification: false,
+        })
+        .then_expect_error(CustomerError::NoAccess);
+}
+
+#[test]
+fn an_administrators_password_is_temporary() {
+    framework()
+        .given(with_access())
+        .when(CustomerCommand::SetPassword {
+            password: password(PW2),
+            password_confirm: Secret::new(PW2),
+            send_notification: false,
+        })
+        .then_expect_events(vec![CustomerEvent::PasswordSet {
+            password_hash: fake_hash(PW2),
+            temporary: true,
+            at: now(),
+        }]);
+    let mut c = state(with_access());
+    assert!(!c.must_change_password());
+    c.apply(password_set(PW2, true));
+    assert!(c.must_change_password());
+}
+
+#[test]
+fn set_password_with_mismatched_confirmation_is_password_mismatch() {
+    framework()
+        .given(with_access())
+        .when(CustomerCommand::SetPassword {
+            password: password(PW2),
+            password_confirm: Secret::new(PW),
+            send_notification: true,
+        })
+        .then_expect_error(CustomerError::PasswordMismatch);
+}
+
+// ---------------------------------------------------------------------------
+// 5. SendAccessNotification
+// ---------------------------------------------------------------------------
+
+#[test]
+fn send_access_notification_needs_access() {
+    framework()
+        .given(vec![registered()])
+        .when(CustomerCommand::SendAccessNotification)
+        .then_expect_error(CustomerError::NoAccess);
+}
+
+#[test]
+fn send_access_notification_issues_a_24_hour_link_naming_the_login_email() {
+    framework()
+        .given(with_access())
+        .when(CustomerCommand::SendAccessNotification)
+        .then_expect_events(vec![CustomerEvent::AccessNotificationSent {
+            recipient: Personal(email(OLD)),
+            setup_link: Some(link_24h()),
+            at: now(),
+        }]);
+}
+
+#[test]
+fn a_new_setup_link_voids_every_earlier_one() {
+    let mut given = with_access();
+    given.push(setup_link_sent("old-token", now() + Duration::hours(5)));
+    given.push(setup_link_sent("newer-token", now() + Duration::hours(6)));
+    // The older link no longer works…
+    framework()
+        .given(given.clone())
+        .when(CustomerCommand::CompletePasswordSetup {
+            token: Secret::new("old-token"),
+            password: password(PW2),
+            password_confirm: Secret::new(PW2),
+        })
+        .then_expect_error(CustomerError::InvalidToken);
+    // …the newest does.
+    framework()
+        .given(given)
+        .when(CustomerCommand::CompletePasswordSetup {
+            token: Secret::new("newer-token"),
+            password: password(PW2),
+            password_confirm: Secret::new(PW2),
+        })
+        .then_expect_events(vec![CustomerEvent::PasswordSetupCompleted {
+            password_hash: fake_hash(PW2),
+            at: now(),
+        }]);
+}
+
+#[tokio::test]
+async fn the_setup_link_lifetime_is_configurable() {
+    use crate::services::fakes::{CountingTokens, FakeHasher, FixedClock};
+    use crate::services::LinkLifetimes;
+    use std::sync::Arc;
+    let services = CustomerServices::new(
+        Arc::new(FakeHasher),
+        Arc::new(CountingTokens::default()),
+        Arc::new(FixedClock(now())),
+        LinkLifetimes {
+            setup_link: Duration::hours(2),
+            email_change: Duration::hours(24),
+        },
+    );
+    let events = state(with_access())
+        .decide(CustomerCommand::SendAccessNotification, &services)
+        .await
+        .unwrap();
+    match &events[0] {
+        CustomerEvent::AccessNotificationSent {
+            setup_link: Some(link),
+            ..
+        } => assert_eq!(link.expires_at, now() + Duration::hours(2)),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 6. RevokeAccess
+// ---------------------------------------------------------------------------
+
+#[test]
+fn revoke_access_needs_access() {
+    framework()
+        .given(vec![registered()])
+        .when(CustomerCommand::RevokeAccess { reason: None })
+        .then_expect_error(CustomerError::NoAccess);
+}
+
+#[test]
+fn revoke_access_discards_password_links_and_pending_change() {
+    let mut given = with_access();
+    given.push(setup_link_sent("t", now() + Duration::hours(3)));
+    given.push(email_change_requested("e", now() + Duration::hours(3)));
+    framework()
+        .given(given.clone())
+        .when(CustomerCommand::RevokeAccess {
+            reason: Some("  contract ended ".into()),
+        })
+        .then_expect_events(vec![CustomerEvent::AccessRevoked {
+            reason: Some("contract ended".into()),
+            at: now(),
+        }]);
+    given.push(CustomerEvent::AccessRevoked {
+        reason: None,
+        at: now(),
+    });
+    let c = state(given.clone());
+    assert!(!c.has_access() && !c.has_password());
+    assert!(c.setup_link().is_none() && c.pending_email_change().is_none());
+    framework()
+        .given(given)
+        .when(CustomerCommand::ConfirmEmailChange {
+            token: Secret::new("e"),
+        })
+        .then_expect_error(CustomerError::InvalidToken);
+}
+
+#[test]
+fn after_revoke_change_email_needs_no_credential() {
+    let mut given = with_access();
+    given.push(CustomerEvent::AccessRevoked {
+        reason: None,
+        at: earlier(),
+    });
+    framework()
+        .given(given)
+        .when(CustomerCommand::ChangeEmail {
+            email: email(NEW),
+            credential: Credential::None,
+        })
+        .then_expect_events(vec![CustomerEvent::EmailChanged {
+            old_email: Personal(email(OLD)),
+            new_email: Personal(email(NEW)),
+            at: now(),
+        }]);
+}
+
+#[test]
+fn after_revoke_a_new_grant_again_needs_a_password_or_notification() {
+    let mut given = with_access();
+    given.push(CustomerEvent::AccessRevoked {
+        reason: None,
+        at: earlier(),
+    });
+    let err = framework()
+        .given(given)
+        .when(CustomerCommand::GrantAccess {
+            role: Role::CustomerCenter,
+            credential: Credential::None,
+        })
+        .inspect_result()
+        .unwrap_err();
+    assert_eq!(err.code(), "login_has_no_password");
+}
+
+// ---------------------------------------------------------------------------
+// 7. Self-service: RequestEmailChange
+// ---------------------------------------------------------------------------
+
+fn request_change(current: &str, new: &str, confirm: &str) -> CustomerCommand {
+    CustomerCommand::RequestEmailChange {
+        current_password: Secret::new(current),
+        new_email: email(new),
+        new_email_confirm: email(confirm),
+    }
+}
+
+#[test]
+fn request_email_change_needs_access() {
+    framework()
+        .given(vec![registered()])
+        .when(request_change(PW, NEW, NEW))
+        .then_expect_error(CustomerError::NoAccess);
+}
+
+#[test]
+fn request_email_change_needs_the_right_current_password() {
+    framework()
+        .given(with_access())
+        .when(request_change(PW2, NEW, NEW))
+        .then_expect_error(CustomerError::WrongPassword);
+}
+
+#[test]
+fn request_email_change_needs_matching_addresses() {
+    framework()
+        .given(with_access())
+        .when(request_change(PW, NEW, "other@example.org"))
+        .then_expect_error(CustomerError::EmailMismatch);
+}
+
+#[test]
+fn request_email_change_needs_a_different_address() {
+    framework()
+        .given(with_access())
+        .when(request_change(PW, "Ann@Example.com", "ann@example.com"))
+        .then_expect_error(CustomerError::EmailUnchanged);
+}
+
+#[test]
+fn request_email_change_records_a_pending_change_and_keeps_the_old_login() {
+    framework()
+        .given(with_access())
+        .when(request_change(PW, NEW, NEW))
+        .then_expect_events(vec![CustomerEvent::EmailChangeRequested {
+            old_email: Personal(email(OLD)),
+            new_email: Personal(email(NEW)),
+            token_digest: TokenDigest::of("token-1"),
+            expires_at: now() + Duration::hours(24),
+            at: now(),
+        }]);
+    let mut given = with_access();
+    given.push(email_change_requested("x", now() + Duration::hours(1)));
+    let c = state(given);
+    assert_eq!(c.email(), Some(&email(OLD)));
+    assert_eq!(
+        c.pending_email_change().map(|p| &p.new_email),
+        Some(&email(NEW))
+    );
+}
+
+#[test]
+fn a_newer_email_change_request_replaces_an_older_one() {
+    let mut given = with_access();
+    given.push(email_change_requested("first", now() + Duration::hours(5)));
+    given.push(CustomerEvent::EmailChangeRequested {
+        old_email: Personal(email(OLD)),
+        new_email: Personal(email("third@example.net")),
+        token_digest: TokenDigest::of("second"),
+        expires_at: now() + Duration::hours(5),
+        at: earlier(),
+    });
+    framework()
+        .given(given.clone())
+        .when(CustomerCommand::ConfirmEmailChange {
+            token: Secret::new("first"),
+        })
+        .then_expect_error(CustomerError::InvalidToken);
+    framework()
+        .given(given)
+        .when(CustomerCommand::ConfirmEmailChange {
+            token: Secret::new("second"),
+        })
+        .then_expect_events(vec![CustomerEvent::EmailChangeConfirmed {
+            old_email: Personal(email(OLD)),
+            new_email: Personal(email("third@example.net")),
+            at: now(),
+        }]);
+}
+
+// ---------------------------------------------------------------------------
+// 7. Self-service: ConfirmEmailChange
+// ---------------------------------------------------------------------------
+
+#[test]
+fn confirm_email_change_with_a_valid_token_switches_the_login() {
+    let mut given = with_access();
+    given.push(email_change_requested("tok", now() + Duration::hours(1)));
+    framework()
+        .given(given.clone())
+        .when(CustomerCommand::ConfirmEmailChange {
+            token: Secret::new("tok"),
+        })
+        .then_expect_events(vec![CustomerEvent::EmailChangeConfirmed {
+            old_email: Personal(email(OLD)),
+            new_email: Personal(email(NEW)),
+            at: now(),
+        }]);
+    given.push(CustomerEvent::EmailChangeConfirmed {
+        old_email: Personal(email(OLD)),
+        new_email: Personal(email(NEW)),
+        at: now(),
+    });
+    assert_eq!(state(given).email(), Some(&email(NEW)));
+}
+
+#[test]
+fn confirm_email_change_with_a_wrong_expired_or_used_token_is_invalid_token() {
+    let mut given = with_access();
+    given.push(email_change_requested("tok", now() + Duration::hours(1)));
+    // wrong
+    framework()
+        .given(given.clone())
+        .when(CustomerCommand::ConfirmEmailChange {
+            token: Secret::new("nope"),
+        })
+        .then_expect_error(CustomerError::InvalidToken);
+    // expired
+    let mut expired = with_access();
+    expired.push(email_change_requested("tok", now()));
+    framework()
+        .given(expired)
+        .when(CustomerCommand::ConfirmEmailChange {
+            token: Secret::new("tok"),
+        })
+        .then_expect_error(CustomerError::InvalidToken);
+    // used
+    given.push(CustomerEvent::EmailChangeConfirmed {
+        old_email: Personal(email(OLD)),
+        new_email: Personal(email(NEW)),
+        at: earlier(),
+    });
+    framework()
+        .given(given)
+        .when(CustomerCommand::ConfirmEmailChange {
+            token: Secret::new("tok"),
+        })
+        .then_expect_error(CustomerError::InvalidToken);
+}
+
+#[test]
+fn an_administrators_email_change_voids_a_pending_self_service_change() {
+    let mut given = with_access();
+    given.push(email_change_requested("tok", now() + Duration::hours(1)));
+    given.push(CustomerEvent::EmailChanged {
+        old_email: Personal(email(OLD)),
+        new_email: Personal(email("admin-set@example.com")),
+        at: earlier(),
+    });
+    framework()
+        .given(given)
+        .when(CustomerCommand::ConfirmEmailChange {
+            token: Secret::new("tok"),
+        })
+        .then_expect_error(CustomerError::InvalidToken);
+}
+
+// ---------------------------------------------------------------------------
+// 7. Self-service: CompletePasswordSetup
+// ---------------------------------------------------------------------------
+
+fn setup(token: &str, p: &str, confirm: &str) -> CustomerCommand {
+    CustomerCommand::CompletePasswordSetup {
+        token: Secret::new(token),
+        password: password(p),
+        password_confirm: Secret::new(confirm),
+    }
+}
+
+fn granted_with_link(expires_at: DateTime<Utc>) -> Vec<CustomerEvent> {
+    vec![registered(), granted(), setup_link_sent("link", expires_at)]
+}
+
+#[test]
+fn complete_password_setup_sets_a_permanent_password_and_uses_the_link_up() {
+    let given = granted_with_link(now() + Duration::hours(1));
+    framework()
+        .given(given.clone())
+        .when(setup("link", PW, PW))
+        .then_expect_events(vec![CustomerEvent::PasswordSetupCompleted {
+            password_hash: fake_hash(PW),
+            at: now(),
+        }]);
+    let mut used = given;
+    used.push(CustomerEvent::PasswordSetupCompleted {
+        password_hash: fake_hash(PW),
+        at: earlier(),
+    });
+    let c = state(used.clone());
+    assert!(c.has_password() && !c.must_change_password());
+    framework()
+        .given(used)
+        .when(setup("link", PW2, PW2))
+        .then_expect_error(CustomerError::InvalidToken);
+}
+
+#[test]
+fn complete_password_setup_with_an_expired_or_wrong_link_is_invalid_token() {
+    framework()
+        .given(granted_with_link(now()))
+        .when(setup("link", PW, PW))
+        .then_expect_error(CustomerError::InvalidToken);
+    framework()
+        .given(granted_with_link(now() + Duration::hours(1)))
+        .when(setup("other", PW, PW))
+        .then_expect_error(CustomerError::InvalidToken);
+}
+
+#[test]
+fn complete_password_setup_with_mismatched_confirmation_is_password_mismatch() {
+    framework()
+        .given(granted_with_link(now() + Duration::hours(1)))
+        .when(setup("link", PW, PW2))
+        .then_expect_error(CustomerError::PasswordMismatch);
+}
+
+// ---------------------------------------------------------------------------
+// 7. Self-service: ChangePassword
+// ---------------------------------------------------------------------------
+
+fn change_password(current: &str, new: &str, confirm: &str) -> CustomerCommand {
+    CustomerCommand::ChangePassword {
+        current_password: Secret::new(current),
+        new_password: password(new),
+        new_password_confirm: Secret::new(confirm),
+    }
+}
+
+#[test]
+fn change_password_clears_the_temporary_flag() {
+    let given = vec![registered(), granted(), password_set(PW, true)];
+    assert!(state(given.clone()).must_change_password());
+    framework()
+        .given(given.clone())
+        .when(change_password(PW, PW2, PW2))
+        .then_expect_events(vec![CustomerEvent::PasswordChanged {
+            password_hash: fake_hash(PW2),
+            at: now(),
+        }]);
+    let mut after = given;
+    after.push(CustomerEvent::PasswordChanged {
+        password_hash: fake_hash(PW2),
+        at: now(),
+    });
+    assert!(!state(after).must_change_password());
+}
+
+#[test]
+fn change_password_needs_the_right_current_password() {
+    framework()
+        .given(with_access())
+        .when(change_password(PW2, PW2, PW2))
+        .then_expect_error(CustomerError::WrongPassword);
+}
+
+#[test]
+fn change_password_with_mismatched_confirmation_is_password_mismatch() {
+    framework()
+        .given(with_access())
+        .when(change_password(PW, PW2, PW))
+        .then_expect_error(CustomerError::PasswordMismatch);
+}
+
+// ---------------------------------------------------------------------------
+// Events
+// ---------------------------------------------------------------------------
+
+#[test]
+fn events_never_contain_a_plain_password_or_token() {
+    let services = services_at(now());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mut all = Vec::new();
+    rt.block_on(async {
+        let mut c = state(vec![registered()]);
+        for cmd in [
+            CustomerCommand::GrantAccess {
+                role: Role::CustomerCenter,
+                credential: manual(true),
+            },
+            CustomerCommand::SendAccessNotification,
+            CustomerCommand::ChangeEmail {
+                email: email(NEW),
+                credential: Credential::SetupLink,
+            },
+        ] {
+            let events = c.decide(cmd, &services).await.unwrap();
+            for e in events {
+                all.push(e.clone());
+                c.apply(e);
+            }
+        }
+    });
+    let tokens = services.take_issued_tokens();
+    assert_eq!(tokens.len(), 2);
+    let json = serde_json::to_string(&all).unwrap();
+    for t in &tokens {
+        assert!(!json.contains(t.token.expose()), "token in {json}");
+        assert!(
+            json.contains(t.digest.as_str()),
+            "digest missing from {json}"
+        );
+    }
+    assert!(!json.contains(PW), "plain password in {json}");
+}
+
+#[test]
+fn every_event_has_a_type_and_a_version() {
+    for (name, version) in crate::events::EVENT_VERSIONS {
+        assert!(!name.is_empty());
+        let parts: Vec<_> = version.split('.').collect();
+        assert!(
+            parts.iter().all(|p| p.parse::<u32>().is_ok()),
+            "{name} {version}"
+        );
+    }
+    let e = granted();
+    assert_eq!(cqrs_es::DomainEvent::event_type(&e), "AccessGranted");
+    assert_eq!(cqrs_es::DomainEvent::event_version(&e), "1.1");
+}
+
+#[test]
+fn a_customer_holds_its_login_only_with_access_and_the_target_of_a_pending_change() {
+    assert!(state(vec![registered()]).reserved_emails().is_empty());
+    let mut events = with_access();
+    assert_eq!(
+        state(events.clone()).reserved_emails(),
+        vec![(email(OLD), ReservationKind::Login)]
+    );
+    events.push(email_change_requested("t", now() + Duration::hours(1)));
+    assert_eq!(
+        state(events.clone()).reserved_emails(),
+        vec![
+            (email(OLD), ReservationKind::Login),
+            (email(NEW), ReservationKind::PendingChange)
+        ]
+    );
+    events.push(CustomerEvent::AccessRevoked {
+        reason: None,
+        at: now(),
+    });
+    assert!(state(events).reserved_emails().is_empty());
+}

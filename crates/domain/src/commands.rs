@@ -1,0 +1,92 @@
+//! Commands: what callers ask the Customer aggregate to do (imperative).
+//!
+//! Every field is an already-valid value type; the HTTP layer and the
+//! scenario harness parse raw input into these.
+
+use crate::values::{CustomerId, CustomerName, EmailAddress, Password, Role, Secret};
+
+/// How a login gets a password when an email change or a new access needs
+/// one (the notice's "Send New Access Notification Email" and "Manually
+/// Assign or Change Password" fields).
+#[derive(Debug, Clone, Default)]
+pub enum Credential {
+    /// Neither field was filled in.
+    #[default]
+    None,
+    /// A password typed by an administrator (temporary: the customer must
+    /// change it at the next login), with an optional notification that
+    /// never contains the password.
+    ManualPassword {
+        password: Password,
+        password_confirm: Secret,
+        send_notification: bool,
+    },
+    /// An access notification email with a single-use password-setup link.
+    SetupLink,
+}
+
+#[derive(Debug, Clone)]
+pub enum CustomerCommand {
+    /// Creates the customer, without access.
+    RegisterCustomer {
+        customer_id: CustomerId,
+        email: EmailAddress,
+        name: Option<CustomerName>,
+    },
+    /// An administrator or upstream service changes the login email.
+    ChangeEmail {
+        email: EmailAddress,
+        credential: Credential,
+    },
+    /// Gives the customer access to the portal.
+    GrantAccess { role: Role, credential: Credential },
+    /// An administrator assigns a (temporary) password.
+    SetPassword {
+        password: Password,
+        password_confirm: Secret,
+        send_notification: bool,
+    },
+    /// Sends a new access notification with a fresh setup link, voiding
+    /// every earlier link.
+    SendAccessNotification,
+    /// Removes access: password, links and pending changes are discarded.
+    RevokeAccess { reason: Option<String> },
+    /// Self-service: the customer asks to move the login to a new address.
+    RequestEmailChange {
+        current_password: Secret,
+        new_email: EmailAddress,
+        new_email_confirm: EmailAddress,
+    },
+    /// Self-service: the link from the validation email.
+    ConfirmEmailChange { token: Secret },
+    /// Self-service: the link from the access notification.
+    CompletePasswordSetup {
+        token: Secret,
+        password: Password,
+        password_confirm: Secret,
+    },
+    /// Self-service: a new password, given the current one.
+    ChangePassword {
+        current_password: Secret,
+        new_password: Password,
+        new_password_confirm: Secret,
+    },
+}
+
+impl CustomerCommand {
+    /// A short snake_case name, for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::RegisterCustomer { .. } => "register_customer",
+            Self::ChangeEmail { .. } => "change_email",
+            Self::GrantAccess { .. } => "grant_access",
+            Self::SetPassword { .. } => "set_password",
+            Self::SendAccessNotification => "send_access_notification",
+            Self::RevokeAccess { .. } => "revoke_access",
+            Self::RequestEmailChange { .. } => "request_email_change",
+            Self::ConfirmEmailChange { .. } => "confirm_email_change",
+            Self::CompletePasswordSetup { .. } => "complete_password_setup",
+            Self::ChangePassword { .. } => "change_password",
+        }
+    }
+}

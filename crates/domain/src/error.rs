@@ -1,0 +1,54 @@
+//! The aggregate's errors: one variant per broken rule, each with a stable
+//! code that the HTTP layer maps to a status.
+
+use crate::services::ServiceError;
+use crate::values::{EmailAddress, ValueError};
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CustomerError {
+    /// The notice's message, word for word.
+    #[error("{email} login has no password. A notification email with a password URL must be sent or a new password must be entered manually.")]
+    LoginHasNoPassword { email: EmailAddress },
+    #[error("the password and its confirmation differ")]
+    PasswordMismatch,
+    #[error("the new email address and its confirmation differ")]
+    EmailMismatch,
+    #[error("the new email address is the current login email")]
+    EmailUnchanged,
+    #[error("the customer has no access")]
+    NoAccess,
+    #[error("the customer already has access")]
+    AccessAlreadyGranted,
+    #[error("the current password is wrong")]
+    WrongPassword,
+    #[error("the link is invalid, expired or already used")]
+    InvalidToken,
+    #[error("a customer with this id already exists")]
+    CustomerExists,
+    #[error("no customer with this id")]
+    CustomerNotFound,
+    #[error(transparent)]
+    InvalidValue(#[from] ValueError),
+    #[error("a service failed: {0}")]
+    Service(#[from] ServiceError),
+}
+
+impl CustomerError {
+    /// Stable, machine-readable error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::LoginHasNoPassword { .. } => "login_has_no_password",
+            Self::PasswordMismatch => "password_mismatch",
+            Self::EmailMismatch => "email_mismatch",
+            Self::EmailUnchanged => "email_unchanged",
+            Self::NoAccess => "no_access",
+            Self::AccessAlreadyGranted => "access_already_granted",
+            Self::WrongPassword => "wrong_password",
+            Self::InvalidToken => "invalid_token",
+            Self::CustomerExists => "customer_exists",
+            Self::CustomerNotFound => "customer_not_found",
+            Self::InvalidValue(e) => e.code(),
+            Self::Service(_) => "internal",
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! What the aggregate needs from the outside world, as traits.
+//!
+//! The domain does no I/O: hashing, randomness and time come through these
+//! traits. `access-security` implements them for production (argon2id, the
+//! OS random generator, the system clock); tests use fakes.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::values::{EmailAddress, Password, PasswordHash, Secret, TokenDigest};
+
+/// A failure of an external service (not a rule violation).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ServiceError(pub String);
+
+/// Hashes and verifies passwords. Implementations are expected to be slow
+/// on purpose (argon2id) and to run off the async workers.
+#[async_trait::async_trait]
+pub trait PasswordHasher: Send + Sync {
+    async fn hash(&self, password: &Password) -> Result<PasswordHash, ServiceError>;
+    /// `Ok(false)` for a wrong password; `Err` only when the hash cannot be
+    /// checked at all.
+    async fn verify(&self, candidate: &Secret, hash: &PasswordHash) -> Result<bool, ServiceError>;
+}
+
+/// Produces unguessable tokens (at least 128 bits of entropy).
+pub trait TokenGenerator: Send + Sync {
+    fn generate(&self) -> Secret;
+}
+
+/// The current time.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// Lifetimes of links sent by email.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkLifetimes {
+    /// Password-setup link in the access notification (default 24 hours).
+    pub setup_link: Duration,
+    /// Validation link of a self-service email change (default 24 hours).
+    pub email_change: Duration,
+}
+
+impl Default for LinkLifetimes {
+    fn default() -> Self {
+        Self {
+            setup_link: Duration::hours(24),
+            email_change: Duration::hours(24),
+        }
+    }
+}
+
+/// What a token issued by a command is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenPurpose {
+    /// Set a password through the access notification's link.
+    PasswordSetup,
+    /// Confirm a self-service email change (sent to the new address).
+    EmailChange,
+}
+
+/// A token a command issued, with its plain text. The event keeps only the
+/// digest; the caller takes these after a successful commit to build the
+/// links in the emails, then drops them.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    pub purpose: TokenPurpose,
+    pub recipient: EmailAddress,
+    pub token: Secret,
+    pub digest: TokenDigest,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The services handed to the aggregate for one command.
+///
+/// Create one per command execution: it collects the plain tokens that the
+/// command issued (`take_issued_tokens`), which must never go into events.
+pub struct CustomerServices {
+    hasher: Arc<dyn PasswordHasher>,
+    tokens: Arc<dyn TokenGenerator>,
+    clock: Arc<dyn Clock>,
+    lifetimes: LinkLifetimes,
+    issued: Mutex<Vec<IssuedToken>>,
+}
+
+impl CustomerServices {
+    pub fn new(
+        hasher: Arc<dyn PasswordHasher>,
+        tokens: Arc<dyn TokenGenerator>,
+        clock: Arc<dyn Clock>,
+        lifetimes: LinkLifetimes,
+    ) -> Self {
+        Self {
+            hasher,
+            tokens,
+            clock,
+            lifetimes,
+            issued: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A fresh set of services sharing the same adapters (for the next
+    /// command, or a retry of this one).
+    pub fn fresh(&self) -> Self {
+        Self::new(
+            self.hasher.clone(),
+            self.tokens.clone(),
+            self.clock.clone(),
+            self.lifetimes,
+        )
+    }
+
+    pub fn hasher(&self) -> &dyn PasswordHasher {
+        self.hasher.as_ref()
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    pub fn lifetimes(&self) -> LinkLifetimes {
+        self.lifetimes
+    }
+
+    /// Issues a token: returns its digest and expiry for the event, and keeps
+    /// the plain token for the caller.
+    pub(crate) fn issue_token(
+        &self,
+        purpose: TokenPurpose,
+        recipient: &EmailAddress,
+        now: DateTime<Utc>,
+    ) -> (TokenDigest, DateTime<Utc>) {
+        let token = self.tokens.generate();
+        let digest = TokenDigest::of(token.expose());
+        let lifetime = match purpose {
+            TokenPurpose::PasswordSetup => self.lifetimes.setup_link,
+            TokenPurpose::EmailChange => self.lifetimes.email_change,
+        };
+        let expires_at = now + lifetime;
+        self.issued
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(IssuedToken {
+                purpose,
+                recipient: recipient.clone(),
+                token,
+                digest: digest.clone(),
+                expires_at,
+            });
+        (digest, expires_at)
+    }
+
+    /// The tokens issued so far by the command, in order. Empties the list.
+    pub fn take_issued_tokens(&self) -> Vec<IssuedToken> {
+        std::mem::take(&mut *self.issued.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+impl std::fmt::Debug for CustomerServices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CustomerServices")
+            .field("lifetimes", &self.lifetimes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Fakes for tests of pure logic: a fast unsalted hasher, counting tokens
+/// and a fixed clock. Not for production: the fake hash has no salt and no
+/// work factor.
+pub mod fakes {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+
+    /// `fake:<sha256 hex of the password>`: fast and deterministic (no
+    /// salt), so tests and scenario files can name the expected hash.
+    #[derive(Debug, Default)]
+    pub struct FakeHasher;
+
+    impl FakeHasher {
+        /// The hash this fake gives `plain`.
+        pub fn hash_of(plain: &str) -> PasswordHash {
+            PasswordHash::new(format!("fake:{}", TokenDigest::of(plain).as_str()))
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl PasswordHasher for FakeHasher {
+        async fn hash(&self, password: &Password) -> Result<PasswordHash, ServiceError> {
+            Ok(Self::hash_of(password.expose()))
+        }
+
+        async fn verify(
+            &self,
+            candidate: &Secret,
+            hash: &PasswordHash,
+        ) -> Result<bool, ServiceError> {
+            if !hash.as_str().starts_with("fake:") {
+                return Err(ServiceError("not a fake hash".into()));
+            }
+            Ok(Self::hash_of(candidate.expose()) == *hash)
+        }
+    }
+
+    /// Tokens `token-1`, `token-2`, … in order.
+    #[derive(Debug, Default)]
+    pub struct CountingTokens(AtomicU64);
+
+    impl TokenGenerator for CountingTokens {
+        fn generate(&self) -> Secret {
+            let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
+            Secret::new(format!("token-{n}"))
+        }
+    }
+
+    /// A clock that always says the same time.
+    #[derive(Debug, Clone, Copy)]
+    pub struct FixedClock(pub DateTime<Utc>);
+
+    impl Clock for FixedClock {
+        fn now(&self) -> DateTime<Utc> {
+            self.0
+        }
+    }
+
+    /// Services built from the fakes, at the given time.
+    pub fn services_at(now: DateTime<Utc>) -> CustomerServices {
+        CustomerServices::new(
+            Arc::new(FakeHasher),
+            Arc::new(CountingTokens::default()),
+            Arc::new(FixedClock(now)),
+            LinkLifetimes::default(),
+        )
+    }
+}

@@ -1,0 +1,593 @@
+//! Value types that can only be built valid ("parse, don't validate").
+//!
+//! Handlers and the aggregate receive these types, never raw strings, so a
+//! value that reaches the rules has already passed its syntax checks.
+
+use std::fmt;
+use std::str::FromStr;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use uuid::Uuid;
+
+/// Longest email address accepted: the limit of a forward or reverse path in
+/// RFC 5321 (256 octets) less the two angle brackets.
+pub const MAX_EMAIL_LEN: usize = 254;
+/// Shortest password accepted.
+pub const MIN_PASSWORD_LEN: usize = 10;
+/// Longest password accepted (bounds hashing work per request).
+pub const MAX_PASSWORD_LEN: usize = 128;
+/// Longest customer name accepted.
+pub const MAX_NAME_LEN: usize = 200;
+
+/// Why a raw value was rejected. Each variant has a stable code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("invalid email address: {0}")]
+    InvalidEmail(String),
+    #[error("weak password: {0}")]
+    WeakPassword(String),
+    #[error("invalid customer id: {0}")]
+    InvalidCustomerId(String),
+    #[error("invalid name: {0}")]
+    InvalidName(String),
+    #[error("unknown role `{0}`: the only role is `customer_center`")]
+    UnknownRole(String),
+}
+
+impl ValueError {
+    /// Stable, machine-readable error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidEmail(_) => "invalid_email",
+            Self::WeakPassword(_) => "weak_password",
+            Self::InvalidCustomerId(_) => "invalid_customer_id",
+            Self::InvalidName(_) => "invalid_name",
+            Self::UnknownRole(_) => "unknown_role",
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// CustomerId
+// ---------------------------------------------------------------------------
+
+/// The id of a customer: a UUID, also the aggregate id in the event store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CustomerId(Uuid);
+
+impl CustomerId {
+    /// A new random (v4) id.
+    pub fn new_random() -> Self {
+        Self(Uuid::new_v4())
+    }
+
+    pub fn from_uuid(id: Uuid) -> Self {
+        Self(id)
+    }
+
+    pub fn as_uuid(&self) -> Uuid {
+        self.0
+    }
+}
+
+impl FromStr for CustomerId {
+    type Err = ValueError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s.trim())
+            .map(Self)
+            .map_err(|_| ValueError::InvalidCustomerId(format!("`{s}` is not a UUID")))
+    }
+}
+
+impl fmt::Display for CustomerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// EmailAddress
+// ---------------------------------------------------------------------------
+
+/// A syntactically valid email address.
+///
+/// Keeps the spelling the user typed (trimmed) for display; equality and
+/// hashing use the lower-cased form, so `Ann@Example.com` and
+/// `ann@example.com` are the same login.
+#[derive(Clone)]
+pub struct EmailAddress {
+    display: String,
+    normalized: String,
+}
+
+impl EmailAddress {
+    /// Parses and checks an address (syntax by the `email_address` crate).
+    pub fn parse(raw: &str) -> Result<Self, ValueError> {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return Err(ValueError::InvalidEmail("the address is empty".into()));
+        }
+        if trimmed.chars().count() > MAX_EMAIL_LEN {
+            return Err(ValueError::InvalidEmail(format!(
+                "the address is longer than {MAX_EMAIL_LEN} characters"
+            )));
+        }
+        let options = email_address::Options::default()
+            .without_display_text()
+            .without_domain_literal();
+        match email_address::EmailAddress::parse_with_options(trimmed, options) {
+            Ok(_) => {}
+            Err(e) => {
+                return Err(ValueError::InvalidEmail(format!("`{trimmed}`: {e}")));
+            }
+        }
+        if !trimmed
+            .rsplit_once('@')
+            .is_some_and(|(_, domain)| domain.contains('.'))
+        {
+            return Err(ValueError::InvalidEmail(format!(
+                "`{trimmed}`: the domain must contain a dot"
+            )));
+        }
+        Ok(Self {
+            display: trimmed.to_string(),
+            normalized: trimmed.to_lowercase(),
+        })
+    }
+
+    /// The address as the user typed it (trimmed).
+    pub fn as_str(&self) -> &str {
+        &self.display
+    }
+
+    /// The lower-cased form used for comparison and uniqueness.
+    pub fn normalized(&self) -> &str {
+        &self.normalized
+    }
+
+    /// The part before the `@`, lower-cased.
+    pub fn local_part(&self) -> &str {
+        self.normalized
+            .rsplit_once('@')
+            .map_or(self.normalized.as_str(), |(local, _)| local)
+    }
+}
+
+impl PartialEq for EmailAddress {
+    fn eq(&self, other: &Self) -> bool {
+        self.normalized == other.normalized
+    }
+}
+impl Eq for EmailAddress {}
+
+impl std::hash::Hash for EmailAddress {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.normalized.hash(state);
+    }
+}
+
+impl fmt::Debug for EmailAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EmailAddress({:?})", self.display)
+    }
+}
+
+impl fmt::Display for EmailAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.display)
+    }
+}
+
+impl FromStr for EmailAddress {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+impl Serialize for EmailAddress {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.display)
+    }
+}
+
+impl<'de> Deserialize<'de> for EmailAddress {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        Self::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// CustomerName
+// ---------------------------------------------------------------------------
+
+/// A customer's display name: trimmed, 1 to 200 characters, no control
+/// characters.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct CustomerName(String);
+
+impl CustomerName {
+    pub fn parse(raw: &str) -> Result<Self, ValueError> {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return Err(ValueError::InvalidName("the name is empty".into()));
+        }
+        if trimmed.chars().count() > MAX_NAME_LEN {
+            return Err(ValueError::InvalidName(format!(
+                "the name is longer than {MAX_NAME_LEN} characters"
+            )));
+        }
+        if trimmed.chars().any(char::is_control) {
+            return Err(ValueError::InvalidName(
+                "the name contains control characters".into(),
+            ));
+        }
+        Ok(Self(trimmed.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for CustomerName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CustomerName({:?})", self.0)
+    }
+}
+
+impl fmt::Display for CustomerName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for CustomerName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        Self::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Role
+// ---------------------------------------------------------------------------
+
+/// The portal role a customer's access grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    #[default]
+    CustomerCenter,
+}
+
+impl Role {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::CustomerCenter => "customer_center",
+        }
+    }
+}
+
+impl FromStr for Role {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "customer_center" => Ok(Self::CustomerCenter),
+            other => Err(ValueError::UnknownRole(other.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Secrets
+// ---------------------------------------------------------------------------
+
+/// A secret the user typed (a confirmation, a current password, a token).
+/// Never printed: `Debug` shows `[REDACTED]`, there is no `Display`.
+#[derive(Clone)]
+pub struct Secret(SecretString);
+
+impl Secret {
+    pub fn new(raw: impl Into<String>) -> Self {
+        Self(SecretString::from(raw.into()))
+    }
+
+    /// The plain text, for hashing or comparison only.
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([REDACTED])")
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(raw: &str) -> Self {
+        Self::new(raw)
+    }
+}
+
+impl From<String> for Secret {
+    fn from(raw: String) -> Self {
+        Self::new(raw)
+    }
+}
+
+/// A new password that passed the length and strength checks.
+///
+/// The check that a password does not contain the login email needs the
+/// customer's state, so the aggregate makes it (`Password::check_against`).
+#[derive(Clone)]
+pub struct Password(SecretString);
+
+impl Password {
+    /// Checks length (10..=128 characters) and strength (zxcvbn score of at
+    /// least 3 of 4). `user_inputs` are words the estimator should treat as
+    /// guessable (the name, the email).
+    pub fn parse(raw: &str, user_inputs: &[&str]) -> Result<Self, ValueError> {
+        let length = raw.chars().count();
+        if length < MIN_PASSWORD_LEN {
+            return Err(ValueError::WeakPassword(format!(
+                "it must be at least {MIN_PASSWORD_LEN} characters long"
+            )));
+        }
+        if length > MAX_PASSWORD_LEN {
+            return Err(ValueError::WeakPassword(format!(
+                "it must be at most {MAX_PASSWORD_LEN} characters long"
+            )));
+        }
+        if raw.chars().any(char::is_control) {
+            return Err(ValueError::WeakPassword(
+                "it must not contain control characters".into(),
+            ));
+        }
+        let estimate = zxcvbn::zxcvbn(raw, user_inputs);
+        if (estimate.score() as u8) < 3 {
+            let why = estimate
+                .feedback()
+                .and_then(|f| f.warning().map(|w| w.to_string()))
+                .filter(|w| !w.is_empty())
+                .unwrap_or_else(|| "it is too easy to guess".to_string());
+            let hint = estimate
+                .feedback()
+                .and_then(|f| f.suggestions().first().map(|s| s.to_string()));
+            let message = match hint {
+                Some(hint) => format!("{why} ({hint})"),
+                None => why,
+            };
+            return Err(ValueError::WeakPassword(message));
+        }
+        Ok(Self(SecretString::from(raw.to_string())))
+    }
+
+    /// Rejects a password that contains the login email or its local part
+    /// (case-insensitive).
+    pub fn check_against(&self, login: &EmailAddress) -> Result<(), ValueError> {
+        let lowered = self.0.expose_secret().to_lowercase();
+        if lowered.contains(login.normalized()) {
+            return Err(ValueError::WeakPassword(
+                "it must not contain the login email".into(),
+            ));
+        }
+        let local = login.local_part();
+        if local.chars().count() >= 4 && lowered.contains(local) {
+            return Err(ValueError::WeakPassword(
+                "it must not contain the login email's name part".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The plain text, for hashing only.
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+
+    /// Constant-time comparison with a typed confirmation.
+    pub fn matches(&self, confirmation: &Secret) -> bool {
+        use subtle::ConstantTimeEq;
+        self.expose()
+            .as_bytes()
+            .ct_eq(confirmation.expose().as_bytes())
+            .into()
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password([REDACTED])")
+    }
+}
+
+/// A password hash in PHC string format (e.g. `$argon2id$v=19$…`).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PasswordHash(String);
+
+impl PasswordHash {
+    pub fn new(phc: impl Into<String>) -> Self {
+        Self(phc.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for PasswordHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Hashes are not secrets in the strict sense, but they are offline-
+        // crackable: keep them out of logs too.
+        f.write_str("PasswordHash([REDACTED])")
+    }
+}
+
+/// The SHA-256 digest of a token, hex-encoded. The only form of a token
+/// that is ever stored.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TokenDigest(String);
+
+impl TokenDigest {
+    /// Digest of a plain token.
+    pub fn of(token: &str) -> Self {
+        use sha2::{Digest, Sha256};
+        Self(hex::encode(Sha256::digest(token.as_bytes())))
+    }
+
+    pub fn from_hex(hex: impl Into<String>) -> Self {
+        Self(hex.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Constant-time comparison with the digest of a presented token.
+    pub fn matches(&self, presented: &Secret) -> bool {
+        use subtle::ConstantTimeEq;
+        let other = Self::of(presented.expose());
+        self.0.as_bytes().ct_eq(other.0.as_bytes()).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn email_is_trimmed_and_compared_case_insensitively() {
+        let a = EmailAddress::parse("  Ann.Smith@Example.COM ").unwrap();
+        let b = EmailAddress::parse("ann.smith@example.com").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.as_str(), "Ann.Smith@Example.COM");
+        assert_eq!(a.normalized(), "ann.smith@example.com");
+    }
+
+    #[test]
+    fn email_syntax_is_checked() {
+        for bad in [
+            "",
+            "   ",
+            "plainaddress",
+            "@example.com",
+            "ann@",
+            "ann@@example.com",
+            "ann@localhost",
+            "Ann <ann@example.com>",
+        ] {
+            let err = EmailAddress::parse(bad).unwrap_err();
+            assert_eq!(err.code(), "invalid_email", "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn email_longer_than_254_characters_is_rejected() {
+        let local = "a".repeat(60);
+        let domain = format!(
+            "{}.example.com",
+            ["b".repeat(60), "c".repeat(60), "d".repeat(60)].join(".")
+        );
+        let long = format!("{local}@{domain}");
+        assert!(long.len() > MAX_EMAIL_LEN);
+        let err = EmailAddress::parse(&long).unwrap_err();
+        assert!(err.to_string().contains("254"), "{err}");
+    }
+
+    #[test]
+    fn email_round_trips_through_json_with_its_spelling() {
+        let a = EmailAddress::parse("Ann@Example.com").unwrap();
+        let json = serde_json::to_string(&a).unwrap();
+        assert_eq!(json, "\"Ann@Example.com\"");
+        let back: EmailAddress = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.as_str(), "Ann@Example.com");
+        assert!(serde_json::from_str::<EmailAddress>("\"nope\"").is_err());
+    }
+
+    #[test]
+    fn password_length_is_bounded() {
+        let short = Password::parse("Xy7#kq", &[]).unwrap_err();
+        assert!(short.to_string().contains("at least 10"), "{short}");
+        let long = "Zq8#vT2!mL".repeat(13);
+        let err = Password::parse(&long, &[]).unwrap_err();
+        assert!(err.to_string().contains("at most 128"), "{err}");
+    }
+
+    #[test]
+    fn weak_passwords_are_rejected_with_a_reason() {
+        for weak in ["password123", "aaaaaaaaaaaa", "qwertyuiop12", "1234567890"] {
+            let err = Password::parse(weak, &[]).unwrap_err();
+            assert_eq!(err.code(), "weak_password");
+            assert!(err.to_string().len() > "weak password: ".len(), "{err}");
+        }
+        assert!(Password::parse("correct-Horse-battery-9", &[]).is_ok());
+    }
+
+    #[test]
+    fn password_containing_the_login_email_is_rejected() {
+        let email = EmailAddress::parse("marguerite@example.com").unwrap();
+        let p = Password::parse("xX-Marguerite@Example.com-9", &[]).unwrap();
+        let err = p.check_against(&email).unwrap_err();
+        assert!(err.to_string().contains("login email"), "{err}");
+        let p = Password::parse("Marguerite-Tango-41!", &[]).unwrap();
+        assert!(p.check_against(&email).is_err());
+        let p = Password::parse("correct-Horse-battery-9", &[]).unwrap();
+        assert!(p.check_against(&email).is_ok());
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let p = Password::parse("correct-Horse-battery-9", &[]).unwrap();
+        assert!(!format!("{p:?}").contains("Horse"));
+        let s = Secret::new("top-secret-token");
+        assert!(!format!("{s:?}").contains("top-secret"));
+        let h = PasswordHash::new("$argon2id$v=19$abc");
+        assert!(!format!("{h:?}").contains("argon2id"));
+    }
+
+    #[test]
+    fn token_digest_is_sha256_hex_and_matches_in_constant_time() {
+        let d = TokenDigest::of("abc");
+        assert_eq!(
+            d.as_str(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert!(d.matches(&Secret::new("abc")));
+        assert!(!d.matches(&Secret::new("abd")));
+    }
+
+    #[test]
+    fn customer_id_and_role_parse() {
+        assert!("not-a-uuid".parse::<CustomerId>().is_err());
+        let id = CustomerId::new_random();
+        assert_eq!(id.to_string().parse::<CustomerId>().unwrap(), id);
+        assert_eq!(
+            "customer_center".parse::<Role>().unwrap(),
+            Role::CustomerCenter
+        );
+        assert_eq!("admin".parse::<Role>().unwrap_err().code(), "unknown_role");
+    }
+
+    #[test]
+    fn names_are_trimmed_and_bounded() {
+        assert_eq!(CustomerName::parse("  Ann  ").unwrap().as_str(), "Ann");
+        assert!(CustomerName::parse(" ").is_err());
+        assert!(CustomerName::parse(&"x".repeat(201)).is_err());
+        assert!(CustomerName::parse("a\u{0}b").is_err());
+    }
+}

@@ -1,0 +1,127 @@
+//! The store's errors. Each maps to one HTTP status in the service.
+
+/// What went wrong in the event store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another command wrote to the same customer first (optimistic lock).
+    #[error("concurrent modification of customer {customer_id}: expected version {expected}")]
+    Conflict { customer_id: String, expected: u64 },
+    /// Another customer holds this login email.
+    #[error("the email address is already the login of another customer")]
+    EmailInUse { email: String },
+    /// The (caller, key) pair was stored by another request in the meantime.
+    #[error("idempotency key already used")]
+    IdempotencyKeyTaken,
+    /// A stored event or snapshot cannot be read.
+    #[error("corrupt event of customer {customer_id} at sequence {sequence} (position {position}): {detail}")]
+    Corrupt {
+        customer_id: String,
+        sequence: u64,
+        position: i64,
+        detail: String,
+    },
+    /// The database cannot be reached (connection refused, pool timed out,
+    /// server shutting down). Worth retrying later.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// The database URL is not one we support.
+    #[error("unsupported database URL `{0}`: use postgres://… or sqlite://…")]
+    UnsupportedUrl(String),
+    #[error("migration failed: {0}")]
+    Migration(String),
+    /// Anything else the database said.
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+impl StoreError {
+    /// Stable code, as the HTTP layer reports it.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Conflict { .. } => "concurrent_modification",
+            Self::EmailInUse { .. } => "email_in_use",
+            Self::IdempotencyKeyTaken => "idempotency_key_taken",
+            Self::Corrupt { .. } => "corrupt_event",
+            Self::Unavailable(_) => "unavailable",
+            Self::UnsupportedUrl(_) => "unsupported_database_url",
+            Self::Migration(_) => "migration_failed",
+            Self::Database(_) => "database_error",
+        }
+    }
+}
+
+/// Which unique rule a database error broke, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Violation {
+    EventSequence,
+    LoginEmail,
+    IdempotencyKey,
+    Other,
+}
+
+/// Classifies an sqlx error: a unique violation (by constraint name on
+/// PostgreSQL, SQLSTATE 23505; by message on SQLite, extended codes 1555
+/// and 2067), or an outage.
+pub(crate) fn classify(err: &sqlx::Error) -> Option<Violation> {
+    let sqlx::Error::Database(db) = err else {
+        return None;
+    };
+    let code = db.code();
+    let unique = matches!(code.as_deref(), Some("23505") | Some("1555") | Some("2067"));
+    if !unique {
+        return None;
+    }
+    let constraint = db.constraint().unwrap_or_default();
+    let message = db.message();
+    let names = |needle: &str| constraint.starts_with(needle) || message.contains(needle);
+    Some(if names("events") {
+        Violation::EventSequence
+    } else if names("login_emails") {
+        Violation::LoginEmail
+    } else if names("idempotency_keys") {
+        Violation::IdempotencyKey
+    } else {
+        Violation::Other
+    })
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => Self::Unavailable(err.to_string()),
+            sqlx::Error::Database(db) => {
+                // 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03
+                // cannot_connect_now, 08xxx connection exceptions; SQLite 5
+                // and 6 (busy, locked) after the busy timeout.
+                let code = db.code().unwrap_or_default();
+                if code.starts_with("57P")
+                    || code.starts_with("08")
+                    || code == "5"
+                    || code == "6"
+                    || code == "517"
+                {
+                    Self::Unavailable(err.to_string())
+                } else {
+                    Self::Database(err.to_string())
+                }
+            }
+            _ => Self::Database(err.to_string()),
+        }
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(err: sqlx::migrate::MigrateError) -> Self {
+        match err {
+            sqlx::migrate::MigrateError::Execute(e) => match Self::from(e) {
+                Self::Unavailable(m) => Self::Unavailable(m),
+                other => Self::Migration(other.to_string()),
+            },
+            other => Self::Migration(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Running a command: load the customer, decide, append — retried on a
+//! concurrent write unless the caller pinned the version.
+
+use access_domain::{
+    CommandMetadata, CustomerCommand, CustomerError, CustomerEvent, CustomerId, CustomerServices,
+    IssuedToken,
+};
+
+use crate::{Append, IdempotencyRecord, Position, Store, StoreError};
+
+/// How often a command meeting a concurrent write is decided again on fresh
+/// state before it gives up with a conflict.
+pub const CONFLICT_RETRIES: usize = 4;
+
+/// What a successful command did.
+#[derive(Debug, Clone)]
+pub struct Executed {
+    pub customer_id: CustomerId,
+    /// The customer's version after the command.
+    pub version: u64,
+    pub events: Vec<CustomerEvent>,
+    /// Position of the last event written (None when nothing was written).
+    pub last_position: Option<Position>,
+    /// Plain tokens the command issued, for the links in emails. Never
+    /// stored.
+    pub issued_tokens: Vec<IssuedToken>,
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError {
+    /// A rule refused it.
+    #[error(transparent)]
+    Rejected(#[from] CustomerError),
+    /// The customer is not at the version the caller expected.
+    #[error("the customer is at version {actual}, not {expected}")]
+    VersionMismatch { expected: u64, actual: u64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One command to run.
+pub struct Execution<'a> {
+    pub customer_id: CustomerId,
+    pub command: CustomerCommand,
+    pub metadata: &'a CommandMetadata,
+    /// `If-Match`: fail with `VersionMismatch` instead of retrying.
+    pub expected_version: Option<u64>,
+    /// Stored with the events, in the same transaction. Its body may only
+    /// be known after the command: see `respond`.
+    pub idempotency: Option<IdempotencyRecord>,
+}
+
+impl Store {
+    /// Runs a command against the customer's current state and appends its
+    /// events. `respond` turns the outcome into the stored idempotent
+    /// response body (called before the append, inside each attempt).
+    pub async fn execute(
+        &self,
+        services: &CustomerServices,
+        execution: Execution<'_>,
+        respond: impl Fn(u64) -> String,
+    ) -> Result<Executed, ExecuteError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let loaded = self.load(execution.customer_id).await?;
+            if let Some(expected) = execution.expected_version {
+                if expected != loaded.version {
+                    return Err(ExecuteError::VersionMismatch {
+                        expected,
+                        actual: loaded.version,
+                    });
+                }
+            }
+            let services = services.fresh();
+            let events = loaded
+                .customer
+                .decide(execution.command.clone(), &services)
+                .await?;
+            let mut after = loaded.customer.clone();
+            for event in &events {
+                cqrs_es::Aggregate::apply(&mut after, event.clone());
+            }
+            let version = loaded.version + events.len() as u64;
+            let idempotency = execution.idempotency.clone().map(|mut r| {
+                r.body = respond(version);
+                r
+            });
+            let result = self
+                .append(Append {
+                    customer_id: execution.customer_id,
+                    expected_version: loaded.version,
+                    events: &events,
+                    metadata: execution.metadata,
+                    before: &loaded.customer,
+                    after: &after,
+                    idempotency: idempotency.as_ref(),
+                })
+                .await;
+            match result {
+                Ok(appended) => {
+                    return Ok(Executed {
+                        customer_id: execution.customer_id,
+                        version: appended.version,
+                        events,
+                        last_position: appended.last_position,
+                        issued_tokens: services.take_issued_tokens(),
+                    })
+                }
+                Err(StoreError::Conflict { .. })
+                    if execution.expected_version.is_none() && attempt < CONFLICT_RETRIES =>
+                {
+                    tracing::debug!(customer_id = %execution.customer_id, attempt, "concurrent write, deciding again");
+                    continue;
+                }
+                Err(StoreError::Conflict { .. }) if execution.expected_version.is_some() => {
+                    let actual = self.load(execution.customer_id).await?.version;
+                    return Err(ExecuteError::VersionMismatch {
+                        expected: loaded.version,
+                        actual,
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! # access-store
+//!
+//! Where the Customer events live.
+//!
+//! - [`postgres`]: PostgreSQL, the production store, in the table shape of
+//!   `postgres-es` 0.5 (which can read it), plus a global position and the
+//!   inserting transaction id.
+//! - [`sqlite`]: the embedded default, a file created on first start (WAL,
+//!   one writer), with an implementation of cqrs-es's
+//!   `PersistedEventRepository`.
+//! - [`Store`]: picks one from the database URL and offers what the service
+//!   needs: load a customer (snapshot + newer events), append a command's
+//!   events in one transaction with the login-email reservations, the
+//!   idempotency record and a snapshot, and read every event in the global
+//!   order ([`Store::read_feed`]).
+//!
+//! The rules (docs/storage.md): the feed never skips an event whose
+//! transaction commits late; no two customers hold the same login email
+//! (unique index); a refused command leaves nothing behind.
+
+use std::collections::HashMap;
+
+use access_domain::{CommandMetadata, Customer, CustomerEvent, CustomerId};
+use chrono::{DateTime, Utc};
+
+mod codec;
+pub mod error;
+pub mod execute;
+pub mod postgres;
+pub mod sqlite;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use codec::AGGREGATE_TYPE;
+pub use error::StoreError;
+pub use execute::{ExecuteError, Executed, Execution};
+
+/// A place in the global order of events.
+///
+/// On PostgreSQL an event's global position is taken at insert, not at
+/// commit, so the order readers follow is (inserting transaction id,
+/// position); a reader never moves past a transaction that may still
+/// commit. On SQLite `tx` is always 0 and the position alone is the order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Position {
+    pub tx: u64,
+    pub global: i64,
+}
+
+impl Position {
+    /// Before the first event.
+    pub const START: Position = Position { tx: 0, global: 0 };
+}
+
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.tx, self.global)
+    }
+}
+
+/// A stored event with its place in the global order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedEvent {
+    pub position: Position,
+    pub customer_id: CustomerId,
+    /// 1-based sequence within the customer's stream.
+    pub sequence: u64,
+    pub event: CustomerEvent,
+    pub metadata: HashMap<String, String>,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// A customer's current state and version (number of events).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Loaded {
+    pub customer: Customer,
+    pub version: u64,
+}
+
+/// The stored response of a command sent with an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    /// The caller's name (keys are per caller).
+    pub caller: String,
+    pub key: String,
+    /// A digest of the request (method, path, body), to tell a retry from
+    /// a different request under the same key.
+    pub request_digest: String,
+    pub status: u16,
+    pub body: String,
+}
+
+/// Everything one command writes, in one transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct Append<'a> {
+    pub customer_id: CustomerId,
+    /// The version the command was decided on; the append fails with
+    /// [`StoreError::Conflict`] if the stream has moved on.
+    pub expected_version: u64,
+    pub events: &'a [CustomerEvent],
+    pub metadata: &'a CommandMetadata,
+    /// The state at `expected_version` and after the events: the store
+    /// derives the login-email reservations from both.
+    pub before: &'a Customer,
+    pub after: &'a Customer,
+    pub idempotency: Option<&'a IdempotencyRecord>,
+}
+
+/// What an append wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// The customer's version after the append.
+    pub version: u64,
+    /// Position of the last event written (None when there were none).
+    pub last_position: Option<Position>,
+}
+
+/// Store settings.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    /// Maximum connections in the pool (PostgreSQL) or readers (SQLite).
+    pub max_connections: u32,
+    /// Write a snapshot every this many events of a customer (0: never).
+    pub snapshot_interval: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            snapshot_interval: 100,
+        }
+    }
+}
+
+/// The event store, on PostgreSQL or SQLite.
+#[derive(Clone)]
+pub enum Store {
+    Postgres(postgres::PgStore),
+    Sqlite(sqlite::SqliteStore),
+}
+
+impl Store {
+    /// Connects to `postgres://…` or `sqlite://…` (a SQLite file is created
+    /// if missing). Does not migrate: call [`Store::migrate`].
+    pub async fn connect(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres(
+                postgres::PgStore::connect(url, options).await?,
+            ))
+        } else if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite(
+                sqlite::SqliteStore::connect(url, options).await?,
+            ))
+        } else {
+            Err(StoreError::UnsupportedUrl(redact_url(url)))
+        }
+    }
+
+    /// Which database this is: `postgres` or `sqlite`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Postgres(_) => "postgres",
+            Self::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Applies the migrations under `migrations/<kind>/`.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Postgres(s) => s.migrate().await,
+            Self::Sqlite(s) => s.migrate().await,
+        }
+    }
+
+    /// True when the database answers and every migration is applied.
+    pub async fn is_ready(&self) -> Result<bool, StoreError> {
+        match self {
+            Self::Postgres(s) => s.is_ready().await,
+            Self::Sqlite(s) => s.is_ready().await,
+        }
+    }
+
+    /// The customer's state: the latest snapshot plus newer events (or all
+    /// events, if the snapshot is missing or no longer readable).
+    pub async fn load(&self, customer_id: CustomerId) -> Result<Loaded, StoreError> {
+        match self {
+            Self::Postgres(s) => s.load(customer_id).await,
+            Self::Sqlite(s) => s.load(customer_id).await,
+        }
+    }
+
+    /// The customer's state by replaying every event (ignores snapshots).
+    pub async fn load_by_replay(&self, customer_id: CustomerId) -> Result<Loaded, StoreError> {
+        let events = self.events_of(customer_id).await?;
+        Ok(replay(events.into_iter().map(|e| e.event)))
+    }
+
+    /// Every event of one customer, in sequence order.
+    pub async fn events_of(
+        &self,
+        customer_id: CustomerId,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        match self {
+            Self::Postgres(s) => s.events_of(customer_id, 0).await,
+            Self::Sqlite(s) => s.events_of(customer_id, 0).await,
+        }
+    }
+
+    /// Writes a command's events, reservations, idempotency record and (at
+    /// the interval) a snapshot, all or nothing.
+    pub async fn append(&self, append: Append<'_>) -> Result<Appended, StoreError> {
+        match self {
+            Self::Postgres(s) => s.append(append).await,
+            Self::Sqlite(s) => s.append(append).await,
+        }
+    }
+
+    /// Up to `limit` events after `after`, in the global order, never
+    /// passing an event whose transaction may still commit.
+    pub async fn read_feed(
+        &self,
+        after: Position,
+        limit: u32,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        match self {
+            Self::Postgres(s) => s.read_feed(after, limit).await,
+            Self::Sqlite(s) => s.read_feed(after, limit).await,
+        }
+    }
+
+    /// The customer holding `email` as a login (or pending change target).
+    pub async fn email_holder(
+        &self,
+        email: &access_domain::EmailAddress,
+    ) -> Result<Option<CustomerId>, StoreError> {
+        match self {
+            Self::Postgres(s) => s.email_holder(email).await,
+            Self::Sqlite(s) => s.email_holder(email).await,
+        }
+    }
+
+    /// The stored response for (caller, key), if any.
+    pub async fn idempotency_lookup(
+        &self,
+        caller: &str,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        match self {
+            Self::Postgres(s) => s.idempotency_lookup(caller, key).await,
+            Self::Sqlite(s) => s.idempotency_lookup(caller, key).await,
+        }
+    }
+
+    /// Stores a response that wrote no events (e.g. a no-op command).
+    pub async fn idempotency_save(&self, record: &IdempotencyRecord) -> Result<(), StoreError> {
+        match self {
+            Self::Postgres(s) => s.idempotency_save(record).await,
+            Self::Sqlite(s) => s.idempotency_save(record).await,
+        }
+    }
+
+    /// Number of events in the store.
+    pub async fn count_events(&self) -> Result<u64, StoreError> {
+        match self {
+            Self::Postgres(s) => s.count_events().await,
+            Self::Sqlite(s) => s.count_events().await,
+        }
+    }
+}
+
+/// Rebuilds a customer from events.
+pub fn replay(events: impl IntoIterator<Item = CustomerEvent>) -> Loaded {
+    use cqrs_es::Aggregate;
+    let mut loaded = Loaded::default();
+    for event in events {
+        loaded.customer.apply(event);
+        loaded.version += 1;
+    }
+    loaded
+}
+
+/// The reservation rows a customer should hold: (email key, kind).
+pub(crate) fn reservations(customer: &Customer) -> Vec<(String, &'static str)> {
+    customer
+        .reserved_emails()
+        .into_iter()
+        .map(|(email, kind)| (email.normalized().to_string(), kind.as_str()))
+        .collect()
+}
+
+/// True when this append crosses a multiple of the snapshot interval.
+pub(crate) fn snapshot_due(interval: u64, before: u64, after: u64) -> bool {
+    interval > 0 && after / interval > before / interval
+}
+
+/// A URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{}:***{}", &url[..scheme_end + 3], user, &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_password_in_messages() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("mysql://x"), "mysql://x");
+    }
+
+    #[test]
+    fn snapshots_fall_due_at_each_multiple_of_the_interval() {
+        assert!(!snapshot_due(0, 0, 1000));
+        assert!(!snapshot_due(100, 0, 99));
+        assert!(snapshot_due(100, 99, 100));
+        assert!(snapshot_due(100, 98, 103));
+        assert!(!snapshot_due(100, 100, 199));
+    }
+
+    #[test]
+    fn positions_order_by_transaction_then_position() {
+        let a = Position { tx: 5, global: 10 };
+        let b = Position { tx: 6, global: 3 };
+        assert!(a < b);
+        assert!(Position::START < a);
+    }
+}

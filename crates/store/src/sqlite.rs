@@ -1,0 +1,400 @@
+//! SQLite: the embedded default, a single file created on first start.
+//!
+//! - WAL journal, so readers never block the writer or each other.
+//! - `synchronous = FULL`: an acknowledged command survives a power cut
+//!   (NORMAL could lose the last transactions; an access service must not
+//!   forget a revoke it confirmed).
+//! - One writer connection: writes are serialized in the process instead
+//!   of fighting over the database lock (`SQLITE_BUSY`); other processes
+//!   on the same file wait up to the busy timeout.
+//! - With one writer at a time, the AUTOINCREMENT position order is the
+//!   commit order, so the feed needs no visibility watermark.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use access_domain::{Customer, CustomerId, EmailAddress};
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, SqlitePool};
+
+use crate::codec::{self, RawRow, AGGREGATE_TYPE};
+use crate::error::{classify, StoreError, Violation};
+use crate::{
+    replay, reservations, snapshot_due, Append, Appended, IdempotencyRecord, Loaded, Position,
+    RecordedEvent, StoreOptions,
+};
+
+mod repository;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+
+/// How long a connection waits for another process's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+const SELECT_EVENT: &str = "SELECT global_position, aggregate_id, sequence, event_type, \
+     event_version, payload, metadata, recorded_at FROM events";
+
+/// The SQLite event store.
+#[derive(Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+    options: StoreOptions,
+}
+
+impl SqliteStore {
+    pub async fn connect(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
+        let connect = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::UnsupportedUrl(format!("{url}: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(connect.clone())
+            .await?;
+        // An in-memory database exists once per connection: share the writer.
+        let reader = if in_memory {
+            writer.clone()
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(options.max_connections.max(1))
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(connect.read_only(true))
+                .await?
+        };
+        Ok(Self {
+            writer,
+            reader,
+            options,
+        })
+    }
+
+    /// The writer pool (one connection).
+    pub fn writer(&self) -> &SqlitePool {
+        &self.writer
+    }
+
+    /// The reader pool.
+    pub fn reader(&self) -> &SqlitePool {
+        &self.reader
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.writer).await.map_err(StoreError::from)
+    }
+
+    pub async fn is_ready(&self) -> Result<bool, StoreError> {
+        let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+        let has_table: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+        )
+        .fetch_one(&self.reader)
+        .await?;
+        if has_table == 0 {
+            return Ok(false);
+        }
+        let applied: Option<i64> =
+            sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&self.reader)
+                .await?;
+        Ok(applied.unwrap_or(0) >= latest)
+    }
+
+    pub async fn load(&self, customer_id: CustomerId) -> Result<Loaded, StoreError> {
+        let id = customer_id.to_string();
+        let snapshot = sqlx::query(
+            "SELECT last_sequence, payload FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2",
+        )
+        .bind(AGGREGATE_TYPE)
+        .bind(&id)
+        .fetch_optional(&self.reader)
+        .await?;
+        if let Some(row) = snapshot {
+            let last: i64 = row.try_get("last_sequence")?;
+            let payload: String = row.try_get("payload")?;
+            match serde_json::from_str::<Customer>(&payload) {
+                Ok(customer) => {
+                    let newer = self.events_of(customer_id, last).await?;
+                    let mut loaded = Loaded {
+                        customer,
+                        version: u64::try_from(last).unwrap_or_default(),
+                    };
+                    for e in newer {
+                        cqrs_es::Aggregate::apply(&mut loaded.customer, e.event);
+                        loaded.version += 1;
+                    }
+                    return Ok(loaded);
+                }
+                Err(e) => {
+                    tracing::warn!(customer_id = %id, error = %e, "snapshot unreadable, replaying all events");
+                }
+            }
+        }
+        let events = self.events_of(customer_id, 0).await?;
+        Ok(replay(events.into_iter().map(|e| e.event)))
+    }
+
+    pub async fn events_of(
+        &self,
+        customer_id: CustomerId,
+        after_sequence: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "{SELECT_EVENT} WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 ORDER BY sequence"
+        ))
+        .bind(AGGREGATE_TYPE)
+        .bind(customer_id.to_string())
+        .bind(after_sequence)
+        .fetch_all(&self.reader)
+        .await?;
+        decode_rows(rows)
+    }
+
+    pub async fn read_feed(
+        &self,
+        after: Position,
+        limit: u32,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "{SELECT_EVENT} WHERE aggregate_type = $1 AND global_position > $2 ORDER BY global_position LIMIT $3"
+        ))
+        .bind(AGGREGATE_TYPE)
+        .bind(after.global)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        decode_rows(rows)
+    }
+
+    pub async fn append(&self, append: Append<'_>) -> Result<Appended, StoreError> {
+        let id = append.customer_id.to_string();
+        let encoded = codec::encode(append.events, append.expected_version + 1, append.metadata)?;
+        let mut tx = self.writer.begin().await?;
+        let mut last_position = None;
+
+        if !encoded.is_empty() {
+            let mut insert = QueryBuilder::new(
+                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at) ",
+            );
+            let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+            insert.push_values(&encoded, |mut b, e| {
+                b.push_bind(AGGREGATE_TYPE)
+                    .push_bind(&id)
+                    .push_bind(e.sequence)
+                    .push_bind(&e.event_type)
+                    .push_bind(&e.event_version)
+                    .push_bind(e.payload.to_string())
+                    .push_bind(e.metadata.to_string())
+                    .push_bind(&now);
+            });
+            insert.push(" RETURNING global_position");
+            let rows = insert.build().fetch_all(&mut *tx).await.map_err(|e| {
+                if classify(&e) == Some(Violation::EventSequence) {
+                    StoreError::Conflict {
+                        customer_id: id.clone(),
+                        expected: append.expected_version,
+                    }
+                } else {
+                    e.into()
+                }
+            })?;
+            // RETURNING order is not guaranteed by SQLite: take the largest.
+            let mut last = None;
+            for row in &rows {
+                let p: i64 = row.try_get("global_position")?;
+                last = last.max(Some(p));
+            }
+            last_position = last.map(|global| Position { tx: 0, global });
+        }
+
+        let before = reservations(append.before);
+        let after = reservations(append.after);
+        if before != after {
+            sqlx::query("DELETE FROM login_emails WHERE customer_id = $1")
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+            for (key, kind) in &after {
+                let inserted = sqlx::query(
+                    "INSERT INTO login_emails (email_key, customer_id, kind) VALUES ($1, $2, $3) \
+                     ON CONFLICT (email_key) DO NOTHING",
+                )
+                .bind(key)
+                .bind(&id)
+                .bind(kind)
+                .execute(&mut *tx)
+                .await?;
+                if inserted.rows_affected() == 0 {
+                    return Err(StoreError::EmailInUse { email: key.clone() });
+                }
+            }
+        }
+
+        if let Some(record) = append.idempotency {
+            insert_idempotency(&mut tx, record).await?;
+        }
+
+        let version = append.expected_version + append.events.len() as u64;
+        if snapshot_due(
+            self.options.snapshot_interval,
+            append.expected_version,
+            version,
+        ) {
+            let state = serde_json::to_string(append.after)
+                .map_err(|e| StoreError::Database(format!("snapshot does not serialize: {e}")))?;
+            upsert_snapshot(&mut tx, &id, version, &state).await?;
+        }
+
+        tx.commit().await?;
+        Ok(Appended {
+            version,
+            last_position,
+        })
+    }
+
+    pub async fn email_holder(
+        &self,
+        email: &EmailAddress,
+    ) -> Result<Option<CustomerId>, StoreError> {
+        let holder: Option<String> =
+            sqlx::query_scalar("SELECT customer_id FROM login_emails WHERE email_key = $1")
+                .bind(email.normalized())
+                .fetch_optional(&self.reader)
+                .await?;
+        holder
+            .map(|h| {
+                h.parse().map_err(|_| {
+                    StoreError::Database(format!("login_emails holds a bad customer id `{h}`"))
+                })
+            })
+            .transpose()
+    }
+
+    pub async fn idempotency_lookup(
+        &self,
+        caller: &str,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT request_digest, status, body FROM idempotency_keys WHERE caller = $1 AND key = $2",
+        )
+        .bind(caller)
+        .bind(key)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.map(|r| {
+            Ok(IdempotencyRecord {
+                caller: caller.to_string(),
+                key: key.to_string(),
+                request_digest: r.try_get("request_digest")?,
+                status: u16::try_from(r.try_get::<i64, _>("status")?).unwrap_or(500),
+                body: r.try_get("body")?,
+            })
+        })
+        .transpose()
+    }
+
+    pub async fn idempotency_save(&self, record: &IdempotencyRecord) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        insert_idempotency(&mut tx, record).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn count_events(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or_default())
+    }
+}
+
+async fn upsert_snapshot(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    id: &str,
+    version: u64,
+    state: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload) \
+         VALUES ($1, $2, $3, 1, $4) \
+         ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE \
+         SET last_sequence = excluded.last_sequence, \
+             current_snapshot = snapshots.current_snapshot + 1, \
+             payload = excluded.payload",
+    )
+    .bind(AGGREGATE_TYPE)
+    .bind(id)
+    .bind(i64::try_from(version).unwrap_or(i64::MAX))
+    .bind(state)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn insert_idempotency(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    record: &IdempotencyRecord,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO idempotency_keys (caller, key, request_digest, status, body) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&record.caller)
+    .bind(&record.key)
+    .bind(&record.request_digest)
+    .bind(i64::from(record.status))
+    .bind(&record.body)
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| {
+        if classify(&e) == Some(Violation::IdempotencyKey) {
+            StoreError::IdempotencyKeyTaken
+        } else {
+            e.into()
+        }
+    })?;
+    Ok(())
+}
+
+fn raw_row(row: &SqliteRow) -> Result<RawRow, StoreError> {
+    let position: i64 = row.try_get("global_position")?;
+    let aggregate_id: String = row.try_get("aggregate_id")?;
+    let sequence: i64 = row.try_get("sequence")?;
+    let payload: String = row.try_get("payload")?;
+    let metadata: String = row.try_get("metadata")?;
+    let recorded_at: String = row.try_get("recorded_at")?;
+    let mut raw = RawRow {
+        position,
+        tx: 0,
+        aggregate_id,
+        sequence,
+        event_type: row.try_get("event_type")?,
+        event_version: row.try_get("event_version")?,
+        payload: serde_json::Value::Null,
+        metadata: serde_json::Value::Null,
+        recorded_at: DateTime::<Utc>::MIN_UTC,
+    };
+    raw.payload = serde_json::from_str(&payload)
+        .map_err(|e| codec::corrupt(&raw, format!("payload is not JSON: {e}")))?;
+    raw.metadata = serde_json::from_str(&metadata)
+        .map_err(|e| codec::corrupt(&raw, format!("metadata is not JSON: {e}")))?;
+    raw.recorded_at = DateTime::parse_from_rfc3339(&recorded_at)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| codec::corrupt(&raw, format!("recorded_at `{recorded_at}`: {e}")))?;
+    Ok(raw)
+}
+
+fn decode_rows(rows: Vec<SqliteRow>) -> Result<Vec<RecordedEvent>, StoreError> {
+    let upcasters = codec::shared_upcasters();
+    rows.iter()
+        .map(|row| codec::decode(raw_row(row)?, &upcasters))
+        .collect()
+}
