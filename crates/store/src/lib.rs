@@ -24,6 +24,7 @@ use access_domain::{CommandMetadata, Customer, CustomerEvent, CustomerId};
 use chrono::{DateTime, Utc};
 
 mod codec;
+mod common;
 pub mod error;
 pub mod execute;
 pub mod postgres;

@@ -15,11 +15,14 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, QueryBuilder, Row};
 
 use crate::codec::{self, RawRow, AGGREGATE_TYPE};
+use crate::common;
 use crate::error::{classify, StoreError, Violation};
 use crate::{
-    replay, reservations, snapshot_due, Append, Appended, IdempotencyRecord, Loaded, Position,
-    RecordedEvent, StoreOptions,
+    replay, Append, Appended, IdempotencyRecord, Loaded, Position, RecordedEvent, StoreOptions,
 };
+
+/// The sqlx driver of this store.
+type DB = sqlx::Postgres;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
 
@@ -85,19 +88,9 @@ impl PgStore {
             match serde_json::from_value::<Customer>(payload) {
                 Ok(customer) => {
                     let newer = self.events_of(customer_id, last).await?;
-                    let mut loaded = Loaded {
-                        customer,
-                        version: u64::try_from(last).unwrap_or_default(),
-                    };
-                    for e in newer {
-                        cqrs_es::Aggregate::apply(&mut loaded.customer, e.event);
-                        loaded.version += 1;
-                    }
-                    return Ok(loaded);
+                    return Ok(common::from_snapshot(customer, last, newer));
                 }
-                Err(e) => {
-                    tracing::warn!(customer_id = %id, error = %e, "snapshot unreadable, replaying all events");
-                }
+                Err(e) => common::snapshot_unreadable(&id, &e),
             }
         }
         let events = self.events_of(customer_id, 0).await?;
@@ -177,57 +170,14 @@ impl PgStore {
             }
         }
 
-        let before = reservations(append.before);
-        let after = reservations(append.after);
-        if before != after {
-            sqlx::query("DELETE FROM login_emails WHERE customer_id = $1")
-                .bind(&id)
-                .execute(&mut *tx)
-                .await?;
-            for (key, kind) in &after {
-                let inserted = sqlx::query(
-                    "INSERT INTO login_emails (email_key, customer_id, kind) VALUES ($1, $2, $3) \
-                     ON CONFLICT (email_key) DO NOTHING",
-                )
-                .bind(key)
-                .bind(&id)
-                .bind(kind)
-                .execute(&mut *tx)
-                .await?;
-                if inserted.rows_affected() == 0 {
-                    return Err(StoreError::EmailInUse { email: key.clone() });
-                }
-            }
-        }
-
-        if let Some(record) = append.idempotency {
-            insert_idempotency(&mut tx, record).await?;
-        }
-
-        let version = append.expected_version + append.events.len() as u64;
-        if snapshot_due(
+        let version = common::finish_append::<DB, _>(
+            &mut tx,
+            &append,
+            &id,
             self.options.snapshot_interval,
-            append.expected_version,
-            version,
-        ) {
-            let state = serde_json::to_value(append.after)
-                .map_err(|e| StoreError::Database(format!("snapshot does not serialize: {e}")))?;
-            sqlx::query(
-                "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload) \
-                 VALUES ($1, $2, $3, 1, $4) \
-                 ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE \
-                 SET last_sequence = excluded.last_sequence, \
-                     current_snapshot = snapshots.current_snapshot + 1, \
-                     payload = excluded.payload",
-            )
-            .bind(AGGREGATE_TYPE)
-            .bind(&id)
-            .bind(i64::try_from(version).unwrap_or(i64::MAX))
-            .bind(state)
-            .execute(&mut *tx)
-            .await?;
-        }
-
+            |state| serde_json::to_value(state),
+        )
+        .await?;
         tx.commit().await?;
         Ok(Appended {
             version,
@@ -239,18 +189,7 @@ impl PgStore {
         &self,
         email: &EmailAddress,
     ) -> Result<Option<CustomerId>, StoreError> {
-        let holder: Option<String> =
-            sqlx::query_scalar("SELECT customer_id FROM login_emails WHERE email_key = $1")
-                .bind(email.normalized())
-                .fetch_optional(&self.pool)
-                .await?;
-        holder
-            .map(|h| {
-                h.parse().map_err(|_| {
-                    StoreError::Database(format!("login_emails holds a bad customer id `{h}`"))
-                })
-            })
-            .transpose()
+        common::email_holder::<DB, _>(&self.pool, email.normalized()).await
     }
 
     pub async fn idempotency_lookup(
@@ -258,28 +197,12 @@ impl PgStore {
         caller: &str,
         key: &str,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        let row = sqlx::query(
-            "SELECT request_digest, status, body FROM idempotency_keys WHERE caller = $1 AND key = $2",
-        )
-        .bind(caller)
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| {
-            Ok(IdempotencyRecord {
-                caller: caller.to_string(),
-                key: key.to_string(),
-                request_digest: r.try_get("request_digest")?,
-                status: u16::try_from(r.try_get::<i32, _>("status")?).unwrap_or(500),
-                body: r.try_get("body")?,
-            })
-        })
-        .transpose()
+        common::idempotency_lookup::<DB, _>(&self.pool, caller, key).await
     }
 
     pub async fn idempotency_save(&self, record: &IdempotencyRecord) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        insert_idempotency(&mut tx, record).await?;
+        common::insert_idempotency::<DB>(&mut tx, record).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -290,30 +213,6 @@ impl PgStore {
             .await?;
         Ok(u64::try_from(n).unwrap_or_default())
     }
-}
-
-async fn insert_idempotency(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    record: &IdempotencyRecord,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO idempotency_keys (caller, key, request_digest, status, body) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(&record.caller)
-    .bind(&record.key)
-    .bind(&record.request_digest)
-    .bind(i32::from(record.status))
-    .bind(&record.body)
-    .execute(&mut **tx)
-    .await
-    .map_err(|e| {
-        if classify(&e) == Some(Violation::IdempotencyKey) {
-            StoreError::IdempotencyKeyTaken
-        } else {
-            e.into()
-        }
-    })?;
-    Ok(())
 }
 
 fn position_of(row: &PgRow) -> Result<Position, StoreError> {

@@ -21,13 +21,16 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, SqlitePool};
 
 use crate::codec::{self, RawRow, AGGREGATE_TYPE};
+use crate::common;
 use crate::error::{classify, StoreError, Violation};
 use crate::{
-    replay, reservations, snapshot_due, Append, Appended, IdempotencyRecord, Loaded, Position,
-    RecordedEvent, StoreOptions,
+    replay, Append, Appended, IdempotencyRecord, Loaded, Position, RecordedEvent, StoreOptions,
 };
 
 mod repository;
+
+/// The sqlx driver of this store.
+type DB = sqlx::Sqlite;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
 
@@ -123,19 +126,9 @@ impl SqliteStore {
             match serde_json::from_str::<Customer>(&payload) {
                 Ok(customer) => {
                     let newer = self.events_of(customer_id, last).await?;
-                    let mut loaded = Loaded {
-                        customer,
-                        version: u64::try_from(last).unwrap_or_default(),
-                    };
-                    for e in newer {
-                        cqrs_es::Aggregate::apply(&mut loaded.customer, e.event);
-                        loaded.version += 1;
-                    }
-                    return Ok(loaded);
+                    return Ok(common::from_snapshot(customer, last, newer));
                 }
-                Err(e) => {
-                    tracing::warn!(customer_id = %id, error = %e, "snapshot unreadable, replaying all events");
-                }
+                Err(e) => common::snapshot_unreadable(&id, &e),
             }
         }
         let events = self.events_of(customer_id, 0).await?;
@@ -215,44 +208,14 @@ impl SqliteStore {
             last_position = last.map(|global| Position { tx: 0, global });
         }
 
-        let before = reservations(append.before);
-        let after = reservations(append.after);
-        if before != after {
-            sqlx::query("DELETE FROM login_emails WHERE customer_id = $1")
-                .bind(&id)
-                .execute(&mut *tx)
-                .await?;
-            for (key, kind) in &after {
-                let inserted = sqlx::query(
-                    "INSERT INTO login_emails (email_key, customer_id, kind) VALUES ($1, $2, $3) \
-                     ON CONFLICT (email_key) DO NOTHING",
-                )
-                .bind(key)
-                .bind(&id)
-                .bind(kind)
-                .execute(&mut *tx)
-                .await?;
-                if inserted.rows_affected() == 0 {
-                    return Err(StoreError::EmailInUse { email: key.clone() });
-                }
-            }
-        }
-
-        if let Some(record) = append.idempotency {
-            insert_idempotency(&mut tx, record).await?;
-        }
-
-        let version = append.expected_version + append.events.len() as u64;
-        if snapshot_due(
+        let version = common::finish_append::<DB, _>(
+            &mut tx,
+            &append,
+            &id,
             self.options.snapshot_interval,
-            append.expected_version,
-            version,
-        ) {
-            let state = serde_json::to_string(append.after)
-                .map_err(|e| StoreError::Database(format!("snapshot does not serialize: {e}")))?;
-            upsert_snapshot(&mut tx, &id, version, &state).await?;
-        }
-
+            serde_json::to_string,
+        )
+        .await?;
         tx.commit().await?;
         Ok(Appended {
             version,
@@ -264,18 +227,7 @@ impl SqliteStore {
         &self,
         email: &EmailAddress,
     ) -> Result<Option<CustomerId>, StoreError> {
-        let holder: Option<String> =
-            sqlx::query_scalar("SELECT customer_id FROM login_emails WHERE email_key = $1")
-                .bind(email.normalized())
-                .fetch_optional(&self.reader)
-                .await?;
-        holder
-            .map(|h| {
-                h.parse().map_err(|_| {
-                    StoreError::Database(format!("login_emails holds a bad customer id `{h}`"))
-                })
-            })
-            .transpose()
+        common::email_holder::<DB, _>(&self.reader, email.normalized()).await
     }
 
     pub async fn idempotency_lookup(
@@ -283,28 +235,12 @@ impl SqliteStore {
         caller: &str,
         key: &str,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        let row = sqlx::query(
-            "SELECT request_digest, status, body FROM idempotency_keys WHERE caller = $1 AND key = $2",
-        )
-        .bind(caller)
-        .bind(key)
-        .fetch_optional(&self.reader)
-        .await?;
-        row.map(|r| {
-            Ok(IdempotencyRecord {
-                caller: caller.to_string(),
-                key: key.to_string(),
-                request_digest: r.try_get("request_digest")?,
-                status: u16::try_from(r.try_get::<i64, _>("status")?).unwrap_or(500),
-                body: r.try_get("body")?,
-            })
-        })
-        .transpose()
+        common::idempotency_lookup::<DB, _>(&self.reader, caller, key).await
     }
 
     pub async fn idempotency_save(&self, record: &IdempotencyRecord) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
-        insert_idempotency(&mut tx, record).await?;
+        common::insert_idempotency::<DB>(&mut tx, record).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -315,53 +251,6 @@ impl SqliteStore {
             .await?;
         Ok(u64::try_from(n).unwrap_or_default())
     }
-}
-
-async fn upsert_snapshot(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    id: &str,
-    version: u64,
-    state: &str,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload) \
-         VALUES ($1, $2, $3, 1, $4) \
-         ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE \
-         SET last_sequence = excluded.last_sequence, \
-             current_snapshot = snapshots.current_snapshot + 1, \
-             payload = excluded.payload",
-    )
-    .bind(AGGREGATE_TYPE)
-    .bind(id)
-    .bind(i64::try_from(version).unwrap_or(i64::MAX))
-    .bind(state)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-async fn insert_idempotency(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    record: &IdempotencyRecord,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO idempotency_keys (caller, key, request_digest, status, body) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(&record.caller)
-    .bind(&record.key)
-    .bind(&record.request_digest)
-    .bind(i64::from(record.status))
-    .bind(&record.body)
-    .execute(&mut **tx)
-    .await
-    .map_err(|e| {
-        if classify(&e) == Some(Violation::IdempotencyKey) {
-            StoreError::IdempotencyKeyTaken
-        } else {
-            e.into()
-        }
-    })?;
-    Ok(())
 }
 
 fn raw_row(row: &SqliteRow) -> Result<RawRow, StoreError> {

@@ -1,0 +1,228 @@
+//! Statements both databases run the same way, written once, generic over
+//! the sqlx driver. (SQLite accepts PostgreSQL's `$n` placeholders.)
+
+use access_domain::{Customer, CustomerId};
+use sqlx::{Database, Decode, Encode, Executor, IntoArguments, Row, Type};
+
+use crate::error::{classify, StoreError, Violation};
+use crate::{
+    reservations, snapshot_due, Append, IdempotencyRecord, Loaded, RecordedEvent, AGGREGATE_TYPE,
+};
+
+/// Brings the customer's login-email reservations from `before` to
+/// `after`: drop its rows, insert the new set. An address another customer
+/// holds makes the insert do nothing, which is `EmailInUse` (and the
+/// caller's transaction rolls back).
+pub(crate) async fn write_reservations<DB>(
+    conn: &mut DB::Connection,
+    customer_id: &str,
+    before: &Customer,
+    after: &Customer,
+) -> Result<(), StoreError>
+where
+    DB: Database,
+    for<'q> <DB as Database>::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+{
+    let wanted = reservations(after);
+    if reservations(before) == wanted {
+        return Ok(());
+    }
+    sqlx::query::<DB>("DELETE FROM login_emails WHERE customer_id = $1")
+        .bind(customer_id)
+        .execute(&mut *conn)
+        .await?;
+    for (key, kind) in &wanted {
+        let inserted = sqlx::query::<DB>(
+            "INSERT INTO login_emails (email_key, customer_id, kind) VALUES ($1, $2, $3) \
+             ON CONFLICT (email_key) DO NOTHING RETURNING email_key",
+        )
+        .bind(key.as_str())
+        .bind(customer_id)
+        .bind(*kind)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if inserted.is_none() {
+            return Err(StoreError::EmailInUse { email: key.clone() });
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn insert_idempotency<DB>(
+    conn: &mut DB::Connection,
+    record: &IdempotencyRecord,
+) -> Result<(), StoreError>
+where
+    DB: Database,
+    for<'q> <DB as Database>::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> i32: Encode<'q, DB> + Type<DB>,
+{
+    sqlx::query::<DB>(
+        "INSERT INTO idempotency_keys (caller, key, request_digest, status, body) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(record.caller.as_str())
+    .bind(record.key.as_str())
+    .bind(record.request_digest.as_str())
+    .bind(i32::from(record.status))
+    .bind(record.body.as_str())
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| {
+        if classify(&e) == Some(Violation::IdempotencyKey) {
+            StoreError::IdempotencyKeyTaken
+        } else {
+            e.into()
+        }
+    })?;
+    Ok(())
+}
+
+pub(crate) async fn idempotency_lookup<'e, DB, E>(
+    executor: E,
+    caller: &str,
+    key: &str,
+) -> Result<Option<IdempotencyRecord>, StoreError>
+where
+    DB: Database,
+    E: Executor<'e, Database = DB>,
+    for<'q> <DB as Database>::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'r> i32: Decode<'r, DB> + Type<DB>,
+    for<'r> String: Decode<'r, DB> + Type<DB>,
+    for<'a> &'a str: sqlx::ColumnIndex<DB::Row>,
+{
+    let row = sqlx::query::<DB>(
+        "SELECT request_digest, status, body FROM idempotency_keys WHERE caller = $1 AND key = $2",
+    )
+    .bind(caller)
+    .bind(key)
+    .fetch_optional(executor)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    Ok(Some(IdempotencyRecord {
+        caller: caller.to_string(),
+        key: key.to_string(),
+        request_digest: row.try_get("request_digest")?,
+        status: u16::try_from(row.try_get::<i32, _>("status")?).unwrap_or(500),
+        body: row.try_get("body")?,
+    }))
+}
+
+pub(crate) async fn email_holder<'e, DB, E>(
+    executor: E,
+    email_key: &str,
+) -> Result<Option<CustomerId>, StoreError>
+where
+    DB: Database,
+    E: Executor<'e, Database = DB>,
+    for<'q> <DB as Database>::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'r> String: Decode<'r, DB> + Type<DB>,
+    (String,): for<'r> sqlx::FromRow<'r, DB::Row>,
+{
+    let holder: Option<String> = sqlx::query_scalar::<DB, String>(
+        "SELECT customer_id FROM login_emails WHERE email_key = $1",
+    )
+    .bind(email_key)
+    .fetch_optional(executor)
+    .await?;
+    holder
+        .map(|h| {
+            h.parse().map_err(|_| {
+                StoreError::Database(format!("login_emails holds a bad customer id `{h}`"))
+            })
+        })
+        .transpose()
+}
+
+/// Upserts the one snapshot row of a customer. `payload` is the state as
+/// the driver stores JSON (a `Value` on PostgreSQL, text on SQLite).
+pub(crate) async fn upsert_snapshot<DB, P>(
+    conn: &mut DB::Connection,
+    customer_id: &str,
+    version: u64,
+    payload: P,
+) -> Result<(), StoreError>
+where
+    DB: Database,
+    for<'q> <DB as Database>::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> P: Encode<'q, DB> + Type<DB> + Send + 'q,
+{
+    sqlx::query::<DB>(
+        "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload) \
+         VALUES ($1, $2, $3, 1, $4) \
+         ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE \
+         SET last_sequence = excluded.last_sequence, \
+             current_snapshot = snapshots.current_snapshot + 1, \
+             payload = excluded.payload",
+    )
+    .bind(AGGREGATE_TYPE)
+    .bind(customer_id)
+    .bind(i64::try_from(version).unwrap_or(i64::MAX))
+    .bind(payload)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// A customer from its snapshot (state at `last_sequence`) and the events
+/// after it.
+pub(crate) fn from_snapshot(
+    customer: Customer,
+    last_sequence: i64,
+    newer: Vec<RecordedEvent>,
+) -> Loaded {
+    let mut loaded = Loaded {
+        customer,
+        version: u64::try_from(last_sequence).unwrap_or_default(),
+    };
+    for e in newer {
+        cqrs_es::Aggregate::apply(&mut loaded.customer, e.event);
+        loaded.version += 1;
+    }
+    loaded
+}
+
+/// Logs an unreadable snapshot (the caller then replays every event).
+pub(crate) fn snapshot_unreadable(customer_id: &str, error: &dyn std::fmt::Display) {
+    tracing::warn!(customer_id, error = %error, "snapshot unreadable, replaying all events");
+}
+
+/// Everything an append writes after the events, in the same transaction:
+/// reservations, the idempotency record, and a snapshot when one is due.
+/// Returns the customer's new version.
+pub(crate) async fn finish_append<DB, P>(
+    conn: &mut DB::Connection,
+    append: &Append<'_>,
+    customer_id: &str,
+    snapshot_interval: u64,
+    snapshot_payload: impl FnOnce(&Customer) -> Result<P, serde_json::Error>,
+) -> Result<u64, StoreError>
+where
+    DB: Database,
+    for<'q> <DB as Database>::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> i32: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> P: Encode<'q, DB> + Type<DB> + Send + 'q,
+{
+    write_reservations::<DB>(&mut *conn, customer_id, append.before, append.after).await?;
+    if let Some(record) = append.idempotency {
+        insert_idempotency::<DB>(&mut *conn, record).await?;
+    }
+    let version = append.expected_version + append.events.len() as u64;
+    if snapshot_due(snapshot_interval, append.expected_version, version) {
+        let payload = snapshot_payload(append.after)
+            .map_err(|e| StoreError::Database(format!("snapshot does not serialize: {e}")))?;
+        upsert_snapshot::<DB, P>(&mut *conn, customer_id, version, payload).await?;
+    }
+    Ok(version)
+}
