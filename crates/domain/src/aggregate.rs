@@ -56,6 +56,13 @@ pub struct Customer {
     must_change_password: bool,
     setup_link: Option<SetupLink>,
     pending_email_change: Option<PendingEmailChange>,
+    /// Counts changes to the login itself (email, password, access): a
+    /// customer session opened before the latest change is no longer valid.
+    #[serde(default)]
+    login_epoch: u64,
+    /// When the latest event happened.
+    #[serde(default)]
+    updated_at: Option<DateTime<Utc>>,
 }
 
 impl Customer {
@@ -91,6 +98,15 @@ impl Customer {
     }
     pub fn pending_email_change(&self) -> Option<&PendingEmailChange> {
         self.pending_email_change.as_ref()
+    }
+    /// Changes with each change of the login (email, password, access):
+    /// sessions remember it and end when it moves on.
+    pub fn login_epoch(&self) -> u64 {
+        self.login_epoch
+    }
+    /// When the latest event happened.
+    pub fn updated_at(&self) -> Option<DateTime<Utc>> {
+        self.updated_at
     }
 
     /// The addresses this customer holds as a login, which no other customer
@@ -420,6 +436,19 @@ impl Aggregate for Customer {
     }
 
     fn apply(&mut self, event: Self::Event) {
+        self.updated_at = Some(event.at());
+        if matches!(
+            event,
+            CustomerEvent::EmailChanged { .. }
+                | CustomerEvent::PasswordSet { .. }
+                | CustomerEvent::PasswordCleared { .. }
+                | CustomerEvent::AccessRevoked { .. }
+                | CustomerEvent::EmailChangeConfirmed { .. }
+                | CustomerEvent::PasswordSetupCompleted { .. }
+                | CustomerEvent::PasswordChanged { .. }
+        ) {
+            self.login_epoch += 1;
+        }
         match event {
             CustomerEvent::CustomerRegistered {
                 customer_id,

@@ -1007,3 +1007,38 @@ fn a_customer_holds_its_login_only_with_access_and_the_target_of_a_pending_chang
     });
     assert!(state(events).reserved_emails().is_empty());
 }
+
+#[test]
+fn sessions_end_when_the_login_changes_and_only_then() {
+    let base = with_access();
+    let epoch = state(base.clone()).login_epoch();
+    let mut unchanged = base.clone();
+    unchanged.push(setup_link_sent("t", now() + Duration::hours(1)));
+    unchanged.push(email_change_requested("e", now() + Duration::hours(1)));
+    assert_eq!(state(unchanged).login_epoch(), epoch);
+    for change in [
+        CustomerEvent::PasswordChanged {
+            password_hash: fake_hash(PW2),
+            at: now(),
+        },
+        CustomerEvent::AccessRevoked {
+            reason: None,
+            at: now(),
+        },
+        CustomerEvent::EmailChangeConfirmed {
+            old_email: Personal(email(OLD)),
+            new_email: Personal(email(NEW)),
+            at: now(),
+        },
+        CustomerEvent::EmailChanged {
+            old_email: Personal(email(OLD)),
+            new_email: Personal(email(NEW)),
+            at: now(),
+        },
+    ] {
+        let mut events = base.clone();
+        events.push(change.clone());
+        assert!(state(events).login_epoch() > epoch, "{change:?}");
+    }
+    assert_eq!(state(base).updated_at(), Some(earlier()));
+}

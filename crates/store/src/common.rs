@@ -215,6 +215,17 @@ where
     for<'q> P: Encode<'q, DB> + Type<DB> + Send + 'q,
 {
     write_reservations::<DB>(&mut *conn, customer_id, append.before, append.after).await?;
+    let email = append.after.email().map(|e| e.normalized());
+    if email.is_some() && email != append.before.email().map(|e| e.normalized()) {
+        sqlx::query::<DB>(
+            "INSERT INTO customer_emails (customer_id, email_key) VALUES ($1, $2) \
+             ON CONFLICT (customer_id) DO UPDATE SET email_key = excluded.email_key",
+        )
+        .bind(customer_id)
+        .bind(email.unwrap_or_default())
+        .execute(&mut *conn)
+        .await?;
+    }
     if let Some(record) = append.idempotency {
         insert_idempotency::<DB>(&mut *conn, record).await?;
     }

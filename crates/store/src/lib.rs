@@ -23,6 +23,7 @@ use std::collections::HashMap;
 use access_domain::{CommandMetadata, Customer, CustomerEvent, CustomerId};
 use chrono::{DateTime, Utc};
 
+pub mod accounts;
 mod codec;
 mod common;
 pub mod error;
@@ -32,6 +33,7 @@ pub mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use accounts::{SessionRecord, StoredApiKey};
 pub use codec::AGGREGATE_TYPE;
 pub use error::StoreError;
 pub use execute::{ExecuteError, Executed, Execution};

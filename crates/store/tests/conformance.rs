@@ -627,6 +627,95 @@ async fn corrupt_rows_give_clear_errors_naming_customer_and_position(store: Stor
     );
 }
 
+async fn sessions_api_keys_and_lookup_by_email(store: Store) {
+    use access_store::{SessionRecord, StoredApiKey};
+    let now = Utc::now();
+    // Lookup by email finds customers with and without access, and follows
+    // email changes.
+    let with = customer_with_access(&store, "Look@Example.com").await;
+    let (without, cmd) = register("look@example.com");
+    run(&store, without, cmd).await.unwrap();
+    let mut found = store
+        .customers_by_email(&email("LOOK@example.com"))
+        .await
+        .unwrap();
+    found.sort();
+    let mut expected = vec![with, without];
+    expected.sort();
+    assert_eq!(found, expected);
+    run(
+        &store,
+        without,
+        CustomerCommand::ChangeEmail {
+            email: email("elsewhere@example.com"),
+            credential: Credential::None,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        store
+            .customers_by_email(&email("look@example.com"))
+            .await
+            .unwrap(),
+        vec![with]
+    );
+    assert_eq!(
+        store
+            .customers_by_email(&email("elsewhere@example.com"))
+            .await
+            .unwrap(),
+        vec![without]
+    );
+
+    // Sessions.
+    let session = SessionRecord {
+        token_digest: "d1".into(),
+        customer_id: with,
+        login_epoch: 3,
+        created_at: now,
+        expires_at: now + chrono::Duration::hours(1),
+    };
+    store.create_session(&session).await.unwrap();
+    let back = store.find_session("d1").await.unwrap().unwrap();
+    assert_eq!(back.customer_id, with);
+    assert_eq!(back.login_epoch, 3);
+    assert!(
+        (back.expires_at - session.expires_at)
+            .num_milliseconds()
+            .abs()
+            < 1
+    );
+    let old = SessionRecord {
+        token_digest: "d2".into(),
+        expires_at: now - chrono::Duration::seconds(1),
+        ..session.clone()
+    };
+    store.create_session(&old).await.unwrap();
+    store.purge_expired_sessions(now).await.unwrap();
+    assert!(store.find_session("d2").await.unwrap().is_none());
+    assert!(store.find_session("d1").await.unwrap().is_some());
+    store.delete_session("d1").await.unwrap();
+    assert!(store.find_session("d1").await.unwrap().is_none());
+    store.create_session(&session).await.unwrap();
+    store.delete_sessions_of(with).await.unwrap();
+    assert!(store.find_session("d1").await.unwrap().is_none());
+
+    // API keys.
+    assert!(store.api_keys().await.unwrap().is_empty());
+    let key = StoredApiKey {
+        name: "admin".into(),
+        role: "admin".into(),
+        secret_digest: "abc".into(),
+        created_at: now,
+    };
+    store.insert_api_key(&key).await.unwrap();
+    assert!(store.insert_api_key(&key).await.is_err());
+    let keys = store.api_keys().await.unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].secret_digest, "abc");
+}
+
 // ---------------------------------------------------------------------------
 // each test on both stores
 // ---------------------------------------------------------------------------
@@ -672,6 +761,7 @@ on_both_stores!(
     a_pending_email_change_reserves_its_target,
     idempotency_records_are_stored_with_the_events,
     corrupt_rows_give_clear_errors_naming_customer_and_position,
+    sessions_api_keys_and_lookup_by_email,
 );
 
 // ---------------------------------------------------------------------------

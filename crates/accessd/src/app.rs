@@ -1,0 +1,252 @@
+//! Start-up: store, keys, hasher, mail, the listener; then serve until
+//! told to stop, finishing requests in flight.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use access_domain::{CustomerServices, LinkLifetimes, Password, PasswordHasher, TokenGenerator};
+use access_security::{Argon2idHasher, OsRandomTokens, SystemClock};
+use access_store::{Store, StoreError, StoreOptions, StoredApiKey};
+use chrono::Utc;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::auth::{ApiKey, KeyRing, KeySpecError};
+use crate::config::Config;
+use crate::mailer::Mailer;
+use crate::metrics::Metrics;
+use crate::state::{AppState, Inner};
+use crate::throttle::Throttle;
+
+/// Why the service could not start. Each message says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("database {url}: {source}")]
+    Store { url: String, source: StoreError },
+    #[error("API keys: {0}")]
+    Keys(#[from] KeySpecError),
+    #[error("API keys file {path}: {source}")]
+    KeysFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("mail: {0}")]
+    Mail(#[from] access_mail::MailError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("ACCESS_PUBLIC_URL `{0}` must start with http:// or https://")]
+    PublicUrl(String),
+    #[error("password hasher: {0}")]
+    Hasher(String),
+}
+
+/// The name of the admin key created on first start.
+pub const FIRST_ADMIN_KEY: &str = "admin";
+
+/// A running service.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub public_url: String,
+    /// The admin key created on this start (shown once), if one was.
+    pub created_admin_key: Option<String>,
+    pub state: AppState,
+    server: JoinHandle<std::io::Result<()>>,
+    janitor: JoinHandle<()>,
+}
+
+impl Running {
+    /// Waits until the server stops (after the shutdown signal, once the
+    /// requests in flight are done).
+    pub async fn wait(self) -> std::io::Result<()> {
+        let result = self
+            .server
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        self.janitor.abort();
+        result
+    }
+}
+
+async fn load_keys(
+    config: &Config,
+    store: &Store,
+) -> Result<(KeyRing, Option<String>), StartupError> {
+    let mut keys = Vec::new();
+    if let Some(spec) = &config.api_keys {
+        keys.extend(ApiKey::parse_list(spec)?);
+    }
+    if let Some(path) = &config.api_keys_file {
+        let text = std::fs::read_to_string(path).map_err(|source| StartupError::KeysFile {
+            path: path.display().to_string(),
+            source,
+        })?;
+        for key in ApiKey::parse_list(&text)? {
+            if keys.iter().any(|k: &ApiKey| k.name == key.name) {
+                return Err(KeySpecError::Duplicate { name: key.name }.into());
+            }
+            keys.push(key);
+        }
+    }
+    let store_error = |source| StartupError::Store {
+        url: access_store::redact_url(&config.database_url),
+        source,
+    };
+    let mut stored = store.api_keys().await.map_err(store_error)?;
+    let mut created = None;
+    if keys.is_empty() && stored.is_empty() {
+        let secret = format!("ak_{}", OsRandomTokens.generate().expose());
+        let key = StoredApiKey {
+            name: FIRST_ADMIN_KEY.into(),
+            role: "admin".into(),
+            secret_digest: hex::encode(crate::auth::digest(&secret)),
+            created_at: Utc::now(),
+        };
+        store.insert_api_key(&key).await.map_err(store_error)?;
+        stored.push(key);
+        created = Some(secret);
+    }
+    for s in stored {
+        let role = access_domain::ApiRole::parse(&s.role);
+        match role.and_then(|role| ApiKey::from_digest(s.name.clone(), role, &s.secret_digest)) {
+            Some(key) if !keys.iter().any(|k| k.name == key.name) => keys.push(key),
+            Some(_) => {
+                tracing::warn!(name = %s.name, "a configured API key has the name of a stored one; the configured one wins")
+            }
+            None => tracing::warn!(name = %s.name, "stored API key unreadable; ignored"),
+        }
+    }
+    Ok((KeyRing::new(keys), created))
+}
+
+/// Starts the service; it stops when `shutdown` completes.
+pub async fn start(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Running, StartupError> {
+    let shown_url = access_store::redact_url(&config.database_url);
+    let store_error = |source| StartupError::Store {
+        url: shown_url.clone(),
+        source,
+    };
+    let store = Store::connect(
+        &config.database_url,
+        StoreOptions {
+            max_connections: config.db_pool,
+            snapshot_interval: config.snapshot_interval,
+        },
+    )
+    .await
+    .map_err(store_error)?;
+    store.migrate().await.map_err(store_error)?;
+    tracing::info!(store = store.kind(), url = %shown_url, "store ready");
+
+    let (keys, created_admin_key) = load_keys(&config, &store).await?;
+
+    let hasher = Arc::new(Argon2idHasher::owasp(config.hash_concurrency));
+    let decoy_password = Password::parse(
+        &format!("Decoy-{}", OsRandomTokens.generate().expose()),
+        &[],
+    )
+    .map_err(|e| StartupError::Hasher(e.to_string()))?;
+    let decoy_hash = hasher
+        .hash(&decoy_password)
+        .await
+        .map_err(|e| StartupError::Hasher(e.to_string()))?;
+    let services = CustomerServices::new(
+        hasher,
+        Arc::new(OsRandomTokens),
+        Arc::new(SystemClock),
+        LinkLifetimes {
+            setup_link: chrono::Duration::hours(i64::from(config.setup_link_hours.max(1))),
+            email_change: chrono::Duration::hours(i64::from(config.email_change_link_hours.max(1))),
+        },
+    );
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartupError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartupError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let public_url = match &config.public_url {
+        Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+            url.trim_end_matches('/').to_string()
+        }
+        Some(url) => return Err(StartupError::PublicUrl(url.clone())),
+        None => format!("http://{addr}"),
+    };
+
+    let target = access_mail::MailTarget::from_str(&config.mail)?;
+    let templates = match &config.mail_templates {
+        Some(dir) => access_mail::Templates::with_override_dir(dir)?,
+        None => access_mail::Templates::embedded(),
+    };
+    let settings = access_mail::MailSettings {
+        from: config.mail_from.clone(),
+        ..access_mail::MailSettings::default()
+    };
+    let mailer = Mailer::new(
+        access_mail::Mailer::new(templates, settings, target.transport()?),
+        public_url.clone(),
+    );
+
+    let state = AppState::new(Inner {
+        store,
+        services,
+        keys,
+        mailer,
+        metrics: Metrics::new(),
+        throttle: Throttle::new(
+            config.login_attempts_per_account,
+            config.login_attempts_per_address,
+        ),
+        session_ttl: chrono::Duration::hours(i64::from(config.session_hours.max(1))),
+        decoy_hash,
+    });
+
+    let janitor = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(300));
+            loop {
+                tick.tick().await;
+                state.throttle().shrink();
+                if let Err(e) = state.store().purge_expired_sessions(Utc::now()).await {
+                    tracing::warn!(error = %e, "could not purge expired sessions");
+                }
+            }
+        })
+    };
+
+    let router = crate::http::router(
+        state.clone(),
+        Duration::from_secs(config.request_timeout_secs.max(1)),
+    );
+    let server = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+    });
+    tracing::info!(%addr, %public_url, "accessd listening");
+    Ok(Running {
+        addr,
+        public_url,
+        created_admin_key,
+        state,
+        server,
+        janitor,
+    })
+}

@@ -1,0 +1,374 @@
+//! Who is calling, and what they may do.
+//!
+//! - API callers present `Authorization: Bearer <secret>`. Secrets are kept
+//!   only as SHA-256 digests and compared in constant time against every
+//!   known key.
+//! - Permissions are types: a handler that takes `Caller<SendCommands>` can
+//!   only run for a `service` or `admin` key; the extractor refuses anyone
+//!   else before the handler starts (401 `unauthenticated` for a missing or
+//!   unknown key, 403 `forbidden` for a known key without the role).
+//! - Customers open a session with their email and password; the session
+//!   token is a Bearer token on `/v1/self/*`. A session ends when the
+//!   customer's login changes (email, password, access): see
+//!   `Customer::login_epoch`.
+
+use std::marker::PhantomData;
+
+use access_domain::{Actor, ApiRole, CustomerId};
+use access_store::Loaded;
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// One API key: its name (the actor in events), role and secret digest.
+#[derive(Clone)]
+pub struct ApiKey {
+    pub name: String,
+    pub role: ApiRole,
+    digest: [u8; 32],
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKey")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an API key specification was refused. Never contains the secret.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KeySpecError {
+    #[error("API key entry {index}: expected `name:role:secret`")]
+    Shape { index: usize },
+    #[error(
+        "API key entry {index}: name `{name}` must be 1-64 characters of a-z, 0-9, `-`, `_`, `.`"
+    )]
+    Name { index: usize, name: String },
+    #[error("API key `{name}`: unknown role `{role}` (service, auditor or admin)")]
+    Role { name: String, role: String },
+    #[error("API key `{name}`: the secret must be at least 16 characters")]
+    ShortSecret { name: String },
+    #[error("API key `{name}` is defined twice")]
+    Duplicate { name: String },
+}
+
+/// SHA-256 of a secret.
+pub fn digest(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+impl ApiKey {
+    pub fn new(name: impl Into<String>, role: ApiRole, secret: &str) -> Self {
+        Self {
+            name: name.into(),
+            role,
+            digest: digest(secret),
+        }
+    }
+
+    /// A key known only by its stored hex digest.
+    pub fn from_digest(name: impl Into<String>, role: ApiRole, hex_digest: &str) -> Option<Self> {
+        let bytes = hex::decode(hex_digest).ok()?;
+        Some(Self {
+            name: name.into(),
+            role,
+            digest: bytes.try_into().ok()?,
+        })
+    }
+
+    /// Parses `name:role:secret` entries separated by commas or newlines;
+    /// blank lines and `#` comments are skipped.
+    pub fn parse_list(spec: &str) -> Result<Vec<Self>, KeySpecError> {
+        let mut keys: Vec<Self> = Vec::new();
+        let entries = spec
+            .lines()
+            .map(|l| l.split('#').next().unwrap_or_default())
+            .flat_map(|l| l.split(','))
+            .map(str::trim)
+            .filter(|e| !e.is_empty());
+        for (i, entry) in entries.enumerate() {
+            let index = i + 1;
+            let mut parts = entry.splitn(3, ':');
+            let (Some(name), Some(role), Some(secret)) = (parts.next(), parts.next(), parts.next())
+            else {
+                return Err(KeySpecError::Shape { index });
+            };
+            let valid_name = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c));
+            if !valid_name {
+                return Err(KeySpecError::Name {
+                    index,
+                    name: name.chars().take(64).collect(),
+                });
+            }
+            let role = ApiRole::parse(role).ok_or_else(|| KeySpecError::Role {
+                name: name.to_string(),
+                role: role.chars().take(32).collect(),
+            })?;
+            if secret.chars().count() < 16 {
+                return Err(KeySpecError::ShortSecret {
+                    name: name.to_string(),
+                });
+            }
+            if keys.iter().any(|k| k.name == name) {
+                return Err(KeySpecError::Duplicate {
+                    name: name.to_string(),
+                });
+            }
+            keys.push(Self::new(name, role, secret));
+        }
+        Ok(keys)
+    }
+}
+
+/// The known API keys.
+#[derive(Clone, Debug, Default)]
+pub struct KeyRing {
+    keys: Vec<ApiKey>,
+}
+
+impl KeyRing {
+    pub fn new(keys: Vec<ApiKey>) -> Self {
+        Self { keys }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// The key whose secret this is. Compares against every key in
+    /// constant time, so timing does not tell which (or whether one)
+    /// matched.
+    pub fn authenticate(&self, secret: &str) -> Option<&ApiKey> {
+        let presented = digest(secret);
+        let mut found = None;
+        for key in &self.keys {
+            if bool::from(key.digest.ct_eq(&presented)) {
+                found = Some(key);
+            }
+        }
+        found
+    }
+}
+
+/// What a role may do. Implemented by marker types used as
+/// `Caller<Permission>`.
+pub trait Permission: Send + Sync + 'static {
+    const DESCRIPTION: &'static str;
+    fn allows(role: ApiRole) -> bool;
+}
+
+/// Send commands (service, admin).
+pub struct SendCommands;
+impl Permission for SendCommands {
+    const DESCRIPTION: &'static str = "sending commands needs the service or admin role";
+    fn allows(role: ApiRole) -> bool {
+        matches!(role, ApiRole::Service | ApiRole::Admin)
+    }
+}
+
+/// Read access state (every role).
+pub struct ReadState;
+impl Permission for ReadState {
+    const DESCRIPTION: &'static str = "reading needs an API key";
+    fn allows(_: ApiRole) -> bool {
+        true
+    }
+}
+
+/// Read the history: events and audit (auditor, admin).
+pub struct ReadHistory;
+impl Permission for ReadHistory {
+    const DESCRIPTION: &'static str = "reading the history needs the auditor or admin role";
+    fn allows(role: ApiRole) -> bool {
+        matches!(role, ApiRole::Auditor | ApiRole::Admin)
+    }
+}
+
+/// An authenticated API caller allowed to do `P`.
+pub struct Caller<P: Permission> {
+    pub name: String,
+    pub role: ApiRole,
+    _permission: PhantomData<P>,
+}
+
+impl<P: Permission> Caller<P> {
+    pub fn actor(&self) -> Actor {
+        Actor::Api {
+            name: self.name.clone(),
+            role: self.role,
+        }
+    }
+}
+
+/// The Bearer token of a request, if any.
+pub fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+impl<P, S> FromRequestParts<S> for Caller<P>
+where
+    P: Permission,
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
+        let secret = bearer(parts).ok_or_else(ApiError::unauthenticated)?;
+        let key = state
+            .keys()
+            .authenticate(secret)
+            .ok_or_else(ApiError::unauthenticated)?;
+        if !P::allows(key.role) {
+            return Err(ApiError::forbidden(P::DESCRIPTION));
+        }
+        Ok(Self {
+            name: key.name.clone(),
+            role: key.role,
+            _permission: PhantomData,
+        })
+    }
+}
+
+/// A customer with a valid session (possibly with a temporary password).
+pub struct CustomerSession {
+    pub customer_id: CustomerId,
+    pub token_digest: String,
+    pub loaded: Loaded,
+}
+
+impl CustomerSession {
+    pub fn actor(&self) -> Actor {
+        Actor::Customer {
+            customer_id: self.customer_id,
+        }
+    }
+}
+
+impl<S> FromRequestParts<S> for CustomerSession
+where
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
+        let token = bearer(parts).ok_or_else(ApiError::unauthenticated)?;
+        let token_digest = hex::encode(digest(token));
+        let session = state
+            .store()
+            .find_session(&token_digest)
+            .await?
+            .ok_or_else(ApiError::unauthenticated)?;
+        if session.expires_at <= state.now() {
+            state.store().delete_session(&token_digest).await?;
+            return Err(ApiError::unauthenticated());
+        }
+        let loaded = state.store().load(session.customer_id).await?;
+        let current =
+            loaded.customer.has_access() && loaded.customer.login_epoch() == session.login_epoch;
+        if !current {
+            // The login changed since the session opened: it has ended.
+            state.store().delete_session(&token_digest).await?;
+            return Err(ApiError::unauthenticated());
+        }
+        Ok(Self {
+            customer_id: session.customer_id,
+            token_digest,
+            loaded,
+        })
+    }
+}
+
+/// A customer with a valid session and no pending password change.
+pub struct ActiveCustomer(pub CustomerSession);
+
+impl<S> FromRequestParts<S> for ActiveCustomer
+where
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let session = CustomerSession::from_request_parts(parts, state).await?;
+        if session.loaded.customer.must_change_password() {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "must_change_password",
+                "the password is temporary: change it first (POST /v1/self/change-password)",
+            ));
+        }
+        Ok(Self(session))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_lists_parse_and_errors_never_show_the_secret() {
+        let keys = ApiKey::parse_list(
+            "crm:service:0123456789abcdef0123, audit:auditor:fedcba9876543210fedc\n# comment\nops:admin:aaaaaaaaaaaaaaaaaaaa",
+        )
+        .unwrap();
+        assert_eq!(keys.len(), 3);
+        let ring = KeyRing::new(keys);
+        assert_eq!(
+            ring.authenticate("fedcba9876543210fedc").unwrap().name,
+            "audit"
+        );
+        assert!(ring.authenticate("fedcba9876543210fedd").is_none());
+
+        for (spec, expected) in [
+            ("crm:service", "expected `name:role:secret`"),
+            ("CRM:service:0123456789abcdef", "name `CRM`"),
+            ("crm:root:0123456789abcdefXYZ", "unknown role `root`"),
+            ("crm:service:short-secret-x", "at least 16"),
+            (
+                "a:admin:0123456789abcdefSECRET,a:admin:0123456789abcdefSECRET",
+                "twice",
+            ),
+        ] {
+            let err = ApiKey::parse_list(spec).unwrap_err().to_string();
+            assert!(err.contains(expected), "{spec}: {err}");
+            assert!(
+                !err.contains("SECRET") && !err.contains("0123456789"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn permissions_follow_the_roles() {
+        assert!(SendCommands::allows(ApiRole::Service) && SendCommands::allows(ApiRole::Admin));
+        assert!(!SendCommands::allows(ApiRole::Auditor));
+        assert!(ReadHistory::allows(ApiRole::Auditor) && ReadHistory::allows(ApiRole::Admin));
+        assert!(!ReadHistory::allows(ApiRole::Service));
+        assert!(ReadState::allows(ApiRole::Auditor));
+    }
+}

@@ -1,0 +1,134 @@
+//! Configuration: every setting is a flag and an environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `accessd`: the access service.
+#[derive(Parser, Clone)]
+#[command(
+    name = "accessd",
+    version,
+    about = "The access service: portal logins of customers, as events"
+)]
+pub struct Config {
+    /// `sqlite://FILE` (created if missing) or `postgres://…`.
+    #[arg(
+        long,
+        env = "ACCESS_DATABASE_URL",
+        default_value = "sqlite://access.db"
+    )]
+    pub database_url: String,
+
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, env = "ACCESS_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Base of the links in emails; default `http://` + the bound address.
+    #[arg(long, env = "ACCESS_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Where mail goes: `file:DIR` (one .eml file per message) or `smtp://…`.
+    #[arg(long, env = "ACCESS_MAIL", default_value = "file:mail")]
+    pub mail: String,
+
+    /// Sender of the emails.
+    #[arg(
+        long,
+        env = "ACCESS_MAIL_FROM",
+        default_value = "Customer Center <no-reply@localhost>"
+    )]
+    pub mail_from: String,
+
+    /// A directory of templates that replace the built-in ones.
+    #[arg(long, env = "ACCESS_MAIL_TEMPLATES")]
+    pub mail_templates: Option<PathBuf>,
+
+    /// API keys, comma-separated `name:role:secret` (roles: service,
+    /// auditor, admin).
+    #[arg(long, env = "ACCESS_API_KEYS", hide_env_values = true)]
+    pub api_keys: Option<String>,
+
+    /// A file with API keys in the same format (commas or one per line;
+    /// `#` starts a comment).
+    #[arg(long, env = "ACCESS_API_KEYS_FILE")]
+    pub api_keys_file: Option<PathBuf>,
+
+    /// Log filter (tracing `EnvFilter` syntax).
+    #[arg(long, env = "ACCESS_LOG", default_value = "info")]
+    pub log: String,
+
+    /// Log format.
+    #[arg(long, env = "ACCESS_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Lifetime of a password-setup link, in hours.
+    #[arg(long, env = "ACCESS_SETUP_LINK_HOURS", default_value_t = 24)]
+    pub setup_link_hours: u32,
+
+    /// Lifetime of an email-change validation link, in hours.
+    #[arg(long, env = "ACCESS_EMAIL_CHANGE_LINK_HOURS", default_value_t = 24)]
+    pub email_change_link_hours: u32,
+
+    /// Lifetime of a customer session, in hours.
+    #[arg(long, env = "ACCESS_SESSION_HOURS", default_value_t = 12)]
+    pub session_hours: u32,
+
+    /// Database connections (PostgreSQL) or readers (SQLite).
+    #[arg(long, env = "ACCESS_DB_POOL", default_value_t = 10)]
+    pub db_pool: u32,
+
+    /// Snapshot a customer every this many events (0: never).
+    #[arg(long, env = "ACCESS_SNAPSHOT_INTERVAL", default_value_t = 100)]
+    pub snapshot_interval: u64,
+
+    /// Longest time a request may take, in seconds.
+    #[arg(long, env = "ACCESS_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+
+    /// Password hashes computed at once (each takes ~20 MiB and a core for
+    /// ~20 ms); more requests wait their turn.
+    #[arg(long, env = "ACCESS_HASH_CONCURRENCY", default_value_t = 2)]
+    pub hash_concurrency: usize,
+
+    /// Password checks allowed per account per minute.
+    #[arg(long, env = "ACCESS_LOGIN_ATTEMPTS_PER_ACCOUNT", default_value_t = 5)]
+    pub login_attempts_per_account: u32,
+
+    /// Password checks allowed per client address per minute.
+    #[arg(long, env = "ACCESS_LOGIN_ATTEMPTS_PER_ADDRESS", default_value_t = 30)]
+    pub login_attempts_per_address: u32,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Secrets (API keys, a password in the database URL) stay out.
+        f.debug_struct("Config")
+            .field(
+                "database_url",
+                &access_store::redact_url(&self.database_url),
+            )
+            .field("listen", &self.listen)
+            .field("public_url", &self.public_url)
+            .field("mail", &access_store::redact_url(&self.mail))
+            .field("api_keys", &self.api_keys.as_ref().map(|_| "[REDACTED]"))
+            .field("api_keys_file", &self.api_keys_file)
+            .field("log", &self.log)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// Defaults, as with no flags and no environment (for tests).
+    pub fn defaults() -> Self {
+        Self::parse_from(["accessd"])
+    }
+}

@@ -1,0 +1,197 @@
+//! One HTTP error type: every failure becomes
+//! `{"error":{"code","message"}}` with a stable code and a precise status.
+//! Internal failures are logged with the request id and answered with a
+//! generic message.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use access_domain::{CustomerError, ValueError};
+use access_store::{ExecuteError, StoreError};
+
+/// The body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable code (see docs/api.md).
+    #[schema(example = "login_has_no_password")]
+    pub code: &'static str,
+    /// For people; may change.
+    pub message: String,
+}
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    /// Seconds, for 429 and 503.
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn malformed(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "malformed_request", message)
+    }
+
+    pub fn unauthenticated() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "a valid Bearer token is required",
+        )
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", "no such resource")
+    }
+
+    pub fn customer_not_found() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "customer_not_found",
+            "no customer with this id",
+        )
+    }
+
+    pub fn too_many_attempts(retry_after: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after.max(1)),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_attempts",
+                "too many password attempts; try again later",
+            )
+        }
+    }
+
+    pub fn unavailable() -> Self {
+        Self {
+            retry_after: Some(2),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the service is temporarily unavailable; retry later",
+            )
+        }
+    }
+
+    /// An unexpected failure: logged in full, answered generically.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; the request id identifies it in the logs",
+        )
+    }
+}
+
+impl From<ValueError> for ApiError {
+    fn from(err: ValueError) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            err.code(),
+            err.to_string(),
+        )
+    }
+}
+
+impl From<CustomerError> for ApiError {
+    fn from(err: CustomerError) -> Self {
+        let status = match &err {
+            CustomerError::CustomerNotFound => StatusCode::NOT_FOUND,
+            CustomerError::CustomerExists => StatusCode::CONFLICT,
+            CustomerError::WrongPassword => StatusCode::FORBIDDEN,
+            CustomerError::Service(e) => return Self::internal(e),
+            CustomerError::InvalidValue(v) => return v.clone().into(),
+            CustomerError::LoginHasNoPassword { .. }
+            | CustomerError::PasswordMismatch
+            | CustomerError::EmailMismatch
+            | CustomerError::EmailUnchanged
+            | CustomerError::NoAccess
+            | CustomerError::AccessAlreadyGranted
+            | CustomerError::InvalidToken => StatusCode::UNPROCESSABLE_ENTITY,
+        };
+        Self::new(status, err.code(), err.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Conflict { .. } => Self::new(
+                StatusCode::CONFLICT,
+                "concurrent_modification",
+                "the customer was changed by another request at the same time; retry",
+            ),
+            StoreError::EmailInUse { .. } => Self::new(
+                StatusCode::CONFLICT,
+                "email_in_use",
+                "this email address is the login of another customer",
+            ),
+            StoreError::Unavailable(detail) => {
+                tracing::warn!(error = %detail, "store unavailable");
+                Self::unavailable()
+            }
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl From<ExecuteError> for ApiError {
+    fn from(err: ExecuteError) -> Self {
+        match err {
+            ExecuteError::Rejected(e) => e.into(),
+            ExecuteError::VersionMismatch { expected, actual } => Self::new(
+                StatusCode::PRECONDITION_FAILED,
+                "version_mismatch",
+                format!(
+                    "If-Match expected version {expected}, the customer is at version {actual}"
+                ),
+            ),
+            ExecuteError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+            },
+        };
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        response
+    }
+}
+
+/// Result of a handler.
+pub type ApiResult<T> = Result<T, ApiError>;

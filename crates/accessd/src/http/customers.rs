@@ -1,0 +1,355 @@
+//! Endpoints for upstream services and auditors: commands on customers and
+//! reads of their state and history.
+
+use access_domain::{CustomerCommand, CustomerId, CustomerName, EmailAddress, Role};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::auth::{Caller, ReadHistory, ReadState, SendCommands};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::http::commands::{self, credential, new_password, parse, CommandContext};
+use crate::http::dto::*;
+use crate::http::extract::{customer_id, JsonBody};
+use crate::state::AppState;
+
+/// Register a customer (without access).
+#[utoipa::path(post, path = "/v1/customers", tag = "commands",
+    request_body = RegisterRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key")),
+    responses(
+        (status = 201, body = CommandResponse, description = "Registered"),
+        (status = 409, body = ErrorBody, description = "customer_exists"),
+        (status = 422, body = ErrorBody, description = "invalid_email, invalid_name"),
+    ),
+    security(("api_key" = [])))]
+pub async fn register(
+    State(state): State<AppState>,
+    caller: Caller<SendCommands>,
+    ctx: CommandContext,
+    body: JsonBody<RegisterRequest>,
+) -> ApiResult<Response> {
+    let req = body.value;
+    let email = parse(EmailAddress::parse(&req.email))?;
+    let name = req.name.as_deref().map(CustomerName::parse).transpose();
+    let name = parse(name)?;
+    let id = match req.customer_id.as_deref() {
+        Some(raw) => parse(raw.parse())?,
+        None => CustomerId::new_random(),
+    };
+    let command = CustomerCommand::RegisterCustomer {
+        customer_id: id,
+        email,
+        name,
+    };
+    commands::respond(
+        &state,
+        ctx.request(
+            caller.actor(),
+            id,
+            command,
+            req.reason,
+            &body.digest,
+            StatusCode::CREATED,
+        ),
+    )
+    .await
+}
+
+/// Change the login email. With access, a password or a notification is
+/// needed (the notice's rule).
+#[utoipa::path(post, path = "/v1/customers/{id}/change-email", tag = "commands",
+    request_body = ChangeEmailRequest,
+    params(("id" = String, Path, description = "Customer id"),
+           ("If-Match" = Option<String>, Header, description = "Expected version, e.g. \"3\""),
+           ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key")),
+    responses(
+        (status = 200, body = CommandResponse),
+        (status = 404, body = ErrorBody, description = "customer_not_found"),
+        (status = 409, body = ErrorBody, description = "email_in_use, concurrent_modification"),
+        (status = 412, body = ErrorBody, description = "version_mismatch"),
+        (status = 422, body = ErrorBody, description = "login_has_no_password, password_mismatch, invalid_email, weak_password, no_access"),
+    ),
+    security(("api_key" = [])))]
+pub async fn change_email(
+    State(state): State<AppState>,
+    caller: Caller<SendCommands>,
+    Path(id): Path<String>,
+    ctx: CommandContext,
+    body: JsonBody<ChangeEmailRequest>,
+) -> ApiResult<Response> {
+    let id = customer_id(&id)?;
+    let req = body.value;
+    let email = parse(EmailAddress::parse(&req.email))?;
+    let credential = credential(
+        req.password,
+        req.password_confirm,
+        req.send_notification,
+        &[email.as_str()],
+    )?;
+    let command = CustomerCommand::ChangeEmail { email, credential };
+    commands::respond(
+        &state,
+        ctx.request(
+            caller.actor(),
+            id,
+            command,
+            req.reason,
+            &body.digest,
+            StatusCode::OK,
+        ),
+    )
+    .await
+}
+
+/// Give the customer portal access, with a password or a notification.
+#[utoipa::path(post, path = "/v1/customers/{id}/grant-access", tag = "commands",
+    request_body = GrantAccessRequest,
+    params(("id" = String, Path, description = "Customer id"),
+           ("If-Match" = Option<String>, Header, description = "Expected version"),
+           ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key")),
+    responses(
+        (status = 200, body = CommandResponse),
+        (status = 404, body = ErrorBody, description = "customer_not_found"),
+        (status = 409, body = ErrorBody, description = "email_in_use, concurrent_modification"),
+        (status = 422, body = ErrorBody, description = "login_has_no_password, access_already_granted, password_mismatch, weak_password"),
+    ),
+    security(("api_key" = [])))]
+pub async fn grant_access(
+    State(state): State<AppState>,
+    caller: Caller<SendCommands>,
+    Path(id): Path<String>,
+    ctx: CommandContext,
+    body: JsonBody<GrantAccessRequest>,
+) -> ApiResult<Response> {
+    let id = customer_id(&id)?;
+    let req = body.value;
+    let role = match req.role.as_deref() {
+        Some(r) => parse(r.parse::<Role>())?,
+        None => Role::CustomerCenter,
+    };
+    let credential = credential(
+        req.password,
+        req.password_confirm,
+        req.send_notification,
+        &[],
+    )?;
+    let command = CustomerCommand::GrantAccess { role, credential };
+    commands::respond(
+        &state,
+        ctx.request(
+            caller.actor(),
+            id,
+            command,
+            req.reason,
+            &body.digest,
+            StatusCode::OK,
+        ),
+    )
+    .await
+}
+
+/// Assign a temporary password.
+#[utoipa::path(post, path = "/v1/customers/{id}/set-password", tag = "commands",
+    request_body = SetPasswordRequest,
+    params(("id" = String, Path, description = "Customer id"),
+           ("If-Match" = Option<String>, Header, description = "Expected version"),
+           ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key")),
+    responses(
+        (status = 200, body = CommandResponse),
+        (status = 422, body = ErrorBody, description = "no_access, password_mismatch, weak_password"),
+    ),
+    security(("api_key" = [])))]
+pub async fn set_password(
+    State(state): State<AppState>,
+    caller: Caller<SendCommands>,
+    Path(id): Path<String>,
+    ctx: CommandContext,
+    body: JsonBody<SetPasswordRequest>,
+) -> ApiResult<Response> {
+    let id = customer_id(&id)?;
+    let req = body.value;
+    let command = CustomerCommand::SetPassword {
+        password: new_password(&req.password, &[])?,
+        password_confirm: req.password_confirm.into(),
+        send_notification: req.send_notification.unwrap_or(false),
+    };
+    commands::respond(
+        &state,
+        ctx.request(
+            caller.actor(),
+            id,
+            command,
+            req.reason,
+            &body.digest,
+            StatusCode::OK,
+        ),
+    )
+    .await
+}
+
+/// Send a new access notification with a password-setup link (voids the
+/// earlier links).
+#[utoipa::path(post, path = "/v1/customers/{id}/send-access-notification", tag = "commands",
+    request_body = ReasonRequest,
+    params(("id" = String, Path, description = "Customer id"),
+           ("If-Match" = Option<String>, Header, description = "Expected version"),
+           ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key")),
+    responses((status = 200, body = CommandResponse), (status = 422, body = ErrorBody, description = "no_access")),
+    security(("api_key" = [])))]
+pub async fn send_access_notification(
+    State(state): State<AppState>,
+    caller: Caller<SendCommands>,
+    Path(id): Path<String>,
+    ctx: CommandContext,
+    body: JsonBody<ReasonRequest>,
+) -> ApiResult<Response> {
+    let id = customer_id(&id)?;
+    let command = CustomerCommand::SendAccessNotification;
+    commands::respond(
+        &state,
+        ctx.request(
+            caller.actor(),
+            id,
+            command,
+            body.value.reason,
+            &body.digest,
+            StatusCode::OK,
+        ),
+    )
+    .await
+}
+
+/// Remove the customer's access (password, links and pending changes are
+/// discarded; sessions end).
+#[utoipa::path(post, path = "/v1/customers/{id}/revoke-access", tag = "commands",
+    request_body = ReasonRequest,
+    params(("id" = String, Path, description = "Customer id"),
+           ("If-Match" = Option<String>, Header, description = "Expected version"),
+           ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key")),
+    responses((status = 200, body = CommandResponse), (status = 422, body = ErrorBody, description = "no_access")),
+    security(("api_key" = [])))]
+pub async fn revoke_access(
+    State(state): State<AppState>,
+    caller: Caller<SendCommands>,
+    Path(id): Path<String>,
+    ctx: CommandContext,
+    body: JsonBody<ReasonRequest>,
+) -> ApiResult<Response> {
+    let id = customer_id(&id)?;
+    let reason = body.value.reason;
+    let command = CustomerCommand::RevokeAccess {
+        reason: reason.clone(),
+    };
+    let response = commands::respond(
+        &state,
+        ctx.request(
+            caller.actor(),
+            id,
+            command,
+            reason,
+            &body.digest,
+            StatusCode::OK,
+        ),
+    )
+    .await?;
+    if response.status().is_success() {
+        // Sessions would end at their next use anyway; free them now.
+        state.store().delete_sessions_of(id).await?;
+    }
+    Ok(response)
+}
+
+/// A customer's current state.
+#[utoipa::path(get, path = "/v1/customers/{id}", tag = "reads",
+    params(("id" = String, Path, description = "Customer id")),
+    responses((status = 200, body = CustomerView, headers(("ETag" = String, description = "The version"))),
+              (status = 404, body = ErrorBody, description = "customer_not_found")),
+    security(("api_key" = [])))]
+pub async fn get_customer(
+    State(state): State<AppState>,
+    _caller: Caller<ReadState>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let id = customer_id(&id)?;
+    let loaded = state.store().load(id).await?;
+    if !loaded.customer.is_registered() {
+        return Err(ApiError::customer_not_found());
+    }
+    let view = CustomerView::new(id, &loaded.customer, loaded.version, state.now());
+    Ok(commands::with_etag(
+        Json(view).into_response(),
+        loaded.version,
+    ))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct FindQuery {
+    /// The login email (case-insensitive).
+    pub email: String,
+}
+
+/// Find customers by login email.
+#[utoipa::path(get, path = "/v1/customers", tag = "reads",
+    params(FindQuery),
+    responses((status = 200, body = CustomerList), (status = 422, body = ErrorBody, description = "invalid_email")),
+    security(("api_key" = [])))]
+pub async fn find_customers(
+    State(state): State<AppState>,
+    _caller: Caller<ReadState>,
+    query: Result<Query<FindQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<CustomerList>> {
+    let Query(query) = query.map_err(|e| ApiError::malformed(e.body_text()))?;
+    let email = parse(EmailAddress::parse(&query.email))?;
+    let now = state.now();
+    let mut customers = Vec::new();
+    for id in state.store().customers_by_email(&email).await? {
+        let loaded = state.store().load(id).await?;
+        customers.push(CustomerView::new(id, &loaded.customer, loaded.version, now));
+    }
+    Ok(Json(CustomerList { customers }))
+}
+
+/// A customer's stored events, with metadata; password hashes and token
+/// digests are left out.
+#[utoipa::path(get, path = "/v1/customers/{id}/events", tag = "reads",
+    params(("id" = String, Path, description = "Customer id")),
+    responses((status = 200, body = EventList), (status = 404, body = ErrorBody, description = "customer_not_found")),
+    security(("api_key" = [])))]
+pub async fn customer_events(
+    State(state): State<AppState>,
+    _caller: Caller<ReadHistory>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<EventList>> {
+    let id = customer_id(&id)?;
+    let events = state.store().events_of(id).await?;
+    if events.is_empty() {
+        return Err(ApiError::customer_not_found());
+    }
+    let events = events
+        .into_iter()
+        .map(|e| {
+            let data = serde_json::to_value(&e.event)
+                .ok()
+                .and_then(|v| v.get(e.event.type_name()).cloned())
+                .unwrap_or_default();
+            EventView {
+                sequence: e.sequence,
+                position: e.position.to_string(),
+                event_type: e.event.type_name().to_string(),
+                event_version: e.event.version().to_string(),
+                recorded_at: e.recorded_at,
+                metadata: e.metadata,
+                data: without_secrets(data),
+            }
+        })
+        .collect();
+    Ok(Json(EventList {
+        customer_id: id,
+        events,
+    }))
+}

@@ -1,0 +1,258 @@
+//! Request and response bodies. Unknown fields are rejected (400
+//! `malformed_request` naming the field), so a typo such as `pasword`
+//! never silently drops a password. Bodies holding secrets do not derive
+//! `Debug`.
+
+use std::collections::HashMap;
+
+use access_domain::{Customer, CustomerId};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// `POST /v1/customers`
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    /// The login email.
+    #[schema(example = "ann@example.com")]
+    pub email: String,
+    pub name: Option<String>,
+    /// A UUID chosen by the caller; a new one if absent.
+    pub customer_id: Option<String>,
+    /// Why (recorded in the audit trail).
+    pub reason: Option<String>,
+}
+
+/// `POST /v1/customers/{id}/change-email`
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeEmailRequest {
+    #[schema(example = "ann.new@example.org")]
+    pub email: String,
+    /// A manually assigned, temporary password (with `password_confirm`).
+    pub password: Option<String>,
+    pub password_confirm: Option<String>,
+    /// With a password: a notice without the password. Without one: an
+    /// access notification with a password-setup link.
+    pub send_notification: Option<bool>,
+    pub reason: Option<String>,
+}
+
+/// `POST /v1/customers/{id}/grant-access`
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrantAccessRequest {
+    /// `customer_center` (the default and only role).
+    pub role: Option<String>,
+    pub password: Option<String>,
+    pub password_confirm: Option<String>,
+    pub send_notification: Option<bool>,
+    pub reason: Option<String>,
+}
+
+/// `POST /v1/customers/{id}/set-password`
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetPasswordRequest {
+    pub password: String,
+    pub password_confirm: String,
+    pub send_notification: Option<bool>,
+    pub reason: Option<String>,
+}
+
+/// `POST /v1/customers/{id}/send-access-notification` and
+/// `POST /v1/customers/{id}/revoke-access`
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ReasonRequest {
+    pub reason: Option<String>,
+}
+
+/// A command's success.
+#[derive(Serialize, Deserialize, ToSchema, Debug)]
+pub struct CommandResponse {
+    #[schema(value_type = String, format = Uuid)]
+    pub customer_id: CustomerId,
+    /// The customer's version after the command (also the `ETag`).
+    pub version: u64,
+}
+
+/// A customer's access, as `GET /v1/customers/{id}` shows it.
+#[derive(Serialize, ToSchema, Debug)]
+pub struct AccessView {
+    pub granted: bool,
+    /// `customer_center` while access is granted.
+    pub role: Option<String>,
+    pub password_set: bool,
+    pub must_change_password: bool,
+    pub setup_link_pending: bool,
+}
+
+/// A customer's current state.
+#[derive(Serialize, ToSchema, Debug)]
+pub struct CustomerView {
+    #[schema(value_type = String, format = Uuid)]
+    pub customer_id: CustomerId,
+    pub name: Option<String>,
+    pub email: String,
+    pub access: AccessView,
+    /// The target of a pending self-service email change.
+    pub pending_email: Option<String>,
+    pub version: u64,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl CustomerView {
+    pub fn new(id: CustomerId, customer: &Customer, version: u64, now: DateTime<Utc>) -> Self {
+        Self {
+            customer_id: id,
+            name: customer.name().map(|n| n.as_str().to_string()),
+            email: customer
+                .email()
+                .map(|e| e.as_str().to_string())
+                .unwrap_or_default(),
+            access: AccessView {
+                granted: customer.has_access(),
+                role: customer.access().map(|r| r.as_str().to_string()),
+                password_set: customer.has_password(),
+                must_change_password: customer.must_change_password(),
+                setup_link_pending: customer.setup_link().is_some_and(|l| l.expires_at > now),
+            },
+            pending_email: customer
+                .pending_email_change()
+                .filter(|p| p.expires_at > now)
+                .map(|p| p.new_email.as_str().to_string()),
+            version,
+            updated_at: customer.updated_at(),
+        }
+    }
+}
+
+/// `GET /v1/customers?email=`
+#[derive(Serialize, ToSchema, Debug)]
+pub struct CustomerList {
+    pub customers: Vec<CustomerView>,
+}
+
+/// One stored event, without password hashes or token digests.
+#[derive(Serialize, ToSchema, Debug)]
+pub struct EventView {
+    pub sequence: u64,
+    /// Place in the global order (`tx:position`).
+    pub position: String,
+    pub event_type: String,
+    pub event_version: String,
+    pub recorded_at: DateTime<Utc>,
+    /// Actor, request id and reason.
+    pub metadata: HashMap<String, String>,
+    /// The event's fields.
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+}
+
+/// `GET /v1/customers/{id}/events`
+#[derive(Serialize, ToSchema, Debug)]
+pub struct EventList {
+    #[schema(value_type = String, format = Uuid)]
+    pub customer_id: CustomerId,
+    pub events: Vec<EventView>,
+}
+
+/// `POST /v1/self/sessions`
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SessionRequest {
+    pub email: String,
+    pub password: String,
+}
+
+/// A new customer session.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct SessionResponse {
+    /// Bearer token for `/v1/self/*`.
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+    pub must_change_password: bool,
+}
+
+/// `POST /v1/self/change-email`
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SelfChangeEmailRequest {
+    pub current_password: String,
+    pub new_email: String,
+    pub new_email_confirm: String,
+}
+
+/// The notice's confirmation of a self-service email change.
+#[derive(Serialize, Deserialize, ToSchema, Debug)]
+pub struct EmailChangeAccepted {
+    #[schema(example = "Validation email sent successfully.")]
+    pub message: String,
+    pub detail: String,
+    pub pending_email: String,
+    pub version: u64,
+}
+
+/// `POST /v1/self/change-password`
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePasswordRequest {
+    pub current_password: String,
+    pub new_password: String,
+    pub new_password_confirm: String,
+}
+
+/// A changed password: every earlier session has ended; `session` is a new
+/// one for the caller.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct PasswordChanged {
+    #[schema(value_type = String, format = Uuid)]
+    pub customer_id: CustomerId,
+    pub version: u64,
+    pub session: SessionResponse,
+}
+
+/// `POST /v1/self/confirm-email`
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmEmailRequest {
+    /// The token from the validation link.
+    pub token: String,
+}
+
+/// `POST /v1/self/setup-password`
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetupPasswordRequest {
+    /// The token from the setup link.
+    pub token: String,
+    pub password: String,
+    pub password_confirm: String,
+}
+
+/// `GET /healthz`, `GET /readyz`
+#[derive(Serialize, ToSchema, Debug)]
+pub struct Health {
+    pub status: String,
+}
+
+/// Removes password hashes and token digests from an event's JSON.
+pub fn without_secrets(mut value: serde_json::Value) -> serde_json::Value {
+    fn scrub(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                map.remove("password_hash");
+                map.remove("token_digest");
+                for child in map.values_mut() {
+                    scrub(child);
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(scrub),
+            _ => {}
+        }
+    }
+    scrub(&mut value);
+    value
+}

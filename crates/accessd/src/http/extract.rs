@@ -1,0 +1,221 @@
+//! Request extractors with our error shape: JSON bodies (content type,
+//! size, syntax, unknown fields), path ids, the request id, `If-Match`,
+//! `Idempotency-Key`, the client address.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+use access_domain::CustomerId;
+
+use crate::error::ApiError;
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// A JSON body, with the SHA-256 of its bytes (for idempotency).
+pub struct JsonBody<T> {
+    pub value: T,
+    pub digest: String,
+}
+
+impl<T, S> FromRequest<S> for JsonBody<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let content_type = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let essence = content_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    format!(
+                        "the request body is larger than {} KiB",
+                        MAX_BODY_BYTES / 1024
+                    ),
+                )
+            } else {
+                ApiError::malformed(format!("the request body could not be read: {rejection}"))
+            }
+        })?;
+        // An empty body on a command without fields reads as `{}`.
+        let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
+            Bytes::from_static(b"{}")
+        } else {
+            if essence != "application/json" && !essence.ends_with("+json") {
+                return Err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    "the request body must be JSON (Content-Type: application/json)",
+                ));
+            }
+            bytes
+        };
+        let value = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::malformed(format!(
+                "invalid JSON body: {}",
+                redact_values(&e.to_string())
+            ))
+        })?;
+        Ok(Self {
+            value,
+            digest: hex::encode(Sha256::digest(&bytes)),
+        })
+    }
+}
+
+/// serde's messages may quote the offending value (`invalid type: string
+/// "hunter2", expected a boolean`): a password sent in the wrong field
+/// must not come back in the error, so quoted values are replaced.
+fn redact_values(message: &str) -> String {
+    let values_in_backticks =
+        message.starts_with("invalid type") || message.starts_with("invalid value");
+    let mut out = String::with_capacity(message.len());
+    let mut open: Option<char> = None;
+    for c in message.chars() {
+        match open {
+            Some(q) if c == q => {
+                out.push('…');
+                out.push(c);
+                open = None;
+            }
+            Some(_) => {}
+            None if c == '"' || (c == '`' && values_in_backticks) => {
+                out.push(c);
+                open = Some(c);
+            }
+            None => out.push(c),
+        }
+    }
+    out
+}
+
+/// A customer id from the path.
+pub fn customer_id(raw: &str) -> Result<CustomerId, ApiError> {
+    raw.parse().map_err(|_| {
+        ApiError::malformed(format!(
+            "`{}` is not a customer id (a UUID)",
+            raw.chars().take(64).collect::<String>()
+        ))
+    })
+}
+
+/// The request id set by the request-id layer.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string),
+        ))
+    }
+}
+
+/// Conditions on a command: `If-Match` and `Idempotency-Key`.
+#[derive(Debug, Clone, Default)]
+pub struct CommandHeaders {
+    /// The version from `If-Match: "<version>"`.
+    pub if_match: Option<u64>,
+    pub idempotency_key: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for CommandHeaders {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let if_match = match parts.headers.get("if-match") {
+            None => None,
+            Some(v) => {
+                let raw = v.to_str().unwrap_or_default().trim();
+                let unquoted = raw.strip_prefix("W/").unwrap_or(raw).trim_matches('"');
+                Some(unquoted.parse::<u64>().map_err(|_| {
+                    ApiError::malformed(
+                        "If-Match must be a version as sent in the ETag, e.g. \"3\"",
+                    )
+                })?)
+            }
+        };
+        let idempotency_key = match parts.headers.get("idempotency-key") {
+            None => None,
+            Some(v) => {
+                let key = v.to_str().unwrap_or_default().trim();
+                if key.is_empty() || key.len() > 255 || !key.chars().all(|c| c.is_ascii_graphic()) {
+                    return Err(ApiError::malformed(
+                        "Idempotency-Key must be 1 to 255 visible ASCII characters",
+                    ));
+                }
+                Some(key.to_string())
+            }
+        };
+        Ok(Self {
+            if_match,
+            idempotency_key,
+        })
+    }
+}
+
+/// The client's address, when the server knows it.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddress(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(addr)| addr.ip()),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn values_in_serde_messages_are_redacted_but_field_names_kept() {
+        assert_eq!(
+            super::redact_values(
+                "invalid type: string \"hunter2\", expected a boolean at line 1 column 9"
+            ),
+            "invalid type: string \"…\", expected a boolean at line 1 column 9"
+        );
+        assert_eq!(
+            super::redact_values("invalid type: integer `12345`, expected a string"),
+            "invalid type: integer `…`, expected a string"
+        );
+        assert_eq!(
+            super::redact_values("unknown field `pasword`, expected one of `email`, `password`"),
+            "unknown field `pasword`, expected one of `email`, `password`"
+        );
+    }
+}

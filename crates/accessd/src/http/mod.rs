@@ -1,0 +1,122 @@
+//! The HTTP layer: routes, middleware and handlers.
+
+pub mod commands;
+pub mod customers;
+pub mod dto;
+pub mod extract;
+pub mod health;
+pub mod self_service;
+
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::Router;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+async fn not_found() -> Response {
+    ApiError::not_found().into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this method is not allowed here",
+    )
+    .into_response()
+}
+
+/// The whole service.
+pub fn router(state: AppState, request_timeout: Duration) -> Router {
+    let api = Router::new()
+        .route(
+            "/v1/customers",
+            post(customers::register).get(customers::find_customers),
+        )
+        .route("/v1/customers/{id}", get(customers::get_customer))
+        .route("/v1/customers/{id}/events", get(customers::customer_events))
+        .route(
+            "/v1/customers/{id}/change-email",
+            post(customers::change_email),
+        )
+        .route(
+            "/v1/customers/{id}/grant-access",
+            post(customers::grant_access),
+        )
+        .route(
+            "/v1/customers/{id}/set-password",
+            post(customers::set_password),
+        )
+        .route(
+            "/v1/customers/{id}/send-access-notification",
+            post(customers::send_access_notification),
+        )
+        .route(
+            "/v1/customers/{id}/revoke-access",
+            post(customers::revoke_access),
+        )
+        .route("/v1/self", get(self_service::me))
+        .route("/v1/self/sessions", post(self_service::create_session))
+        .route(
+            "/v1/self/sessions/current",
+            delete(self_service::delete_session),
+        )
+        .route("/v1/self/change-email", post(self_service::change_email))
+        .route(
+            "/v1/self/change-password",
+            post(self_service::change_password),
+        )
+        .route("/v1/self/confirm-email", post(self_service::confirm_email))
+        .route(
+            "/v1/self/setup-password",
+            post(self_service::setup_password),
+        )
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/openapi.json", get(health::openapi))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed);
+
+    let trace = TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+        let request_id = request
+            .headers()
+            .get(&REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
+    });
+
+    api.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        crate::metrics::track,
+    ))
+    .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+    .layer(TimeoutLayer::with_status_code(
+        StatusCode::REQUEST_TIMEOUT,
+        request_timeout,
+    ))
+    .layer(SetResponseHeaderLayer::if_not_present(
+        HeaderName::from_static("x-content-type-options"),
+        HeaderValue::from_static("nosniff"),
+    ))
+    .layer(SetResponseHeaderLayer::if_not_present(
+        HeaderName::from_static("cache-control"),
+        HeaderValue::from_static("no-store"),
+    ))
+    .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+    .layer(trace)
+    .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+    .with_state(state)
+}

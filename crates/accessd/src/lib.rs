@@ -1,0 +1,29 @@
+//! # accessd
+//!
+//! The access service over HTTP. A guided tour:
+//! - [`config`]: every setting, as a flag and an environment variable.
+//! - [`app`]: start-up (store, keys, hasher, mail, listener) and graceful
+//!   shutdown.
+//! - [`http`]: the routes; [`http::customers`] for upstream services and
+//!   auditors, [`http::self_service`] for customers, [`http::health`] for
+//!   operations; [`http::commands`] runs a command for a request
+//!   (idempotency, `If-Match`, mail after the commit).
+//! - [`auth`]: API keys and roles as types; customer sessions.
+//! - [`error`]: the one HTTP error type.
+//! - [`mailer`], [`links`]: the emails a command calls for and their links.
+//! - [`metrics`], [`throttle`], [`openapi`].
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod links;
+pub mod mailer;
+pub mod metrics;
+pub mod openapi;
+pub mod state;
+pub mod throttle;
+
+pub use app::{start, Running, StartupError};
+pub use config::{Config, LogFormat};

@@ -1,0 +1,303 @@
+//! `TestApp`: the real service on port 0 with a fresh database and its own
+//! mail directory, and one helper per endpoint.
+
+use std::path::PathBuf;
+
+use access_store::testing::TestDatabase;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+pub const ADMIN: &str = "admin-secret-0123456789abcdef";
+pub const SERVICE: &str = "service-secret-0123456789abcdef";
+pub const AUDITOR: &str = "auditor-secret-0123456789abcdef";
+
+pub const NOTICE_TAIL: &str =
+    " login has no password. A notification email with a password URL must be sent or a new password must be entered manually.";
+
+pub const PW: &str = "correct-Horse-battery-9";
+pub const PW2: &str = "Velvet-Tundra-Orbit-42";
+pub const PW3: &str = "Quartz-Meadow-Lantern-77";
+
+#[derive(Clone, Copy, Debug)]
+pub enum Db {
+    Postgres,
+    Sqlite,
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub mail_dir: tempfile::TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    _db: TestDatabase,
+}
+
+/// A response: status, headers and JSON body (Null when not JSON).
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Answer {
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or_default()
+    }
+
+    pub fn message(&self) -> &str {
+        self.body["error"]["message"].as_str().unwrap_or_default()
+    }
+
+    #[track_caller]
+    pub fn expect(self, status: u16) -> Self {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected answer: {}",
+            self.body
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn expect_error(self, status: u16, code: &str) -> Self {
+        assert_eq!(
+            (self.status.as_u16(), self.code()),
+            (status, code),
+            "unexpected answer: {}",
+            self.body
+        );
+        self
+    }
+}
+
+impl TestApp {
+    pub async fn spawn(db: Db) -> Self {
+        Self::spawn_with(db, |_| {}).await
+    }
+
+    pub async fn spawn_with(db: Db, adjust: impl FnOnce(&mut accessd::Config)) -> Self {
+        if std::env::var("TEST_LOG").is_ok() {
+            let _ = tracing_subscriber_init();
+        }
+        let database = match db {
+            Db::Postgres => TestDatabase::postgres().await.unwrap(),
+            Db::Sqlite => TestDatabase::sqlite().unwrap(),
+        };
+        let mail_dir = tempfile::tempdir().unwrap();
+        let mut config = accessd::Config::defaults();
+        config.database_url = database.url().to_string();
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.public_url = None;
+        config.mail = format!("file:{}", mail_dir.path().display());
+        config.api_keys = Some(format!(
+            "ops:admin:{ADMIN},crm:service:{SERVICE},audit:auditor:{AUDITOR}"
+        ));
+        config.api_keys_file = None;
+        config.mail_templates = None;
+        adjust(&mut config);
+        let (tx, rx) = oneshot::channel::<()>();
+        let running = accessd::start(config, async {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+        let base = format!("http://{}", running.addr);
+        let server = tokio::spawn(running.wait());
+        Self {
+            base,
+            client: reqwest::Client::new(),
+            mail_dir,
+            shutdown: Some(tx),
+            server: Some(server),
+            _db: database,
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap().unwrap();
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<Value>,
+    ) -> Answer {
+        self.call_with(method, path, bearer, body, &[]).await
+    }
+
+    pub async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        Answer {
+            status,
+            headers,
+            body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        }
+    }
+
+    pub async fn post(&self, path: &str, key: &str, body: Value) -> Answer {
+        self.call(Method::POST, path, Some(key), Some(body)).await
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> Answer {
+        self.call(Method::GET, path, Some(key), None).await
+    }
+
+    pub async fn register(&self, email: &str) -> String {
+        let answer = self
+            .post(
+                "/v1/customers",
+                SERVICE,
+                json!({"email": email, "name": "Ann Smith"}),
+            )
+            .await
+            .expect(201);
+        answer.body["customer_id"].as_str().unwrap().to_string()
+    }
+
+    pub async fn customer(&self, id: &str) -> Value {
+        self.get(&format!("/v1/customers/{id}"), AUDITOR)
+            .await
+            .expect(200)
+            .body
+    }
+
+    pub async fn command(&self, id: &str, action: &str, body: Value) -> Answer {
+        self.post(&format!("/v1/customers/{id}/{action}"), SERVICE, body)
+            .await
+    }
+
+    /// A customer with access and a permanent password `PW`, set through
+    /// the setup link of the access notification.
+    pub async fn customer_with_password(&self, email: &str) -> String {
+        let id = self.register(email).await;
+        self.command(&id, "grant-access", json!({"send_notification": true}))
+            .await
+            .expect(200);
+        let token = self.token_from_mail(email, "/setup-password").await;
+        self.call(
+            Method::POST,
+            "/v1/self/setup-password",
+            None,
+            Some(json!({"token": token, "password": PW, "password_confirm": PW})),
+        )
+        .await
+        .expect(200);
+        id
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Answer {
+        self.call(
+            Method::POST,
+            "/v1/self/sessions",
+            None,
+            Some(json!({"email": email, "password": password})),
+        )
+        .await
+    }
+
+    pub async fn session(&self, email: &str, password: &str) -> String {
+        let answer = self.login(email, password).await.expect(201);
+        answer.body["token"].as_str().unwrap().to_string()
+    }
+
+    /// Every mail written so far, as (file, raw text), oldest first.
+    pub fn mails(&self) -> Vec<(PathBuf, String)> {
+        let mut files: Vec<_> = std::fs::read_dir(self.mail_dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+            .collect();
+        files.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+        files
+            .into_iter()
+            .map(|p| {
+                let text = std::fs::read_to_string(&p).unwrap();
+                (p, text)
+            })
+            .collect()
+    }
+
+    /// Mails addressed to `to`, oldest first.
+    pub fn mails_to(&self, to: &str) -> Vec<access_mail::ParsedEml> {
+        self.mails()
+            .into_iter()
+            .map(|(_, raw)| access_mail::parse_eml(&raw))
+            .filter(|m| {
+                m.header("To")
+                    .is_some_and(|t| t.to_lowercase().contains(&to.to_lowercase()))
+            })
+            .collect()
+    }
+
+    /// The token of the newest link to `path` in a mail to `to`.
+    pub async fn token_from_mail(&self, to: &str, path: &str) -> String {
+        for _ in 0..50 {
+            let raws: Vec<String> = self
+                .mails()
+                .into_iter()
+                .map(|(_, raw)| raw)
+                .filter(|raw| {
+                    access_mail::parse_eml(raw)
+                        .header("To")
+                        .is_some_and(|t| t.to_lowercase().contains(&to.to_lowercase()))
+                })
+                .collect();
+            if let Some(token) = raws
+                .iter()
+                .rev()
+                .find_map(|raw| access_mail::extract_token(raw, path))
+            {
+                return token;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("no mail to {to} with a link to {path}");
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn tracing_subscriber_init() -> Result<(), ()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("TEST_LOG").unwrap_or_default())
+        .with_test_writer()
+        .try_init()
+        .map_err(|_| ())
+}

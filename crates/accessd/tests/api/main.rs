@@ -1,0 +1,32 @@
+//! Black-box tests: the real service on port 0, a fresh database per test,
+//! called over HTTP. Every test runs on PostgreSQL and on SQLite.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod binary;
+mod helpers;
+mod notice;
+mod protocol;
+mod roles;
+
+/// Runs each listed `async fn(Db)` once per store.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Db::Postgres).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Db::Sqlite).await;
+                }
+            )*
+        }
+    };
+}

@@ -1,0 +1,88 @@
+//! # access-mail
+//!
+//! Turns what a command did into email messages and delivers them.
+//!
+//! 1. [`mails_for`]: a command's events and the plain tokens it issued →
+//!    the [`OutgoingMail`]s to send (which kind, to whom, with which link).
+//! 2. [`Templates::render`]: an [`OutgoingMail`] → an RFC 5322
+//!    [`lettre::Message`] (text and HTML alternatives) from minijinja
+//!    templates, embedded or replaced from an operator's directory.
+//! 3. [`Transport::send`]: delivery. [`MailTarget`] parses the
+//!    `ACCESS_MAIL` setting; today only `file:DIR` ([`FileTransport`], one
+//!    `.eml` file per message) is available.
+//!
+//! [`Mailer`] chains 2 and 3. The [`eml`] module reads the files back
+//! ([`extract_link`] gives a test the link of a mail).
+//!
+//! No mail ever holds a password: the templates are given none. Tokens
+//! appear only inside links in the bodies; `Debug` output and errors hide
+//! them.
+
+pub mod eml;
+pub mod error;
+pub mod kinds;
+pub mod templates;
+pub mod transport;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+/// The message type and builder used by [`Templates::render`] and
+/// [`Transport::send`], re-exported so callers need not depend on lettre.
+pub use lettre;
+
+pub use eml::{extract_link, extract_token, parse_eml, EmlPart, ParsedEml};
+pub use error::MailError;
+pub use kinds::{mails_for, MailKind, OutgoingMail, CONFIRM_EMAIL_PATH, SETUP_PASSWORD_PATH};
+pub use templates::{template_file_names, MailSettings, RenderedMail, Templates, KIND_HEADER};
+pub use transport::{FileTransport, MailTarget, MemoryTransport, Transport};
+
+/// Templates, settings and a transport: renders and sends mails.
+pub struct Mailer {
+    templates: Templates,
+    settings: MailSettings,
+    transport: Arc<dyn Transport>,
+}
+
+impl std::fmt::Debug for Mailer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailer")
+            .field("templates", &self.templates)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Mailer {
+    pub fn new(
+        templates: Templates,
+        settings: MailSettings,
+        transport: Arc<dyn Transport>,
+    ) -> Self {
+        Self {
+            templates,
+            settings,
+            transport,
+        }
+    }
+
+    /// Renders every mail first (so a template error sends nothing), then
+    /// sends them in order. Returns how many were sent; on a delivery error
+    /// the earlier mails are already sent.
+    pub async fn send_all(
+        &self,
+        mails: &[OutgoingMail],
+        now: DateTime<Utc>,
+    ) -> Result<usize, MailError> {
+        let messages = mails
+            .iter()
+            .map(|mail| self.templates.render(mail, &self.settings, now))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (mail, message) in mails.iter().zip(&messages) {
+            self.transport.send(message).await?;
+            tracing::info!(kind = mail.kind.template_name(), "mail sent");
+        }
+        Ok(messages.len())
+    }
+}
