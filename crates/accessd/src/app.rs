@@ -200,6 +200,7 @@ pub async fn start(
         public_url.clone(),
     );
 
+    let store_for_projector = store.clone();
     let state = AppState::new(Inner {
         store,
         services,
@@ -212,6 +213,13 @@ pub async fn start(
         ),
         session_ttl: chrono::Duration::hours(i64::from(config.session_hours.max(1))),
         decoy_hash,
+        projector: config.projector.then(|| {
+            access_projections::Projector::spawn(
+                store_for_projector,
+                access_projections::ProjectorOptions::default(),
+            )
+        }),
+        read_wait: Duration::from_millis(config.read_wait_ms.max(1)),
     });
 
     let janitor = {

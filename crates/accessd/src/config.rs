@@ -99,6 +99,17 @@ pub struct Config {
     #[arg(long, env = "ACCESS_HASH_CONCURRENCY", default_value_t = 2)]
     pub hash_concurrency: usize,
 
+    /// Run the catch-up projector in this process (`false` when another
+    /// process projects, or to hold projections still).
+    #[arg(long, env = "ACCESS_PROJECTOR", default_value_t = true, action = clap::ArgAction::Set)]
+    pub projector: bool,
+
+    /// How long a read waits for the projections to include every event
+    /// committed before it (read-your-writes), in milliseconds; after that
+    /// it answers 503.
+    #[arg(long, env = "ACCESS_READ_WAIT_MS", default_value_t = 3000)]
+    pub read_wait_ms: u64,
+
     /// Password checks allowed per account per minute.
     #[arg(long, env = "ACCESS_LOGIN_ATTEMPTS_PER_ACCOUNT", default_value_t = 5)]
     pub login_attempts_per_account: u32,

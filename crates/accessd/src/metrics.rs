@@ -10,6 +10,7 @@ use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -54,6 +55,10 @@ pub struct Metrics {
     commands: Family<CommandLabels, Counter>,
     store_errors: Family<KindLabels, Counter>,
     mail: Family<KindLabels, Counter>,
+    projector_lag_events: Gauge,
+    projector_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    projector_position: Gauge,
+    projector_failed: Gauge,
 }
 
 impl Default for Metrics {
@@ -91,6 +96,30 @@ impl Metrics {
             store_errors.clone(),
         );
         registry.register("mail", "Mail delivery attempts by outcome", mail.clone());
+        let projector_lag_events = Gauge::default();
+        let projector_lag_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        let projector_position = Gauge::default();
+        let projector_failed = Gauge::default();
+        registry.register(
+            "projector_lag_events",
+            "Events committed but not yet in the projections (approximate)",
+            projector_lag_events.clone(),
+        );
+        registry.register(
+            "projector_lag_seconds",
+            "Age of the newest projected event while the projector is behind (0 when caught up)",
+            projector_lag_seconds.clone(),
+        );
+        registry.register(
+            "projector_position",
+            "Global position of the projector's checkpoint",
+            projector_position.clone(),
+        );
+        registry.register(
+            "projector_failed",
+            "1 when the projector stopped on an error",
+            projector_failed.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             requests,
@@ -98,7 +127,31 @@ impl Metrics {
             commands,
             store_errors,
             mail,
+            projector_lag_events,
+            projector_lag_seconds,
+            projector_position,
+            projector_failed,
         }
+    }
+
+    /// Records where the projector is (called when metrics are read).
+    pub fn projector(
+        &self,
+        status: &access_projections::Status,
+        now: chrono::DateTime<chrono::Utc>,
+    ) {
+        let behind = status.events_behind();
+        self.projector_lag_events
+            .set(i64::try_from(behind).unwrap_or(i64::MAX));
+        let seconds = match (behind, status.last_event_at) {
+            (0, _) => 0.0,
+            (_, Some(at)) => (now - at).num_milliseconds().max(0) as f64 / 1000.0,
+            (_, None) => 0.0,
+        };
+        self.projector_lag_seconds.set(seconds);
+        self.projector_position.set(status.checkpoint.global);
+        self.projector_failed
+            .set(i64::from(status.failed.is_some()));
     }
 
     pub fn command(&self, command: &str, outcome: &str) {

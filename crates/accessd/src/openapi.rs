@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorBody, ErrorDetail};
-use crate::http::{customers, dto, health, self_service};
+use crate::http::{audit, customers, dto, health, self_service};
 
 struct Security;
 
@@ -47,6 +47,8 @@ impl Modify for Security {
         customers::get_customer,
         customers::find_customers,
         customers::customer_events,
+        audit::audit,
+        audit::customer_audit,
         self_service::create_session,
         self_service::delete_session,
         self_service::me,
@@ -65,12 +67,13 @@ impl Modify for Security {
         dto::ReasonRequest, dto::CommandResponse, dto::AccessView, dto::CustomerView, dto::CustomerList,
         dto::EventView, dto::EventList, dto::SessionRequest, dto::SessionResponse, dto::SelfChangeEmailRequest,
         dto::EmailChangeAccepted, dto::ChangePasswordRequest, dto::PasswordChanged, dto::ConfirmEmailRequest,
-        dto::SetupPasswordRequest, dto::Health,
+        dto::SetupPasswordRequest, dto::Health, dto::ActorView, dto::AuditView, dto::AuditPage,
     )),
     modifiers(&Security),
     tags(
         (name = "commands", description = "Upstream services change customers (roles service, admin)"),
         (name = "reads", description = "Access state and history"),
+        (name = "audit", description = "The audit trail (roles auditor, admin)"),
         (name = "self-service", description = "Customers and the links in their emails"),
         (name = "operations", description = "Health, metrics, this document"),
     )

@@ -28,6 +28,10 @@ pub struct Inner {
     /// A real hash of a random password, verified against when a login
     /// names an unknown email, so both cases take as long.
     pub decoy_hash: PasswordHash,
+    /// The catch-up projector, when this process runs one.
+    pub projector: Option<access_projections::Projector>,
+    /// Longest wait of a read for the projections.
+    pub read_wait: std::time::Duration,
 }
 
 impl AppState {
@@ -66,6 +70,52 @@ impl AppState {
 
     pub fn decoy_hash(&self) -> &PasswordHash {
         &self.0.decoy_hash
+    }
+
+    /// Waits until the projections include every event committed so far
+    /// (read-your-writes), or answers 503 when they cannot.
+    pub async fn projections_caught_up(&self) -> Result<(), crate::error::ApiError> {
+        let Some(projector) = &self.0.projector else {
+            // Another process projects: wait for the checkpoint there.
+            return self.wait_for_external_projector().await;
+        };
+        projector
+            .wait_caught_up(self.0.read_wait)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "read refused: projections behind");
+                crate::error::ApiError {
+                    message: "the read model is catching up; retry shortly".into(),
+                    ..crate::error::ApiError::unavailable()
+                }
+            })
+    }
+
+    async fn wait_for_external_projector(&self) -> Result<(), crate::error::ApiError> {
+        let head = self.store().head().await?;
+        let deadline = tokio::time::Instant::now() + self.0.read_wait;
+        loop {
+            let at = access_projections::db::checkpoint(
+                self.store(),
+                access_projections::LIVE.checkpoint,
+            )
+            .await
+            .map_err(crate::error::ApiError::internal)?;
+            if at >= head {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(crate::error::ApiError {
+                    message: "the read model is catching up; retry shortly".into(),
+                    ..crate::error::ApiError::unavailable()
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn projector(&self) -> Option<&access_projections::Projector> {
+        self.0.projector.as_ref()
     }
 
     pub fn now(&self) -> DateTime<Utc> {

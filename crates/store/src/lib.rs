@@ -232,6 +232,23 @@ impl Store {
         }
     }
 
+    /// The newest committed event's position (START when empty). A feed
+    /// reader that has passed it has seen every event committed so far.
+    pub async fn head(&self) -> Result<Position, StoreError> {
+        match self {
+            Self::Postgres(s) => s.head().await,
+            Self::Sqlite(s) => s.head().await,
+        }
+    }
+
+    /// The customer's current version (number of events), from the stream.
+    pub async fn version_of(&self, customer_id: CustomerId) -> Result<u64, StoreError> {
+        match self {
+            Self::Postgres(s) => s.version_of(customer_id).await,
+            Self::Sqlite(s) => s.version_of(customer_id).await,
+        }
+    }
+
     /// The customer holding `email` as a login (or pending change target).
     pub async fn email_holder(
         &self,

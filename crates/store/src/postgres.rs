@@ -207,6 +207,26 @@ impl PgStore {
         Ok(())
     }
 
+    pub async fn head(&self) -> Result<Position, StoreError> {
+        let row = sqlx::query(
+            "SELECT tx_id::text AS tx, global_position FROM events ORDER BY tx_id DESC, global_position DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map_or(Ok(Position::START), position_of)
+    }
+
+    pub async fn version_of(&self, customer_id: CustomerId) -> Result<u64, StoreError> {
+        let v: Option<i64> = sqlx::query_scalar(
+            "SELECT max(sequence) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2",
+        )
+        .bind(AGGREGATE_TYPE)
+        .bind(customer_id.to_string())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(v.and_then(|v| u64::try_from(v).ok()).unwrap_or(0))
+    }
+
     pub async fn count_events(&self) -> Result<u64, StoreError> {
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
             .fetch_one(&self.pool)

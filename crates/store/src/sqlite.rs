@@ -245,6 +245,27 @@ impl SqliteStore {
         Ok(())
     }
 
+    pub async fn head(&self) -> Result<Position, StoreError> {
+        let max: Option<i64> = sqlx::query_scalar("SELECT max(global_position) FROM events")
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(Position {
+            tx: 0,
+            global: max.unwrap_or(0),
+        })
+    }
+
+    pub async fn version_of(&self, customer_id: CustomerId) -> Result<u64, StoreError> {
+        let v: Option<i64> = sqlx::query_scalar(
+            "SELECT max(sequence) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2",
+        )
+        .bind(AGGREGATE_TYPE)
+        .bind(customer_id.to_string())
+        .fetch_one(&self.reader)
+        .await?;
+        Ok(v.and_then(|v| u64::try_from(v).ok()).unwrap_or(0))
+    }
+
     pub async fn count_events(&self) -> Result<u64, StoreError> {
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
             .fetch_one(&self.reader)

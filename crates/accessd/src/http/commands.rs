@@ -175,6 +175,9 @@ pub async fn execute(state: &AppState, request: CommandRequest) -> ApiResult<Out
     match result {
         Ok(executed) => {
             state.metrics().command(name, "ok");
+            if let Some(projector) = state.projector() {
+                projector.nudge();
+            }
             state.mailer().deliver(state, &executed).await;
             Ok(Outcome::Executed(executed))
         }

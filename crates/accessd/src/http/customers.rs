@@ -275,15 +275,13 @@ pub async fn get_customer(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let id = customer_id(&id)?;
-    let loaded = state.store().load(id).await?;
-    if !loaded.customer.is_registered() {
-        return Err(ApiError::customer_not_found());
-    }
-    let view = CustomerView::new(id, &loaded.customer, loaded.version, state.now());
-    Ok(commands::with_etag(
-        Json(view).into_response(),
-        loaded.version,
-    ))
+    state.projections_caught_up().await?;
+    let row = access_projections::db::access_state(state.store(), id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(ApiError::customer_not_found)?;
+    let view = CustomerView::from_row(&row, state.now());
+    Ok(commands::with_etag(Json(view).into_response(), row.version))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -305,13 +303,17 @@ pub async fn find_customers(
 ) -> ApiResult<Json<CustomerList>> {
     let Query(query) = query.map_err(|e| ApiError::malformed(e.body_text()))?;
     let email = parse(EmailAddress::parse(&query.email))?;
+    state.projections_caught_up().await?;
     let now = state.now();
-    let mut customers = Vec::new();
-    for id in state.store().customers_by_email(&email).await? {
-        let loaded = state.store().load(id).await?;
-        customers.push(CustomerView::new(id, &loaded.customer, loaded.version, now));
-    }
-    Ok(Json(CustomerList { customers }))
+    let rows = access_projections::db::access_state_by_email(state.store(), email.normalized())
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(CustomerList {
+        customers: rows
+            .iter()
+            .map(|r| CustomerView::from_row(r, now))
+            .collect(),
+    }))
 }
 
 /// A customer's stored events, with metadata; password hashes and token

@@ -38,6 +38,9 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 /// Prometheus metrics (text exposition).
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, content_type = "text/plain", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    if let Some(projector) = state.projector() {
+        state.metrics().projector(&projector.status(), state.now());
+    }
     match state.metrics().render() {
         Ok(text) => (
             StatusCode::OK,

@@ -1,5 +1,6 @@
 //! The HTTP layer: routes, middleware and handlers.
 
+pub mod audit;
 pub mod commands;
 pub mod customers;
 pub mod dto;
@@ -46,6 +47,8 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         )
         .route("/v1/customers/{id}", get(customers::get_customer))
         .route("/v1/customers/{id}/events", get(customers::customer_events))
+        .route("/v1/customers/{id}/audit", get(audit::customer_audit))
+        .route("/v1/audit", get(audit::audit))
         .route(
             "/v1/customers/{id}/change-email",
             post(customers::change_email),

@@ -31,7 +31,7 @@ pub struct TestApp {
     pub mail_dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    _db: TestDatabase,
+    _db: Option<TestDatabase>,
 }
 
 /// A response: status, headers and JSON body (Null when not JSON).
@@ -87,6 +87,40 @@ impl TestApp {
             Db::Sqlite => TestDatabase::sqlite().unwrap(),
         };
         let mail_dir = tempfile::tempdir().unwrap();
+        Self::start_on(database, mail_dir, adjust).await
+    }
+
+    pub fn database_url(&self) -> String {
+        self._db
+            .as_ref()
+            .map(|d| d.url().to_string())
+            .unwrap_or_default()
+    }
+
+    /// Stops this service and starts a new one on the same database and
+    /// mail directory (as after a crash or a deploy).
+    pub async fn restart_on_same_database(
+        mut self,
+        url: String,
+        adjust: impl FnOnce(&mut accessd::Config),
+    ) -> Self {
+        assert_eq!(url, self.database_url());
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap().unwrap();
+        }
+        let database = self._db.take().unwrap();
+        let mail_dir = std::mem::replace(&mut self.mail_dir, tempfile::tempdir().unwrap());
+        Self::start_on(database, mail_dir, adjust).await
+    }
+
+    async fn start_on(
+        database: TestDatabase,
+        mail_dir: tempfile::TempDir,
+        adjust: impl FnOnce(&mut accessd::Config),
+    ) -> Self {
         let mut config = accessd::Config::defaults();
         config.database_url = database.url().to_string();
         config.listen = "127.0.0.1:0".parse().unwrap();
@@ -112,7 +146,7 @@ impl TestApp {
             mail_dir,
             shutdown: Some(tx),
             server: Some(server),
-            _db: database,
+            _db: Some(database),
         }
     }
 

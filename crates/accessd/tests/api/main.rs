@@ -2,6 +2,7 @@
 //! called over HTTP. Every test runs on PostgreSQL and on SQLite.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod audit;
 mod binary;
 mod helpers;
 mod notice;

@@ -1,0 +1,311 @@
+//! The audit trail for auditors: filtered, paged JSON, or a streamed JSON
+//! Lines / CSV export of any size in constant memory.
+
+use access_projections::{db, AuditFilter, AuditRow};
+use access_store::Position;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::auth::{Caller, ReadHistory};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::http::dto::{AuditPage, AuditView};
+use crate::http::extract::customer_id;
+use crate::state::AppState;
+
+/// Rows per page of an export stream.
+const EXPORT_PAGE: u32 = 1000;
+
+#[derive(Deserialize, IntoParams, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Only this customer.
+    pub customer_id: Option<String>,
+    /// Only this kind of change.
+    pub kind: Option<String>,
+    /// Only changes by this API key name, or by this customer (id).
+    pub actor: Option<String>,
+    /// From this instant (RFC 3339), inclusive.
+    pub from: Option<String>,
+    /// Until this instant (RFC 3339), exclusive.
+    pub to: Option<String>,
+    /// Rows per page, 1 to 1000 (default 100); JSON only.
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// `json` (default, paged), `jsonl` or `csv` (every matching row,
+    /// streamed).
+    pub format: Option<String>,
+}
+
+fn time(raw: &Option<String>, name: &str) -> ApiResult<Option<DateTime<Utc>>> {
+    raw.as_deref()
+        .map(|t| {
+            DateTime::parse_from_rfc3339(t)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|_| {
+                    ApiError::malformed(format!(
+                        "`{name}` must be an RFC 3339 time, e.g. 2026-01-31T00:00:00Z"
+                    ))
+                })
+        })
+        .transpose()
+}
+
+/// Parses a `tx:position` cursor.
+pub fn parse_position(raw: &str) -> Option<Position> {
+    let (tx, global) = raw.split_once(':')?;
+    Some(Position {
+        tx: tx.parse().ok()?,
+        global: global.parse().ok()?,
+    })
+}
+
+fn filter(
+    query: &AuditQuery,
+    fixed_customer: Option<access_domain::CustomerId>,
+) -> ApiResult<AuditFilter> {
+    let customer_id = match (fixed_customer, &query.customer_id) {
+        (Some(id), _) => Some(id),
+        (None, Some(raw)) => Some(customer_id(raw)?),
+        (None, None) => None,
+    };
+    if let Some(kind) = &query.kind {
+        if !access_projections::rows::KINDS.contains(&kind.as_str()) {
+            return Err(ApiError::malformed(format!(
+                "unknown kind; one of: {}",
+                access_projections::rows::KINDS.join(", ")
+            )));
+        }
+    }
+    let after = query
+        .cursor
+        .as_deref()
+        .map(|c| {
+            parse_position(c)
+                .ok_or_else(|| ApiError::malformed("`cursor` is not a cursor from `next_cursor`"))
+        })
+        .transpose()?;
+    Ok(AuditFilter {
+        customer_id,
+        kind: query.kind.clone(),
+        actor: query.actor.clone(),
+        from: time(&query.from, "from")?,
+        to: time(&query.to, "to")?,
+        after,
+    })
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Json,
+    JsonLines,
+    Csv,
+}
+
+fn format(raw: Option<&str>) -> ApiResult<Format> {
+    match raw.unwrap_or("json") {
+        "json" => Ok(Format::Json),
+        "jsonl" => Ok(Format::JsonLines),
+        "csv" => Ok(Format::Csv),
+        other => Err(ApiError::malformed(format!(
+            "unknown format `{}`: json, jsonl or csv",
+            other.chars().take(16).collect::<String>()
+        ))),
+    }
+}
+
+/// The CSV columns, in order.
+pub const CSV_HEADER: [&str; 16] = [
+    "position",
+    "customer_id",
+    "sequence",
+    "at",
+    "kind",
+    "actor_kind",
+    "actor_name",
+    "actor_role",
+    "actor_customer_id",
+    "request_id",
+    "reason",
+    "old_email",
+    "new_email",
+    "password_source",
+    "with_setup_link",
+    "tx",
+];
+
+fn csv_record(r: &AuditRow) -> [String; 16] {
+    let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+    [
+        r.position.to_string(),
+        r.customer_id.to_string(),
+        r.sequence.to_string(),
+        r.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        r.kind.clone(),
+        r.actor_kind.clone(),
+        opt(&r.actor_name),
+        opt(&r.actor_role),
+        opt(&r.actor_customer_id),
+        opt(&r.request_id),
+        opt(&r.reason),
+        opt(&r.old_email),
+        opt(&r.new_email),
+        opt(&r.password_source),
+        r.with_setup_link.map(|b| b.to_string()).unwrap_or_default(),
+        r.tx.to_string(),
+    ]
+}
+
+fn encode(
+    rows: Vec<AuditRow>,
+    format: Format,
+    header_first: bool,
+) -> Result<Bytes, std::io::Error> {
+    let mut out = Vec::with_capacity(rows.len() * 256);
+    match format {
+        Format::Csv => {
+            let mut writer = csv::Writer::from_writer(&mut out);
+            if header_first {
+                writer
+                    .write_record(CSV_HEADER)
+                    .map_err(std::io::Error::other)?;
+            }
+            for r in &rows {
+                writer
+                    .write_record(csv_record(r))
+                    .map_err(std::io::Error::other)?;
+            }
+            writer.flush()?;
+        }
+        Format::JsonLines | Format::Json => {
+            for r in rows {
+                serde_json::to_writer(&mut out, &AuditView::from(r))
+                    .map_err(std::io::Error::other)?;
+                out.push(b'\n');
+            }
+        }
+    }
+    Ok(Bytes::from(out))
+}
+
+/// Streams every matching row, a page at a time.
+fn export(state: AppState, filter: AuditFilter, format: Format) -> Response {
+    struct Cursor {
+        state: AppState,
+        filter: AuditFilter,
+        first: bool,
+        done: bool,
+    }
+    let start = Cursor {
+        state,
+        filter,
+        first: true,
+        done: false,
+    };
+    let stream = futures::stream::unfold(start, move |mut cursor| async move {
+        if cursor.done {
+            return None;
+        }
+        let rows = match db::audit_page(cursor.state.store(), &cursor.filter, EXPORT_PAGE).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                // The status line is sent already: end the stream with an
+                // error, so the client sees a broken transfer, not a short
+                // file that looks complete.
+                tracing::error!(error = %e, "audit export failed mid-stream");
+                cursor.done = true;
+                return Some((Err(std::io::Error::other("audit export failed")), cursor));
+            }
+        };
+        if rows.is_empty() && !cursor.first {
+            return None;
+        }
+        cursor.done = rows.len() < EXPORT_PAGE as usize;
+        cursor.filter.after = rows.last().map(|r| Position {
+            tx: r.tx,
+            global: r.position,
+        });
+        let chunk = encode(rows, format, cursor.first);
+        cursor.first = false;
+        Some((chunk, cursor))
+    });
+    let content_type = match format {
+        Format::Csv => "text/csv; charset=utf-8",
+        _ => "application/x-ndjson",
+    };
+    (
+        [(header::CONTENT_TYPE, content_type)],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+async fn respond(
+    state: AppState,
+    query: AuditQuery,
+    fixed: Option<access_domain::CustomerId>,
+) -> ApiResult<Response> {
+    let format = format(query.format.as_deref())?;
+    let filter = filter(&query, fixed)?;
+    state.projections_caught_up().await?;
+    if format != Format::Json {
+        return Ok(export(state, filter, format));
+    }
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::malformed("`limit` must be from 1 to 1000"));
+    }
+    // One more row than asked tells whether there is a next page.
+    let mut rows = db::audit_page(state.store(), &filter, limit + 1)
+        .await
+        .map_err(ApiError::internal)?;
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let next_cursor = more
+        .then(|| rows.last().map(|r| format!("{}:{}", r.tx, r.position)))
+        .flatten();
+    Ok(Json(AuditPage {
+        items: rows.into_iter().map(AuditView::from).collect(),
+        next_cursor,
+    })
+    .into_response())
+}
+
+/// The audit trail of every customer.
+#[utoipa::path(get, path = "/v1/audit", tag = "audit",
+    params(AuditQuery),
+    responses((status = 200, body = AuditPage, description = "JSON page; `format=jsonl` or `csv` streams every matching row"),
+              (status = 400, body = ErrorBody, description = "malformed_request"),
+              (status = 503, body = ErrorBody, description = "unavailable (projections behind)")),
+    security(("api_key" = [])))]
+pub async fn audit(
+    State(state): State<AppState>,
+    _caller: Caller<ReadHistory>,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(query) = query.map_err(|e| ApiError::malformed(e.body_text()))?;
+    respond(state, query, None).await
+}
+
+/// The audit trail of one customer.
+#[utoipa::path(get, path = "/v1/customers/{id}/audit", tag = "audit",
+    params(("id" = String, Path, description = "Customer id"), AuditQuery),
+    responses((status = 200, body = AuditPage),
+              (status = 400, body = ErrorBody, description = "malformed_request")),
+    security(("api_key" = [])))]
+pub async fn customer_audit(
+    State(state): State<AppState>,
+    _caller: Caller<ReadHistory>,
+    Path(id): Path<String>,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    let id = customer_id(&id)?;
+    let Query(query) = query.map_err(|e| ApiError::malformed(e.body_text()))?;
+    respond(state, query, Some(id)).await
+}

@@ -1,0 +1,218 @@
+//! The catch-up projector: reads the store's feed from its checkpoint and
+//! writes each batch of rows together with the new checkpoint.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use access_store::{Position, Store, StoreError};
+use chrono::{DateTime, Utc};
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+use crate::db::{self, Tables};
+use crate::ProjectionError;
+
+/// Settings of a projector.
+#[derive(Debug, Clone, Copy)]
+pub struct ProjectorOptions {
+    pub tables: Tables,
+    /// Events per transaction.
+    pub batch: u32,
+    /// How often to look for new events when not nudged (other replicas'
+    /// writes arrive this way).
+    pub poll: Duration,
+}
+
+impl Default for ProjectorOptions {
+    fn default() -> Self {
+        Self {
+            tables: db::LIVE,
+            batch: 500,
+            poll: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Where the projector is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Status {
+    pub checkpoint: Position,
+    /// The newest event known when last checked.
+    pub head: Position,
+    /// When the last projected event happened.
+    pub last_event_at: Option<DateTime<Utc>>,
+    /// Set when the projector stopped on an error.
+    pub failed: Option<String>,
+}
+
+impl Status {
+    /// Events behind (by global position; approximate on PostgreSQL, where
+    /// aborted transactions leave gaps).
+    pub fn events_behind(&self) -> u64 {
+        u64::try_from(self.head.global.saturating_sub(self.checkpoint.global)).unwrap_or(0)
+    }
+}
+
+/// A running projector.
+pub struct Projector {
+    store: Store,
+    status: watch::Receiver<Status>,
+    nudge: Arc<Notify>,
+    task: JoinHandle<()>,
+}
+
+impl Projector {
+    /// Starts following the feed in the background.
+    pub fn spawn(store: Store, options: ProjectorOptions) -> Self {
+        let (tx, rx) = watch::channel(Status::default());
+        let nudge = Arc::new(Notify::new());
+        let task = tokio::spawn(run(store.clone(), options, tx, nudge.clone()));
+        Self {
+            store,
+            status: rx,
+            nudge,
+            task,
+        }
+    }
+
+    /// New events were written: look now instead of at the next poll.
+    pub fn nudge(&self) {
+        self.nudge.notify_one();
+    }
+
+    pub fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    /// Waits until the projections include every event committed before
+    /// the call (read-your-writes), at most `timeout`.
+    pub async fn wait_caught_up(&self, timeout: Duration) -> Result<(), ProjectionError> {
+        let head = self.store.head().await?;
+        self.wait_for(head, timeout).await
+    }
+
+    /// Waits until the checkpoint reaches `position`, at most `timeout`.
+    pub async fn wait_for(
+        &self,
+        position: Position,
+        timeout: Duration,
+    ) -> Result<(), ProjectionError> {
+        let mut rx = self.status.clone();
+        let reached = |s: &Status| s.checkpoint >= position || s.failed.is_some();
+        let result = tokio::time::timeout(timeout, async {
+            if !reached(&rx.borrow()) {
+                self.nudge();
+            }
+            rx.wait_for(reached).await.map(|s| s.clone())
+        })
+        .await;
+        match result {
+            Ok(Ok(status)) => match status.failed {
+                Some(reason) => Err(ProjectionError::Stopped(reason)),
+                None => Ok(()),
+            },
+            Ok(Err(_)) => Err(ProjectionError::Stopped("the projector task ended".into())),
+            Err(_) => Err(ProjectionError::Lagging {
+                checkpoint: self.status().checkpoint,
+                head: position,
+            }),
+        }
+    }
+
+    /// Stops the projector (it holds no transaction between batches).
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for Projector {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn run(
+    store: Store,
+    options: ProjectorOptions,
+    status: watch::Sender<Status>,
+    nudge: Arc<Notify>,
+) {
+    let name = options.tables.checkpoint;
+    let mut backoff = Duration::from_millis(100);
+    // Start-up: the checkpoint row, then where we are.
+    let mut checkpoint = loop {
+        let started = async {
+            db::ensure_checkpoint(&store, name).await?;
+            db::checkpoint(&store, name).await
+        };
+        match started.await {
+            Ok(position) => break position,
+            Err(e) if e.is_transient() => {
+                tracing::warn!(projector = name, error = %e, "projector waiting for the database");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return fail(&status, name, Position::START, &e),
+        }
+    };
+    status.send_modify(|s| s.checkpoint = checkpoint);
+    tracing::info!(projector = name, %checkpoint, "projector started");
+
+    loop {
+        let events = match store.read_feed(checkpoint, options.batch).await {
+            Ok(events) => events,
+            Err(StoreError::Unavailable(e)) => {
+                tracing::warn!(projector = name, error = %e, "projector: database unavailable, retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+            Err(e) => return fail(&status, name, checkpoint, &e.into()),
+        };
+        if events.is_empty() {
+            backoff = Duration::from_millis(100);
+            if let Ok(head) = store.head().await {
+                status.send_modify(|s| s.head = head.max(s.checkpoint));
+            }
+            // Wait for a nudge or the next poll.
+            let _ = tokio::time::timeout(options.poll, nudge.notified()).await;
+            continue;
+        }
+        match db::project_batch(&store, options.tables, checkpoint, &events).await {
+            Ok(to) => {
+                backoff = Duration::from_millis(100);
+                checkpoint = to;
+                let last_at = events.last().map(|e| e.recorded_at);
+                status.send_modify(|s| {
+                    s.checkpoint = to;
+                    s.head = s.head.max(to);
+                    s.last_event_at = last_at;
+                });
+            }
+            Err(ProjectionError::CheckpointMoved { found, .. }) => {
+                // Another replica projected these; continue from there.
+                checkpoint = found;
+                status.send_modify(|s| s.checkpoint = found);
+            }
+            Err(e) if e.is_transient() => {
+                tracing::warn!(projector = name, error = %e, "projector: retrying the batch");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                let at = events.first().map_or(checkpoint, |e| e.position);
+                return fail(&status, name, at, &e);
+            }
+        }
+    }
+}
+
+fn fail(status: &watch::Sender<Status>, name: &str, position: Position, error: &ProjectionError) {
+    tracing::error!(
+        projector = name,
+        %position,
+        error = %error,
+        "projector stopped: the event at this position could not be projected; fix it and restart"
+    );
+    status.send_modify(|s| s.failed = Some(format!("at position {position}: {error}")));
+}

@@ -1,0 +1,253 @@
+//! The projections' rows and how each event changes them. Pure functions:
+//! the projector and the rebuild both use them, so live and rebuilt tables
+//! cannot differ in logic.
+
+use access_domain::metadata::keys;
+use access_domain::{CustomerEvent, CustomerId};
+use access_store::RecordedEvent;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+/// One customer's current access state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccessStateRow {
+    pub customer_id: CustomerId,
+    pub name: Option<String>,
+    pub email: String,
+    pub access_granted: bool,
+    pub role: Option<String>,
+    pub password_set: bool,
+    pub must_change_password: bool,
+    pub setup_link_expires_at: Option<DateTime<Utc>>,
+    pub pending_email: Option<String>,
+    pub pending_email_expires_at: Option<DateTime<Utc>>,
+    pub version: u64,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl AccessStateRow {
+    /// The lower-cased email, for lookups.
+    pub fn email_key(&self) -> String {
+        self.email.to_lowercase()
+    }
+
+    /// A live setup link (not expired at `now`).
+    pub fn setup_link_pending(&self, now: DateTime<Utc>) -> bool {
+        self.setup_link_expires_at.is_some_and(|t| t > now)
+    }
+
+    /// The pending email change, if not expired at `now`.
+    pub fn pending_email_at(&self, now: DateTime<Utc>) -> Option<&str> {
+        match (&self.pending_email, self.pending_email_expires_at) {
+            (Some(email), Some(expires)) if expires > now => Some(email),
+            _ => None,
+        }
+    }
+}
+
+/// Applies one event to a customer's row (`None` before registration).
+/// Returns `None` only for an event that cannot start a stream (a stream
+/// not beginning with `CustomerRegistered`), which the projector reports.
+pub fn apply(row: Option<AccessStateRow>, event: &RecordedEvent) -> Option<AccessStateRow> {
+    let at = event.event.at();
+    let mut row = match (row, &event.event) {
+        (None, CustomerEvent::CustomerRegistered { email, name, .. }) => AccessStateRow {
+            customer_id: event.customer_id,
+            name: name.as_ref().map(|n| n.0.as_str().to_string()),
+            email: email.0.as_str().to_string(),
+            access_granted: false,
+            role: None,
+            password_set: false,
+            must_change_password: false,
+            setup_link_expires_at: None,
+            pending_email: None,
+            pending_email_expires_at: None,
+            version: 0,
+            updated_at: at,
+        },
+        (None, _) => return None,
+        (Some(row), _) => row,
+    };
+    match &event.event {
+        CustomerEvent::CustomerRegistered { .. } => {}
+        CustomerEvent::EmailChanged { new_email, .. } => {
+            row.email = new_email.0.as_str().to_string();
+            row.pending_email = None;
+            row.pending_email_expires_at = None;
+        }
+        CustomerEvent::AccessGranted { role, .. } => {
+            row.access_granted = true;
+            row.role = Some(role.as_str().to_string());
+        }
+        CustomerEvent::PasswordSet { temporary, .. } => {
+            row.password_set = true;
+            row.must_change_password = *temporary;
+            row.setup_link_expires_at = None;
+        }
+        CustomerEvent::PasswordCleared { .. } => {
+            row.password_set = false;
+            row.must_change_password = false;
+        }
+        CustomerEvent::AccessNotificationSent { setup_link, .. } => {
+            if let Some(link) = setup_link {
+                row.setup_link_expires_at = Some(link.expires_at);
+            }
+        }
+        CustomerEvent::AccessRevoked { .. } => {
+            row.access_granted = false;
+            row.role = None;
+            row.password_set = false;
+            row.must_change_password = false;
+            row.setup_link_expires_at = None;
+            row.pending_email = None;
+            row.pending_email_expires_at = None;
+        }
+        CustomerEvent::EmailChangeRequested {
+            new_email,
+            expires_at,
+            ..
+        } => {
+            row.pending_email = Some(new_email.0.as_str().to_string());
+            row.pending_email_expires_at = Some(*expires_at);
+        }
+        CustomerEvent::EmailChangeConfirmed { new_email, .. } => {
+            row.email = new_email.0.as_str().to_string();
+            row.pending_email = None;
+            row.pending_email_expires_at = None;
+        }
+        CustomerEvent::PasswordSetupCompleted { .. } | CustomerEvent::PasswordChanged { .. } => {
+            row.password_set = true;
+            row.must_change_password = false;
+            row.setup_link_expires_at = None;
+        }
+    }
+    row.version = event.sequence;
+    row.updated_at = at;
+    Some(row)
+}
+
+/// How a password came to be set.
+pub fn password_source(event: &CustomerEvent) -> Option<&'static str> {
+    match event {
+        CustomerEvent::PasswordSet { .. } => Some("manual"),
+        CustomerEvent::PasswordSetupCompleted { .. } => Some("setup_link"),
+        CustomerEvent::PasswordChanged { .. } => Some("customer"),
+        _ => None,
+    }
+}
+
+/// One row of the audit trail: a login change. Never a hash or a token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditRow {
+    /// Place in the global order.
+    pub tx: u64,
+    pub position: i64,
+    pub customer_id: CustomerId,
+    pub sequence: u64,
+    pub at: DateTime<Utc>,
+    pub kind: String,
+    /// `api`, `customer` or `system`.
+    pub actor_kind: String,
+    pub actor_name: Option<String>,
+    pub actor_role: Option<String>,
+    pub actor_customer_id: Option<String>,
+    pub request_id: Option<String>,
+    pub reason: Option<String>,
+    pub old_email: Option<String>,
+    pub new_email: Option<String>,
+    /// `manual`, `setup_link` or `customer`, where a password was set.
+    pub password_source: Option<String>,
+    /// For access notifications: whether a setup link was sent.
+    pub with_setup_link: Option<bool>,
+}
+
+/// The audit kind of an event.
+pub fn kind_of(event: &CustomerEvent) -> &'static str {
+    match event {
+        CustomerEvent::CustomerRegistered { .. } => "customer_registered",
+        CustomerEvent::EmailChanged { .. } => "email_changed",
+        CustomerEvent::AccessGranted { .. } => "access_granted",
+        CustomerEvent::PasswordSet { .. } => "password_set",
+        CustomerEvent::PasswordCleared { .. } => "password_cleared",
+        CustomerEvent::AccessNotificationSent { .. } => "access_notification_sent",
+        CustomerEvent::AccessRevoked { .. } => "access_revoked",
+        CustomerEvent::EmailChangeRequested { .. } => "email_change_requested",
+        CustomerEvent::EmailChangeConfirmed { .. } => "email_change_confirmed",
+        CustomerEvent::PasswordSetupCompleted { .. } => "password_setup_completed",
+        CustomerEvent::PasswordChanged { .. } => "password_changed",
+    }
+}
+
+/// Every audit kind.
+pub const KINDS: &[&str] = &[
+    "customer_registered",
+    "email_changed",
+    "access_granted",
+    "password_set",
+    "password_cleared",
+    "access_notification_sent",
+    "access_revoked",
+    "email_change_requested",
+    "email_change_confirmed",
+    "password_setup_completed",
+    "password_changed",
+];
+
+/// The audit row of an event.
+pub fn audit_row(event: &RecordedEvent) -> AuditRow {
+    let meta = |key: &str| event.metadata.get(key).cloned();
+    let (old_email, new_email) = match &event.event {
+        CustomerEvent::CustomerRegistered { email, .. } => {
+            (None, Some(email.0.as_str().to_string()))
+        }
+        CustomerEvent::EmailChanged {
+            old_email,
+            new_email,
+            ..
+        }
+        | CustomerEvent::EmailChangeRequested {
+            old_email,
+            new_email,
+            ..
+        }
+        | CustomerEvent::EmailChangeConfirmed {
+            old_email,
+            new_email,
+            ..
+        } => (
+            Some(old_email.0.as_str().to_string()),
+            Some(new_email.0.as_str().to_string()),
+        ),
+        CustomerEvent::AccessNotificationSent { recipient, .. } => {
+            (None, Some(recipient.0.as_str().to_string()))
+        }
+        _ => (None, None),
+    };
+    let reason = match &event.event {
+        CustomerEvent::AccessRevoked {
+            reason: Some(r), ..
+        } => Some(r.clone()),
+        _ => meta(keys::REASON),
+    };
+    AuditRow {
+        tx: event.position.tx,
+        position: event.position.global,
+        customer_id: event.customer_id,
+        sequence: event.sequence,
+        at: event.event.at(),
+        kind: kind_of(&event.event).to_string(),
+        actor_kind: meta(keys::ACTOR_KIND).unwrap_or_else(|| "unknown".into()),
+        actor_name: meta(keys::ACTOR_NAME),
+        actor_role: meta(keys::ACTOR_ROLE),
+        actor_customer_id: meta(keys::ACTOR_CUSTOMER),
+        request_id: meta(keys::REQUEST_ID),
+        reason,
+        old_email,
+        new_email,
+        password_source: password_source(&event.event).map(str::to_string),
+        with_setup_link: match &event.event {
+            CustomerEvent::AccessNotificationSent { setup_link, .. } => Some(setup_link.is_some()),
+            _ => None,
+        },
+    }
+}
