@@ -12,6 +12,7 @@
 //!   skipping it.
 
 pub mod db;
+pub mod export;
 pub mod projector;
 pub mod rows;
 

@@ -1,7 +1,8 @@
 //! The audit trail for auditors: filtered, paged JSON, or a streamed JSON
 //! Lines / CSV export of any size in constant memory.
 
-use access_projections::{db, AuditFilter, AuditRow};
+use access_projections::export::{self, ExportFormat};
+use access_projections::{db, AuditFilter};
 use access_store::Position;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
@@ -120,80 +121,6 @@ fn format(raw: Option<&str>) -> ApiResult<Format> {
     }
 }
 
-/// The CSV columns, in order.
-pub const CSV_HEADER: [&str; 16] = [
-    "position",
-    "customer_id",
-    "sequence",
-    "at",
-    "kind",
-    "actor_kind",
-    "actor_name",
-    "actor_role",
-    "actor_customer_id",
-    "request_id",
-    "reason",
-    "old_email",
-    "new_email",
-    "password_source",
-    "with_setup_link",
-    "tx",
-];
-
-fn csv_record(r: &AuditRow) -> [String; 16] {
-    let opt = |v: &Option<String>| v.clone().unwrap_or_default();
-    [
-        r.position.to_string(),
-        r.customer_id.to_string(),
-        r.sequence.to_string(),
-        r.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        r.kind.clone(),
-        r.actor_kind.clone(),
-        opt(&r.actor_name),
-        opt(&r.actor_role),
-        opt(&r.actor_customer_id),
-        opt(&r.request_id),
-        opt(&r.reason),
-        opt(&r.old_email),
-        opt(&r.new_email),
-        opt(&r.password_source),
-        r.with_setup_link.map(|b| b.to_string()).unwrap_or_default(),
-        r.tx.to_string(),
-    ]
-}
-
-fn encode(
-    rows: Vec<AuditRow>,
-    format: Format,
-    header_first: bool,
-) -> Result<Bytes, std::io::Error> {
-    let mut out = Vec::with_capacity(rows.len() * 256);
-    match format {
-        Format::Csv => {
-            let mut writer = csv::Writer::from_writer(&mut out);
-            if header_first {
-                writer
-                    .write_record(CSV_HEADER)
-                    .map_err(std::io::Error::other)?;
-            }
-            for r in &rows {
-                writer
-                    .write_record(csv_record(r))
-                    .map_err(std::io::Error::other)?;
-            }
-            writer.flush()?;
-        }
-        Format::JsonLines | Format::Json => {
-            for r in rows {
-                serde_json::to_writer(&mut out, &AuditView::from(r))
-                    .map_err(std::io::Error::other)?;
-                out.push(b'\n');
-            }
-        }
-    }
-    Ok(Bytes::from(out))
-}
-
 /// Streams every matching row, a page at a time.
 fn export(state: AppState, filter: AuditFilter, format: Format) -> Response {
     struct Cursor {
@@ -231,7 +158,12 @@ fn export(state: AppState, filter: AuditFilter, format: Format) -> Response {
             tx: r.tx,
             global: r.position,
         });
-        let chunk = encode(rows, format, cursor.first);
+        let chunk = match format {
+            Format::Csv => export::encode(&rows, ExportFormat::Csv, cursor.first),
+            _ => export::encode(&rows, ExportFormat::JsonLines, cursor.first),
+        }
+        .map(Bytes::from)
+        .map_err(std::io::Error::other);
         cursor.first = false;
         Some((chunk, cursor))
     });

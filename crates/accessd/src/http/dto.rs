@@ -278,65 +278,7 @@ pub fn without_secrets(mut value: serde_json::Value) -> serde_json::Value {
     value
 }
 
-/// Who made a change.
-#[derive(Serialize, ToSchema, Debug)]
-pub struct ActorView {
-    /// `api`, `customer` or `system`.
-    pub kind: String,
-    /// The API key's name (for `api` and `system`).
-    pub name: Option<String>,
-    pub role: Option<String>,
-    /// For changes made by the customer.
-    pub customer_id: Option<String>,
-}
-
-/// One row of the audit trail.
-#[derive(Serialize, ToSchema, Debug)]
-pub struct AuditView {
-    /// Place in the global order (`tx:position`), also the cursor.
-    pub position: String,
-    #[schema(value_type = String, format = Uuid)]
-    pub customer_id: CustomerId,
-    pub sequence: u64,
-    pub at: DateTime<Utc>,
-    /// `customer_registered`, `email_changed`, `access_granted`, `password_set`, `password_cleared`,
-    /// `access_notification_sent`, `access_revoked`, `email_change_requested`, `email_change_confirmed`,
-    /// `password_setup_completed`, `password_changed`.
-    pub kind: String,
-    pub actor: ActorView,
-    pub request_id: Option<String>,
-    pub reason: Option<String>,
-    pub old_email: Option<String>,
-    pub new_email: Option<String>,
-    /// `manual`, `setup_link` or `customer`, where a password was set.
-    pub password_source: Option<String>,
-    /// For access notifications: whether a setup link was sent.
-    pub with_setup_link: Option<bool>,
-}
-
-impl From<access_projections::AuditRow> for AuditView {
-    fn from(r: access_projections::AuditRow) -> Self {
-        Self {
-            position: format!("{}:{}", r.tx, r.position),
-            customer_id: r.customer_id,
-            sequence: r.sequence,
-            at: r.at,
-            kind: r.kind,
-            actor: ActorView {
-                kind: r.actor_kind,
-                name: r.actor_name,
-                role: r.actor_role,
-                customer_id: r.actor_customer_id,
-            },
-            request_id: r.request_id,
-            reason: r.reason,
-            old_email: r.old_email,
-            new_email: r.new_email,
-            password_source: r.password_source,
-            with_setup_link: r.with_setup_link,
-        }
-    }
-}
+pub use access_projections::export::{ActorView, AuditView};
 
 /// A page of the audit trail.
 #[derive(Serialize, ToSchema, Debug)]
