@@ -4,10 +4,16 @@
 //! migrations, but it never writes events by a side path: changes to
 //! customers go through the service's API.
 
+mod rebuild;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use access_store::{Store, StoreOptions};
+
+mod chain;
+mod export;
+mod replay;
 
 /// The default embedded database, as `accessd` uses it.
 const DEFAULT_DATABASE_URL: &str = "sqlite://access.db";
@@ -33,6 +39,33 @@ enum Command {
     Migrate,
     /// Show whether the store is reachable and migrated, and its size.
     Status,
+    /// Replay every event into fresh projection tables and swap them in
+    /// (readers never see a half-built table); with --check, rebuild aside
+    /// and compare with the live projections (exit 1 when they differ).
+    Rebuild {
+        #[arg(long)]
+        check: bool,
+    },
+    /// The audit trail (read from the projections).
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Load a customer's exported events into a scratch store and show the
+    /// resulting access state and audit trail (needs no database).
+    Replay(replay::ReplayArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCommand {
+    /// Write the audit trail to a CSV or JSON Lines file, with a progress bar.
+    Export(export::ExportArgs),
+    /// Hash the events not hashed yet and print the head of the hash chain,
+    /// `TX:GLOBAL:HASH`: a digest of the history to keep outside the system.
+    Digest,
+    /// Recompute the hash chain from the events; print `position N: KIND`
+    /// (altered, inserted, removed, broken) per problem; exit 1 unless intact.
+    Verify(chain::VerifyArgs),
 }
 
 #[tokio::main]
@@ -49,6 +82,9 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    if let Command::Replay(args) = &cli.command {
+        return replay::run(args).await;
+    }
     let shown_url = access_store::redact_url(&cli.database_url);
     let store = Store::connect(&cli.database_url, StoreOptions::default())
         .await
@@ -61,6 +97,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 .with_context(|| format!("migrating {shown_url}"))?;
             println!("migrated {} store at {shown_url}", store.kind());
         }
+        Command::Rebuild { check } => return rebuild::run(&store, check).await,
         Command::Status => {
             let ready = store
                 .is_ready()
@@ -79,6 +116,17 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 store.kind()
             );
         }
+        Command::Audit {
+            command: AuditCommand::Export(args),
+        } => export::run(&store, &shown_url, args).await?,
+        Command::Audit {
+            command: AuditCommand::Digest,
+        } => return chain::digest(&store).await,
+        Command::Audit {
+            command: AuditCommand::Verify(args),
+        } => return chain::verify(&store, &args).await,
+        // Handled above: it needs no database.
+        Command::Replay(_) => {}
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

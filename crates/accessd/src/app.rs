@@ -195,18 +195,29 @@ pub async fn start(
         from: config.mail_from.clone(),
         ..access_mail::MailSettings::default()
     };
-    let mailer = Mailer::new(
-        access_mail::Mailer::new(templates, settings, target.transport()?),
-        public_url.clone(),
-    );
+    let transport = target.transport()?;
 
     let store_for_projector = store.clone();
+    let metrics = Metrics::new();
+    let worker = config.mail_worker.then(|| {
+        access_mail::outbox::OutboxWorker::spawn(
+            store.clone(),
+            transport.clone(),
+            access_mail::outbox::RetryPolicy {
+                max_attempts: config.mail_max_attempts.max(1),
+                first_delay: Duration::from_millis(config.mail_retry_ms.max(1)),
+                ..access_mail::outbox::RetryPolicy::default()
+            },
+            crate::mailer::outcome_counter(metrics.clone()),
+        )
+    });
+    let mailer = Mailer::new(templates, settings, public_url.clone(), worker);
     let state = AppState::new(Inner {
         store,
         services,
         keys,
         mailer,
-        metrics: Metrics::new(),
+        metrics,
         throttle: Throttle::new(
             config.login_attempts_per_account,
             config.login_attempts_per_address,

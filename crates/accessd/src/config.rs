@@ -48,6 +48,19 @@ pub struct Config {
     )]
     pub mail_from: String,
 
+    /// Deliver the outbox from this process.
+    #[arg(long, env = "ACCESS_MAIL_WORKER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub mail_worker: bool,
+
+    /// Delivery attempts before a message is marked failed.
+    #[arg(long, env = "ACCESS_MAIL_MAX_ATTEMPTS", default_value_t = 8)]
+    pub mail_max_attempts: u32,
+
+    /// Delay before the first retry, in milliseconds (doubles each time,
+    /// at most 5 minutes).
+    #[arg(long, env = "ACCESS_MAIL_RETRY_MS", default_value_t = 2000)]
+    pub mail_retry_ms: u64,
+
     /// A directory of templates that replace the built-in ones.
     #[arg(long, env = "ACCESS_MAIL_TEMPLATES")]
     pub mail_templates: Option<PathBuf>,

@@ -171,6 +171,7 @@ impl From<ExecuteError> for ApiError {
                 ),
             ),
             ExecuteError::Store(e) => e.into(),
+            ExecuteError::Outbox(e) => Self::internal(e),
         }
     }
 }
@@ -195,3 +196,85 @@ impl IntoResponse for ApiError {
 
 /// Result of a handler.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_failures_map_to_precise_statuses() {
+        let conflict = ApiError::from(StoreError::Conflict {
+            customer_id: "c".into(),
+            expected: 3,
+        });
+        assert_eq!(
+            (conflict.status, conflict.code),
+            (StatusCode::CONFLICT, "concurrent_modification")
+        );
+        let down = ApiError::from(StoreError::Unavailable("connection refused".into()));
+        assert_eq!(
+            (down.status, down.code),
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+        );
+        assert!(down.retry_after.is_some());
+        assert!(
+            !down.message.contains("refused"),
+            "internal detail leaked: {}",
+            down.message
+        );
+        let response = down.into_response();
+        assert!(response.headers().contains_key(header::RETRY_AFTER));
+        let internal = ApiError::from(StoreError::Database("syntax error at or near".into()));
+        assert_eq!(internal.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!internal.message.contains("syntax"));
+        let taken = ApiError::from(StoreError::EmailInUse {
+            email: "a@b.c".into(),
+        });
+        assert_eq!(
+            (taken.status, taken.code),
+            (StatusCode::CONFLICT, "email_in_use")
+        );
+    }
+
+    #[test]
+    fn rule_errors_map_to_the_contract() {
+        for (err, status, code) in [
+            (
+                CustomerError::CustomerNotFound,
+                StatusCode::NOT_FOUND,
+                "customer_not_found",
+            ),
+            (
+                CustomerError::CustomerExists,
+                StatusCode::CONFLICT,
+                "customer_exists",
+            ),
+            (
+                CustomerError::WrongPassword,
+                StatusCode::FORBIDDEN,
+                "wrong_password",
+            ),
+            (
+                CustomerError::NoAccess,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "no_access",
+            ),
+            (
+                CustomerError::InvalidToken,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_token",
+            ),
+        ] {
+            let api = ApiError::from(err);
+            assert_eq!((api.status, api.code), (status, code));
+        }
+        let mismatch = ApiError::from(ExecuteError::VersionMismatch {
+            expected: 1,
+            actual: 2,
+        });
+        assert_eq!(
+            (mismatch.status, mismatch.code),
+            (StatusCode::PRECONDITION_FAILED, "version_mismatch")
+        );
+    }
+}

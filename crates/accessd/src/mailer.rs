@@ -1,83 +1,78 @@
-//! Mail after a command: the links carry `<customer id>.<token>`, the
-//! messages come from `access-mail`'s templates, and go to the configured
-//! transport.
-//!
-//! Delivery happens right after the commit, in the request. A crash between
-//! the commit and the delivery loses that mail: the transactional outbox of
-//! the mail issue replaces this.
+//! Mail for commands: rendered into the outbox in the command's own
+//! transaction (see `access_mail::outbox`), delivered by the outbox worker.
+//! The links carry `<customer id>.<token>`.
 
-use access_domain::{CustomerEvent, IssuedToken};
-use access_store::Executed;
+use std::sync::Arc;
+
+use access_domain::IssuedToken;
+use access_mail::outbox::{prepare, OutboxWorker};
+use access_mail::{MailSettings, Templates};
+use access_store::{OutboxInput, OutboxMessage};
+use chrono::Utc;
 
 use crate::links;
-use crate::state::AppState;
 
 pub struct Mailer {
-    inner: access_mail::Mailer,
+    templates: Templates,
+    settings: MailSettings,
     public_url: String,
+    worker: Option<OutboxWorker>,
 }
 
 impl Mailer {
-    pub fn new(inner: access_mail::Mailer, public_url: String) -> Self {
-        Self { inner, public_url }
+    pub fn new(
+        templates: Templates,
+        settings: MailSettings,
+        public_url: String,
+        worker: Option<OutboxWorker>,
+    ) -> Self {
+        Self {
+            templates,
+            settings,
+            public_url,
+            worker,
+        }
     }
 
     pub fn public_url(&self) -> &str {
         &self.public_url
     }
 
-    /// Sends the mails a command's events call for. Failures are logged and
-    /// counted, never turned into a failed command (its events are stored).
-    pub async fn deliver(&self, state: &AppState, executed: &Executed) {
-        let issued: Vec<IssuedToken> = executed
-            .issued_tokens
-            .iter()
-            .map(|t| IssuedToken {
-                token: links::join(executed.customer_id, &t.token),
-                ..t.clone()
-            })
-            .collect();
-        let needs_login = executed
-            .events
-            .iter()
-            .any(|e| matches!(e, CustomerEvent::PasswordChanged { .. }));
-        let login = if needs_login {
-            match state.store().load(executed.customer_id).await {
-                Ok(loaded) => loaded.customer.email().cloned(),
-                Err(e) => {
-                    tracing::error!(customer_id = %executed.customer_id, error = %e, "mail: cannot load the customer");
-                    None
-                }
-            }
-        } else {
-            None
+    /// The outbox rows for a decided command.
+    pub fn prepare(&self, input: &OutboxInput<'_>) -> Result<Vec<OutboxMessage>, String> {
+        let customer_id = input.customer_id;
+        let link_token = move |t: &IssuedToken| IssuedToken {
+            token: links::join(customer_id, &t.token),
+            ..t.clone()
         };
-        let mails = match access_mail::mails_for(
-            &executed.events,
-            &issued,
+        prepare(
+            input,
+            &self.templates,
+            &self.settings,
             &self.public_url,
-            login.as_ref(),
-        ) {
-            Ok(mails) => mails,
-            Err(e) => {
-                state.metrics().mail("failed");
-                tracing::error!(customer_id = %executed.customer_id, error = %e, "mail: cannot build the messages");
-                return;
-            }
-        };
-        if mails.is_empty() {
-            return;
-        }
-        match self.inner.send_all(&mails, state.now()).await {
-            Ok(n) => {
-                for _ in 0..n {
-                    state.metrics().mail("sent");
-                }
-            }
-            Err(e) => {
-                state.metrics().mail("failed");
-                tracing::error!(customer_id = %executed.customer_id, error = %e, "mail: delivery failed");
-            }
+            Utc::now(),
+            &link_token,
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    /// New mail was recorded: deliver it now.
+    pub fn nudge(&self) {
+        if let Some(worker) = &self.worker {
+            worker.nudge();
         }
     }
+}
+
+/// Metrics for the worker's outcomes.
+pub fn outcome_counter(
+    metrics: crate::metrics::Metrics,
+) -> Arc<dyn Fn(access_mail::outbox::Outcome) + Send + Sync> {
+    Arc::new(move |outcome| {
+        metrics.mail(match outcome {
+            access_mail::outbox::Outcome::Sent => "sent",
+            access_mail::outbox::Outcome::Retry => "retry",
+            access_mail::outbox::Outcome::Failed => "failed",
+        })
+    })
 }

@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorBody, ErrorDetail};
-use crate::http::{audit, customers, dto, health, self_service};
+use crate::http::{audit, customers, dto, health, history, self_service};
 
 struct Security;
 
@@ -49,6 +49,8 @@ impl Modify for Security {
         customers::customer_events,
         audit::audit,
         audit::customer_audit,
+        audit::digest,
+        history::access_report,
         self_service::create_session,
         self_service::delete_session,
         self_service::me,
@@ -67,7 +69,7 @@ impl Modify for Security {
         dto::ReasonRequest, dto::CommandResponse, dto::AccessView, dto::CustomerView, dto::CustomerList,
         dto::EventView, dto::EventList, dto::SessionRequest, dto::SessionResponse, dto::SelfChangeEmailRequest,
         dto::EmailChangeAccepted, dto::ChangePasswordRequest, dto::PasswordChanged, dto::ConfirmEmailRequest,
-        dto::SetupPasswordRequest, dto::Health, dto::ActorView, dto::AuditView, dto::AuditPage,
+        dto::SetupPasswordRequest, dto::Health, dto::ActorView, dto::AuditView, dto::AuditPage, audit::AuditDigest, history::AccessReport, history::AccessHolder,
     )),
     modifiers(&Security),
     tags(

@@ -153,6 +153,14 @@ impl CustomerServices {
         (digest, expires_at)
     }
 
+    /// The tokens issued so far by the command, in order (a copy).
+    pub fn issued_tokens(&self) -> Vec<IssuedToken> {
+        self.issued
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// The tokens issued so far by the command, in order. Empties the list.
     pub fn take_issued_tokens(&self) -> Vec<IssuedToken> {
         std::mem::take(&mut *self.issued.lock().unwrap_or_else(PoisonError::into_inner))

@@ -64,12 +64,23 @@ pub enum MailError {
     #[error("unsupported mail target: {0}")]
     Unsupported(String),
 
-    /// The delivery failed for another reason (e.g. a background task died).
+    /// The delivery failed for a reason that may pass (a server down, a
+    /// timeout, a temporary refusal): worth retrying.
     #[error("mail delivery failed: {0}")]
     Delivery(String),
+
+    /// The server refused the message for good (a permanent SMTP error, a
+    /// malformed envelope): retrying will not help.
+    #[error("mail rejected: {0}")]
+    Rejected(String),
 }
 
 impl MailError {
+    /// True when a later attempt may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Delivery(_) | Self::Io { .. })
+    }
+
     /// Stable, machine-readable error code.
     pub fn code(&self) -> &'static str {
         match self {
@@ -84,6 +95,7 @@ impl MailError {
             Self::InvalidTarget(_) => "mail_invalid_target",
             Self::Unsupported(_) => "mail_unsupported",
             Self::Delivery(_) => "mail_delivery",
+            Self::Rejected(_) => "mail_rejected",
         }
     }
 }

@@ -21,6 +21,8 @@
 pub mod eml;
 pub mod error;
 pub mod kinds;
+pub mod outbox;
+pub mod smtp;
 pub mod templates;
 pub mod transport;
 

@@ -13,17 +13,13 @@ use crate::error::MailError;
 /// Where mail goes, parsed from the `ACCESS_MAIL` setting:
 /// - `file:DIR` (or `file:///abs/dir`): one `.eml` file per message in
 ///   `DIR`, created if missing;
-/// - `smtp://…` / `smtps://…`: recognized, but refused for now with
-///   [`MailError::Unsupported`] (SMTP delivery arrives with the mail issue).
+/// - `smtp://…` / `smtps://…`: an SMTP server (see [`crate::smtp`]).
 #[derive(Clone, PartialEq, Eq)]
 pub enum MailTarget {
     File(PathBuf),
     /// An SMTP URL (may hold credentials: `Display` and `Debug` hide them).
     Smtp(String),
 }
-
-/// The message of the SMTP refusal.
-pub const SMTP_NOT_YET: &str = "SMTP delivery arrives with the mail issue";
 
 impl FromStr for MailTarget {
     type Err = MailError;
@@ -57,7 +53,9 @@ impl FromStr for MailTarget {
             return Ok(Self::File(PathBuf::from(dir)));
         }
         if s.starts_with("smtp://") || s.starts_with("smtps://") {
-            return Err(MailError::Unsupported(SMTP_NOT_YET.into()));
+            // Validate now, so a bad setting fails at start-up.
+            crate::smtp::SmtpSettings::parse(s)?;
+            return Ok(Self::Smtp(s.to_string()));
         }
         // Do not echo the value: it may hold credentials.
         Err(match s.split_once(':') {
@@ -84,7 +82,9 @@ impl MailTarget {
     pub fn transport(&self) -> Result<Arc<dyn Transport>, MailError> {
         match self {
             Self::File(dir) => Ok(Arc::new(FileTransport::new(dir)?)),
-            Self::Smtp(_) => Err(MailError::Unsupported(SMTP_NOT_YET.into())),
+            Self::Smtp(url) => Ok(Arc::new(crate::smtp::SmtpTransport::new(
+                crate::smtp::SmtpSettings::parse(url)?,
+            )?)),
         }
     }
 }
@@ -125,6 +125,12 @@ impl fmt::Debug for MailTarget {
 #[async_trait::async_trait]
 pub trait Transport: Send + Sync {
     async fn send(&self, message: &Message) -> Result<(), MailError>;
+
+    /// Delivers an already formatted message (from the outbox): `id` names
+    /// it (the file name, or nothing for SMTP), `from`/`to` are the
+    /// envelope.
+    async fn send_raw(&self, id: &str, from: &str, to: &str, bytes: &[u8])
+        -> Result<(), MailError>;
 }
 
 /// Writes each message to `DIR/<message-id>.eml` (the `Message-ID` without
@@ -240,6 +246,32 @@ impl Transport for FileTransport {
         tracing::debug!(path = %path.display(), "mail written");
         Ok(())
     }
+
+    async fn send_raw(
+        &self,
+        id: &str,
+        _from: &str,
+        _to: &str,
+        bytes: &[u8],
+    ) -> Result<(), MailError> {
+        let name: String = id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let name = format!("{}.eml", name.trim_start_matches('.'));
+        let dir = self.dir.clone();
+        let bytes = bytes.to_vec();
+        tokio::task::spawn_blocking(move || Self::write_atomically(&dir, &name, &bytes))
+            .await
+            .map_err(|e| MailError::Delivery(format!("the file writer task failed: {e}")))??;
+        Ok(())
+    }
 }
 
 /// Keeps the formatted messages in memory (for tests of other crates).
@@ -270,6 +302,20 @@ impl Transport for MemoryTransport {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(text);
+        Ok(())
+    }
+
+    async fn send_raw(
+        &self,
+        _id: &str,
+        _from: &str,
+        _to: &str,
+        bytes: &[u8],
+    ) -> Result<(), MailError> {
+        self.sent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(String::from_utf8_lossy(bytes).into_owned());
         Ok(())
     }
 }
@@ -319,20 +365,19 @@ mod tests {
     }
 
     #[test]
-    fn smtp_is_recognized_but_not_yet_supported() {
-        for raw in ["smtp://localhost:25", "smtps://user:pw@mail.example.com"] {
-            let err = raw.parse::<MailTarget>().unwrap_err();
-            assert!(matches!(err, MailError::Unsupported(_)), "{err}");
-            assert!(err.to_string().contains(SMTP_NOT_YET), "{err}");
-            assert!(!err.to_string().contains("pw"), "{err}");
+    fn smtp_targets_parse_and_hide_credentials() {
+        for raw in [
+            "smtp://localhost:25?tls=none",
+            "smtps://user:pw@mail.example.com",
+        ] {
+            let target = raw.parse::<MailTarget>().unwrap();
+            assert!(matches!(target, MailTarget::Smtp(_)));
+            assert!(!format!("{target} {target:?}").contains(":pw"), "{target}");
         }
         let target = MailTarget::Smtp("smtps://user:pw@mail.example.com:465".into());
         assert_eq!(target.to_string(), "smtps://***@mail.example.com:465");
         assert!(!format!("{target:?}").contains("pw"));
-        assert!(matches!(
-            target.transport().err(),
-            Some(MailError::Unsupported(_))
-        ));
+        assert!(target.transport().is_ok());
     }
 
     #[test]

@@ -88,15 +88,19 @@ macro_rules! on_store {
     (@sqlite $s:ident write) => { $s.writer() };
     (@sqlite $s:ident read) => { $s.reader() };
 }
+pub(crate) use on_store;
 
-fn required(ts: Option<DateTime<Utc>>, col: &str) -> Result<DateTime<Utc>, ProjectionError> {
+pub(crate) fn required(
+    ts: Option<DateTime<Utc>>,
+    col: &str,
+) -> Result<DateTime<Utc>, ProjectionError> {
     ts.ok_or_else(|| ProjectionError::Corrupt(format!("column {col} is NULL")))
 }
 
-const STATE_COLUMNS: &str = "customer_id, name, email, email_key, access_granted, role, password_set, \
+pub(crate) const STATE_COLUMNS: &str = "customer_id, name, email, email_key, access_granted, role, password_set, \
     must_change_password, setup_link_expires_at, pending_email, pending_email_expires_at, version, updated_at";
 
-const AUDIT_COLUMNS: &str =
+pub(crate) const AUDIT_COLUMNS: &str =
     "position, tx, customer_id, sequence, at, kind, actor_kind, actor_name, actor_role, \
     actor_customer_id, request_id, reason, old_email, new_email, password_source, with_setup_link";
 
@@ -105,7 +109,7 @@ macro_rules! state_row {
         let row = $row;
         let id: String = row.try_get("customer_id")?;
         let version: i64 = row.try_get("version")?;
-        AccessStateRow {
+        $crate::rows::AccessStateRow {
             customer_id: id.parse().map_err(|_| {
                 ProjectionError::Corrupt(format!("access_state customer_id `{id}`"))
             })?,
@@ -119,10 +123,11 @@ macro_rules! state_row {
             pending_email: row.try_get("pending_email")?,
             pending_email_expires_at: $get_ts(row, "pending_email_expires_at")?,
             version: u64::try_from(version).unwrap_or_default(),
-            updated_at: required($get_ts(row, "updated_at")?, "updated_at")?,
+            updated_at: $crate::db::required($get_ts(row, "updated_at")?, "updated_at")?,
         }
     }};
 }
+pub(crate) use state_row;
 
 macro_rules! audit_from_row {
     ($row:expr, $get_ts:ident) => {{
@@ -130,14 +135,14 @@ macro_rules! audit_from_row {
         let id: String = row.try_get("customer_id")?;
         let tx: i64 = row.try_get("tx")?;
         let sequence: i64 = row.try_get("sequence")?;
-        AuditRow {
+        $crate::rows::AuditRow {
             tx: u64::try_from(tx).unwrap_or_default(),
             position: row.try_get("position")?,
-            customer_id: id
-                .parse()
-                .map_err(|_| ProjectionError::Corrupt(format!("audit_trail customer_id `{id}`")))?,
+            customer_id: id.parse().map_err(|_| {
+                $crate::ProjectionError::Corrupt(format!("audit_trail customer_id `{id}`"))
+            })?,
             sequence: u64::try_from(sequence).unwrap_or_default(),
-            at: required($get_ts(row, "at")?, "at")?,
+            at: $crate::db::required($get_ts(row, "at")?, "at")?,
             kind: row.try_get("kind")?,
             actor_kind: row.try_get("actor_kind")?,
             actor_name: row.try_get("actor_name")?,
@@ -152,6 +157,7 @@ macro_rules! audit_from_row {
         }
     }};
 }
+pub(crate) use audit_from_row;
 
 fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
@@ -236,18 +242,20 @@ pub async fn project_batch(
 
         // The rows of the customers in this batch.
         let mut rows: BTreeMap<String, AccessStateRow> = BTreeMap::new();
-        let mut select = QueryBuilder::new(format!(
-            "SELECT {STATE_COLUMNS} FROM {} WHERE customer_id IN (",
-            tables.access_state
-        ));
-        let mut list = select.separated(", ");
-        for id in &ids {
-            list.push_bind(id.clone());
-        }
-        select.push(")");
-        for row in select.build().fetch_all(&mut *tx).await? {
-            let state = state_row!(&row, get_ts);
-            rows.insert(state.customer_id.to_string(), state);
+        for chunk in ids.chunks(1000) {
+            let mut select = QueryBuilder::new(format!(
+                "SELECT {STATE_COLUMNS} FROM {} WHERE customer_id IN (",
+                tables.access_state
+            ));
+            let mut list = select.separated(", ");
+            for id in chunk {
+                list.push_bind(id.clone());
+            }
+            select.push(")");
+            for row in select.build().fetch_all(&mut *tx).await? {
+                let state = state_row!(&row, get_ts);
+                rows.insert(state.customer_id.to_string(), state);
+            }
         }
 
         let mut audits = Vec::with_capacity(events.len());
@@ -272,14 +280,18 @@ pub async fn project_batch(
             audits.push(audit_row(event));
         }
 
-        let mut upsert = QueryBuilder::new(format!(
-            "INSERT INTO {} ({STATE_COLUMNS}) ",
-            tables.access_state
-        ));
-        upsert.push_values(
-            rows.values()
-                .filter(|r| changed.contains(&r.customer_id.to_string())),
-            |mut b, r| {
+        let changed_rows: Vec<&AccessStateRow> = rows
+            .values()
+            .filter(|r| changed.contains(&r.customer_id.to_string()))
+            .collect();
+        // 13 parameters a row: 1,000 rows stay under SQLite's and
+        // PostgreSQL's parameter limits.
+        for chunk in changed_rows.chunks(1000) {
+            let mut upsert = QueryBuilder::new(format!(
+                "INSERT INTO {} ({STATE_COLUMNS}) ",
+                tables.access_state
+            ));
+            upsert.push_values(chunk, |mut b, r| {
                 b.push_bind(r.customer_id.to_string())
                     .push_bind(r.name.clone())
                     .push_bind(r.email.clone())
@@ -293,17 +305,17 @@ pub async fn project_batch(
                     .push_bind(r.pending_email_expires_at.map(ts))
                     .push_bind(to_i64(r.version))
                     .push_bind(ts(r.updated_at));
-            },
-        );
-        upsert.push(
-            " ON CONFLICT (customer_id) DO UPDATE SET name = excluded.name, email = excluded.email, \
-             email_key = excluded.email_key, access_granted = excluded.access_granted, role = excluded.role, \
-             password_set = excluded.password_set, must_change_password = excluded.must_change_password, \
-             setup_link_expires_at = excluded.setup_link_expires_at, pending_email = excluded.pending_email, \
-             pending_email_expires_at = excluded.pending_email_expires_at, version = excluded.version, \
-             updated_at = excluded.updated_at",
-        );
-        upsert.build().execute(&mut *tx).await?;
+            });
+            upsert.push(
+                " ON CONFLICT (customer_id) DO UPDATE SET name = excluded.name, email = excluded.email, \
+                 email_key = excluded.email_key, access_granted = excluded.access_granted, role = excluded.role, \
+                 password_set = excluded.password_set, must_change_password = excluded.must_change_password, \
+                 setup_link_expires_at = excluded.setup_link_expires_at, pending_email = excluded.pending_email, \
+                 pending_email_expires_at = excluded.pending_email_expires_at, version = excluded.version, \
+                 updated_at = excluded.updated_at",
+            );
+            upsert.build().execute(&mut *tx).await?;
+        }
 
         // At most ~1,000 rows per statement keeps SQLite under its
         // parameter limit.
@@ -430,13 +442,13 @@ pub async fn audit_page(
             q.push(" AND at < ").push_bind(ts(to));
         }
         if let Some(after) = filter.after {
-            q.push(" AND (tx > ")
+            // A row-value comparison: both databases walk the (tx, position)
+            // index from the cursor instead of from the start.
+            q.push(" AND (tx, position) > (")
                 .push_bind(to_i64(after.tx))
-                .push(" OR (tx = ")
-                .push_bind(to_i64(after.tx))
-                .push(" AND position > ")
+                .push(", ")
                 .push_bind(after.global)
-                .push("))");
+                .push(")");
         }
         q.push(" ORDER BY tx, position LIMIT ")
             .push_bind(i64::from(limit));

@@ -10,10 +10,16 @@
 //!   order from its checkpoint: each event takes effect exactly once, a
 //!   crash loses nothing, an error stops it at the event instead of
 //!   skipping it.
+//! - [`chain`]: the hash chain over the events (tamper evidence): each
+//!   event's hash covers its stored content and the hash before it; verify
+//!   recomputes it and names what was altered, inserted or removed.
 
+pub mod chain;
 pub mod db;
 pub mod export;
+pub mod history;
 pub mod projector;
+pub mod rebuild;
 pub mod rows;
 
 use access_domain::CustomerId;

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
+use crate::chain;
 use crate::db::{self, Tables};
 use crate::ProjectionError;
 
@@ -21,6 +22,11 @@ pub struct ProjectorOptions {
     /// How often to look for new events when not nudged (other replicas'
     /// writes arrive this way).
     pub poll: Duration,
+    /// Also keep the hash chain over the events current ([`chain`],
+    /// docs/audit.md): a chain batch after each projected batch (before the
+    /// new checkpoint is published, so caught-up projections mean a
+    /// caught-up chain) and while idle until the chain has caught up.
+    pub chain: bool,
 }
 
 impl Default for ProjectorOptions {
@@ -29,6 +35,7 @@ impl Default for ProjectorOptions {
             tables: db::LIVE,
             batch: 500,
             poll: Duration::from_millis(200),
+            chain: true,
         }
     }
 }
@@ -157,6 +164,8 @@ async fn run(
     };
     status.send_modify(|s| s.checkpoint = checkpoint);
     tracing::info!(projector = name, %checkpoint, "projector started");
+    // Where the hash chain is, as far as this loop knows.
+    let mut chain_at = Position::START;
 
     loop {
         let events = match store.read_feed(checkpoint, options.batch).await {
@@ -171,6 +180,16 @@ async fn run(
         };
         if events.is_empty() {
             backoff = Duration::from_millis(100);
+            if options.chain && chain_at < checkpoint {
+                match extend_chain(&store, options.batch, chain_at).await {
+                    Ok(at) if at != chain_at => {
+                        chain_at = at;
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => return fail(&status, chain::CHECKPOINT, chain_at, &e),
+                }
+            }
             if let Ok(head) = store.head().await {
                 status.send_modify(|s| s.head = head.max(s.checkpoint));
             }
@@ -182,6 +201,12 @@ async fn run(
             Ok(to) => {
                 backoff = Duration::from_millis(100);
                 checkpoint = to;
+                if options.chain {
+                    match extend_chain(&store, options.batch, chain_at).await {
+                        Ok(at) => chain_at = at,
+                        Err(e) => return fail(&status, chain::CHECKPOINT, chain_at, &e),
+                    }
+                }
                 let last_at = events.last().map(|e| e.recorded_at);
                 status.send_modify(|s| {
                     s.checkpoint = to;
@@ -204,6 +229,26 @@ async fn run(
                 return fail(&status, name, at, &e);
             }
         }
+    }
+}
+
+/// One batch of the hash chain. Returns where the chain is; a transient
+/// failure leaves it where it was (the loop tries again), a hard one (a
+/// stored hash missing, an event that cannot be hashed) is returned.
+async fn extend_chain(
+    store: &Store,
+    batch: u32,
+    at: Position,
+) -> Result<Position, ProjectionError> {
+    match chain::extend_batch(store, batch).await {
+        Ok(done) => Ok(done.at),
+        // Another process extended it.
+        Err(ProjectionError::CheckpointMoved { found, .. }) => Ok(found),
+        Err(e) if e.is_transient() => {
+            tracing::warn!(error = %e, "hash chain: retrying later");
+            Ok(at)
+        }
+        Err(e) => Err(e),
     }
 }
 

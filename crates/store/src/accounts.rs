@@ -146,35 +146,6 @@ const DELETE_CUSTOMER_SESSIONS: &str = "DELETE FROM customer_sessions WHERE cust
 const CUSTOMERS_BY_EMAIL: &str =
     "SELECT customer_id FROM customer_emails WHERE email_key = $1 ORDER BY customer_id";
 
-/// Runs `$body` with `$exec` bound to the PostgreSQL pool or the SQLite
-/// writer/reader pool.
-macro_rules! on_pool {
-    ($store:expr, write, |$exec:ident| $body:expr) => {
-        match $store {
-            Store::Postgres(s) => {
-                let $exec = s.pool();
-                $body
-            }
-            Store::Sqlite(s) => {
-                let $exec = s.writer();
-                $body
-            }
-        }
-    };
-    ($store:expr, read, |$exec:ident| $body:expr) => {
-        match $store {
-            Store::Postgres(s) => {
-                let $exec = s.pool();
-                $body
-            }
-            Store::Sqlite(s) => {
-                let $exec = s.reader();
-                $body
-            }
-        }
-    };
-}
-
 impl Store {
     pub async fn create_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
         on_pool!(self, write, |p| insert_session(p, session).await)

@@ -201,6 +201,7 @@ pub(crate) fn snapshot_unreadable(customer_id: &str, error: &dyn std::fmt::Displ
 pub(crate) async fn finish_append<DB, P>(
     conn: &mut DB::Connection,
     append: &Append<'_>,
+    outbox: &[crate::OutboxMessage],
     customer_id: &str,
     snapshot_interval: u64,
     snapshot_payload: impl FnOnce(&Customer) -> Result<P, serde_json::Error>,
@@ -228,6 +229,22 @@ where
     }
     if let Some(record) = append.idempotency {
         insert_idempotency::<DB>(&mut *conn, record).await?;
+    }
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    for mail in outbox {
+        sqlx::query::<DB>(
+            "INSERT INTO mail_outbox (id, customer_id, kind, sender, recipient, message, status, attempts, \
+             next_attempt_ms, claimed_until_ms, created_ms) VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, 0, $7)",
+        )
+        .bind(mail.id.as_str())
+        .bind(customer_id)
+        .bind(mail.kind.as_str())
+        .bind(mail.sender.as_str())
+        .bind(mail.recipient.as_str())
+        .bind(mail.message.as_str())
+        .bind(now_ms)
+        .execute(&mut *conn)
+        .await?;
     }
     let version = append.expected_version + append.events.len() as u64;
     if snapshot_due(snapshot_interval, append.expected_version, version) {

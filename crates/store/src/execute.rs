@@ -37,6 +37,10 @@ pub enum ExecuteError {
     VersionMismatch { expected: u64, actual: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The mail the command calls for could not be prepared (nothing was
+    /// written).
+    #[error("the command's mail could not be prepared: {0}")]
+    Outbox(String),
 }
 
 /// One command to run.
@@ -51,6 +55,16 @@ pub struct Execution<'a> {
     pub idempotency: Option<IdempotencyRecord>,
 }
 
+/// What the outbox builder sees of a decided command.
+pub struct OutboxInput<'a> {
+    pub customer_id: CustomerId,
+    pub events: &'a [CustomerEvent],
+    /// The plain tokens the command issued (for the links in the mails).
+    pub issued_tokens: &'a [IssuedToken],
+    /// The customer after the events.
+    pub after: &'a access_domain::Customer,
+}
+
 impl Store {
     /// Runs a command against the customer's current state and appends its
     /// events. `respond` turns the outcome into the stored idempotent
@@ -60,6 +74,19 @@ impl Store {
         services: &CustomerServices,
         execution: Execution<'_>,
         respond: impl Fn(u64) -> String,
+    ) -> Result<Executed, ExecuteError> {
+        self.execute_with_outbox(services, execution, respond, |_| Ok(Vec::new()))
+            .await
+    }
+
+    /// [`Store::execute`], with `outbox` deciding the mail the command
+    /// calls for; it is written in the same transaction as the events.
+    pub async fn execute_with_outbox(
+        &self,
+        services: &CustomerServices,
+        execution: Execution<'_>,
+        respond: impl Fn(u64) -> String,
+        outbox: impl Fn(&OutboxInput<'_>) -> Result<Vec<crate::OutboxMessage>, String>,
     ) -> Result<Executed, ExecuteError> {
         let mut attempt = 0;
         loop {
@@ -87,16 +114,26 @@ impl Store {
                 r.body = respond(version);
                 r
             });
+            let mail = outbox(&OutboxInput {
+                customer_id: execution.customer_id,
+                events: &events,
+                issued_tokens: &services.issued_tokens(),
+                after: &after,
+            })
+            .map_err(ExecuteError::Outbox)?;
             let result = self
-                .append(Append {
-                    customer_id: execution.customer_id,
-                    expected_version: loaded.version,
-                    events: &events,
-                    metadata: execution.metadata,
-                    before: &loaded.customer,
-                    after: &after,
-                    idempotency: idempotency.as_ref(),
-                })
+                .append_with_outbox(
+                    Append {
+                        customer_id: execution.customer_id,
+                        expected_version: loaded.version,
+                        events: &events,
+                        metadata: execution.metadata,
+                        before: &loaded.customer,
+                        after: &after,
+                        idempotency: idempotency.as_ref(),
+                    },
+                    &mail,
+                )
                 .await;
             match result {
                 Ok(appended) => {

@@ -23,11 +23,41 @@ use std::collections::HashMap;
 use access_domain::{CommandMetadata, Customer, CustomerEvent, CustomerId};
 use chrono::{DateTime, Utc};
 
+/// Runs `$body` with `$exec` bound to the PostgreSQL pool or the SQLite
+/// writer/reader pool.
+macro_rules! on_pool {
+    ($store:expr, write, |$exec:ident| $body:expr) => {
+        match $store {
+            Store::Postgres(s) => {
+                let $exec = s.pool();
+                $body
+            }
+            Store::Sqlite(s) => {
+                let $exec = s.writer();
+                $body
+            }
+        }
+    };
+    ($store:expr, read, |$exec:ident| $body:expr) => {
+        match $store {
+            Store::Postgres(s) => {
+                let $exec = s.pool();
+                $body
+            }
+            Store::Sqlite(s) => {
+                let $exec = s.reader();
+                $body
+            }
+        }
+    };
+}
+
 pub mod accounts;
 mod codec;
 mod common;
 pub mod error;
 pub mod execute;
+pub mod outbox;
 pub mod postgres;
 pub mod sqlite;
 #[cfg(feature = "testing")]
@@ -36,7 +66,8 @@ pub mod testing;
 pub use accounts::{SessionRecord, StoredApiKey};
 pub use codec::AGGREGATE_TYPE;
 pub use error::StoreError;
-pub use execute::{ExecuteError, Executed, Execution};
+pub use execute::{ExecuteError, Executed, Execution, OutboxInput};
+pub use outbox::{OutboxEntry, OutboxMessage};
 
 /// A place in the global order of events.
 ///
@@ -213,9 +244,19 @@ impl Store {
     /// Writes a command's events, reservations, idempotency record and (at
     /// the interval) a snapshot, all or nothing.
     pub async fn append(&self, append: Append<'_>) -> Result<Appended, StoreError> {
+        self.append_with_outbox(append, &[]).await
+    }
+
+    /// [`Store::append`], with the mail the command calls for recorded in
+    /// the same transaction (the outbox).
+    pub async fn append_with_outbox(
+        &self,
+        append: Append<'_>,
+        outbox: &[OutboxMessage],
+    ) -> Result<Appended, StoreError> {
         match self {
-            Self::Postgres(s) => s.append(append).await,
-            Self::Sqlite(s) => s.append(append).await,
+            Self::Postgres(s) => s.append(append, outbox).await,
+            Self::Sqlite(s) => s.append(append, outbox).await,
         }
     }
 

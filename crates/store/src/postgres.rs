@@ -135,7 +135,11 @@ impl PgStore {
         decode_rows(rows)
     }
 
-    pub async fn append(&self, append: Append<'_>) -> Result<Appended, StoreError> {
+    pub async fn append(
+        &self,
+        append: Append<'_>,
+        outbox: &[crate::OutboxMessage],
+    ) -> Result<Appended, StoreError> {
         let id = append.customer_id.to_string();
         let encoded = codec::encode(append.events, append.expected_version + 1, append.metadata)?;
         let mut tx = self.pool.begin().await?;
@@ -173,6 +177,7 @@ impl PgStore {
         let version = common::finish_append::<DB, _>(
             &mut tx,
             &append,
+            outbox,
             &id,
             self.options.snapshot_interval,
             |state| serde_json::to_value(state),

@@ -167,7 +167,11 @@ impl SqliteStore {
         decode_rows(rows)
     }
 
-    pub async fn append(&self, append: Append<'_>) -> Result<Appended, StoreError> {
+    pub async fn append(
+        &self,
+        append: Append<'_>,
+        outbox: &[crate::OutboxMessage],
+    ) -> Result<Appended, StoreError> {
         let id = append.customer_id.to_string();
         let encoded = codec::encode(append.events, append.expected_version + 1, append.metadata)?;
         let mut tx = self.writer.begin().await?;
@@ -211,6 +215,7 @@ impl SqliteStore {
         let version = common::finish_append::<DB, _>(
             &mut tx,
             &append,
+            outbox,
             &id,
             self.options.snapshot_interval,
             serde_json::to_string,

@@ -10,8 +10,8 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
-use utoipa::IntoParams;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{Caller, ReadHistory};
 use crate::error::{ApiError, ApiResult, ErrorBody};
@@ -23,6 +23,7 @@ use crate::state::AppState;
 const EXPORT_PAGE: u32 = 1000;
 
 #[derive(Deserialize, IntoParams, Default)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Only this customer.
@@ -240,4 +241,54 @@ pub async fn customer_audit(
     let id = customer_id(&id)?;
     let Query(query) = query.map_err(|e| ApiError::malformed(e.body_text()))?;
     respond(state, query, Some(id)).await
+}
+
+/// The head of the hash chain over the events: a digest of the whole
+/// history up to `position`, to keep outside the system and check later
+/// with `accessctl audit verify --digest TX:GLOBAL:HASH` (docs/audit.md).
+#[derive(Serialize, ToSchema, Debug)]
+pub struct AuditDigest {
+    /// The newest hashed event, `tx:global` (`0:0` while there are no
+    /// events).
+    #[schema(example = "0:1234")]
+    pub position: String,
+    /// Its global position.
+    #[schema(example = 1234)]
+    pub global_position: i64,
+    /// Its chained SHA-256 hash, lower-case hex (64 zeros while there are
+    /// no events).
+    #[schema(example = "9f2c4e0b7a1d3f5e8c6b2a4d0e9f7c1b3a5d7e9f0c2b4a6d8e0f1c3b5a7d9e2f")]
+    pub hash: String,
+}
+
+/// The digest of the event history (the head of the hash chain), once
+/// every event committed before the request is in it.
+#[utoipa::path(get, path = "/v1/audit/digest", tag = "audit",
+    responses((status = 200, body = AuditDigest),
+              (status = 503, body = ErrorBody, description = "unavailable (projections behind)")),
+    security(("api_key" = [])))]
+pub async fn digest(
+    State(state): State<AppState>,
+    _caller: Caller<ReadHistory>,
+) -> ApiResult<Json<AuditDigest>> {
+    // The projector extends the chain before it publishes a checkpoint.
+    state.projections_caught_up().await?;
+    let head = access_projections::chain::head(state.store())
+        .await
+        .map_err(|e| match e {
+            access_projections::ProjectionError::Store(e) => ApiError::from(e),
+            other => ApiError::internal(other),
+        })?;
+    Ok(Json(match head {
+        Some(head) => AuditDigest {
+            position: head.position.to_string(),
+            global_position: head.position.global,
+            hash: head.hash,
+        },
+        None => AuditDigest {
+            position: Position::START.to_string(),
+            global_position: 0,
+            hash: access_projections::chain::GENESIS.to_string(),
+        },
+    }))
 }

@@ -160,7 +160,7 @@ pub async fn execute(state: &AppState, request: CommandRequest) -> ApiResult<Out
     let customer_id = request.customer_id;
     let result = state
         .store()
-        .execute(
+        .execute_with_outbox(
             &services,
             Execution {
                 customer_id,
@@ -170,6 +170,7 @@ pub async fn execute(state: &AppState, request: CommandRequest) -> ApiResult<Out
                 idempotency,
             },
             |version| command_body(customer_id, version),
+            |input| state.mailer().prepare(input),
         )
         .await;
     match result {
@@ -178,7 +179,7 @@ pub async fn execute(state: &AppState, request: CommandRequest) -> ApiResult<Out
             if let Some(projector) = state.projector() {
                 projector.nudge();
             }
-            state.mailer().deliver(state, &executed).await;
+            state.mailer().nudge();
             Ok(Outcome::Executed(executed))
         }
         Err(ExecuteError::Store(StoreError::IdempotencyKeyTaken)) => {

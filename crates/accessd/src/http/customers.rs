@@ -3,7 +3,7 @@
 
 use access_domain::{CustomerCommand, CustomerId, CustomerName, EmailAddress, Role};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -263,9 +263,9 @@ pub async fn revoke_access(
     Ok(response)
 }
 
-/// A customer's current state.
+/// A customer's current state, or with `as_of` its state at that instant.
 #[utoipa::path(get, path = "/v1/customers/{id}", tag = "reads",
-    params(("id" = String, Path, description = "Customer id")),
+    params(("id" = String, Path, description = "Customer id"), crate::http::history::AsOfQuery),
     responses((status = 200, body = CustomerView, headers(("ETag" = String, description = "The version"))),
               (status = 404, body = ErrorBody, description = "customer_not_found")),
     security(("api_key" = [])))]
@@ -273,8 +273,13 @@ pub async fn get_customer(
     State(state): State<AppState>,
     _caller: Caller<ReadState>,
     Path(id): Path<String>,
+    query: Result<Query<crate::http::history::AsOfQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
     let id = customer_id(&id)?;
+    let Query(query) = query.map_err(|e| ApiError::malformed(e.body_text()))?;
+    if let Some(as_of) = query.instant()? {
+        return crate::http::history::customer_as_of(&state, id, as_of).await;
+    }
     state.projections_caught_up().await?;
     let row = access_projections::db::access_state(state.store(), id)
         .await
@@ -285,6 +290,7 @@ pub async fn get_customer(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct FindQuery {
     /// The login email (case-insensitive).
@@ -316,23 +322,47 @@ pub async fn find_customers(
     }))
 }
 
+#[derive(Deserialize, IntoParams, Default)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// `json` (default): one `EventList` document; `jsonl`: one `EventView`
+    /// per line (`application/x-ndjson`), the input of `accessctl replay`.
+    pub format: Option<String>,
+}
+
 /// A customer's stored events, with metadata; password hashes and token
 /// digests are left out.
 #[utoipa::path(get, path = "/v1/customers/{id}/events", tag = "reads",
-    params(("id" = String, Path, description = "Customer id")),
-    responses((status = 200, body = EventList), (status = 404, body = ErrorBody, description = "customer_not_found")),
+    params(("id" = String, Path, description = "Customer id"), EventsQuery),
+    responses((status = 200, description = "`EventList`; with `format=jsonl`, one `EventView` per line",
+                content((EventList = "application/json"), (EventView = "application/x-ndjson"))),
+              (status = 400, body = ErrorBody, description = "malformed_request (unknown format)"),
+              (status = 404, body = ErrorBody, description = "customer_not_found")),
     security(("api_key" = [])))]
 pub async fn customer_events(
     State(state): State<AppState>,
     _caller: Caller<ReadHistory>,
     Path(id): Path<String>,
-) -> ApiResult<Json<EventList>> {
+    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
     let id = customer_id(&id)?;
+    let Query(query) = query.map_err(|e| ApiError::malformed(e.body_text()))?;
+    let lines = match query.format.as_deref().unwrap_or("json") {
+        "json" => false,
+        "jsonl" => true,
+        other => {
+            return Err(ApiError::malformed(format!(
+                "unknown format `{}`: json or jsonl",
+                other.chars().take(16).collect::<String>()
+            )))
+        }
+    };
     let events = state.store().events_of(id).await?;
     if events.is_empty() {
         return Err(ApiError::customer_not_found());
     }
-    let events = events
+    let events: Vec<EventView> = events
         .into_iter()
         .map(|e| {
             let data = serde_json::to_value(&e.event)
@@ -350,8 +380,28 @@ pub async fn customer_events(
             }
         })
         .collect();
-    Ok(Json(EventList {
-        customer_id: id,
-        events,
-    }))
+    if !lines {
+        return Ok(Json(EventList {
+            customer_id: id,
+            events,
+        })
+        .into_response());
+    }
+    // One customer's stream is loaded whole anyway: no need to stream it.
+    let mut body = Vec::with_capacity(events.len() * 512);
+    for event in &events {
+        serde_json::to_writer(&mut body, event).map_err(ApiError::internal)?;
+        body.push(b'\n');
+    }
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-ndjson".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"customer-{id}-events.jsonl\""),
+            ),
+        ],
+        body,
+    )
+        .into_response())
 }

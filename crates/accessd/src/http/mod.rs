@@ -6,6 +6,7 @@ pub mod customers;
 pub mod dto;
 pub mod extract;
 pub mod health;
+pub mod history;
 pub mod self_service;
 
 use std::time::Duration;
@@ -49,6 +50,8 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .route("/v1/customers/{id}/events", get(customers::customer_events))
         .route("/v1/customers/{id}/audit", get(audit::customer_audit))
         .route("/v1/audit", get(audit::audit))
+        .route("/v1/audit/digest", get(audit::digest))
+        .route("/v1/access-report", get(history::access_report))
         .route(
             "/v1/customers/{id}/change-email",
             post(customers::change_email),

@@ -294,9 +294,45 @@ impl TestApp {
             .collect()
     }
 
+    /// Mails to `to` once there are `count` of them (mail is delivered by
+    /// the outbox worker, shortly after the command); fails after 10 s.
+    pub async fn wait_for_mails_to(&self, to: &str, count: usize) -> Vec<access_mail::ParsedEml> {
+        for _ in 0..500 {
+            let mails = self.mails_to(to);
+            if mails.len() >= count {
+                // A little longer, to catch a mail too many.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                return self.mails_to(to);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("fewer than {count} mails to {to} arrived");
+    }
+
+    /// The token of the `n`-th (1-based) mail to `to` with a link to `path`.
+    pub async fn token_from_nth_mail(&self, to: &str, path: &str, n: usize) -> String {
+        for _ in 0..500 {
+            let tokens: Vec<String> = self
+                .mails()
+                .into_iter()
+                .filter(|(_, raw)| {
+                    access_mail::parse_eml(raw)
+                        .header("To")
+                        .is_some_and(|t| t.to_lowercase().contains(&to.to_lowercase()))
+                })
+                .filter_map(|(_, raw)| access_mail::extract_token(&raw, path))
+                .collect();
+            if let Some(token) = tokens.get(n - 1) {
+                return token.clone();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("no mail number {n} to {to} with a link to {path}");
+    }
+
     /// The token of the newest link to `path` in a mail to `to`.
     pub async fn token_from_mail(&self, to: &str, path: &str) -> String {
-        for _ in 0..50 {
+        for _ in 0..500 {
             let raws: Vec<String> = self
                 .mails()
                 .into_iter()

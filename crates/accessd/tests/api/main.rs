@@ -4,7 +4,10 @@
 
 mod audit;
 mod binary;
+mod digest;
+mod exports;
 mod helpers;
+mod history;
 mod notice;
 mod protocol;
 mod roles;

@@ -260,7 +260,7 @@ async fn idempotent_retries(db: Db) {
     assert_eq!(a.body, b.body);
     assert_eq!(app.customer(id).await["version"], 3);
     assert_eq!(
-        app.mails_to("idem@example.com").len(),
+        app.wait_for_mails_to("idem@example.com", 1).await.len(),
         1,
         "one notification"
     );

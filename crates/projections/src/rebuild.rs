@@ -1,0 +1,341 @@
+//! Rebuilding the projections from the events.
+//!
+//! - [`rebuild`]: replays every event into fresh tables beside the live
+//!   ones, then swaps them in one transaction (readers never see a
+//!   half-built table) and points the live checkpoint at the rebuilt
+//!   position; the live projector continues from there.
+//! - [`check`]: rebuilds aside up to the live checkpoint (read in the same
+//!   snapshot as the live tables) and compares digests of both.
+
+use std::time::{Duration, Instant};
+
+use access_store::{Position, Store};
+use chrono::Utc;
+use futures::TryStreamExt;
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+
+use crate::db::{self, on_store, LIVE, REBUILD};
+use crate::ProjectionError;
+
+/// Events read per batch while rebuilding.
+const BATCH: u32 = 5000;
+
+/// What a rebuild did.
+#[derive(Debug, Clone)]
+pub struct RebuildReport {
+    pub events: u64,
+    pub elapsed: Duration,
+    pub position: Position,
+}
+
+impl RebuildReport {
+    pub fn events_per_second(&self) -> f64 {
+        self.events as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Drops and recreates the rebuild tables with the live tables' shape.
+async fn fresh_rebuild_tables(store: &Store) -> Result<(), ProjectionError> {
+    // Index names get a generation suffix: after a swap the live tables
+    // carry the rebuild tables' index names.
+    let generation = Utc::now().timestamp_millis();
+    on_store!(store, write, |pool, _ts, _get_ts, pg| {
+        let mut tx = pool.begin().await?;
+        for table in [REBUILD.access_state, REBUILD.audit_trail] {
+            sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
+                .execute(&mut *tx)
+                .await?;
+        }
+        if pg {
+            for (new, live) in [
+                (REBUILD.access_state, LIVE.access_state),
+                (REBUILD.audit_trail, LIVE.audit_trail),
+            ] {
+                sqlx::query(&format!("CREATE TABLE {new} (LIKE {live} INCLUDING ALL)"))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        } else {
+            for (new, live) in [
+                (REBUILD.access_state, LIVE.access_state),
+                (REBUILD.audit_trail, LIVE.audit_trail),
+            ] {
+                let ddl: String = sqlx::query_scalar(
+                    "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = $1",
+                )
+                .bind(live)
+                .fetch_one(&mut *tx)
+                .await?;
+                let ddl = ddl.replacen(live, new, 1);
+                sqlx::query(&ddl).execute(&mut *tx).await?;
+            }
+            let indexes = [
+                format!(
+                    "CREATE INDEX ix{generation}_state_email ON {} (email_key)",
+                    REBUILD.access_state
+                ),
+                format!(
+                    "CREATE INDEX ix{generation}_audit_order ON {} (tx, position)",
+                    REBUILD.audit_trail
+                ),
+                format!(
+                    "CREATE INDEX ix{generation}_audit_customer ON {} (customer_id, tx, position)",
+                    REBUILD.audit_trail
+                ),
+                format!(
+                    "CREATE INDEX ix{generation}_audit_at ON {} (at)",
+                    REBUILD.audit_trail
+                ),
+            ];
+            for index in indexes {
+                sqlx::query(&index).execute(&mut *tx).await?;
+            }
+        }
+        sqlx::query("DELETE FROM projector_checkpoints WHERE name = $1")
+            .bind(REBUILD.checkpoint)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    })
+}
+
+/// Projects events into the rebuild tables from `from` up to `until`
+/// (inclusive; `None`: everything readable now). Returns the position
+/// reached and the number of events.
+async fn replay_into_rebuild(
+    store: &Store,
+    mut from: Position,
+    until: Option<Position>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(Position, u64), ProjectionError> {
+    let mut count = 0u64;
+    loop {
+        let mut events = store.read_feed(from, BATCH).await?;
+        let mut done = events.is_empty();
+        if let Some(limit) = until {
+            let before = events.len();
+            events.retain(|e| e.position <= limit);
+            done =
+                done || events.len() < before || events.last().is_some_and(|e| e.position >= limit);
+        }
+        if !events.is_empty() {
+            from = db::project_batch(store, REBUILD, from, &events).await?;
+            count += events.len() as u64;
+            progress(count);
+        }
+        if done {
+            return Ok((from, count));
+        }
+    }
+}
+
+/// Rebuilds the live projections from every event and swaps them in.
+/// `progress` is called with the number of events replayed so far.
+pub async fn rebuild(
+    store: &Store,
+    progress: &mut dyn FnMut(u64),
+) -> Result<RebuildReport, ProjectionError> {
+    let started = Instant::now();
+    fresh_rebuild_tables(store).await?;
+    let (mut position, mut events) =
+        replay_into_rebuild(store, Position::START, None, progress).await?;
+    // Catch up with what arrived meanwhile (until nothing new), then swap.
+    loop {
+        let (p, n) = replay_into_rebuild(store, position, None, progress).await?;
+        position = p;
+        events += n;
+        if n == 0 {
+            break;
+        }
+    }
+    swap(store, position).await?;
+    Ok(RebuildReport {
+        events,
+        elapsed: started.elapsed(),
+        position,
+    })
+}
+
+/// Puts the rebuild tables in place of the live ones, and the live
+/// checkpoint at `position` (what the rebuild tables hold), atomically.
+async fn swap(store: &Store, position: Position) -> Result<(), ProjectionError> {
+    db::ensure_checkpoint(store, LIVE.checkpoint).await?;
+    on_store!(store, write, |pool, ts, _get_ts, pg| {
+        let mut tx = pool.begin().await?;
+        // Hold the live projector off while the tables change.
+        let lock = if pg { " FOR UPDATE" } else { "" };
+        sqlx::query(&format!(
+            "SELECT position FROM projector_checkpoints WHERE name = $1{lock}"
+        ))
+        .bind(LIVE.checkpoint)
+        .fetch_optional(&mut *tx)
+        .await?;
+        for (live, rebuilt) in [
+            (LIVE.access_state, REBUILD.access_state),
+            (LIVE.audit_trail, REBUILD.audit_trail),
+        ] {
+            sqlx::query(&format!("ALTER TABLE {live} RENAME TO {live}_old"))
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(&format!("ALTER TABLE {rebuilt} RENAME TO {live}"))
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(&format!("DROP TABLE {live}_old"))
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("UPDATE projector_checkpoints SET tx = $1, position = $2, updated_at = $3 WHERE name = $4")
+            .bind(i64::try_from(position.tx).unwrap_or(i64::MAX))
+            .bind(position.global)
+            .bind(ts(Utc::now()))
+            .bind(LIVE.checkpoint)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM projector_checkpoints WHERE name = $1")
+            .bind(REBUILD.checkpoint)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    })
+}
+
+/// Digests of the two projections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Digests {
+    pub access_state: String,
+    pub audit_trail: String,
+    /// Rows in each.
+    pub access_state_rows: u64,
+    pub audit_trail_rows: u64,
+}
+
+/// What `check` found.
+#[derive(Debug, Clone)]
+pub struct CheckReport {
+    pub position: Position,
+    pub live: Digests,
+    pub rebuilt: Digests,
+}
+
+impl CheckReport {
+    pub fn matches(&self) -> bool {
+        self.live == self.rebuilt
+    }
+}
+
+/// Digest of a table's rows in key order, each row as its JSON form.
+async fn digests_of(
+    store: &Store,
+    tables: db::Tables,
+) -> Result<(Digests, Position), ProjectionError> {
+    on_store!(store, read, |pool, _ts, get_ts, pg| {
+        // One transaction: the checkpoint and the rows of the same moment.
+        let mut tx = pool.begin().await?;
+        if pg {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                .execute(&mut *tx)
+                .await?;
+        }
+        let position = {
+            let row = sqlx::query("SELECT tx, position FROM projector_checkpoints WHERE name = $1")
+                .bind(tables.checkpoint)
+                .fetch_optional(&mut *tx)
+                .await?;
+            match row {
+                None => Position::START,
+                Some(row) => Position {
+                    tx: u64::try_from(row.try_get::<i64, _>("tx")?).unwrap_or_default(),
+                    global: row.try_get("position")?,
+                },
+            }
+        };
+        let mut state_hash = Sha256::new();
+        let mut state_rows = 0u64;
+        let sql = format!(
+            "SELECT {} FROM {} ORDER BY customer_id",
+            db::STATE_COLUMNS,
+            tables.access_state
+        );
+        let mut rows = sqlx::query(&sql).fetch(&mut *tx);
+        while let Some(row) = rows.try_next().await? {
+            let state = db::state_row!(&row, get_ts);
+            state_hash.update(
+                serde_json::to_vec(&state).map_err(|e| ProjectionError::Corrupt(e.to_string()))?,
+            );
+            state_hash.update(b"\n");
+            state_rows += 1;
+        }
+        let mut audit_hash = Sha256::new();
+        let mut audit_rows = 0u64;
+        drop(rows);
+        let sql = format!(
+            "SELECT {} FROM {} ORDER BY tx, position",
+            db::AUDIT_COLUMNS,
+            tables.audit_trail
+        );
+        let mut rows = sqlx::query(&sql).fetch(&mut *tx);
+        while let Some(row) = rows.try_next().await? {
+            let audit = db::audit_from_row!(&row, get_ts);
+            audit_hash.update(
+                serde_json::to_vec(&audit).map_err(|e| ProjectionError::Corrupt(e.to_string()))?,
+            );
+            audit_hash.update(b"\n");
+            audit_rows += 1;
+        }
+        drop(rows);
+        tx.commit().await?;
+        Ok((
+            Digests {
+                access_state: hex::encode(state_hash.finalize()),
+                audit_trail: hex::encode(audit_hash.finalize()),
+                access_state_rows: state_rows,
+                audit_trail_rows: audit_rows,
+            },
+            position,
+        ))
+    })
+}
+
+/// Rebuilds aside up to the live checkpoint and compares digests. The
+/// live tables are not touched.
+pub async fn check(
+    store: &Store,
+    progress: &mut dyn FnMut(u64),
+) -> Result<CheckReport, ProjectionError> {
+    let (live, position) = digests_of(store, LIVE).await?;
+    fresh_rebuild_tables(store).await?;
+    let (reached, _) =
+        replay_into_rebuild(store, Position::START, Some(position), progress).await?;
+    if reached != position {
+        return Err(ProjectionError::Corrupt(format!(
+            "the rebuild reached {reached}, not the live checkpoint {position}"
+        )));
+    }
+    let (rebuilt, _) = digests_of(store, REBUILD).await?;
+    drop_rebuild_tables(store).await?;
+    Ok(CheckReport {
+        position,
+        live,
+        rebuilt,
+    })
+}
+
+async fn drop_rebuild_tables(store: &Store) -> Result<(), ProjectionError> {
+    on_store!(store, write, |pool, _ts, _get_ts, _pg| {
+        let mut tx = pool.begin().await?;
+        for table in [REBUILD.access_state, REBUILD.audit_trail] {
+            sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("DELETE FROM projector_checkpoints WHERE name = $1")
+            .bind(REBUILD.checkpoint)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    })
+}

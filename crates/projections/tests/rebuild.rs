@@ -1,0 +1,420 @@
+//! Rebuild, rebuild --check, time travel, and the replay of a recorded
+//! stream against a committed expected file. On both stores.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use access_domain::services::fakes::{CountingTokens, FakeHasher, FixedClock};
+use access_domain::{
+    Actor, ApiRole, CommandMetadata, Credential, CustomerCommand, CustomerId, CustomerServices,
+    EmailAddress, LinkLifetimes, Role,
+};
+use access_projections::{db, history, rebuild, AuditFilter, Projector, ProjectorOptions};
+use access_store::testing::TestDatabase;
+use access_store::{Execution, Store, StoreOptions};
+use chrono::{DateTime, TimeZone, Utc};
+
+async fn run_at(store: &Store, id: CustomerId, at: DateTime<Utc>, command: CustomerCommand) {
+    let services = CustomerServices::new(
+        Arc::new(FakeHasher),
+        Arc::new(CountingTokens::default()),
+        Arc::new(FixedClock(at)),
+        LinkLifetimes::default(),
+    );
+    let meta = CommandMetadata::new(
+        Actor::Api {
+            name: "crm".into(),
+            role: ApiRole::Service,
+        },
+        "req",
+    );
+    store
+        .execute(
+            &services,
+            Execution {
+                customer_id: id,
+                command,
+                metadata: &meta,
+                expected_version: None,
+                idempotency: None,
+            },
+            |_| String::new(),
+        )
+        .await
+        .unwrap();
+}
+
+fn day(d: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, d, 12, 0, 0).unwrap()
+}
+
+fn email(s: &str) -> EmailAddress {
+    EmailAddress::parse(s).unwrap()
+}
+
+/// Ann: registered day 1, access day 2, email changed day 5, revoked day 8.
+/// Bob: registered day 3, access day 4.
+async fn story(store: &Store) -> (CustomerId, CustomerId) {
+    let ann = CustomerId::new_random();
+    let bob = CustomerId::new_random();
+    run_at(
+        store,
+        ann,
+        day(1),
+        CustomerCommand::RegisterCustomer {
+            customer_id: ann,
+            email: email("ann@example.com"),
+            name: None,
+        },
+    )
+    .await;
+    run_at(
+        store,
+        ann,
+        day(2),
+        CustomerCommand::GrantAccess {
+            role: Role::CustomerCenter,
+            credential: Credential::SetupLink,
+        },
+    )
+    .await;
+    run_at(
+        store,
+        bob,
+        day(3),
+        CustomerCommand::RegisterCustomer {
+            customer_id: bob,
+            email: email("bob@example.com"),
+            name: None,
+        },
+    )
+    .await;
+    run_at(
+        store,
+        bob,
+        day(4),
+        CustomerCommand::GrantAccess {
+            role: Role::CustomerCenter,
+            credential: Credential::SetupLink,
+        },
+    )
+    .await;
+    run_at(
+        store,
+        ann,
+        day(5),
+        CustomerCommand::ChangeEmail {
+            email: email("ann@new.example"),
+            credential: Credential::SetupLink,
+        },
+    )
+    .await;
+    run_at(
+        store,
+        ann,
+        day(8),
+        CustomerCommand::RevokeAccess { reason: None },
+    )
+    .await;
+    (ann, bob)
+}
+
+fn fast() -> ProjectorOptions {
+    ProjectorOptions {
+        poll: Duration::from_millis(20),
+        ..ProjectorOptions::default()
+    }
+}
+
+async fn exec(store: &Store, sql: &str) {
+    match store {
+        Store::Postgres(s) => {
+            sqlx::query(sql).execute(s.pool()).await.unwrap();
+        }
+        Store::Sqlite(s) => {
+            sqlx::query(sql).execute(s.writer()).await.unwrap();
+        }
+    }
+}
+
+async fn rebuild_swaps_in_identical_tables_while_the_projector_runs(store: Store) {
+    let projector = Projector::spawn(store.clone(), fast());
+    let (ann, _) = story(&store).await;
+    projector
+        .wait_caught_up(Duration::from_secs(20))
+        .await
+        .unwrap();
+    let before = db::audit_page(&store, &AuditFilter::default(), 1000)
+        .await
+        .unwrap();
+    let state_before = db::access_state(&store, ann).await.unwrap();
+
+    let mut calls = 0;
+    let report = rebuild::rebuild(&store, &mut |_| calls += 1).await.unwrap();
+    assert_eq!(report.events, before.len() as u64);
+    assert!(calls >= 1);
+    assert_eq!(
+        db::audit_page(&store, &AuditFilter::default(), 1000)
+            .await
+            .unwrap(),
+        before
+    );
+    assert_eq!(db::access_state(&store, ann).await.unwrap(), state_before);
+
+    // The live projector keeps going on the swapped-in tables.
+    let carl = CustomerId::new_random();
+    run_at(
+        &store,
+        carl,
+        day(9),
+        CustomerCommand::RegisterCustomer {
+            customer_id: carl,
+            email: email("carl@example.com"),
+            name: None,
+        },
+    )
+    .await;
+    projector
+        .wait_caught_up(Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert!(db::access_state(&store, carl).await.unwrap().is_some());
+    assert_eq!(
+        db::audit_page(&store, &AuditFilter::default(), 1000)
+            .await
+            .unwrap()
+            .len(),
+        before.len() + 1
+    );
+
+    // And a second rebuild works too (index names do not collide).
+    rebuild::rebuild(&store, &mut |_| {}).await.unwrap();
+    let check = rebuild::check(&store, &mut |_| {}).await.unwrap();
+    assert!(check.matches(), "{check:?}");
+}
+
+async fn check_finds_a_projection_that_differs_from_the_events(store: Store) {
+    let projector = Projector::spawn(store.clone(), fast());
+    let (ann, _) = story(&store).await;
+    projector
+        .wait_caught_up(Duration::from_secs(20))
+        .await
+        .unwrap();
+    let ok = rebuild::check(&store, &mut |_| {}).await.unwrap();
+    assert!(ok.matches(), "{ok:?}");
+    assert_eq!(ok.live.audit_trail_rows, 9);
+    assert_eq!(ok.live.access_state_rows, 2);
+    projector.stop();
+
+    // Someone edits a projection row by hand: the check notices.
+    exec(
+        &store,
+        &format!("UPDATE access_state SET email = 'evil@example.com' WHERE customer_id = '{ann}'"),
+    )
+    .await;
+    let bad = rebuild::check(&store, &mut |_| {}).await.unwrap();
+    assert!(!bad.matches());
+    assert_ne!(bad.live.access_state, bad.rebuilt.access_state);
+    assert_eq!(bad.live.audit_trail, bad.rebuilt.audit_trail);
+    // A rebuild repairs it.
+    rebuild::rebuild(&store, &mut |_| {}).await.unwrap();
+    assert_eq!(
+        db::access_state(&store, ann).await.unwrap().unwrap().email,
+        "ann@example.com".replace("example.com", "new.example")
+    );
+    assert!(rebuild::check(&store, &mut |_| {}).await.unwrap().matches());
+}
+
+async fn time_travel_shows_the_state_at_an_instant(store: Store) {
+    let (ann, bob) = story(&store).await;
+    assert!(
+        history::state_at(&store, ann, day(1) - chrono::Duration::hours(1))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let registered = history::state_at(&store, ann, day(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!registered.access_granted);
+    let day6 = history::state_at(&store, ann, day(6))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(day6.access_granted);
+    assert_eq!(day6.email, "ann@new.example");
+    assert!(
+        !history::state_at(&store, ann, day(9))
+            .await
+            .unwrap()
+            .unwrap()
+            .access_granted
+    );
+
+    let who = |d| history::who_had_access(&store, day(d));
+    assert!(who(1).await.unwrap().is_empty());
+    let on_day_3: Vec<_> = who(3)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.customer_id, r.email))
+        .collect();
+    assert_eq!(on_day_3, vec![(ann, "ann@example.com".to_string())]);
+    let on_day_6: Vec<_> = who(6)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.customer_id, r.email))
+        .collect();
+    assert_eq!(
+        on_day_6,
+        vec![
+            (ann, "ann@new.example".to_string()),
+            (bob, "bob@example.com".to_string())
+        ]
+    );
+    let on_day_9: Vec<_> = who(9)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.customer_id)
+        .collect();
+    assert_eq!(on_day_9, vec![bob]);
+}
+
+/// The recorded stream (older event versions included) replays into
+/// projections equal to the committed expected file
+/// (`ACCESS_UPDATE_SNAPSHOTS=1` rewrites it after an intended change).
+async fn a_recorded_stream_replays_into_the_expected_projections(store: Store) {
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/customer-stream-v1.0.json"
+    );
+    let expected_path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/customer-stream-v1.0.projections.json"
+    );
+    let raw: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
+    let id = raw["aggregate_id"].as_str().unwrap();
+    for e in raw["events"].as_array().unwrap() {
+        // The stored form, exactly as an older version wrote it.
+        let sql = format!(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+             VALUES ('Customer', '{id}', {}, '{}', '{}', '{}', '{}')",
+            e["sequence"],
+            e["event_type"].as_str().unwrap(),
+            e["event_version"].as_str().unwrap(),
+            e["payload"].to_string().replace('\'', "''"),
+            e["metadata"].to_string().replace('\'', "''"),
+        );
+        exec(&store, &sql).await;
+    }
+    let projector = Projector::spawn(store.clone(), fast());
+    projector
+        .wait_caught_up(Duration::from_secs(20))
+        .await
+        .unwrap();
+    let state = db::access_state(&store, id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let audit: Vec<_> = db::audit_page(&store, &AuditFilter::default(), 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|mut r| {
+            r.tx = 0; // transaction ids differ between databases and runs
+            r
+        })
+        .collect();
+    let actual = serde_json::to_string_pretty(
+        &serde_json::json!({"access_state": state, "audit_trail": audit}),
+    )
+    .unwrap()
+        + "\n";
+    if std::env::var("ACCESS_UPDATE_SNAPSHOTS").is_ok() {
+        std::fs::write(expected_path, &actual).unwrap();
+    }
+    let expected = std::fs::read_to_string(expected_path).unwrap_or_default();
+    assert!(
+        expected == actual,
+        "projections differ from {expected_path} (ACCESS_UPDATE_SNAPSHOTS=1 rewrites it):\n{actual}"
+    );
+}
+
+/// A rebuild batch of 5,000 events can hold thousands of customers: the
+/// statements must stay under the databases' parameter limits.
+async fn rebuild_handles_batches_with_thousands_of_customers(store: Store) {
+    let meta = CommandMetadata::new(
+        Actor::System {
+            name: "bulk".into(),
+        },
+        "bulk",
+    );
+    for n in 0..2600 {
+        let id = CustomerId::new_random();
+        let before = access_domain::Customer::default();
+        let events = vec![access_domain::CustomerEvent::CustomerRegistered {
+            customer_id: id,
+            email: access_domain::Personal(email(&format!("bulk{n}@example.com"))),
+            name: None,
+            at: day(1),
+        }];
+        let after = access_store::replay(events.clone()).customer;
+        store
+            .append(access_store::Append {
+                customer_id: id,
+                expected_version: 0,
+                events: &events,
+                metadata: &meta,
+                before: &before,
+                after: &after,
+                idempotency: None,
+            })
+            .await
+            .unwrap();
+    }
+    let report = rebuild::rebuild(&store, &mut |_| {}).await.unwrap();
+    assert_eq!(report.events, 2600);
+    assert_eq!(
+        db::access_state_by_email(&store, "bulk2599@example.com")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let db = super::TestDatabase::postgres().await.unwrap();
+                    super::$name(db.store(super::StoreOptions::default()).await.unwrap()).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let db = super::TestDatabase::sqlite().unwrap();
+                    super::$name(db.store(super::StoreOptions::default()).await.unwrap()).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_stores!(
+    rebuild_swaps_in_identical_tables_while_the_projector_runs,
+    check_finds_a_projection_that_differs_from_the_events,
+    time_travel_shows_the_state_at_an_instant,
+    a_recorded_stream_replays_into_the_expected_projections,
+    rebuild_handles_batches_with_thousands_of_customers,
+);

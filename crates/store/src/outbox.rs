@@ -1,0 +1,250 @@
+//! The mail outbox: messages written in the same transaction as the events
+//! that call for them, then claimed, sent and marked by a delivery worker.
+//!
+//! A message is claimed with a lease (`claimed_until_ms`), so several
+//! workers (replicas) never send the same message at the same time; a
+//! worker that dies mid-send lets the lease run out and the message is sent
+//! again later (at least once, never silently dropped). The rendered
+//! message holds the link's token: it is cleared when the message is sent.
+
+use access_domain::CustomerId;
+use sqlx::Row;
+
+use crate::{Store, StoreError};
+
+/// A message to record with a command's events.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OutboxMessage {
+    /// Unique; also the message's file name or Message-ID.
+    pub id: String,
+    pub customer_id: CustomerId,
+    /// The template kind (e.g. `access_notification_with_link`).
+    pub kind: String,
+    /// Envelope sender and recipient.
+    pub sender: String,
+    pub recipient: String,
+    /// The RFC 5322 message.
+    pub message: String,
+}
+
+impl std::fmt::Debug for OutboxMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The message holds a live link: never in logs.
+        f.debug_struct("OutboxMessage")
+            .field("id", &self.id)
+            .field("customer_id", &self.customer_id)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A row of the outbox.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    pub id: String,
+    pub customer_id: String,
+    pub kind: String,
+    pub sender: String,
+    pub recipient: String,
+    /// `None` once sent.
+    pub message: Option<String>,
+    /// `pending`, `sent` or `failed`.
+    pub status: String,
+    pub attempts: u32,
+    pub next_attempt_ms: i64,
+    pub last_error: Option<String>,
+    pub created_ms: i64,
+    pub sent_ms: Option<i64>,
+}
+
+impl std::fmt::Debug for OutboxEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboxEntry")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("status", &self.status)
+            .field("attempts", &self.attempts)
+            .field("last_error", &self.last_error)
+            .finish_non_exhaustive()
+    }
+}
+
+const COLUMNS: &str = "id, customer_id, kind, sender, recipient, message, status, attempts, \
+    next_attempt_ms, last_error, created_ms, sent_ms";
+
+macro_rules! entry {
+    ($row:expr) => {{
+        let row = $row;
+        OutboxEntry {
+            id: row.try_get("id")?,
+            customer_id: row.try_get("customer_id")?,
+            kind: row.try_get("kind")?,
+            sender: row.try_get("sender")?,
+            recipient: row.try_get("recipient")?,
+            message: row.try_get("message")?,
+            status: row.try_get("status")?,
+            attempts: u32::try_from(row.try_get::<i32, _>("attempts")?).unwrap_or_default(),
+            next_attempt_ms: row.try_get("next_attempt_ms")?,
+            last_error: row.try_get("last_error")?,
+            created_ms: row.try_get("created_ms")?,
+            sent_ms: row.try_get("sent_ms")?,
+        }
+    }};
+}
+
+/// Cuts an error text to a size worth storing.
+fn short(error: &str) -> String {
+    error.chars().take(500).collect()
+}
+
+impl Store {
+    /// Claims up to `limit` due messages for `lease_ms`, oldest first.
+    pub async fn outbox_claim(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let skip_locked = matches!(self, Store::Postgres(_));
+        let lock = if skip_locked {
+            " FOR UPDATE SKIP LOCKED"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "UPDATE mail_outbox SET claimed_until_ms = $1 WHERE id IN (\
+               SELECT id FROM mail_outbox WHERE status = 'pending' AND next_attempt_ms <= $2 \
+               AND claimed_until_ms <= $2 ORDER BY created_ms, id LIMIT $3{lock}) \
+             RETURNING {COLUMNS}"
+        );
+        on_pool!(self, write, |p| {
+            let rows = sqlx::query(&sql)
+                .bind(now_ms + lease_ms)
+                .bind(now_ms)
+                .bind(i64::from(limit))
+                .fetch_all(p)
+                .await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in &rows {
+                out.push(entry!(row));
+            }
+            out.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+            Ok(out)
+        })
+    }
+
+    /// Marks a message sent and forgets its content.
+    pub async fn outbox_sent(&self, id: &str, now_ms: i64) -> Result<(), StoreError> {
+        on_pool!(self, write, |p| {
+            sqlx::query(
+            "UPDATE mail_outbox SET status = 'sent', message = NULL, sent_ms = $1, attempts = attempts + 1, \
+             last_error = NULL, claimed_until_ms = 0 WHERE id = $2"
+        )
+        .bind(now_ms)
+        .bind(id)
+        .execute(p)
+        .await
+        .map(|_| ())
+        })?;
+        Ok(())
+    }
+
+    /// Records a failed attempt; the message is tried again at `next_ms`.
+    pub async fn outbox_retry_later(
+        &self,
+        id: &str,
+        next_ms: i64,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        on_pool!(self, write, |p| {
+            sqlx::query(
+            "UPDATE mail_outbox SET attempts = attempts + 1, next_attempt_ms = $1, last_error = $2, \
+             claimed_until_ms = 0 WHERE id = $3"
+        )
+        .bind(next_ms)
+        .bind(short(error))
+        .bind(id)
+        .execute(p)
+        .await
+        .map(|_| ())
+        })?;
+        Ok(())
+    }
+
+    /// Gives up on a message (kept, with its content, for a manual retry).
+    pub async fn outbox_failed(&self, id: &str, error: &str) -> Result<(), StoreError> {
+        on_pool!(self, write, |p| sqlx::query(
+            "UPDATE mail_outbox SET status = 'failed', attempts = attempts + 1, last_error = $1, \
+             claimed_until_ms = 0 WHERE id = $2"
+        )
+        .bind(short(error))
+        .bind(id)
+        .execute(p)
+        .await
+        .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Puts a failed message back in the queue. False when no failed
+    /// message has this id.
+    pub async fn outbox_requeue(&self, id: &str, now_ms: i64) -> Result<bool, StoreError> {
+        let done: Vec<String> = on_pool!(self, write, |p| {
+            sqlx::query_scalar(
+            "UPDATE mail_outbox SET status = 'pending', attempts = 0, next_attempt_ms = $1, claimed_until_ms = 0 \
+             WHERE id = $2 AND status = 'failed' RETURNING id"
+        )
+        .bind(now_ms)
+        .bind(id)
+        .fetch_all(p)
+        .await
+        })?;
+        Ok(!done.is_empty())
+    }
+
+    /// Messages by status (all when `None`), newest first.
+    pub async fn outbox_list(
+        &self,
+        status: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let filter = if status.is_some() {
+            "WHERE status = $1"
+        } else {
+            "WHERE $1 = $1"
+        };
+        let sql = format!(
+            "SELECT {COLUMNS} FROM mail_outbox {filter} ORDER BY created_ms DESC, id LIMIT $2"
+        );
+        on_pool!(self, read, |p| {
+            let rows = sqlx::query(&sql)
+                .bind(status.unwrap_or("any").to_string())
+                .bind(i64::from(limit))
+                .fetch_all(p)
+                .await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in &rows {
+                out.push(entry!(row));
+            }
+            Ok(out)
+        })
+    }
+
+    /// Counts of messages by status.
+    pub async fn outbox_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        on_pool!(self, read, |p| {
+            let rows = sqlx::query(
+                "SELECT status, count(*) AS n FROM mail_outbox GROUP BY status ORDER BY status",
+            )
+            .fetch_all(p)
+            .await?;
+            let mut out = Vec::new();
+            for row in &rows {
+                out.push((
+                    row.try_get::<String, _>("status")?,
+                    row.try_get::<i64, _>("n")?,
+                ));
+            }
+            Ok(out)
+        })
+    }
+}
