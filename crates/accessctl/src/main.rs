@@ -4,6 +4,7 @@
 //! migrations, but it never writes events by a side path: changes to
 //! customers go through the service's API.
 
+mod ops;
 mod rebuild;
 
 use anyhow::Context;
@@ -51,6 +52,11 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// The mail queue: list messages, send a failed one again.
+    Mail {
+        #[command(subcommand)]
+        command: MailCommand,
+    },
     /// Load a customer's exported events into a scratch store and show the
     /// resulting access state and audit trail (needs no database).
     Replay(replay::ReplayArgs),
@@ -66,6 +72,30 @@ enum AuditCommand {
     /// Recompute the hash chain from the events; print `position N: KIND`
     /// (altered, inserted, removed, broken) per problem; exit 1 unless intact.
     Verify(chain::VerifyArgs),
+    /// Every customer who had portal access at an instant, with the login
+    /// email then in force (replays the events).
+    WhoHadAccess {
+        /// RFC 3339 time or a date (midnight UTC).
+        #[arg(long)]
+        at: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum MailCommand {
+    /// Messages, newest first.
+    List {
+        /// Only failed messages (same as --status failed).
+        #[arg(long)]
+        failed: bool,
+        /// pending, sent or failed.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Queue a failed message again.
+    Retry { id: String },
 }
 
 #[tokio::main]
@@ -126,6 +156,27 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             command: AuditCommand::Verify(args),
         } => return chain::verify(&store, &args).await,
         // Handled above: it needs no database.
+        Command::Audit {
+            command: AuditCommand::WhoHadAccess { at },
+        } => return ops::who_had_access(&store, &at).await,
+        Command::Mail {
+            command:
+                MailCommand::List {
+                    failed,
+                    status,
+                    limit,
+                },
+        } => {
+            let status = if failed {
+                Some("failed".to_string())
+            } else {
+                status
+            };
+            return ops::mail_list(&store, status.as_deref(), limit).await;
+        }
+        Command::Mail {
+            command: MailCommand::Retry { id },
+        } => return ops::mail_retry(&store, &id).await,
         Command::Replay(_) => {}
     }
     Ok(std::process::ExitCode::SUCCESS)

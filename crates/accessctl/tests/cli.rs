@@ -50,18 +50,15 @@ fn an_unsupported_url_is_one_clear_error() {
 /// `accessctl audit export` and `accessctl replay`.
 mod audit_export_and_replay {
     use std::path::Path;
-    use std::sync::Arc;
     use std::time::Duration;
 
-    use access_domain::services::fakes::{CountingTokens, FakeHasher, FixedClock};
     use access_domain::{
-        Actor, ApiRole, CommandMetadata, Credential, CustomerCommand, CustomerId, CustomerServices,
-        EmailAddress, LinkLifetimes, Password, Role, Secret,
+        Credential, CustomerCommand, CustomerId, EmailAddress, Password, Role, Secret,
     };
     use access_projections::export::CSV_HEADER;
     use access_projections::{Projector, ProjectorOptions};
-    use access_store::testing::TestDatabase;
-    use access_store::{Execution, Store, StoreOptions};
+    use access_store::testing::{api_caller, run_with, TestDatabase};
+    use access_store::{Store, StoreOptions};
     use chrono::Utc;
     use serde_json::Value;
 
@@ -73,33 +70,9 @@ mod audit_export_and_replay {
         String::from_utf8_lossy(bytes).into_owned()
     }
 
+    /// Runs a command as the API caller `actor`.
     async fn run(store: &Store, id: CustomerId, actor: &str, command: CustomerCommand) {
-        let services = CustomerServices::new(
-            Arc::new(FakeHasher),
-            Arc::new(CountingTokens::default()),
-            Arc::new(FixedClock(Utc::now())),
-            LinkLifetimes::default(),
-        );
-        let meta = CommandMetadata::new(
-            Actor::Api {
-                name: actor.into(),
-                role: ApiRole::Service,
-            },
-            format!("req-{actor}-{}", CustomerId::new_random()),
-        )
-        .with_reason(Some(format!("because {actor}")));
-        store
-            .execute(
-                &services,
-                Execution {
-                    customer_id: id,
-                    command,
-                    metadata: &meta,
-                    expected_version: None,
-                    idempotency: None,
-                },
-                |_| String::new(),
-            )
+        run_with(store, id, command, &api_caller(actor), Utc::now())
             .await
             .unwrap();
     }
@@ -539,16 +512,9 @@ mod audit_export_and_replay {
 
 /// `accessctl audit digest` and `accessctl audit verify` (the hash chain).
 mod audit_chain {
-    use std::sync::Arc;
-
-    use access_domain::services::fakes::{CountingTokens, FakeHasher, FixedClock};
-    use access_domain::{
-        Actor, ApiRole, CommandMetadata, CustomerCommand, CustomerId, CustomerServices,
-        EmailAddress, LinkLifetimes,
-    };
-    use access_store::testing::TestDatabase;
-    use access_store::{Execution, Store, StoreOptions};
-    use chrono::Utc;
+    use access_domain::{CustomerCommand, CustomerId, EmailAddress};
+    use access_store::testing::{exec_sql, run, TestDatabase};
+    use access_store::{Store, StoreOptions};
 
     use super::accessctl;
 
@@ -557,49 +523,13 @@ mod audit_chain {
     }
 
     async fn register(store: &Store, n: usize) {
-        let services = CustomerServices::new(
-            Arc::new(FakeHasher),
-            Arc::new(CountingTokens::default()),
-            Arc::new(FixedClock(Utc::now())),
-            LinkLifetimes::default(),
-        );
-        let meta = CommandMetadata::new(
-            Actor::Api {
-                name: "crm".into(),
-                role: ApiRole::Service,
-            },
-            format!("req-{n}"),
-        );
         let id = CustomerId::new_random();
-        store
-            .execute(
-                &services,
-                Execution {
-                    customer_id: id,
-                    command: CustomerCommand::RegisterCustomer {
-                        customer_id: id,
-                        email: EmailAddress::parse(&format!("c{n}@example.com")).unwrap(),
-                        name: None,
-                    },
-                    metadata: &meta,
-                    expected_version: None,
-                    idempotency: None,
-                },
-                |_| String::new(),
-            )
-            .await
-            .unwrap();
-    }
-
-    async fn exec(store: &Store, sql: &str) {
-        match store {
-            Store::Postgres(s) => {
-                sqlx::query(sql).execute(s.pool()).await.unwrap();
-            }
-            Store::Sqlite(s) => {
-                sqlx::query(sql).execute(s.writer()).await.unwrap();
-            }
-        }
+        let command = CustomerCommand::RegisterCustomer {
+            customer_id: id,
+            email: EmailAddress::parse(&format!("c{n}@example.com")).unwrap(),
+            name: None,
+        };
+        run(store, id, command).await.unwrap();
     }
 
     /// The first `n` global positions, in the global order.
@@ -666,8 +596,8 @@ mod audit_chain {
                      WHERE global_position = {altered}"
                 ),
             };
-            exec(&store, &rewrite).await;
-            exec(
+            exec_sql(&store, &rewrite).await;
+            exec_sql(
                 &store,
                 &format!("DELETE FROM events WHERE global_position = {removed}"),
             )

@@ -2,16 +2,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
-use access_domain::services::fakes::{CountingTokens, FakeHasher, FixedClock};
-use access_domain::{
-    Actor, CommandMetadata, Credential, CustomerCommand, CustomerId, CustomerServices,
-    EmailAddress, LinkLifetimes, Role,
-};
-use access_store::testing::TestDatabase;
-use access_store::{Execution, Store, StoreOptions};
+use access_domain::{Credential, CustomerCommand, CustomerId, EmailAddress, Role};
+use access_store::testing::{exec_sql, run, TestDatabase};
+use access_store::{Store, StoreOptions};
 
 fn accessctl(url: &str, args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_accessctl"))
@@ -28,18 +23,6 @@ fn accessctl(url: &str, args: &[&str]) -> (bool, String) {
 }
 
 async fn some_history(store: &Store, customers: usize) {
-    let services = CustomerServices::new(
-        Arc::new(FakeHasher),
-        Arc::new(CountingTokens::default()),
-        Arc::new(FixedClock(chrono::Utc::now())),
-        LinkLifetimes::default(),
-    );
-    let meta = CommandMetadata::new(
-        Actor::System {
-            name: "test".into(),
-        },
-        "r",
-    );
     for n in 0..customers {
         let id = CustomerId::new_random();
         for command in [
@@ -53,31 +36,7 @@ async fn some_history(store: &Store, customers: usize) {
                 credential: Credential::SetupLink,
             },
         ] {
-            store
-                .execute(
-                    &services,
-                    Execution {
-                        customer_id: id,
-                        command,
-                        metadata: &meta,
-                        expected_version: None,
-                        idempotency: None,
-                    },
-                    |_| String::new(),
-                )
-                .await
-                .unwrap();
-        }
-    }
-}
-
-async fn exec(store: &Store, sql: &str) {
-    match store {
-        Store::Postgres(s) => {
-            sqlx::query(sql).execute(s.pool()).await.unwrap();
-        }
-        Store::Sqlite(s) => {
-            sqlx::query(sql).execute(s.writer()).await.unwrap();
+            run(store, id, command).await.unwrap();
         }
     }
 }
@@ -108,7 +67,7 @@ async fn rebuild_and_check_on_both_stores() {
             "{text}"
         );
 
-        exec(
+        exec_sql(
             &store,
             "UPDATE audit_trail SET reason = 'forged' WHERE position = 2",
         )

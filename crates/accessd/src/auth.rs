@@ -200,6 +200,15 @@ impl Permission for ReadHistory {
     }
 }
 
+/// Operate the service: mail queue and the like (admin).
+pub struct Operate;
+impl Permission for Operate {
+    const DESCRIPTION: &'static str = "this needs the admin role";
+    fn allows(role: ApiRole) -> bool {
+        matches!(role, ApiRole::Admin)
+    }
+}
+
 /// An authenticated API caller allowed to do `P`.
 pub struct Caller<P: Permission> {
     pub name: String,

@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorBody, ErrorDetail};
-use crate::http::{audit, customers, dto, health, history, self_service};
+use crate::http::{audit, customers, dto, health, history, mail, self_service};
 
 struct Security;
 
@@ -51,6 +51,8 @@ impl Modify for Security {
         audit::customer_audit,
         audit::digest,
         history::access_report,
+        mail::list,
+        mail::retry,
         self_service::create_session,
         self_service::delete_session,
         self_service::me,
@@ -69,7 +71,7 @@ impl Modify for Security {
         dto::ReasonRequest, dto::CommandResponse, dto::AccessView, dto::CustomerView, dto::CustomerList,
         dto::EventView, dto::EventList, dto::SessionRequest, dto::SessionResponse, dto::SelfChangeEmailRequest,
         dto::EmailChangeAccepted, dto::ChangePasswordRequest, dto::PasswordChanged, dto::ConfirmEmailRequest,
-        dto::SetupPasswordRequest, dto::Health, dto::ActorView, dto::AuditView, dto::AuditPage, audit::AuditDigest, history::AccessReport, history::AccessHolder,
+        dto::SetupPasswordRequest, dto::Health, dto::ActorView, dto::AuditView, dto::AuditPage, audit::AuditDigest, history::AccessReport, history::AccessHolder, mail::MailView, mail::MailList,
     )),
     modifiers(&Security),
     tags(

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use access_domain::CustomerId;
-use access_store::{Position, Store};
+use access_store::Store;
 use chrono::{DateTime, Utc};
 
 use crate::rows::{apply, AccessStateRow};
@@ -37,11 +37,14 @@ pub async fn who_had_access(
     at: DateTime<Utc>,
 ) -> Result<Vec<AccessStateRow>, ProjectionError> {
     let mut rows: HashMap<CustomerId, AccessStateRow> = HashMap::new();
-    let mut from = Position::START;
+    let mut from = 0;
     loop {
-        let events = store.read_feed(from, BATCH).await?;
+        // Every committed event (no feed hold-back: this read keeps no
+        // checkpoint, and events of other transactions still open are not
+        // part of the past anyway).
+        let events = store.scan(from, BATCH).await?;
         let Some(last) = events.last() else { break };
-        from = last.position;
+        from = last.position.global;
         for event in &events {
             // A customer's events are in time order; later ones are ignored.
             if event.event.at() > at {

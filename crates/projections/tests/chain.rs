@@ -6,54 +6,24 @@
 //! current.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use access_domain::services::fakes::{CountingTokens, FakeHasher, FixedClock};
 use access_domain::{
-    Actor, ApiRole, CommandMetadata, Credential, CustomerCommand, CustomerId, CustomerServices,
-    EmailAddress, LinkLifetimes, Password, Role, Secret,
+    Credential, CustomerCommand, CustomerId, EmailAddress, Password, Role, Secret,
 };
 use access_projections::chain::{self, ChainHead, ProblemKind, StoredEvent, GENESIS};
 use access_projections::{Projector, ProjectorOptions};
-use access_store::testing::TestDatabase;
-use access_store::{Execution, Position, Store, StoreOptions};
+use access_store::testing::{api_caller, count_rows, exec_sql, run_with};
+use access_store::{Position, Store};
 use chrono::Utc;
-
-fn services() -> CustomerServices {
-    CustomerServices::new(
-        Arc::new(FakeHasher),
-        Arc::new(CountingTokens::default()),
-        Arc::new(FixedClock(Utc::now())),
-        LinkLifetimes::default(),
-    )
-}
 
 fn email(s: &str) -> EmailAddress {
     EmailAddress::parse(s).unwrap()
 }
 
+/// Runs a command as the API caller `actor`.
 async fn run(store: &Store, id: CustomerId, actor: &str, command: CustomerCommand) {
-    let meta = CommandMetadata::new(
-        Actor::Api {
-            name: actor.into(),
-            role: ApiRole::Service,
-        },
-        format!("req-{actor}"),
-    )
-    .with_reason(Some(format!("because {actor}")));
-    store
-        .execute(
-            &services(),
-            Execution {
-                customer_id: id,
-                command,
-                metadata: &meta,
-                expected_version: None,
-                idempotency: None,
-            },
-            |_| String::new(),
-        )
+    run_with(store, id, command, &api_caller(actor), Utc::now())
         .await
         .unwrap();
 }
@@ -111,28 +81,6 @@ async fn history(store: &Store, n: usize) -> CustomerId {
 
 const EVENTS_PER_HISTORY: i64 = 7;
 
-async fn count(store: &Store, table: &str) -> i64 {
-    let sql = format!("SELECT count(*) FROM {table}");
-    match store {
-        Store::Postgres(s) => sqlx::query_scalar(&sql).fetch_one(s.pool()).await.unwrap(),
-        Store::Sqlite(s) => sqlx::query_scalar(&sql)
-            .fetch_one(s.reader())
-            .await
-            .unwrap(),
-    }
-}
-
-async fn exec(store: &Store, sql: &str) {
-    match store {
-        Store::Postgres(s) => {
-            sqlx::query(sql).execute(s.pool()).await.unwrap();
-        }
-        Store::Sqlite(s) => {
-            sqlx::query(sql).execute(s.writer()).await.unwrap();
-        }
-    }
-}
-
 /// Every event row as stored, in the global order.
 async fn rows(store: &Store) -> Vec<StoredEvent> {
     chain::read_events(store, Position::START, 100_000)
@@ -176,7 +124,7 @@ fn found(report: &chain::VerifyReport) -> Vec<(i64, ProblemKind)> {
 async fn leave_a_gap(store: &Store) {
     match store {
         Store::Postgres(_) => {
-            exec(
+            exec_sql(
                 store,
                 "SELECT setval(pg_get_serial_sequence('events', 'global_position'), \
                  (SELECT max(global_position) + 10 FROM events))",
@@ -184,7 +132,7 @@ async fn leave_a_gap(store: &Store) {
             .await
         }
         Store::Sqlite(_) => {
-            exec(
+            exec_sql(
                 store,
                 "UPDATE sqlite_sequence SET seq = seq + 10 WHERE name = 'events'",
             )
@@ -206,7 +154,7 @@ async fn alter_payload(store: &Store, global: i64, from: &str, to: &str) {
              WHERE global_position = {global}"
         ),
     };
-    exec(store, &sql).await;
+    exec_sql(store, &sql).await;
 }
 
 // ---------------------------------------------------------------------------
@@ -222,7 +170,10 @@ async fn a_realistic_history_verifies_and_its_digest_matches(store: Store) {
     let head = extended(&store).await;
     assert_eq!(head.position, store.head().await.unwrap());
     assert_eq!(chain::head(&store).await.unwrap(), Some(head.clone()));
-    assert_eq!(count(&store, "event_hashes").await, 3 * EVENTS_PER_HISTORY);
+    assert_eq!(
+        count_rows(&store, "event_hashes").await,
+        3 * EVENTS_PER_HISTORY
+    );
     assert_eq!(head.hash.len(), 64);
     assert_ne!(head.hash, GENESIS);
 
@@ -244,7 +195,7 @@ async fn a_realistic_history_verifies_and_its_digest_matches(store: Store) {
 
     // Extending again changes nothing; so does the digest's text form.
     assert_eq!(extended(&store).await, head);
-    assert_eq!(count(&store, "event_hashes").await, 21);
+    assert_eq!(count_rows(&store, "event_hashes").await, 21);
     let kept = chain::parse_digest(&head.digest()).unwrap();
     assert!(chain::verify(&store, Some(kept)).await.unwrap().is_intact());
     // The empty history's digest holds for any history.
@@ -271,7 +222,7 @@ async fn an_altered_and_a_removed_event_are_named(store: Store) {
         .await
         .payload
         .contains("evil@example.com"));
-    exec(
+    exec_sql(
         &store,
         &format!("DELETE FROM events WHERE global_position = {removed}"),
     )
@@ -339,7 +290,7 @@ async fn an_inserted_event_is_named(store: Store) {
             last_of_a.position.global
         ),
     };
-    exec(&store, &sql).await;
+    exec_sql(&store, &sql).await;
 
     let report = chain::verify(&store, digest_of(&head)).await.unwrap();
     assert_eq!(
@@ -402,12 +353,12 @@ async fn only_the_kept_digest_catches_a_rewritten_chain(store: Store) {
     // Deleting an event together with its hash breaks the stored links.
     let next = row_of(&store, a, 3).await.position.global;
     let g = victim.position.global;
-    exec(
+    exec_sql(
         &store,
         &format!("DELETE FROM events WHERE global_position = {g}"),
     )
     .await;
-    exec(
+    exec_sql(
         &store,
         &format!("DELETE FROM event_hashes WHERE position = {g}"),
     )
@@ -418,12 +369,12 @@ async fn only_the_kept_digest_catches_a_rewritten_chain(store: Store) {
     // Whoever also rewrites every stored hash after it (and the chain's
     // checkpoint) hides it from the stored chain…
     let first = row_of(&store, a, 1).await.position;
-    exec(
+    exec_sql(
         &store,
         &format!("DELETE FROM event_hashes WHERE position >= {g}"),
     )
     .await;
-    exec(
+    exec_sql(
         &store,
         &format!(
             "UPDATE projector_checkpoints SET tx = {}, position = {} WHERE name = 'chain'",
@@ -467,7 +418,10 @@ async fn concurrent_extenders_hash_each_event_once(store: Store) {
     let head = extended(&store).await;
     assert_eq!(head.position, store.head().await.unwrap());
     // A duplicate would have failed the primary key; a miss shows here.
-    assert_eq!(count(&store, "event_hashes").await, 9 * EVENTS_PER_HISTORY);
+    assert_eq!(
+        count_rows(&store, "event_hashes").await,
+        9 * EVENTS_PER_HISTORY
+    );
     assert!(chain::verify(&store, digest_of(&head))
         .await
         .unwrap()
@@ -496,37 +450,17 @@ async fn the_projector_keeps_the_chain_current(store: Store) {
     // Caught-up projections mean a caught-up chain.
     let head = chain::head(&store).await.unwrap().unwrap();
     assert_eq!(head.position, store.head().await.unwrap());
-    assert_eq!(count(&store, "event_hashes").await, 4 * EVENTS_PER_HISTORY);
+    assert_eq!(
+        count_rows(&store, "event_hashes").await,
+        4 * EVENTS_PER_HISTORY
+    );
     assert!(chain::verify(&store, digest_of(&head))
         .await
         .unwrap()
         .is_intact());
 }
 
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    let db = super::TestDatabase::postgres().await.unwrap();
-                    super::$name(db.store(super::StoreOptions::default()).await.unwrap()).await;
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    let db = super::TestDatabase::sqlite().unwrap();
-                    super::$name(db.store(super::StoreOptions::default()).await.unwrap()).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_stores!(
+access_store::on_both_stores!(
     a_realistic_history_verifies_and_its_digest_matches,
     an_altered_and_a_removed_event_are_named,
     an_inserted_event_is_named,

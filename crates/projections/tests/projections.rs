@@ -2,53 +2,23 @@
 //! projectors at once, errors stop it, read-your-writes, audit queries.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use access_domain::services::fakes::{CountingTokens, FakeHasher, FixedClock};
 use access_domain::{
-    Actor, ApiRole, CommandMetadata, Credential, CustomerCommand, CustomerId, CustomerServices,
-    EmailAddress, LinkLifetimes, Password, Role, Secret,
+    Credential, CustomerCommand, CustomerId, EmailAddress, Password, Role, Secret,
 };
 use access_projections::{db, AuditFilter, Projector, ProjectorOptions};
-use access_store::testing::TestDatabase;
-use access_store::{Execution, Position, Store, StoreOptions};
+use access_store::testing::{api_caller, count_rows, exec_sql, run_with};
+use access_store::{Position, Store};
 use chrono::Utc;
-
-fn services() -> CustomerServices {
-    CustomerServices::new(
-        Arc::new(FakeHasher),
-        Arc::new(CountingTokens::default()),
-        Arc::new(FixedClock(Utc::now())),
-        LinkLifetimes::default(),
-    )
-}
 
 fn email(s: &str) -> EmailAddress {
     EmailAddress::parse(s).unwrap()
 }
 
+/// Runs a command as the API caller `actor`.
 async fn run(store: &Store, id: CustomerId, actor: &str, command: CustomerCommand) {
-    let meta = CommandMetadata::new(
-        Actor::Api {
-            name: actor.into(),
-            role: ApiRole::Service,
-        },
-        format!("req-{actor}"),
-    )
-    .with_reason(Some(format!("because {actor}")));
-    store
-        .execute(
-            &services(),
-            Execution {
-                customer_id: id,
-                command,
-                metadata: &meta,
-                expected_version: None,
-                idempotency: None,
-            },
-            |_| String::new(),
-        )
+    run_with(store, id, command, &api_caller(actor), Utc::now())
         .await
         .unwrap();
 }
@@ -107,28 +77,6 @@ async fn history(store: &Store, n: usize) -> CustomerId {
 
 const EVENTS_PER_HISTORY: u64 = 7;
 
-async fn count(store: &Store, table: &str) -> i64 {
-    let sql = format!("SELECT count(*) FROM {table}");
-    match store {
-        Store::Postgres(s) => sqlx::query_scalar(&sql).fetch_one(s.pool()).await.unwrap(),
-        Store::Sqlite(s) => sqlx::query_scalar(&sql)
-            .fetch_one(s.reader())
-            .await
-            .unwrap(),
-    }
-}
-
-async fn exec(store: &Store, sql: &str) {
-    match store {
-        Store::Postgres(s) => {
-            sqlx::query(sql).execute(s.pool()).await.unwrap();
-        }
-        Store::Sqlite(s) => {
-            sqlx::query(sql).execute(s.writer()).await.unwrap();
-        }
-    }
-}
-
 fn fast() -> ProjectorOptions {
     ProjectorOptions {
         batch: 7,
@@ -150,10 +98,10 @@ async fn every_event_is_projected_exactly_once(store: Store) {
         .await
         .unwrap();
     assert_eq!(
-        count(&store, "audit_trail").await,
+        count_rows(&store, "audit_trail").await,
         5 * EVENTS_PER_HISTORY as i64
     );
-    assert_eq!(count(&store, "access_state").await, 5);
+    assert_eq!(count_rows(&store, "access_state").await, 5);
 
     // The row agrees with the aggregate.
     for id in &ids {
@@ -225,7 +173,7 @@ async fn a_crash_between_commit_and_projection_loses_nothing(store: Store) {
         .await
         .unwrap();
     assert_eq!(
-        count(&store, "audit_trail").await,
+        count_rows(&store, "audit_trail").await,
         3 * EVENTS_PER_HISTORY as i64
     );
     // …a second crash mid-stream, and a restart from the checkpoint.
@@ -240,10 +188,10 @@ async fn a_crash_between_commit_and_projection_loses_nothing(store: Store) {
         .await
         .unwrap();
     assert_eq!(
-        count(&store, "audit_trail").await,
+        count_rows(&store, "audit_trail").await,
         5 * EVENTS_PER_HISTORY as i64
     );
-    assert_eq!(count(&store, "access_state").await, 5);
+    assert_eq!(count_rows(&store, "access_state").await, 5);
     let checkpoint = db::checkpoint(&store, "projections").await.unwrap();
     assert_eq!(checkpoint, store.head().await.unwrap());
 }
@@ -268,16 +216,16 @@ async fn two_projectors_at_once_project_each_event_once(store: Store) {
     b.wait_caught_up(Duration::from_secs(30)).await.unwrap();
     // A duplicate would have failed the primary key; a miss shows here.
     assert_eq!(
-        count(&store, "audit_trail").await,
+        count_rows(&store, "audit_trail").await,
         12 * EVENTS_PER_HISTORY as i64
     );
-    assert_eq!(count(&store, "access_state").await, 12);
+    assert_eq!(count_rows(&store, "access_state").await, 12);
 }
 
 async fn an_unreadable_event_stops_the_projector_at_its_position(store: Store) {
     let first = history(&store, 0).await;
     let second = history(&store, 1).await;
-    exec(
+    exec_sql(
         &store,
         &format!("UPDATE events SET payload = '{{\"Nope\": {{}}}}' WHERE aggregate_id = '{second}' AND sequence = 2"),
     )
@@ -380,30 +328,7 @@ async fn audit_queries_filter_and_page(store: Store) {
     );
 }
 
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    let db = super::TestDatabase::postgres().await.unwrap();
-                    super::$name(db.store(super::StoreOptions::default()).await.unwrap()).await;
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    let db = super::TestDatabase::sqlite().unwrap();
-                    super::$name(db.store(super::StoreOptions::default()).await.unwrap()).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_stores!(
+access_store::on_both_stores!(
     every_event_is_projected_exactly_once,
     a_crash_between_commit_and_projection_loses_nothing,
     two_projectors_at_once_project_each_event_once,

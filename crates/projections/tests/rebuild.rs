@@ -2,45 +2,19 @@
 //! stream against a committed expected file. On both stores.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use access_domain::services::fakes::{CountingTokens, FakeHasher, FixedClock};
 use access_domain::{
-    Actor, ApiRole, CommandMetadata, Credential, CustomerCommand, CustomerId, CustomerServices,
-    EmailAddress, LinkLifetimes, Role,
+    Actor, CommandMetadata, Credential, CustomerCommand, CustomerId, EmailAddress, Role,
 };
 use access_projections::{db, history, rebuild, AuditFilter, Projector, ProjectorOptions};
-use access_store::testing::TestDatabase;
-use access_store::{Execution, Store, StoreOptions};
+use access_store::testing::{api_caller, exec_sql, run_with};
+use access_store::Store;
 use chrono::{DateTime, TimeZone, Utc};
 
+/// Runs a command as the API caller `crm`, with the clock at `at`.
 async fn run_at(store: &Store, id: CustomerId, at: DateTime<Utc>, command: CustomerCommand) {
-    let services = CustomerServices::new(
-        Arc::new(FakeHasher),
-        Arc::new(CountingTokens::default()),
-        Arc::new(FixedClock(at)),
-        LinkLifetimes::default(),
-    );
-    let meta = CommandMetadata::new(
-        Actor::Api {
-            name: "crm".into(),
-            role: ApiRole::Service,
-        },
-        "req",
-    );
-    store
-        .execute(
-            &services,
-            Execution {
-                customer_id: id,
-                command,
-                metadata: &meta,
-                expected_version: None,
-                idempotency: None,
-            },
-            |_| String::new(),
-        )
+    run_with(store, id, command, &api_caller("crm"), at)
         .await
         .unwrap();
 }
@@ -127,17 +101,6 @@ fn fast() -> ProjectorOptions {
     }
 }
 
-async fn exec(store: &Store, sql: &str) {
-    match store {
-        Store::Postgres(s) => {
-            sqlx::query(sql).execute(s.pool()).await.unwrap();
-        }
-        Store::Sqlite(s) => {
-            sqlx::query(sql).execute(s.writer()).await.unwrap();
-        }
-    }
-}
-
 async fn rebuild_swaps_in_identical_tables_while_the_projector_runs(store: Store) {
     let projector = Projector::spawn(store.clone(), fast());
     let (ann, _) = story(&store).await;
@@ -208,7 +171,7 @@ async fn check_finds_a_projection_that_differs_from_the_events(store: Store) {
     projector.stop();
 
     // Someone edits a projection row by hand: the check notices.
-    exec(
+    exec_sql(
         &store,
         &format!("UPDATE access_state SET email = 'evil@example.com' WHERE customer_id = '{ann}'"),
     )
@@ -310,7 +273,7 @@ async fn a_recorded_stream_replays_into_the_expected_projections(store: Store) {
             e["payload"].to_string().replace('\'', "''"),
             e["metadata"].to_string().replace('\'', "''"),
         );
-        exec(&store, &sql).await;
+        exec_sql(&store, &sql).await;
     }
     let projector = Projector::spawn(store.clone(), fast());
     projector
@@ -388,30 +351,7 @@ async fn rebuild_handles_batches_with_thousands_of_customers(store: Store) {
     );
 }
 
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    let db = super::TestDatabase::postgres().await.unwrap();
-                    super::$name(db.store(super::StoreOptions::default()).await.unwrap()).await;
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    let db = super::TestDatabase::sqlite().unwrap();
-                    super::$name(db.store(super::StoreOptions::default()).await.unwrap()).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_stores!(
+access_store::on_both_stores!(
     rebuild_swaps_in_identical_tables_while_the_projector_runs,
     check_finds_a_projection_that_differs_from_the_events,
     time_travel_shows_the_state_at_an_instant,

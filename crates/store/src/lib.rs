@@ -273,6 +273,26 @@ impl Store {
         }
     }
 
+    /// Up to `limit` committed events with a global position above
+    /// `after`, in position order, without the feed's hold-back: for
+    /// one-shot reads of everything committed now (reports), never for a
+    /// reader that keeps a checkpoint (it could skip a late commit).
+    pub async fn scan(&self, after: i64, limit: u32) -> Result<Vec<RecordedEvent>, StoreError> {
+        match self {
+            Self::Postgres(s) => s.scan(after, limit).await,
+            Self::Sqlite(s) => {
+                s.read_feed(
+                    Position {
+                        tx: 0,
+                        global: after,
+                    },
+                    limit,
+                )
+                .await
+            }
+        }
+    }
+
     /// The newest committed event's position (START when empty). A feed
     /// reader that has passed it has seen every event committed so far.
     pub async fn head(&self) -> Result<Position, StoreError> {

@@ -212,6 +212,18 @@ impl PgStore {
         Ok(())
     }
 
+    pub async fn scan(&self, after: i64, limit: u32) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "{SELECT_EVENT} WHERE aggregate_type = $1 AND global_position > $2 ORDER BY global_position LIMIT $3"
+        ))
+        .bind(AGGREGATE_TYPE)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        decode_rows(rows)
+    }
+
     pub async fn head(&self) -> Result<Position, StoreError> {
         let row = sqlx::query(
             "SELECT tx_id::text AS tx, global_position FROM events ORDER BY tx_id DESC, global_position DESC LIMIT 1",

@@ -1,13 +1,22 @@
-//! Throwaway databases for tests: a fresh PostgreSQL database per test
-//! (created on the server named by `ACCESS_TEST_DATABASE_URL`, dropped when
-//! the guard drops), or a SQLite file in a temporary directory.
+//! Helpers for tests: throwaway databases (a fresh PostgreSQL database per
+//! test, created on the server named by `ACCESS_TEST_DATABASE_URL` and
+//! dropped when the guard drops, or a SQLite file in a temporary
+//! directory), commands run with fake services, raw SQL on either store,
+//! and [`on_both_stores!`](crate::on_both_stores) to run a test on both.
+//!
+//! The SQL helpers panic on failure: they are for tests only.
 
 use std::str::FromStr;
 
+use access_domain::services::fakes::services_at;
+use access_domain::{
+    Actor, ApiRole, CommandMetadata, CustomerCommand, CustomerId, CustomerServices,
+};
+use chrono::{DateTime, Utc};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 
-use crate::{Store, StoreError, StoreOptions};
+use crate::{ExecuteError, Executed, Execution, Store, StoreError, StoreOptions};
 
 /// The server tests may create databases on.
 pub fn server_url() -> String {
@@ -104,6 +113,162 @@ impl Drop for TestDatabase {
             .join();
         }
     }
+}
+
+/// Services built from the domain's fakes (fast unsalted hasher, counting
+/// tokens), with a clock fixed at `now`.
+pub fn fake_services(now: DateTime<Utc>) -> CustomerServices {
+    services_at(now)
+}
+
+/// The metadata of a command sent by the API caller `name` (a service):
+/// request id `req-<name>`, reason `because <name>`.
+pub fn api_caller(name: &str) -> CommandMetadata {
+    CommandMetadata::new(
+        Actor::Api {
+            name: name.into(),
+            role: ApiRole::Service,
+        },
+        format!("req-{name}"),
+    )
+    .with_reason(Some(format!("because {name}")))
+}
+
+/// Runs `command` on the customer through [`Store::execute`] as the system
+/// actor `test`, with fake services at the current time.
+pub async fn run(
+    store: &Store,
+    customer_id: CustomerId,
+    command: CustomerCommand,
+) -> Result<Executed, ExecuteError> {
+    let metadata = CommandMetadata::new(
+        Actor::System {
+            name: "test".into(),
+        },
+        "test",
+    );
+    run_with(store, customer_id, command, &metadata, Utc::now()).await
+}
+
+/// Runs `command` on the customer through [`Store::execute`] with the given
+/// metadata, and fake services whose clock says `now`.
+pub async fn run_with(
+    store: &Store,
+    customer_id: CustomerId,
+    command: CustomerCommand,
+    metadata: &CommandMetadata,
+    now: DateTime<Utc>,
+) -> Result<Executed, ExecuteError> {
+    store
+        .execute(
+            &fake_services(now),
+            Execution {
+                customer_id,
+                command,
+                metadata,
+                expected_version: None,
+                idempotency: None,
+            },
+            |_| String::new(),
+        )
+        .await
+}
+
+/// Runs raw SQL on either database (to corrupt or forge rows on purpose).
+/// Panics if it fails.
+pub async fn exec_sql(store: &Store, sql: &str) {
+    let done = match store {
+        Store::Postgres(s) => sqlx::query(sql).execute(s.pool()).await.map(drop),
+        Store::Sqlite(s) => sqlx::query(sql).execute(s.writer()).await.map(drop),
+    };
+    if let Err(e) = done {
+        panic!("{sql}: {e}");
+    }
+}
+
+/// The number of rows in `table`. Panics if it cannot be counted.
+pub async fn count_rows(store: &Store, table: &str) -> i64 {
+    let sql = format!("SELECT count(*) FROM {table}");
+    let counted = match store {
+        Store::Postgres(s) => sqlx::query_scalar(&sql).fetch_one(s.pool()).await,
+        Store::Sqlite(s) => sqlx::query_scalar(&sql).fetch_one(s.reader()).await,
+    };
+    counted.unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// A migrated store on a new PostgreSQL database (`postgres`) or a new
+/// SQLite file, with the guard that drops the database: keep it for as
+/// long as the store is used. Panics if either cannot be had.
+#[doc(hidden)]
+pub async fn fresh_store(postgres: bool, options: StoreOptions) -> (TestDatabase, Store) {
+    let db = if postgres {
+        TestDatabase::postgres().await
+    } else {
+        TestDatabase::sqlite()
+    }
+    .unwrap_or_else(|e| panic!("a test database: {e}"));
+    let store = db
+        .store(options)
+        .await
+        .unwrap_or_else(|e| panic!("a migrated test store on {}: {e}", db.url()));
+    (db, store)
+}
+
+/// Runs each listed `async fn(Store)` as two tests, `postgres::<name>` on a
+/// fresh PostgreSQL database and `sqlite::<name>` on a fresh SQLite file,
+/// each given a migrated store with [`StoreOptions::default()`] or, after
+/// `with`, the options named:
+///
+/// ```text
+/// access_store::on_both_stores!(
+///     append_and_load,
+///     snapshots_work with StoreOptions { snapshot_interval: 3, ..StoreOptions::default() },
+/// );
+/// ```
+///
+/// Nothing needs importing; the calling crate needs `tokio` (the tests are
+/// `#[tokio::test]`s). The options are written as in the calling module.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident $(with $options:expr)?),* $(,)?) => {
+        $crate::__tests_on_one_store!(postgres, true, $($name $(with $options)?),*);
+        $crate::__tests_on_one_store!(sqlite, false, $($name $(with $options)?),*);
+    };
+}
+
+/// The tests of [`on_both_stores!`](crate::on_both_stores) on one store:
+/// `mod $store { … }`, PostgreSQL when `$postgres`, else SQLite.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __tests_on_one_store {
+    ($store:ident, $postgres:literal, $($name:ident $(with $options:expr)?),*) => {
+        mod $store {
+            $(
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let options = $crate::__test_store_options!($($options)?);
+                    let (_db, store) = $crate::testing::fresh_store($postgres, options).await;
+                    super::$name(store).await;
+                }
+            )*
+        }
+    };
+}
+
+/// The store options of one test of [`on_both_stores!`](crate::on_both_stores):
+/// the default, or the expression given, evaluated with the names of the
+/// calling module (the parent of the generated `postgres`/`sqlite`).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __test_store_options {
+    () => {
+        $crate::StoreOptions::default()
+    };
+    ($options:expr) => {{
+        #[allow(unused_imports)]
+        use super::*;
+        $options
+    }};
 }
 
 /// `server` with its database name replaced by `name`.

@@ -5,29 +5,20 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use access_domain::services::fakes::{CountingTokens, FakeHasher, FixedClock};
 use access_domain::{
-    Actor, ApiRole, CommandMetadata, Credential, CustomerCommand, CustomerId, CustomerServices,
-    EmailAddress, LinkLifetimes, Password, Role, Secret,
+    Actor, ApiRole, CommandMetadata, Credential, CustomerCommand, CustomerId, EmailAddress,
+    Password, Role, Secret,
 };
-use access_store::testing::TestDatabase;
+use access_store::testing::{exec_sql, fake_services, run_with, TestDatabase};
 use access_store::{
-    Append, ExecuteError, Execution, IdempotencyRecord, Position, Store, StoreError, StoreOptions,
+    Append, ExecuteError, Executed, Execution, IdempotencyRecord, Position, Store, StoreError,
+    StoreOptions,
 };
 use chrono::Utc;
 
 // ---------------------------------------------------------------------------
 // helpers
 // ---------------------------------------------------------------------------
-
-fn services() -> CustomerServices {
-    CustomerServices::new(
-        Arc::new(FakeHasher),
-        Arc::new(CountingTokens::default()),
-        Arc::new(FixedClock(Utc::now())),
-        LinkLifetimes::default(),
-    )
-}
 
 fn meta() -> CommandMetadata {
     CommandMetadata::new(
@@ -43,22 +34,13 @@ fn email(s: &str) -> EmailAddress {
     EmailAddress::parse(s).unwrap()
 }
 
-async fn run(store: &Store, id: CustomerId, command: CustomerCommand) -> Result<u64, ExecuteError> {
-    let m = meta();
-    store
-        .execute(
-            &services(),
-            Execution {
-                customer_id: id,
-                command,
-                metadata: &m,
-                expected_version: None,
-                idempotency: None,
-            },
-            |_| String::new(),
-        )
-        .await
-        .map(|e| e.version)
+/// Runs a command as the `conformance` API caller.
+async fn run(
+    store: &Store,
+    id: CustomerId,
+    command: CustomerCommand,
+) -> Result<Executed, ExecuteError> {
+    run_with(store, id, command, &meta(), Utc::now()).await
 }
 
 fn register(address: &str) -> (CustomerId, CustomerCommand) {
@@ -85,18 +67,6 @@ async fn customer_with_access(store: &Store, address: &str) -> CustomerId {
     run(store, id, cmd).await.unwrap();
     run(store, id, grant_with_link()).await.unwrap();
     id
-}
-
-/// Runs raw SQL on either database (to corrupt rows on purpose).
-async fn exec_sql(store: &Store, sql: &str) {
-    match store {
-        Store::Postgres(s) => {
-            sqlx::query(sql).execute(s.pool()).await.unwrap();
-        }
-        Store::Sqlite(s) => {
-            sqlx::query(sql).execute(s.writer()).await.unwrap();
-        }
-    }
 }
 
 async fn read_all(store: &Store) -> Vec<access_store::RecordedEvent> {
@@ -143,7 +113,7 @@ async fn conflicts_are_detected_and_leave_nothing_behind(store: Store) {
     let id = customer_with_access(&store, "bob@example.com").await;
     let loaded = store.load(id).await.unwrap();
     let m = meta();
-    let services = services();
+    let services = fake_services(Utc::now());
     let events = loaded
         .customer
         .decide(CustomerCommand::SendAccessNotification, &services)
@@ -500,7 +470,7 @@ async fn idempotency_records_are_stored_with_the_events(store: Store) {
     };
     let executed = store
         .execute(
-            &services(),
+            &fake_services(Utc::now()),
             Execution {
                 customer_id: id,
                 command: cmd.clone(),
@@ -532,7 +502,7 @@ async fn idempotency_records_are_stored_with_the_events(store: Store) {
     let before = store.count_events().await.unwrap();
     let err = store
         .execute(
-            &services(),
+            &fake_services(Utc::now()),
             Execution {
                 customer_id: other,
                 command: cmd,
@@ -720,38 +690,7 @@ async fn sessions_api_keys_and_lookup_by_email(store: Store) {
 // each test on both stores
 // ---------------------------------------------------------------------------
 
-macro_rules! on_both_stores {
-    ($($name:ident $(with $opts:expr)?),* $(,)?) => {
-        mod postgres {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    let db = TestDatabase::postgres().await.unwrap();
-                    #[allow(unused_mut, unused_assignments)]
-                    let mut options = StoreOptions::default();
-                    $( options = $opts; )?
-                    super::$name(db.store(options).await.unwrap()).await;
-                }
-            )*
-        }
-        mod sqlite {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    let db = TestDatabase::sqlite().unwrap();
-                    #[allow(unused_mut, unused_assignments)]
-                    let mut options = StoreOptions::default();
-                    $( options = $opts; )?
-                    super::$name(db.store(options).await.unwrap()).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_stores!(
+access_store::on_both_stores!(
     append_and_load,
     conflicts_are_detected_and_leave_nothing_behind,
     concurrent_commands_on_one_customer_are_retried_without_lost_updates,
@@ -781,7 +720,7 @@ mod cqrs_es_compat {
         let cqrs = CqrsFramework::new(
             PersistedEventStore::<R, Customer>::new_event_store(repo),
             vec![],
-            services(),
+            fake_services(Utc::now()),
         );
         let id = CustomerId::new_random();
         cqrs.execute_with_metadata(

@@ -7,6 +7,7 @@ pub mod dto;
 pub mod extract;
 pub mod health;
 pub mod history;
+pub mod mail;
 pub mod self_service;
 
 use std::time::Duration;
@@ -52,6 +53,8 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .route("/v1/audit", get(audit::audit))
         .route("/v1/audit/digest", get(audit::digest))
         .route("/v1/access-report", get(history::access_report))
+        .route("/v1/mail", get(mail::list))
+        .route("/v1/mail/{id}/retry", post(mail::retry))
         .route(
             "/v1/customers/{id}/change-email",
             post(customers::change_email),

@@ -11,6 +11,7 @@ mod history;
 mod notice;
 mod protocol;
 mod roles;
+mod smtp;
 
 /// Runs each listed `async fn(Db)` once per store.
 #[macro_export]

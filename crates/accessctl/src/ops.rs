@@ -1,0 +1,97 @@
+//! `accessctl audit who-had-access` and `accessctl mail …`.
+
+use std::process::ExitCode;
+
+use access_store::Store;
+use anyhow::{bail, Context};
+use chrono::{DateTime, TimeZone, Utc};
+
+/// Parses an RFC 3339 time or a plain date (midnight UTC).
+pub fn parse_instant(raw: &str) -> anyhow::Result<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(raw) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d") {
+        if let Some(t) = d.and_hms_opt(0, 0, 0) {
+            return Ok(Utc.from_utc_datetime(&t));
+        }
+    }
+    bail!("`{raw}` is not an RFC 3339 time (2026-01-31T12:00:00Z) or a date (2026-01-31)")
+}
+
+/// Every customer who had portal access at `at`, with the email then in force.
+pub async fn who_had_access(store: &Store, at: &str) -> anyhow::Result<ExitCode> {
+    let at = parse_instant(at)?;
+    let rows = access_projections::history::who_had_access(store, at)
+        .await
+        .context("replaying the events")?;
+    println!(
+        "{} customer(s) had portal access at {}",
+        rows.len(),
+        at.to_rfc3339()
+    );
+    for r in rows {
+        println!(
+            "{}  {}  {}  {}",
+            r.customer_id,
+            r.email,
+            r.role.as_deref().unwrap_or("-"),
+            r.name.as_deref().unwrap_or("")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The mail queue, newest first.
+pub async fn mail_list(
+    store: &Store,
+    status: Option<&str>,
+    limit: u32,
+) -> anyhow::Result<ExitCode> {
+    if let Some(s) = status {
+        if !["pending", "sent", "failed"].contains(&s) {
+            bail!("--status is one of pending, sent, failed");
+        }
+    }
+    let entries = store
+        .outbox_list(status, limit)
+        .await
+        .context("reading the mail queue")?;
+    if entries.is_empty() {
+        println!("no messages");
+    }
+    for e in entries {
+        let created = Utc
+            .timestamp_millis_opt(e.created_ms)
+            .single()
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_default();
+        println!(
+            "{}  {:<8} attempts {:<2} {}  {}  {}{}",
+            e.id,
+            e.status,
+            e.attempts,
+            created,
+            e.kind,
+            e.recipient,
+            e.last_error
+                .map(|err| format!("  last error: {err}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Queues a failed message again (accessd's worker sends it).
+pub async fn mail_retry(store: &Store, id: &str) -> anyhow::Result<ExitCode> {
+    if store
+        .outbox_requeue(id, Utc::now().timestamp_millis())
+        .await
+        .context("updating the mail queue")?
+    {
+        println!("message {id} queued again; accessd sends it shortly");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        bail!("no failed message with id {id}")
+    }
+}

@@ -1,0 +1,116 @@
+//! `accessctl audit who-had-access` and `accessctl mail list|retry`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+
+use access_domain::{Credential, CustomerCommand, CustomerId, EmailAddress, Role};
+use access_store::testing::{exec_sql, run};
+use access_store::{OutboxMessage, Store};
+
+fn accessctl(store: &Store, args: &[&str]) -> (bool, String) {
+    let url = match store {
+        Store::Postgres(s) => {
+            let opts = s.pool().connect_options();
+            format!(
+                "postgres://{}@{}:{}/{}",
+                opts.get_username(),
+                opts.get_host(),
+                opts.get_port(),
+                opts.get_database().unwrap_or_default()
+            )
+        }
+        Store::Sqlite(s) => format!(
+            "sqlite://{}",
+            s.writer().connect_options().get_filename().display()
+        ),
+    };
+    let out = Command::new(env!("CARGO_BIN_EXE_accessctl"))
+        .args(args)
+        .env("ACCESS_DATABASE_URL", url)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+async fn who_had_access_and_the_mail_queue(store: Store) {
+    let id = CustomerId::new_random();
+    run(
+        &store,
+        id,
+        CustomerCommand::RegisterCustomer {
+            customer_id: id,
+            email: EmailAddress::parse("who@example.com").unwrap(),
+            name: None,
+        },
+    )
+    .await
+    .unwrap();
+    run(
+        &store,
+        id,
+        CustomerCommand::GrantAccess {
+            role: Role::CustomerCenter,
+            credential: Credential::SetupLink,
+        },
+    )
+    .await
+    .unwrap();
+    let (ok, text) = accessctl(&store, &["audit", "who-had-access", "--at", "2999-01-01"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("1 customer(s)") && text.contains("who@example.com"),
+        "{text}"
+    );
+    let (ok, text) = accessctl(
+        &store,
+        &["audit", "who-had-access", "--at", "2000-01-01T00:00:00Z"],
+    );
+    assert!(ok && text.contains("0 customer(s)"), "{text}");
+    let (ok, text) = accessctl(&store, &["audit", "who-had-access", "--at", "yesterday"]);
+    assert!(!ok && text.contains("not an RFC 3339 time"), "{text}");
+
+    // A failed message in the queue: listed, then queued again.
+    let before = access_domain::Customer::default();
+    store
+        .append_with_outbox(
+            access_store::Append {
+                customer_id: id,
+                expected_version: 3,
+                events: &[],
+                metadata: &access_store::testing::api_caller("crm"),
+                before: &before,
+                after: &before,
+                idempotency: None,
+            },
+            &[OutboxMessage {
+                id: "m1".into(),
+                customer_id: id,
+                kind: "access_notice".into(),
+                sender: "no-reply@localhost".into(),
+                recipient: "who@example.com".into(),
+                message: "Subject: hi\r\n\r\nbody".into(),
+            }],
+        )
+        .await
+        .unwrap();
+    exec_sql(&store, "UPDATE mail_outbox SET status = 'failed', last_error = 'connection refused' WHERE id = 'm1'").await;
+    let (ok, text) = accessctl(&store, &["mail", "list", "--failed"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("m1") && text.contains("connection refused"),
+        "{text}"
+    );
+    let (ok, text) = accessctl(&store, &["mail", "retry", "m1"]);
+    assert!(ok, "{text}");
+    let (ok, text) = accessctl(&store, &["mail", "list", "--status", "pending"]);
+    assert!(ok && text.contains("m1"), "{text}");
+    let (ok, text) = accessctl(&store, &["mail", "retry", "m1"]);
+    assert!(!ok && text.contains("no failed message"), "{text}");
+}
+
+access_store::on_both_stores!(who_had_access_and_the_mail_queue);

@@ -1,0 +1,121 @@
+//! The mail outbox on both stores: written with the events or not at all,
+//! claimed with a lease, cleared when sent, retried, failed, queued again.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use access_domain::{Customer, CustomerCommand, CustomerId, EmailAddress};
+use access_store::testing::{api_caller, count_rows};
+use access_store::{Append, OutboxMessage, Store, StoreError};
+
+fn mail(id: &str, customer_id: CustomerId) -> OutboxMessage {
+    OutboxMessage {
+        id: id.into(),
+        customer_id,
+        kind: "access_notice".into(),
+        sender: "no-reply@localhost".into(),
+        recipient: "ann@example.com".into(),
+        message: "Subject: hi\r\n\r\nhttp://x/setup-password?token=secret".into(),
+    }
+}
+
+async fn register(
+    store: &Store,
+    id: CustomerId,
+    outbox: &[OutboxMessage],
+) -> Result<(), StoreError> {
+    let events = Customer::default()
+        .decide(
+            CustomerCommand::RegisterCustomer {
+                customer_id: id,
+                email: EmailAddress::parse("ann@example.com").unwrap(),
+                name: None,
+            },
+            &access_store::testing::fake_services(chrono::Utc::now()),
+        )
+        .await
+        .unwrap();
+    let after = access_store::replay(events.clone()).customer;
+    store
+        .append_with_outbox(
+            Append {
+                customer_id: id,
+                expected_version: 0,
+                events: &events,
+                metadata: &api_caller("crm"),
+                before: &Customer::default(),
+                after: &after,
+                idempotency: None,
+            },
+            outbox,
+        )
+        .await
+        .map(|_| ())
+}
+
+async fn messages_commit_with_the_events_and_live_through_delivery(store: Store) {
+    let id = CustomerId::new_random();
+    register(&store, id, &[mail("a", id), mail("b", id)])
+        .await
+        .unwrap();
+    // A refused append writes no mail either.
+    let err = register(&store, id, &[mail("c", id)]).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
+    assert_eq!(count_rows(&store, "mail_outbox").await, 2);
+
+    let now = chrono::Utc::now().timestamp_millis() + 1_000;
+    let claimed = store.outbox_claim(now, 60_000, 10).await.unwrap();
+    assert_eq!(
+        claimed.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    // Leased: a second worker gets nothing until the lease runs out.
+    assert!(store
+        .outbox_claim(now + 1, 60_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store
+            .outbox_claim(now + 60_001, 60_000, 10)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+
+    store.outbox_sent("a", now + 2).await.unwrap();
+    store
+        .outbox_retry_later("b", now + 5_000, "connection refused")
+        .await
+        .unwrap();
+    let sent = store.outbox_list(Some("sent"), 10).await.unwrap();
+    assert_eq!(sent.len(), 1);
+    assert!(
+        sent[0].message.is_none(),
+        "the link must be cleared once sent"
+    );
+    let pending = store.outbox_list(Some("pending"), 10).await.unwrap();
+    assert_eq!(pending[0].attempts, 1);
+    assert_eq!(pending[0].last_error.as_deref(), Some("connection refused"));
+
+    store.outbox_failed("b", "gave up").await.unwrap();
+    assert!(
+        !store.outbox_requeue("a", now).await.unwrap(),
+        "a sent message is not requeued"
+    );
+    assert!(store.outbox_requeue("b", now).await.unwrap());
+    let again = store.outbox_claim(now + 200_000, 60_000, 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempts, 0);
+    assert!(again[0]
+        .message
+        .as_deref()
+        .unwrap()
+        .contains("token=secret"));
+    let counts = store.outbox_counts().await.unwrap();
+    assert_eq!(
+        counts,
+        vec![("pending".to_string(), 1), ("sent".to_string(), 1)]
+    );
+}
+
+access_store::on_both_stores!(messages_commit_with_the_events_and_live_through_delivery);
