@@ -286,30 +286,41 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let state = AppState::from_ref(state);
         let token = bearer(parts).ok_or_else(ApiError::unauthenticated)?;
-        let token_digest = hex::encode(digest(token));
-        let session = state
-            .store()
-            .find_session(&token_digest)
+        session_of_token(&state, token)
             .await?
-            .ok_or_else(ApiError::unauthenticated)?;
-        if session.expires_at <= state.now() {
-            state.store().delete_session(&token_digest).await?;
-            return Err(ApiError::unauthenticated());
-        }
-        let loaded = state.store().load(session.customer_id).await?;
-        let current =
-            loaded.customer.has_access() && loaded.customer.login_epoch() == session.login_epoch;
-        if !current {
-            // The login changed since the session opened: it has ended.
-            state.store().delete_session(&token_digest).await?;
-            return Err(ApiError::unauthenticated());
-        }
-        Ok(Self {
-            customer_id: session.customer_id,
-            token_digest,
-            loaded,
-        })
+            .ok_or_else(ApiError::unauthenticated)
     }
+}
+
+/// The customer session of a token (a Bearer token, or the pages' session
+/// cookie), when it is valid now: not expired, and opened under the
+/// customer's current login. An expired or ended session is deleted and
+/// gives `None`.
+pub async fn session_of_token(
+    state: &AppState,
+    token: &str,
+) -> Result<Option<CustomerSession>, ApiError> {
+    let token_digest = hex::encode(digest(token));
+    let Some(session) = state.store().find_session(&token_digest).await? else {
+        return Ok(None);
+    };
+    if session.expires_at <= state.now() {
+        state.store().delete_session(&token_digest).await?;
+        return Ok(None);
+    }
+    let loaded = state.store().load(session.customer_id).await?;
+    let current =
+        loaded.customer.has_access() && loaded.customer.login_epoch() == session.login_epoch;
+    if !current {
+        // The login changed since the session opened: it has ended.
+        state.store().delete_session(&token_digest).await?;
+        return Ok(None);
+    }
+    Ok(Some(CustomerSession {
+        customer_id: session.customer_id,
+        token_digest,
+        loaded,
+    }))
 }
 
 /// A customer with a valid session and no pending password change.

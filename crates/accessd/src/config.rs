@@ -123,7 +123,9 @@ pub struct Config {
     #[arg(long, env = "ACCESS_READ_WAIT_MS", default_value_t = 3000)]
     pub read_wait_ms: u64,
 
-    /// Password checks allowed per account per minute.
+    /// Wrong passwords per account before each further one makes the next
+    /// check wait (1 s, 2 s, 4 s, … at most 15 minutes; a right password
+    /// resets).
     #[arg(long, env = "ACCESS_LOGIN_ATTEMPTS_PER_ACCOUNT", default_value_t = 5)]
     pub login_attempts_per_account: u32,
 

@@ -11,6 +11,8 @@
 //! - [`auth`]: API keys and roles as types; customer sessions.
 //! - [`error`]: the one HTTP error type.
 //! - [`mailer`], [`links`]: the emails a command calls for and their links.
+//! - [`pages`]: the customers' server-rendered pages behind those links
+//!   (setup password, confirm email, login, account).
 //! - [`metrics`], [`throttle`], [`openapi`].
 
 pub mod app;
@@ -22,6 +24,7 @@ pub mod links;
 pub mod mailer;
 pub mod metrics;
 pub mod openapi;
+pub mod pages;
 pub mod state;
 pub mod throttle;
 

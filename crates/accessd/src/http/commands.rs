@@ -201,9 +201,15 @@ pub async fn execute(state: &AppState, request: CommandRequest) -> ApiResult<Out
 /// Runs the command and answers `{"customer_id","version"}` with an ETag.
 pub async fn respond(state: &AppState, request: CommandRequest) -> ApiResult<Response> {
     let success = request.success;
-    match execute(state, request).await? {
-        Outcome::Replayed(response) => Ok(response),
-        Outcome::Executed(executed) => Ok(with_etag(
+    Ok(answer(execute(state, request).await?, success))
+}
+
+/// The answer to a command that ran: `{"customer_id","version"}` with an
+/// ETag, or the stored response of a replay.
+pub fn answer(outcome: Outcome, success: StatusCode) -> Response {
+    match outcome {
+        Outcome::Replayed(response) => response,
+        Outcome::Executed(executed) => with_etag(
             (
                 success,
                 axum::Json(CommandResponse {
@@ -213,7 +219,7 @@ pub async fn respond(state: &AppState, request: CommandRequest) -> ApiResult<Res
             )
                 .into_response(),
             executed.version,
-        )),
+        ),
     }
 }
 

@@ -95,6 +95,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(health::openapi))
+        .merge(crate::pages::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
 

@@ -1,9 +1,11 @@
 //! Endpoints for customers: sessions, their own email and password, and
 //! the links from their emails.
 
-use access_domain::{Actor, CustomerCommand, EmailAddress, Secret};
+use std::net::IpAddr;
+
+use access_domain::{Actor, CustomerCommand, CustomerId, EmailAddress, Secret};
 use access_security::OsRandomTokens;
-use access_store::SessionRecord;
+use access_store::{Loaded, SessionRecord};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -26,7 +28,7 @@ fn invalid_credentials() -> ApiError {
 }
 
 /// Opens a session for a customer; the token is returned once.
-async fn open(
+pub(crate) async fn open(
     state: &AppState,
     customer: &access_domain::Customer,
     id: access_domain::CustomerId,
@@ -64,9 +66,24 @@ pub async fn create_session(
     body: JsonBody<SessionRequest>,
 ) -> ApiResult<Response> {
     let req = body.value;
-    let email = EmailAddress::parse(&req.email).ok();
+    let (id, loaded) = check_login(&state, address, &req.email, req.password).await?;
+    let session = open(&state, &loaded.customer, id).await?;
+    Ok((StatusCode::CREATED, Json(session)).into_response())
+}
+
+/// Checks a login's email and password (for the API and the pages):
+/// throttled per account and client address; an unknown email is checked
+/// against a decoy hash. The customer whose login it is, or
+/// `invalid_credentials`.
+pub(crate) async fn check_login(
+    state: &AppState,
+    address: Option<IpAddr>,
+    raw_email: &str,
+    password: String,
+) -> ApiResult<(CustomerId, Loaded)> {
+    let email = EmailAddress::parse(raw_email).ok();
     let account = email.as_ref().map_or_else(
-        || req.email.trim().to_lowercase(),
+        || raw_email.trim().to_lowercase(),
         |e| e.normalized().to_string(),
     );
     state.throttle().attempt(&account, address)?;
@@ -91,14 +108,30 @@ pub async fn create_session(
     let services = state.services();
     let matches = services
         .hasher()
-        .verify(&Secret::new(req.password), &hash)
+        .verify(&Secret::new(password), &hash)
         .await
         .map_err(ApiError::internal)?;
-    let Some((id, loaded)) = found.filter(|(_, l)| matches && l.customer.has_password()) else {
-        return Err(invalid_credentials());
-    };
-    let session = open(&state, &loaded.customer, id).await?;
-    Ok((StatusCode::CREATED, Json(session)).into_response())
+    match found.filter(|(_, l)| matches && l.customer.has_password()) {
+        Some(found) => {
+            state.throttle().succeeded(&account);
+            Ok(found)
+        }
+        None => {
+            state.throttle().failed(&account);
+            Err(invalid_credentials())
+        }
+    }
+}
+
+/// Feeds the outcome of a current-password check to the account's soft
+/// lock: a wrong password counts, a right one (any other outcome past the
+/// check) resets it.
+fn note_password_check<T>(state: &AppState, account: &str, result: &ApiResult<T>) {
+    match result {
+        Err(e) if e.code == "wrong_password" => state.throttle().failed(account),
+        Ok(_) => state.throttle().succeeded(account),
+        Err(_) => {}
+    }
 }
 
 /// End the current session.
@@ -155,37 +188,70 @@ pub async fn change_email(
     let req = body.value;
     let new_email = parse(EmailAddress::parse(&req.new_email))?;
     let confirm = parse(EmailAddress::parse(&req.new_email_confirm))?;
+    let outcome = request_email_change(
+        &state,
+        &session,
+        address,
+        req.current_password,
+        new_email.clone(),
+        confirm,
+        |command| {
+            ctx.request(
+                session.actor(),
+                session.customer_id,
+                command,
+                None,
+                &body.digest,
+                StatusCode::ACCEPTED,
+            )
+        },
+    )
+    .await?;
+    match outcome {
+        Outcome::Replayed(response) => Ok(response),
+        Outcome::Executed(executed) => Ok((
+            StatusCode::ACCEPTED,
+            Json(email_change_accepted(new_email.as_str(), executed.version)),
+        )
+            .into_response()),
+    }
+}
+
+/// Runs a self-service email change (for the API and the pages): takes a
+/// password attempt from the throttle, then runs `RequestEmailChange` as
+/// the request that `request` makes of it.
+pub(crate) async fn request_email_change(
+    state: &AppState,
+    session: &CustomerSession,
+    address: Option<IpAddr>,
+    current_password: String,
+    new_email: EmailAddress,
+    new_email_confirm: EmailAddress,
+    request: impl FnOnce(CustomerCommand) -> CommandRequest,
+) -> ApiResult<Outcome> {
     state
         .throttle()
         .attempt(&session.customer_id.to_string(), address)?;
     let command = CustomerCommand::RequestEmailChange {
-        current_password: Secret::new(req.current_password),
-        new_email: new_email.clone(),
-        new_email_confirm: confirm,
+        current_password: Secret::new(current_password),
+        new_email,
+        new_email_confirm,
     };
-    let request = ctx.request(
-        session.actor(),
-        session.customer_id,
-        command,
-        None,
-        &body.digest,
-        StatusCode::ACCEPTED,
-    );
-    match commands::execute(&state, request).await? {
-        Outcome::Replayed(response) => Ok(response),
-        Outcome::Executed(executed) => Ok((
-            StatusCode::ACCEPTED,
-            Json(EmailChangeAccepted {
-                message: "Validation email sent successfully.".into(),
-                detail: format!(
-                    "To complete the pending email change, you must click the link provided in the validation email sent to {}.",
-                    new_email.as_str()
-                ),
-                pending_email: new_email.as_str().to_string(),
-                version: executed.version,
-            }),
-        )
-            .into_response()),
+    let account = session.customer_id.to_string();
+    let result = commands::execute(state, request(command)).await;
+    note_password_check(state, &account, &result);
+    result
+}
+
+/// The notice's answer to an email change request.
+pub(crate) fn email_change_accepted(new_email: &str, version: u64) -> EmailChangeAccepted {
+    EmailChangeAccepted {
+        message: "Validation email sent successfully.".into(),
+        detail: format!(
+            "To complete the pending email change, you must click the link provided in the validation email sent to {new_email}."
+        ),
+        pending_email: new_email.to_string(),
+        version,
     }
 }
 
@@ -206,13 +272,43 @@ pub async fn change_password(
     body: JsonBody<ChangePasswordRequest>,
 ) -> ApiResult<Response> {
     let req = body.value;
+    let (version, new_session) = change_password_and_reopen(
+        &state,
+        &session,
+        address,
+        request_id,
+        req.current_password,
+        &req.new_password,
+        req.new_password_confirm,
+    )
+    .await?;
+    Ok(Json(PasswordChanged {
+        customer_id: session.customer_id,
+        version,
+        session: new_session,
+    })
+    .into_response())
+}
+
+/// Changes a customer's password (for the API and the pages): every
+/// session of the customer ends and a new one is opened for the device
+/// that changed it. The new version and session.
+pub(crate) async fn change_password_and_reopen(
+    state: &AppState,
+    session: &CustomerSession,
+    address: Option<IpAddr>,
+    request_id: RequestId,
+    current_password: String,
+    new_password_raw: &str,
+    new_password_confirm: String,
+) -> ApiResult<(u64, SessionResponse)> {
     let login = session
         .loaded
         .customer
         .email()
         .map(|e| e.as_str().to_string())
         .unwrap_or_default();
-    let new_password = new_password(&req.new_password, &[login.as_str()])?;
+    let new_password = new_password(new_password_raw, &[login.as_str()])?;
     state
         .throttle()
         .attempt(&session.customer_id.to_string(), address)?;
@@ -222,15 +318,18 @@ pub async fn change_password(
         reason: None,
         customer_id: session.customer_id,
         command: CustomerCommand::ChangePassword {
-            current_password: Secret::new(req.current_password),
+            current_password: Secret::new(current_password),
             new_password,
-            new_password_confirm: Secret::new(req.new_password_confirm),
+            new_password_confirm: Secret::new(new_password_confirm),
         },
         headers: CommandHeaders::default(),
         fingerprint: String::new(),
         success: StatusCode::OK,
     };
-    let Outcome::Executed(executed) = commands::execute(&state, request).await? else {
+    let account = session.customer_id.to_string();
+    let result = commands::execute(state, request).await;
+    note_password_check(state, &account, &result);
+    let Outcome::Executed(executed) = result? else {
         return Err(ApiError::internal("replay without an idempotency key"));
     };
     state
@@ -238,16 +337,12 @@ pub async fn change_password(
         .delete_sessions_of(session.customer_id)
         .await?;
     let loaded = state.store().load(session.customer_id).await?;
-    let new_session = open(&state, &loaded.customer, session.customer_id).await?;
-    Ok(Json(PasswordChanged {
-        customer_id: session.customer_id,
-        version: executed.version,
-        session: new_session,
-    })
-    .into_response())
+    let new_session = open(state, &loaded.customer, session.customer_id).await?;
+    Ok((executed.version, new_session))
 }
 
-fn link_command(raw: &str) -> ApiResult<(access_domain::CustomerId, Secret)> {
+/// The customer and secret of a link token, or `invalid_token`.
+pub(crate) fn link_command(raw: &str) -> ApiResult<(access_domain::CustomerId, Secret)> {
     links::split(raw).ok_or_else(|| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -257,13 +352,19 @@ fn link_command(raw: &str) -> ApiResult<(access_domain::CustomerId, Secret)> {
     })
 }
 
-async fn run_link_command(
+/// Runs the command of a link (for the API and the pages); the customer
+/// is the actor.
+pub(crate) async fn run_link(
     state: &AppState,
     request_id: RequestId,
     customer_id: access_domain::CustomerId,
     command: CustomerCommand,
-) -> ApiResult<Response> {
-    commands::respond(
+) -> ApiResult<Outcome> {
+    // A wrong link counts against the customer it names, so tokens cannot
+    // be guessed quickly for one customer; a right one resets.
+    let account = format!("link:{customer_id}");
+    state.throttle().attempt(&account, None)?;
+    let result = commands::execute(
         state,
         CommandRequest {
             actor: Actor::Customer { customer_id },
@@ -276,7 +377,23 @@ async fn run_link_command(
             success: StatusCode::OK,
         },
     )
-    .await
+    .await;
+    match &result {
+        Err(e) if e.code == "invalid_token" => state.throttle().failed(&account),
+        Ok(_) => state.throttle().succeeded(&account),
+        Err(_) => {}
+    }
+    result
+}
+
+async fn run_link_command(
+    state: &AppState,
+    request_id: RequestId,
+    customer_id: access_domain::CustomerId,
+    command: CustomerCommand,
+) -> ApiResult<Response> {
+    let outcome = run_link(state, request_id, customer_id, command).await?;
+    Ok(commands::answer(outcome, StatusCode::OK))
 }
 
 /// Complete a pending email change with the token from the validation link.
@@ -312,11 +429,22 @@ pub async fn setup_password(
     body: JsonBody<SetupPasswordRequest>,
 ) -> ApiResult<Response> {
     let req = body.value;
-    let (customer_id, token) = link_command(&req.token)?;
+    let (customer_id, command) =
+        setup_password_command(&req.token, &req.password, req.password_confirm)?;
+    run_link_command(&state, request_id, customer_id, command).await
+}
+
+/// The command of a setup link (for the API and the pages).
+pub(crate) fn setup_password_command(
+    raw_token: &str,
+    password: &str,
+    password_confirm: String,
+) -> ApiResult<(access_domain::CustomerId, CustomerCommand)> {
+    let (customer_id, token) = link_command(raw_token)?;
     let command = CustomerCommand::CompletePasswordSetup {
         token,
-        password: new_password(&req.password, &[])?,
-        password_confirm: Secret::new(req.password_confirm),
+        password: new_password(password, &[])?,
+        password_confirm: Secret::new(password_confirm),
     };
-    run_link_command(&state, request_id, customer_id, command).await
+    Ok((customer_id, command))
 }

@@ -4,11 +4,13 @@
 
 mod audit;
 mod binary;
+mod browser;
 mod digest;
 mod exports;
 mod helpers;
 mod history;
 mod notice;
+mod pages;
 mod protocol;
 mod roles;
 mod smtp;

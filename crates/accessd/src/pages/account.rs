@@ -1,0 +1,347 @@
+//! `/account`: the customer's home and settings (Change Email, Change
+//! Password).
+
+use access_domain::EmailAddress;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Deserialize;
+
+use super::csrf::{CsrfField, CsrfToken, PageForm};
+use super::login::NoticeQuery;
+use super::session::{session_cookie, ActivePageSession, PageSession};
+use super::{
+    notice, see_other, too_many_attempts, with_retry_after, Field, Form, Page, PageError, Status,
+};
+use crate::error::ApiError;
+use crate::http::commands::CommandRequest;
+use crate::http::dto::CustomerView;
+use crate::http::extract::{ClientAddress, CommandHeaders, RequestId};
+use crate::http::self_service;
+use crate::state::AppState;
+
+const PASSWORD_HINT: &str = "At least 10 characters. A few unrelated words make a strong password; avoid your email address and common phrases.";
+
+fn view(state: &AppState, session: &PageSession) -> CustomerView {
+    CustomerView::new(
+        session.0.customer_id,
+        &session.0.loaded.customer,
+        session.0.loaded.version,
+        state.now(),
+    )
+}
+
+/// The customer's home: the login email, a pending change, the settings.
+pub(crate) async fn home(
+    State(state): State<AppState>,
+    ActivePageSession(session): ActivePageSession,
+    csrf: CsrfToken,
+    Query(query): Query<NoticeQuery>,
+) -> Response {
+    let view = view(&state, &session);
+    Page::new("account.html", "Your account")
+        .csrf(csrf)
+        .signed_in()
+        .status(notice(query.notice.as_deref()))
+        .with(minijinja::context! {
+            name => view.name,
+            login_email => view.email,
+            pending_email => view.pending_email,
+        })
+        .render()
+}
+
+// ---------------------------------------------------------------------------
+// Change Email
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct SentQuery {
+    sent: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ChangeEmailForm {
+    #[serde(default)]
+    current_password: String,
+    #[serde(default)]
+    new_email: String,
+    #[serde(default)]
+    new_email_confirm: String,
+    #[serde(default)]
+    csrf_token: String,
+}
+
+impl CsrfField for ChangeEmailForm {
+    fn csrf_token(&self) -> &str {
+        &self.csrf_token
+    }
+}
+
+fn change_email_fields(new_email: &str, confirm: &str) -> Form {
+    Form::new(vec![
+        Field::password("current_password", "Current Password", "current-password"),
+        Field::email("new_email", "New Email Address", "email").value(new_email),
+        Field::email("new_email_confirm", "Confirm New Email", "email").value(confirm),
+    ])
+}
+
+fn change_email_page(csrf: CsrfToken, login_email: String, form: Form) -> Page {
+    Page::new("change_email.html", "Change Email")
+        .csrf(csrf)
+        .signed_in()
+        .form(form)
+        .with(minijinja::context! { login_email => login_email })
+}
+
+/// The Change Email form; after a request (`?sent=1`), the notice's green
+/// bar for the pending change.
+pub(crate) async fn change_email_form(
+    State(state): State<AppState>,
+    ActivePageSession(session): ActivePageSession,
+    csrf: CsrfToken,
+    Query(query): Query<SentQuery>,
+) -> Response {
+    let view = view(&state, &session);
+    let status = query
+        .sent
+        .and(view.pending_email.as_deref())
+        .map(|pending| {
+            let accepted = self_service::email_change_accepted(pending, view.version);
+            Status::success(accepted.message, Some(accepted.detail))
+        });
+    change_email_page(csrf, view.email, change_email_fields("", ""))
+        .status(status)
+        .render()
+}
+
+/// Runs `RequestEmailChange` like `POST /v1/self/change-email`.
+pub(crate) async fn change_email(
+    State(state): State<AppState>,
+    ActivePageSession(session): ActivePageSession,
+    ClientAddress(address): ClientAddress,
+    request_id: RequestId,
+    form: PageForm<ChangeEmailForm>,
+) -> Result<Response, PageError> {
+    let PageForm { value, csrf } = form;
+    let login_email = session.login_email();
+    let mut form = change_email_fields(&value.new_email, &value.new_email_confirm);
+    form.require(&[
+        (
+            "current_password",
+            &value.current_password,
+            "Enter your current password.",
+        ),
+        (
+            "new_email",
+            &value.new_email,
+            "Enter the new email address.",
+        ),
+        (
+            "new_email_confirm",
+            &value.new_email_confirm,
+            "Enter the new email address again.",
+        ),
+    ]);
+    let new_email = EmailAddress::parse(&value.new_email);
+    let confirm = EmailAddress::parse(&value.new_email_confirm);
+    if new_email.is_err() {
+        form.error("new_email", INVALID_EMAIL);
+    }
+    if confirm.is_err() {
+        form.error("new_email_confirm", INVALID_EMAIL);
+    }
+    let (Ok(new_email), Ok(confirm), false) = (new_email, confirm, form.has_errors()) else {
+        return Ok(change_email_page(csrf, login_email, form)
+            .code(StatusCode::UNPROCESSABLE_ENTITY)
+            .render());
+    };
+    let customer = &session.0;
+    let result = self_service::request_email_change(
+        &state,
+        customer,
+        address,
+        value.current_password,
+        new_email,
+        confirm,
+        |command| CommandRequest {
+            actor: customer.actor(),
+            request_id: request_id.0,
+            reason: None,
+            customer_id: customer.customer_id,
+            command,
+            headers: CommandHeaders::default(),
+            fingerprint: String::new(),
+            success: StatusCode::ACCEPTED,
+        },
+    )
+    .await
+    .map(|_| ());
+    match result {
+        Ok(()) => Ok(see_other("/account/change-email?sent=1", Vec::new())),
+        Err(err) => {
+            let retry_after = err.retry_after;
+            let status = err.status;
+            let field = match err.code {
+                "wrong_password" => Some(("current_password", WRONG_PASSWORD.to_string())),
+                "email_mismatch" => Some((
+                    "new_email_confirm",
+                    "The two email addresses do not match.".to_string(),
+                )),
+                "email_unchanged" => Some((
+                    "new_email",
+                    "This is already your login email. Enter a different address.".to_string(),
+                )),
+                "email_in_use" => Some((
+                    "new_email",
+                    "This email address is already used by another account.".to_string(),
+                )),
+                "invalid_email" => Some(("new_email", INVALID_EMAIL.to_string())),
+                "too_many_attempts" => {
+                    form.form_error(too_many_attempts(retry_after));
+                    None
+                }
+                _ => return Err(err.into()),
+            };
+            if let Some((id, message)) = field {
+                form.error(id, message);
+            }
+            Ok(with_retry_after(
+                change_email_page(csrf, login_email, form)
+                    .code(status)
+                    .render(),
+                retry_after,
+            ))
+        }
+    }
+}
+
+const INVALID_EMAIL: &str = "Enter an email address in the correct format, like name@example.com.";
+const WRONG_PASSWORD: &str = "The current password is incorrect.";
+
+// ---------------------------------------------------------------------------
+// Change Password
+// ---------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+pub(crate) struct ChangePasswordForm {
+    #[serde(default)]
+    current_password: String,
+    #[serde(default)]
+    new_password: String,
+    #[serde(default)]
+    new_password_confirm: String,
+    #[serde(default)]
+    csrf_token: String,
+}
+
+impl CsrfField for ChangePasswordForm {
+    fn csrf_token(&self) -> &str {
+        &self.csrf_token
+    }
+}
+
+fn change_password_fields() -> Form {
+    Form::new(vec![
+        Field::password("current_password", "Current Password", "current-password"),
+        Field::password("new_password", "New Password", "new-password").hint(PASSWORD_HINT),
+        Field::password(
+            "new_password_confirm",
+            "Confirm New Password",
+            "new-password",
+        ),
+    ])
+}
+
+fn change_password_page(csrf: CsrfToken, session: &PageSession, form: Form) -> Page {
+    let temporary = session.0.loaded.customer.must_change_password();
+    Page::new("change_password.html", "Change Password")
+        .csrf(csrf)
+        .signed_in()
+        .form(form)
+        .with(minijinja::context! {
+            temporary => temporary,
+            login_email => session.login_email(),
+        })
+}
+
+/// The Change Password form (also for a temporary password).
+pub(crate) async fn change_password_form(session: PageSession, csrf: CsrfToken) -> Response {
+    change_password_page(csrf, &session, change_password_fields()).render()
+}
+
+/// Runs `ChangePassword` like `POST /v1/self/change-password`: every
+/// session ends, this browser gets a new one.
+pub(crate) async fn change_password(
+    State(state): State<AppState>,
+    session: PageSession,
+    ClientAddress(address): ClientAddress,
+    request_id: RequestId,
+    form: PageForm<ChangePasswordForm>,
+) -> Result<Response, PageError> {
+    let PageForm { value, csrf } = form;
+    let mut form = change_password_fields();
+    form.require(&[
+        (
+            "current_password",
+            &value.current_password,
+            "Enter your current password.",
+        ),
+        ("new_password", &value.new_password, "Enter a new password."),
+        (
+            "new_password_confirm",
+            &value.new_password_confirm,
+            "Enter the new password again.",
+        ),
+    ]);
+    if form.has_errors() {
+        return Ok(change_password_page(csrf, &session, form)
+            .code(StatusCode::UNPROCESSABLE_ENTITY)
+            .render());
+    }
+    let result = self_service::change_password_and_reopen(
+        &state,
+        &session.0,
+        address,
+        request_id,
+        value.current_password,
+        &value.new_password,
+        value.new_password_confirm,
+    )
+    .await;
+    match result {
+        Ok((_, new_session)) => Ok(see_other(
+            "/account?notice=password_changed",
+            vec![session_cookie(&state, &new_session.token)],
+        )),
+        Err(err) => {
+            let (retry_after, status) = (err.retry_after, err.status);
+            match err.code {
+                "wrong_password" => form.error("current_password", WRONG_PASSWORD),
+                "weak_password" => form.error("new_password", weak_password(&err)),
+                "password_mismatch" => form.error(
+                    "new_password_confirm",
+                    "The two new passwords do not match.",
+                ),
+                "too_many_attempts" => form.form_error(too_many_attempts(retry_after)),
+                _ => return Err(err.into()),
+            }
+            Ok(with_retry_after(
+                change_password_page(csrf, &session, form)
+                    .code(status)
+                    .render(),
+                retry_after,
+            ))
+        }
+    }
+}
+
+/// The message of `weak_password`, as a sentence for the field.
+pub(crate) fn weak_password(err: &ApiError) -> String {
+    let why = err
+        .message
+        .strip_prefix("weak password: ")
+        .unwrap_or(&err.message);
+    let why = why.trim_end_matches('.');
+    format!("Choose a stronger password: {why}.")
+}

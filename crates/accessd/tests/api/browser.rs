@@ -1,0 +1,267 @@
+//! The customer's pages in a real browser (headless Chromium driven through
+//! chromedriver with fantoccini): the access notification's link → set a
+//! password → log in; log in → change email → the validation link → log in
+//! with the new email (the old one no longer works); an expired link.
+//!
+//! `ACCESS_UPDATE_SCREENSHOTS=1` writes the screenshots under docs/img/.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+use crate::helpers::*;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// chromedriver on a free port, killed on drop.
+struct Driver {
+    child: Child,
+    port: u16,
+    _profile: tempfile::TempDir,
+}
+
+impl Driver {
+    fn start() -> Self {
+        assert!(
+            std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists(),
+            "Chromium and chromedriver are needed (apt-get install chromium chromium-driver; scripts/test installs them)"
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(CHROMEDRIVER)
+            .args([
+                format!("--port={port}"),
+                "--allowed-ips=127.0.0.1".to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            child,
+            port,
+            _profile: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    async fn browser(&self) -> Client {
+        let caps = json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-background-networking", "--disable-component-update", "--no-first-run",
+                    "--disable-sync", "--disable-quic", "--window-size=1024,900",
+                    format!("--user-data-dir={}", self._profile.path().display()),
+                ]
+            }
+        });
+        let serde_json::Value::Object(caps) = caps else {
+            unreachable!()
+        };
+        // Several rustls providers are compiled in: pick one for this process.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        ClientBuilder::rustls()
+            .unwrap()
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{}", self.port))
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn fill(browser: &Client, id: &str, value: &str) {
+    let field = browser
+        .find(Locator::Css(&format!("#{id}")))
+        .await
+        .unwrap_or_else(|e| panic!("#{id}: {e}"));
+    field.clear().await.unwrap();
+    field.send_keys(value).await.unwrap();
+}
+
+/// Clicks `#submit` and waits until the browser has left the page (the old
+/// page's body goes stale), so the next read sees the answer.
+async fn submit(browser: &Client) {
+    let old_body = browser.find(Locator::Css("body")).await.unwrap();
+    browser
+        .find(Locator::Css("#submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while old_body.text().await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the form submission never loaded a page"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    browser
+        .wait()
+        .for_element(Locator::Css("body"))
+        .await
+        .unwrap();
+}
+
+async fn text(browser: &Client) -> String {
+    browser
+        .find(Locator::Css("body"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+async fn shot(browser: &Client, name: &str) {
+    if std::env::var("ACCESS_UPDATE_SCREENSHOTS").is_ok() {
+        let png = browser.screenshot().await.unwrap();
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/img");
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(format!("{dir}/{name}.png"), png).unwrap();
+    }
+}
+
+async fn flows(app: &TestApp, browser: &Client) {
+    // The access notification's link → set a password → log in.
+    let id = app.register("browser@example.com").await;
+    app.command(&id, "grant-access", json!({"send_notification": true}))
+        .await
+        .expect(200);
+    let token = app
+        .token_from_mail("browser@example.com", "/setup-password")
+        .await;
+    browser
+        .goto(&format!("{}/setup-password?token={token}", app.base))
+        .await
+        .unwrap();
+    shot(browser, "setup-password").await;
+    fill(browser, "password", PW).await;
+    fill(browser, "password_confirm", PW).await;
+    submit(browser).await;
+    let page = text(browser).await;
+    assert!(page.to_lowercase().contains("password"), "{page}");
+
+    browser.goto(&format!("{}/login", app.base)).await.unwrap();
+    shot(browser, "login").await;
+    fill(browser, "email", "browser@example.com").await;
+    fill(browser, "password", PW).await;
+    submit(browser).await;
+    let url = browser.current_url().await.unwrap();
+    assert!(url.path().starts_with("/account"), "after login: {url}");
+    shot(browser, "account").await;
+
+    // Change email → the validation link → the new email is the login.
+    browser
+        .goto(&format!("{}/account/change-email", app.base))
+        .await
+        .unwrap();
+    fill(browser, "current_password", PW).await;
+    fill(browser, "new_email", "browser.new@example.com").await;
+    fill(browser, "new_email_confirm", "browser.new@example.com").await;
+    submit(browser).await;
+    let status = browser
+        .find(Locator::Css("#status"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        status.contains("Validation email sent successfully."),
+        "{status}"
+    );
+    shot(browser, "change-email-sent").await;
+    let token = app
+        .token_from_mail("browser.new@example.com", "/confirm-email")
+        .await;
+    browser
+        .goto(&format!("{}/confirm-email?token={token}", app.base))
+        .await
+        .unwrap();
+    submit(browser).await;
+    let page = text(browser).await;
+    assert!(page.contains("browser.new@example.com"), "{page}");
+    shot(browser, "email-confirmed").await;
+
+    // The old email no longer logs in; the new one does.
+    browser.goto(&format!("{}/login", app.base)).await.unwrap();
+    fill(browser, "email", "browser@example.com").await;
+    fill(browser, "password", PW).await;
+    submit(browser).await;
+    assert!(!browser
+        .current_url()
+        .await
+        .unwrap()
+        .path()
+        .starts_with("/account"));
+    shot(browser, "login-failed").await;
+    fill(browser, "email", "browser.new@example.com").await;
+    fill(browser, "password", PW).await;
+    submit(browser).await;
+    assert!(browser
+        .current_url()
+        .await
+        .unwrap()
+        .path()
+        .starts_with("/account"));
+
+    // A used (or expired) link says so plainly.
+    browser
+        .goto(&format!(
+            "{}/setup-password?token={id}.0123456789abcdef",
+            app.base
+        ))
+        .await
+        .unwrap();
+    let page = text(browser).await.to_lowercase();
+    if page.contains("password") && browser.find(Locator::Css("#password")).await.is_ok() {
+        // The form is shown for any token (no state change on GET): the
+        // answer comes when it is submitted.
+        fill(browser, "password", PW2).await;
+        fill(browser, "password_confirm", PW2).await;
+        submit(browser).await;
+    }
+    let page = text(browser).await.to_lowercase();
+    assert!(
+        page.contains("expired") || page.contains("already used"),
+        "{page}"
+    );
+    shot(browser, "link-expired").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_customer_pages_work_in_a_real_browser() {
+    let driver = Driver::start();
+    let app = TestApp::spawn(Db::Sqlite).await;
+    let browser = driver.browser().await;
+    // Close the browser on failure too (no Chromium left behind).
+    let outcome =
+        futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(flows(&app, &browser))).await;
+    let _ = browser.close().await;
+    app.stop().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
