@@ -52,13 +52,10 @@ mod audit_export_and_replay {
     use std::path::Path;
     use std::time::Duration;
 
-    use access_domain::{
-        Credential, CustomerCommand, CustomerId, EmailAddress, Password, Role, Secret,
-    };
     use access_projections::export::CSV_HEADER;
     use access_projections::{Projector, ProjectorOptions};
-    use access_store::testing::{api_caller, run_with, TestDatabase};
-    use access_store::{Store, StoreOptions};
+    use access_store::testing::TestDatabase;
+    use access_store::StoreOptions;
     use chrono::Utc;
     use serde_json::Value;
 
@@ -68,66 +65,6 @@ mod audit_export_and_replay {
 
     fn text(bytes: &[u8]) -> String {
         String::from_utf8_lossy(bytes).into_owned()
-    }
-
-    /// Runs a command as the API caller `actor`.
-    async fn run(store: &Store, id: CustomerId, actor: &str, command: CustomerCommand) {
-        run_with(store, id, command, &api_caller(actor), Utc::now())
-            .await
-            .unwrap();
-    }
-
-    /// A customer with 7 events: registered, access with a setup link (2),
-    /// new email with a manual password and a notice (3), revoked.
-    async fn history(store: &Store, n: usize) -> CustomerId {
-        let id = CustomerId::new_random();
-        let email = |s: &str| EmailAddress::parse(s).unwrap();
-        let pw = "correct-Horse-battery-9";
-        run(
-            store,
-            id,
-            "crm",
-            CustomerCommand::RegisterCustomer {
-                customer_id: id,
-                email: email(&format!("c{n}@example.com")),
-                name: None,
-            },
-        )
-        .await;
-        run(
-            store,
-            id,
-            "crm",
-            CustomerCommand::GrantAccess {
-                role: Role::CustomerCenter,
-                credential: Credential::SetupLink,
-            },
-        )
-        .await;
-        run(
-            store,
-            id,
-            "erp",
-            CustomerCommand::ChangeEmail {
-                email: email(&format!("moved{n}@example.com")),
-                credential: Credential::ManualPassword {
-                    password: Password::parse(pw, &[]).unwrap(),
-                    password_confirm: Secret::new(pw),
-                    send_notification: true,
-                },
-            },
-        )
-        .await;
-        run(
-            store,
-            id,
-            "crm",
-            CustomerCommand::RevokeAccess {
-                reason: Some("left".into()),
-            },
-        )
-        .await;
-        id
     }
 
     fn export(url: &str, args: &[&str]) -> std::process::Output {
@@ -145,7 +82,7 @@ mod audit_export_and_replay {
         let store = db.store(StoreOptions::default()).await.unwrap();
         let mut ids = Vec::new();
         for n in 0..3 {
-            ids.push(history(&store, n).await);
+            ids.push(access_store::testing::sample_history(&store, n).await);
         }
         let projector = Projector::spawn(
             store.clone(),
@@ -250,7 +187,7 @@ mod audit_export_and_replay {
 
         // Events the projector has not seen: a warning, and the export is
         // the projected snapshot.
-        history(&store, 9).await;
+        access_store::testing::sample_history(&store, 9).await;
         let out = export(&url, &["--format", "csv", "--output", path(&csv)]);
         assert!(out.status.success(), "{}", text(&out.stderr));
         let stderr = text(&out.stderr);

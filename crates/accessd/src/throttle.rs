@@ -77,17 +77,6 @@ impl Throttle {
         Ok(())
     }
 
-    /// Only the per-address limit (for link tokens, which have no account
-    /// to lock).
-    pub fn attempt_from(&self, address: Option<IpAddr>) -> Result<(), ApiError> {
-        match address {
-            Some(ip) => self.addresses.check_key(&ip).map_err(|not_until| {
-                wait_error(not_until.wait_time_from(DefaultClock::default().now()))
-            }),
-            None => Ok(()),
-        }
-    }
-
     /// A wrong password for `account`: the next check may have to wait.
     pub fn failed(&self, account: &str) {
         let mut accounts = self.accounts.lock().unwrap_or_else(PoisonError::into_inner);
@@ -180,6 +169,5 @@ mod tests {
         }
         assert!(t.attempt("u9", Some(ip)).is_err());
         assert!(t.attempt("u9", Some("10.9.9.9".parse().unwrap())).is_ok());
-        assert!(t.attempt_from(Some(ip)).is_err());
     }
 }

@@ -60,10 +60,6 @@ pub enum MailError {
     #[error("invalid mail target (ACCESS_MAIL): {0}")]
     InvalidTarget(String),
 
-    /// A valid setting whose delivery is not available yet.
-    #[error("unsupported mail target: {0}")]
-    Unsupported(String),
-
     /// The delivery failed for a reason that may pass (a server down, a
     /// timeout, a temporary refusal): worth retrying.
     #[error("mail delivery failed: {0}")]
@@ -93,7 +89,6 @@ impl MailError {
             Self::Build(_) => "mail_build",
             Self::Io { .. } => "mail_io",
             Self::InvalidTarget(_) => "mail_invalid_target",
-            Self::Unsupported(_) => "mail_unsupported",
             Self::Delivery(_) => "mail_delivery",
             Self::Rejected(_) => "mail_rejected",
         }

@@ -7,11 +7,15 @@
 //! 2. [`Templates::render`]: an [`OutgoingMail`] → an RFC 5322
 //!    [`lettre::Message`] (text and HTML alternatives) from minijinja
 //!    templates, embedded or replaced from an operator's directory.
-//! 3. [`Transport::send`]: delivery. [`MailTarget`] parses the
-//!    `ACCESS_MAIL` setting; today only `file:DIR` ([`FileTransport`], one
-//!    `.eml` file per message) is available.
+//! 3. [`Transport`]: delivery. [`MailTarget`] parses the `ACCESS_MAIL`
+//!    setting: `file:DIR` ([`FileTransport`], one `.eml` file per message)
+//!    or `smtp://…` ([`smtp::SmtpTransport`]).
+//! 4. [`outbox`]: how the service sends: `prepare` renders a command's
+//!    mails into outbox rows written with its events; `OutboxWorker`
+//!    delivers them with retries.
 //!
-//! [`Mailer`] chains 2 and 3. The [`eml`] module reads the files back
+//! [`Mailer`] chains 2 and 3 directly, without the outbox (for tools and
+//! tests; the service never uses it). The [`eml`] module reads the files back
 //! ([`extract_link`] gives a test the link of a mail).
 //!
 //! No mail ever holds a password: the templates are given none. Tokens

@@ -8,78 +8,13 @@
 
 use std::time::Duration;
 
-use access_domain::{
-    Credential, CustomerCommand, CustomerId, EmailAddress, Password, Role, Secret,
-};
+use access_domain::CustomerId;
 use access_projections::chain::{self, ChainHead, ProblemKind, StoredEvent, GENESIS};
 use access_projections::{Projector, ProjectorOptions};
-use access_store::testing::{api_caller, count_rows, exec_sql, run_with};
+use access_store::testing::{count_rows, exec_sql, sample_history};
 use access_store::{Position, Store};
-use chrono::Utc;
 
-fn email(s: &str) -> EmailAddress {
-    EmailAddress::parse(s).unwrap()
-}
-
-/// Runs a command as the API caller `actor`.
-async fn run(store: &Store, id: CustomerId, actor: &str, command: CustomerCommand) {
-    run_with(store, id, command, &api_caller(actor), Utc::now())
-        .await
-        .unwrap();
-}
-
-/// A customer with a realistic history (7 events); returns its id.
-async fn history(store: &Store, n: usize) -> CustomerId {
-    let id = CustomerId::new_random();
-    let pw = "correct-Horse-battery-9";
-    run(
-        store,
-        id,
-        "crm",
-        CustomerCommand::RegisterCustomer {
-            customer_id: id,
-            email: email(&format!("c{n}@example.com")),
-            name: None,
-        },
-    )
-    .await;
-    run(
-        store,
-        id,
-        "crm",
-        CustomerCommand::GrantAccess {
-            role: Role::CustomerCenter,
-            credential: Credential::SetupLink,
-        },
-    )
-    .await;
-    run(
-        store,
-        id,
-        "erp",
-        CustomerCommand::ChangeEmail {
-            email: email(&format!("moved{n}@example.com")),
-            credential: Credential::ManualPassword {
-                password: Password::parse(pw, &[]).unwrap(),
-                password_confirm: Secret::new(pw),
-                send_notification: true,
-            },
-        },
-    )
-    .await;
-    run(
-        store,
-        id,
-        "crm",
-        CustomerCommand::RevokeAccess {
-            reason: Some("left".into()),
-        },
-    )
-    .await;
-    id
-}
-
-const EVENTS_PER_HISTORY: i64 = 7;
+const EVENTS_PER_HISTORY: i64 = access_store::testing::SAMPLE_HISTORY_EVENTS as i64;
 
 /// Every event row as stored, in the global order.
 async fn rows(store: &Store) -> Vec<StoredEvent> {
@@ -165,7 +100,7 @@ async fn a_realistic_history_verifies_and_its_digest_matches(store: Store) {
     assert!(chain::verify(&store, None).await.unwrap().is_intact());
 
     for n in 0..3 {
-        history(&store, n).await;
+        sample_history(&store, n).await;
     }
     let head = extended(&store).await;
     assert_eq!(head.position, store.head().await.unwrap());
@@ -207,9 +142,9 @@ async fn a_realistic_history_verifies_and_its_digest_matches(store: Store) {
 }
 
 async fn an_altered_and_a_removed_event_are_named(store: Store) {
-    let a = history(&store, 1).await;
-    let b = history(&store, 2).await;
-    history(&store, 3).await;
+    let a = sample_history(&store, 1).await;
+    let b = sample_history(&store, 2).await;
+    sample_history(&store, 3).await;
     let head = extended(&store).await;
     let early = row_of(&store, a, 1).await.position.global;
     let altered = row_of(&store, a, 4).await.position.global;
@@ -265,9 +200,9 @@ async fn an_altered_and_a_removed_event_are_named(store: Store) {
 }
 
 async fn an_inserted_event_is_named(store: Store) {
-    let a = history(&store, 1).await;
+    let a = sample_history(&store, 1).await;
     leave_a_gap(&store).await;
-    history(&store, 2).await;
+    sample_history(&store, 2).await;
     let head = extended(&store).await;
     let last_of_a = row_of(&store, a, 7).await;
     let slipped_in = last_of_a.position.global + 5;
@@ -302,9 +237,9 @@ async fn an_inserted_event_is_named(store: Store) {
 }
 
 async fn a_digest_from_before_new_events_still_verifies(store: Store) {
-    history(&store, 1).await;
+    sample_history(&store, 1).await;
     let before = extended(&store).await;
-    history(&store, 2).await;
+    sample_history(&store, 2).await;
     // Not hashed yet: not a problem, and the old digest holds.
     let report = chain::verify(&store, digest_of(&before)).await.unwrap();
     assert!(report.is_intact(), "{report:?}");
@@ -320,7 +255,7 @@ async fn a_digest_from_before_new_events_still_verifies(store: Store) {
 }
 
 async fn a_wrong_digest_is_reported(store: Store) {
-    history(&store, 1).await;
+    sample_history(&store, 1).await;
     let head = extended(&store).await;
     let mut wrong = head.hash.clone().into_bytes();
     wrong[10] = if wrong[10] == b'0' { b'1' } else { b'0' };
@@ -345,8 +280,8 @@ async fn a_wrong_digest_is_reported(store: Store) {
 }
 
 async fn only_the_kept_digest_catches_a_rewritten_chain(store: Store) {
-    let a = history(&store, 1).await;
-    history(&store, 2).await;
+    let a = sample_history(&store, 1).await;
+    sample_history(&store, 2).await;
     let head = extended(&store).await;
     let victim = row_of(&store, a, 2).await;
 
@@ -396,7 +331,7 @@ async fn concurrent_extenders_hash_each_event_once(store: Store) {
             let store = store.clone();
             tokio::spawn(async move {
                 for n in 0..3 {
-                    history(&store, w * 10 + n).await;
+                    sample_history(&store, w * 10 + n).await;
                 }
             })
         })
@@ -430,7 +365,7 @@ async fn concurrent_extenders_hash_each_event_once(store: Store) {
 
 async fn the_projector_keeps_the_chain_current(store: Store) {
     // Events from before the chain existed are hashed too.
-    history(&store, 0).await;
+    sample_history(&store, 0).await;
     let projector = Projector::spawn(
         store.clone(),
         ProjectorOptions {
@@ -440,7 +375,7 @@ async fn the_projector_keeps_the_chain_current(store: Store) {
         },
     );
     for n in 1..4 {
-        history(&store, n).await;
+        sample_history(&store, n).await;
         projector.nudge();
     }
     projector

@@ -4,78 +4,12 @@
 
 use std::time::Duration;
 
-use access_domain::{
-    Credential, CustomerCommand, CustomerId, EmailAddress, Password, Role, Secret,
-};
 use access_projections::{db, AuditFilter, Projector, ProjectorOptions};
-use access_store::testing::{api_caller, count_rows, exec_sql, run_with};
+use access_store::testing::{count_rows, exec_sql, sample_history};
 use access_store::{Position, Store};
 use chrono::Utc;
 
-fn email(s: &str) -> EmailAddress {
-    EmailAddress::parse(s).unwrap()
-}
-
-/// Runs a command as the API caller `actor`.
-async fn run(store: &Store, id: CustomerId, actor: &str, command: CustomerCommand) {
-    run_with(store, id, command, &api_caller(actor), Utc::now())
-        .await
-        .unwrap();
-}
-
-/// A customer with a realistic history (7 events); returns its id.
-async fn history(store: &Store, n: usize) -> CustomerId {
-    let id = CustomerId::new_random();
-    let pw = "correct-Horse-battery-9";
-    let address = format!("c{n}@example.com");
-    run(
-        store,
-        id,
-        "crm",
-        CustomerCommand::RegisterCustomer {
-            customer_id: id,
-            email: email(&address),
-            name: None,
-        },
-    )
-    .await;
-    run(
-        store,
-        id,
-        "crm",
-        CustomerCommand::GrantAccess {
-            role: Role::CustomerCenter,
-            credential: Credential::SetupLink,
-        },
-    )
-    .await;
-    run(
-        store,
-        id,
-        "erp",
-        CustomerCommand::ChangeEmail {
-            email: email(&format!("moved{n}@example.com")),
-            credential: Credential::ManualPassword {
-                password: Password::parse(pw, &[]).unwrap(),
-                password_confirm: Secret::new(pw),
-                send_notification: true,
-            },
-        },
-    )
-    .await;
-    run(
-        store,
-        id,
-        "crm",
-        CustomerCommand::RevokeAccess {
-            reason: Some("left".into()),
-        },
-    )
-    .await;
-    id
-}
-
-const EVENTS_PER_HISTORY: u64 = 7;
+const EVENTS_PER_HISTORY: u64 = access_store::testing::SAMPLE_HISTORY_EVENTS;
 
 fn fast() -> ProjectorOptions {
     ProjectorOptions {
@@ -91,7 +25,7 @@ async fn every_event_is_projected_exactly_once(store: Store) {
     let projector = Projector::spawn(store.clone(), fast());
     let mut ids = Vec::new();
     for n in 0..5 {
-        ids.push(history(&store, n).await);
+        ids.push(sample_history(&store, n).await);
     }
     projector
         .wait_caught_up(Duration::from_secs(20))
@@ -165,7 +99,7 @@ async fn every_event_is_projected_exactly_once(store: Store) {
 async fn a_crash_between_commit_and_projection_loses_nothing(store: Store) {
     // Events committed while no projector runs (the crash window)…
     for n in 0..3 {
-        history(&store, n).await;
+        sample_history(&store, n).await;
     }
     let projector = Projector::spawn(store.clone(), fast());
     projector
@@ -180,7 +114,7 @@ async fn a_crash_between_commit_and_projection_loses_nothing(store: Store) {
     projector.stop();
     drop(projector);
     for n in 3..5 {
-        history(&store, n).await;
+        sample_history(&store, n).await;
     }
     let projector = Projector::spawn(store.clone(), fast());
     projector
@@ -204,7 +138,7 @@ async fn two_projectors_at_once_project_each_event_once(store: Store) {
             let store = store.clone();
             tokio::spawn(async move {
                 for n in 0..3 {
-                    history(&store, w * 10 + n).await;
+                    sample_history(&store, w * 10 + n).await;
                 }
             })
         })
@@ -223,8 +157,8 @@ async fn two_projectors_at_once_project_each_event_once(store: Store) {
 }
 
 async fn an_unreadable_event_stops_the_projector_at_its_position(store: Store) {
-    let first = history(&store, 0).await;
-    let second = history(&store, 1).await;
+    let first = sample_history(&store, 0).await;
+    let second = sample_history(&store, 1).await;
     exec_sql(
         &store,
         &format!("UPDATE events SET payload = '{{\"Nope\": {{}}}}' WHERE aggregate_id = '{second}' AND sequence = 2"),
@@ -253,7 +187,7 @@ async fn audit_queries_filter_and_page(store: Store) {
     let projector = Projector::spawn(store.clone(), fast());
     let mut ids = Vec::new();
     for n in 0..4 {
-        ids.push(history(&store, n).await);
+        ids.push(sample_history(&store, n).await);
     }
     projector
         .wait_caught_up(Duration::from_secs(20))

@@ -10,7 +10,8 @@ use std::str::FromStr;
 
 use access_domain::services::fakes::services_at;
 use access_domain::{
-    Actor, ApiRole, CommandMetadata, CustomerCommand, CustomerId, CustomerServices,
+    Actor, ApiRole, CommandMetadata, Credential, CustomerCommand, CustomerId, CustomerServices,
+    EmailAddress, Password, Role, Secret,
 };
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgConnectOptions;
@@ -172,6 +173,67 @@ pub async fn run_with(
             |_| String::new(),
         )
         .await
+}
+
+/// Events in [`sample_history`].
+pub const SAMPLE_HISTORY_EVENTS: u64 = 7;
+
+/// A customer with a realistic history of 7 events; returns its id:
+/// registered as `c{n}@example.com` (by `crm`), access with a setup link
+/// (2 events), moved to `moved{n}@example.com` with a manual password and a
+/// notice (3 events, by `erp`), revoked with reason `left`. Panics if a
+/// command fails.
+pub async fn sample_history(store: &Store, n: usize) -> CustomerId {
+    let id = CustomerId::new_random();
+    let pw = "correct-Horse-battery-9";
+    let email = |s: String| match EmailAddress::parse(&s) {
+        Ok(e) => e,
+        Err(e) => panic!("{s}: {e}"),
+    };
+    let password = match Password::parse(pw, &[]) {
+        Ok(p) => p,
+        Err(e) => panic!("{e}"),
+    };
+    let steps = [
+        (
+            "crm",
+            CustomerCommand::RegisterCustomer {
+                customer_id: id,
+                email: email(format!("c{n}@example.com")),
+                name: None,
+            },
+        ),
+        (
+            "crm",
+            CustomerCommand::GrantAccess {
+                role: Role::CustomerCenter,
+                credential: Credential::SetupLink,
+            },
+        ),
+        (
+            "erp",
+            CustomerCommand::ChangeEmail {
+                email: email(format!("moved{n}@example.com")),
+                credential: Credential::ManualPassword {
+                    password,
+                    password_confirm: Secret::new(pw),
+                    send_notification: true,
+                },
+            },
+        ),
+        (
+            "crm",
+            CustomerCommand::RevokeAccess {
+                reason: Some("left".into()),
+            },
+        ),
+    ];
+    for (actor, command) in steps {
+        if let Err(e) = run_with(store, id, command, &api_caller(actor), Utc::now()).await {
+            panic!("sample history of customer {n}: {e}");
+        }
+    }
+    id
 }
 
 /// Runs raw SQL on either database (to corrupt or forge rows on purpose).

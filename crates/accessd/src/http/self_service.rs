@@ -357,13 +357,14 @@ pub(crate) fn link_command(raw: &str) -> ApiResult<(access_domain::CustomerId, S
 pub(crate) async fn run_link(
     state: &AppState,
     request_id: RequestId,
+    address: Option<IpAddr>,
     customer_id: access_domain::CustomerId,
     command: CustomerCommand,
 ) -> ApiResult<Outcome> {
-    // A wrong link counts against the customer it names, so tokens cannot
-    // be guessed quickly for one customer; a right one resets.
+    // A wrong link counts against the customer it names and the client's
+    // address, so tokens cannot be guessed quickly; a right one resets.
     let account = format!("link:{customer_id}");
-    state.throttle().attempt(&account, None)?;
+    state.throttle().attempt(&account, address)?;
     let result = commands::execute(
         state,
         CommandRequest {
@@ -389,10 +390,11 @@ pub(crate) async fn run_link(
 async fn run_link_command(
     state: &AppState,
     request_id: RequestId,
+    address: Option<IpAddr>,
     customer_id: access_domain::CustomerId,
     command: CustomerCommand,
 ) -> ApiResult<Response> {
-    let outcome = run_link(state, request_id, customer_id, command).await?;
+    let outcome = run_link(state, request_id, address, customer_id, command).await?;
     Ok(commands::answer(outcome, StatusCode::OK))
 }
 
@@ -405,12 +407,14 @@ async fn run_link_command(
 pub async fn confirm_email(
     State(state): State<AppState>,
     request_id: RequestId,
+    ClientAddress(address): ClientAddress,
     body: JsonBody<ConfirmEmailRequest>,
 ) -> ApiResult<Response> {
     let (customer_id, token) = link_command(&body.value.token)?;
     let response = run_link_command(
         &state,
         request_id,
+        address,
         customer_id,
         CustomerCommand::ConfirmEmailChange { token },
     )
@@ -426,12 +430,13 @@ pub async fn confirm_email(
 pub async fn setup_password(
     State(state): State<AppState>,
     request_id: RequestId,
+    ClientAddress(address): ClientAddress,
     body: JsonBody<SetupPasswordRequest>,
 ) -> ApiResult<Response> {
     let req = body.value;
     let (customer_id, command) =
         setup_password_command(&req.token, &req.password, req.password_confirm)?;
-    run_link_command(&state, request_id, customer_id, command).await
+    run_link_command(&state, request_id, address, customer_id, command).await
 }
 
 /// The command of a setup link (for the API and the pages).

@@ -12,7 +12,7 @@ use super::account::weak_password;
 use super::csrf::{CsrfField, CsrfToken, PageForm};
 use super::session::clear_session_cookie;
 use super::{message_page, see_other, Field, Form, Page, PageError, Status};
-use crate::http::extract::RequestId;
+use crate::http::extract::{ClientAddress, RequestId};
 use crate::http::self_service;
 use crate::links;
 use crate::state::AppState;
@@ -109,6 +109,7 @@ pub(crate) async fn setup_password_form(
 pub(crate) async fn setup_password(
     State(state): State<AppState>,
     request_id: RequestId,
+    ClientAddress(address): ClientAddress,
     form: PageForm<SetupPasswordForm>,
 ) -> Result<Response, PageError> {
     let PageForm { value, csrf } = form;
@@ -135,7 +136,7 @@ pub(crate) async fn setup_password(
         value.password_confirm,
     ) {
         Ok((customer_id, command)) => {
-            self_service::run_link(&state, request_id, customer_id, command)
+            self_service::run_link(&state, request_id, address, customer_id, command)
                 .await
                 .map(|_| ())
         }
@@ -197,6 +198,7 @@ pub(crate) async fn confirm_email_form(
 pub(crate) async fn confirm_email(
     State(state): State<AppState>,
     request_id: RequestId,
+    ClientAddress(address): ClientAddress,
     form: PageForm<ConfirmEmailForm>,
 ) -> Result<Response, PageError> {
     let value = form.value;
@@ -205,7 +207,7 @@ pub(crate) async fn confirm_email(
         Err(_) => return Ok(link_expired(Link::Confirm).render()),
     };
     let command = access_domain::CustomerCommand::ConfirmEmailChange { token };
-    let result = self_service::run_link(&state, request_id, customer_id, command).await;
+    let result = self_service::run_link(&state, request_id, address, customer_id, command).await;
     match result {
         Ok(_) => {
             let loaded = state.store().load(customer_id).await?;
