@@ -1,8 +1,10 @@
 //! `accessctl`: the operators' and auditors' command line.
 //!
 //! It may read the store directly (status, exports, rebuilds) and apply
-//! migrations, but it never writes events by a side path: changes to
-//! customers go through the service's API.
+//! migrations. It never writes events by a side path: the one command that
+//! changes a customer (`forget`) runs through the domain aggregate and the
+//! store's append, exactly as the service does; everything else goes
+//! through the service's API.
 
 mod ops;
 mod rebuild;
@@ -10,7 +12,7 @@ mod rebuild;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use access_store::{Store, StoreOptions};
+use access_store::{MasterKey, Store, StoreOptions};
 
 mod chain;
 mod export;
@@ -29,6 +31,15 @@ struct Cli {
     /// `sqlite://FILE` or `postgres://…` (the same database as accessd).
     #[arg(long, env = "ACCESS_DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true)]
     database_url: String,
+
+    /// The master key (as accessd's ACCESS_MASTER_KEY); the embedded
+    /// default reads `<database file>.key`.
+    #[arg(long, env = "ACCESS_MASTER_KEY", hide_env_values = true, global = true)]
+    master_key: Option<String>,
+
+    /// A file holding the master key.
+    #[arg(long, env = "ACCESS_MASTER_KEY_FILE", global = true)]
+    master_key_file: Option<std::path::PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -60,6 +71,34 @@ enum Command {
     /// Load a customer's exported events into a scratch store and show the
     /// resulting access state and audit trail (needs no database).
     Replay(replay::ReplayArgs),
+    /// Erase a customer's personal data (right to erasure): revokes access,
+    /// destroys the customer's data key and records CustomerForgotten.
+    /// Irreversible.
+    Forget {
+        /// The customer id.
+        customer: String,
+        /// Why (kept in the event's metadata; do not put personal data in it).
+        #[arg(long)]
+        reason: String,
+    },
+    /// The master key: generate one, or rotate to a new one.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCommand {
+    /// Print a new random master key (64 hex characters) to standard output.
+    Generate,
+    /// Re-wrap every customer's data key under a new master key (events are
+    /// untouched). Stop every accessd first, then start them with the new key.
+    RotateMaster {
+        /// A file holding the new master key.
+        #[arg(long)]
+        new_key_file: std::path::PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -115,10 +154,41 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     if let Command::Replay(args) = &cli.command {
         return replay::run(args).await;
     }
+    if let Command::Keys {
+        command: KeysCommand::Generate,
+    } = &cli.command
+    {
+        let (_, text) = MasterKey::generate().context("generating a master key")?;
+        println!("{text}");
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
     let shown_url = access_store::redact_url(&cli.database_url);
     let store = Store::connect(&cli.database_url, StoreOptions::default())
         .await
         .with_context(|| format!("connecting to {shown_url}"))?;
+    let store = if matches!(cli.command, Command::Migrate | Command::Status) {
+        store
+    } else {
+        if !store
+            .is_ready()
+            .await
+            .with_context(|| format!("reading {shown_url}"))?
+        {
+            anyhow::bail!(
+                "{} store at {shown_url}: not migrated (run `accessctl migrate`)",
+                store.kind()
+            );
+        }
+        let (master, _) = access_store::keys::master_key_for(
+            &cli.database_url,
+            cli.master_key.as_deref(),
+            cli.master_key_file.as_deref(),
+        )?;
+        store
+            .unlock(master)
+            .await
+            .with_context(|| format!("opening the key store of {shown_url}"))?
+    };
     match cli.command {
         Command::Migrate => {
             store
@@ -177,7 +247,16 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Mail {
             command: MailCommand::Retry { id },
         } => return ops::mail_retry(&store, &id).await,
-        Command::Replay(_) => {}
+        Command::Forget { customer, reason } => {
+            return ops::forget(&store, &customer, &reason).await
+        }
+        Command::Keys {
+            command: KeysCommand::RotateMaster { new_key_file },
+        } => return ops::rotate_master(&store, &new_key_file).await,
+        Command::Replay(_)
+        | Command::Keys {
+            command: KeysCommand::Generate,
+        } => {}
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

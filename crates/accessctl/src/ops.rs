@@ -95,3 +95,78 @@ pub async fn mail_retry(store: &Store, id: &str) -> anyhow::Result<ExitCode> {
         bail!("no failed message with id {id}")
     }
 }
+
+/// `accessctl forget CUSTOMER --reason …`: the domain's ForgetCustomer,
+/// through the same append as the service.
+pub async fn forget(store: &Store, customer: &str, reason: &str) -> anyhow::Result<ExitCode> {
+    use access_domain::{
+        Actor, CommandMetadata, CustomerCommand, CustomerId, CustomerServices, LinkLifetimes,
+    };
+    use access_store::Execution;
+    use std::sync::Arc;
+
+    let customer_id: CustomerId = customer
+        .parse()
+        .map_err(|_| anyhow::anyhow!("`{customer}` is not a customer id (a UUID)"))?;
+    let reason = reason.trim();
+    if reason.is_empty() {
+        bail!("--reason must say why the customer is forgotten");
+    }
+    let metadata = CommandMetadata::new(
+        Actor::System {
+            name: "accessctl".into(),
+        },
+        format!("accessctl-forget-{customer_id}"),
+    )
+    .with_reason(Some(reason.to_string()));
+    // Forgetting hashes nothing and issues no token; the real adapters are
+    // used anyway so that nothing here is a stand-in.
+    let services = CustomerServices::new(
+        Arc::new(access_security::Argon2idHasher::owasp(1)),
+        Arc::new(access_security::OsRandomTokens),
+        Arc::new(access_security::SystemClock),
+        LinkLifetimes::default(),
+    );
+    let executed = store
+        .execute(
+            &services,
+            Execution {
+                customer_id,
+                command: CustomerCommand::ForgetCustomer,
+                metadata: &metadata,
+                expected_version: None,
+                idempotency: None,
+            },
+            |_| String::new(),
+        )
+        .await
+        .with_context(|| format!("forgetting customer {customer_id}"))?;
+    println!(
+        "customer {customer_id} forgotten at version {}: its data key is destroyed, \
+         its personal data now reads as [forgotten]",
+        executed.version
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `accessctl keys rotate-master --new-key-file F`.
+pub async fn rotate_master(
+    store: &Store,
+    new_key_file: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    let (new, _) = access_store::keys::master_key_for("", None, Some(new_key_file))?;
+    let old_id = store.keyring()?.master_key_id().to_string();
+    if new.id() == old_id {
+        bail!("the new master key is the current one (id {old_id})");
+    }
+    let n = store
+        .rotate_master_key(&new)
+        .await
+        .context("re-wrapping the keys")?;
+    println!(
+        "re-wrapped {n} customer key(s) and the email index key: master key {old_id} -> {}; \
+         start every accessd with the new key",
+        new.id()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -391,6 +391,12 @@ pub async fn run(args: &ReplayArgs) -> anyhow::Result<std::process::ExitCode> {
         .migrate()
         .await
         .context("migrating the scratch store")?;
+    // The scratch store's own throwaway key.
+    let (master, _) = access_store::MasterKey::generate().context("generating a scratch key")?;
+    let store = store
+        .unlock(master)
+        .await
+        .context("opening the scratch store's keys")?;
     let customers = load(&store, events).await.with_context(|| shown.clone())?;
     project(&store).await?;
 

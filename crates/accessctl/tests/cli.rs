@@ -7,6 +7,7 @@ fn accessctl(url: &str, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_accessctl"))
         .args(args)
         .env("ACCESS_DATABASE_URL", url)
+        .env("ACCESS_MASTER_KEY", access_store::testing::TEST_MASTER_KEY)
         .output()
         .unwrap()
 }
@@ -520,16 +521,16 @@ mod audit_chain {
             assert!(!out.status.success());
             assert!(text(&out.stderr).contains("is not a digest"));
 
-            // Plain SQL: one payload rewritten, one event deleted.
+            // Plain SQL: one payload altered, one event deleted.
             let at = positions(&store, 4).await;
             let (altered, removed) = (at[1], at[2]);
             let rewrite = match &store {
                 Store::Postgres(_) => format!(
-                    "UPDATE events SET payload = replace(payload::text, 'c1@', 'evil@')::json \
+                    "UPDATE events SET payload = (payload::jsonb || '{{\"by\":\"mallory\"}}')::json \
                      WHERE global_position = {altered}"
                 ),
                 Store::Sqlite(_) => format!(
-                    "UPDATE events SET payload = replace(payload, 'c1@', 'evil@') \
+                    "UPDATE events SET payload = json_set(payload, '$.by', 'mallory') \
                      WHERE global_position = {altered}"
                 ),
             };

@@ -12,6 +12,7 @@ fn accessctl(url: &str, args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_accessctl"))
         .args(args)
         .env("ACCESS_DATABASE_URL", url)
+        .env("ACCESS_MASTER_KEY", access_store::testing::TEST_MASTER_KEY)
         .output()
         .unwrap();
     let text = format!(

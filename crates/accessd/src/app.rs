@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use access_domain::{CustomerServices, LinkLifetimes, Password, PasswordHasher, TokenGenerator};
 use access_security::{Argon2idHasher, OsRandomTokens, SystemClock};
+use access_store::keys::MasterKeySource;
 use access_store::{Store, StoreError, StoreOptions, StoredApiKey};
 use chrono::Utc;
 use tokio::net::TcpListener;
@@ -44,6 +45,8 @@ pub enum StartupError {
     PublicUrl(String),
     #[error("password hasher: {0}")]
     Hasher(String),
+    #[error("master key: {0}")]
+    MasterKey(#[from] access_store::keys::MasterKeyError),
 }
 
 /// The name of the admin key created on first start.
@@ -144,7 +147,33 @@ pub async fn start(
     .await
     .map_err(store_error)?;
     store.migrate().await.map_err(store_error)?;
-    tracing::info!(store = store.kind(), url = %shown_url, "store ready");
+    let (master, source) = access_store::keys::master_key_for(
+        &config.database_url,
+        config.master_key.as_deref(),
+        config.master_key_file.as_deref(),
+    )?;
+    match &source {
+        MasterKeySource::Generated(path) => tracing::warn!(
+            path = %path.display(),
+            "GENERATED A NEW MASTER KEY for the embedded database and wrote it to this file \
+             (mode 0600). Every customer's personal data is encrypted under it: back it up \
+             with the database, keep it apart from database backups, and never lose it"
+        ),
+        MasterKeySource::Ephemeral => {
+            tracing::warn!("in-memory database: its master key lives only as long as this process")
+        }
+        MasterKeySource::File(path) => {
+            tracing::info!(path = %path.display(), "master key read from file")
+        }
+        MasterKeySource::Given => tracing::info!("master key from ACCESS_MASTER_KEY"),
+    }
+    let store = store.unlock(master).await.map_err(store_error)?;
+    tracing::info!(
+        store = store.kind(),
+        url = %shown_url,
+        master_key_id = store.keyring().map(|k| k.master_key_id().to_string()).unwrap_or_default(),
+        "store ready"
+    );
 
     let (keys, created_admin_key) = load_keys(&config, &store).await?;
 

@@ -209,6 +209,15 @@ impl Permission for Operate {
     }
 }
 
+/// Forget a customer: erase its personal data for good (admin).
+pub struct ForgetCustomers;
+impl Permission for ForgetCustomers {
+    const DESCRIPTION: &'static str = "forgetting a customer needs the admin role";
+    fn allows(role: ApiRole) -> bool {
+        matches!(role, ApiRole::Admin)
+    }
+}
+
 /// An authenticated API caller allowed to do `P`.
 pub struct Caller<P: Permission> {
     pub name: String,

@@ -75,6 +75,16 @@ pub struct Config {
     #[arg(long, env = "ACCESS_API_KEYS_FILE")]
     pub api_keys_file: Option<PathBuf>,
 
+    /// The master key (64 hex characters) that wraps the per-customer keys
+    /// of personal data. Required with PostgreSQL; the embedded SQLite
+    /// default generates one into `<database file>.key` on first start.
+    #[arg(long, env = "ACCESS_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
+
+    /// A file holding the master key.
+    #[arg(long, env = "ACCESS_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+
     /// Log filter (tracing `EnvFilter` syntax).
     #[arg(long, env = "ACCESS_LOG", default_value = "info")]
     pub log: String,
@@ -147,6 +157,11 @@ impl std::fmt::Debug for Config {
             .field("mail", &access_store::redact_url(&self.mail))
             .field("api_keys", &self.api_keys.as_ref().map(|_| "[REDACTED]"))
             .field("api_keys_file", &self.api_keys_file)
+            .field(
+                "master_key",
+                &self.master_key.as_ref().map(|_| "[REDACTED]"),
+            )
+            .field("master_key_file", &self.master_key_file)
             .field("log", &self.log)
             .finish_non_exhaustive()
     }

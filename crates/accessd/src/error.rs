@@ -122,6 +122,7 @@ impl From<CustomerError> for ApiError {
         let status = match &err {
             CustomerError::CustomerNotFound => StatusCode::NOT_FOUND,
             CustomerError::CustomerExists => StatusCode::CONFLICT,
+            CustomerError::CustomerForgotten => StatusCode::GONE,
             CustomerError::WrongPassword => StatusCode::FORBIDDEN,
             CustomerError::Service(e) => return Self::internal(e),
             CustomerError::InvalidValue(v) => return v.clone().into(),

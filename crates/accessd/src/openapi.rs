@@ -44,6 +44,7 @@ impl Modify for Security {
         customers::set_password,
         customers::send_access_notification,
         customers::revoke_access,
+        customers::forget_customer,
         customers::get_customer,
         customers::find_customers,
         customers::customer_events,
@@ -68,7 +69,7 @@ impl Modify for Security {
     components(schemas(
         ErrorBody, ErrorDetail,
         dto::RegisterRequest, dto::ChangeEmailRequest, dto::GrantAccessRequest, dto::SetPasswordRequest,
-        dto::ReasonRequest, dto::CommandResponse, dto::AccessView, dto::CustomerView, dto::CustomerList,
+        dto::ReasonRequest, dto::ForgetRequest, dto::CommandResponse, dto::AccessView, dto::CustomerView, dto::CustomerList,
         dto::EventView, dto::EventList, dto::SessionRequest, dto::SessionResponse, dto::SelfChangeEmailRequest,
         dto::EmailChangeAccepted, dto::ChangePasswordRequest, dto::PasswordChanged, dto::ConfirmEmailRequest,
         dto::SetupPasswordRequest, dto::Health, dto::ActorView, dto::AuditView, dto::AuditPage, audit::AuditDigest, history::AccessReport, history::AccessHolder, mail::MailView, mail::MailList,

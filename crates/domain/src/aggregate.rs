@@ -63,6 +63,9 @@ pub struct Customer {
     /// When the latest event happened.
     #[serde(default)]
     updated_at: Option<DateTime<Utc>>,
+    /// The customer was forgotten: personal data erased, no more commands.
+    #[serde(default)]
+    forgotten: bool,
 }
 
 impl Customer {
@@ -107,6 +110,10 @@ impl Customer {
     /// When the latest event happened.
     pub fn updated_at(&self) -> Option<DateTime<Utc>> {
         self.updated_at
+    }
+    /// True once the customer was forgotten (its personal data erased).
+    pub fn is_forgotten(&self) -> bool {
+        self.forgotten
     }
 
     /// The addresses this customer holds as a login, which no other customer
@@ -207,7 +214,7 @@ impl Customer {
                 }];
                 if send_notification {
                     events.push(CustomerEvent::AccessNotificationSent {
-                        recipient: Personal(login.clone()),
+                        recipient: Personal::Known(login.clone()),
                         setup_link: None,
                         at: now,
                     });
@@ -236,7 +243,7 @@ impl Customer {
         let (token_digest, expires_at) =
             services.issue_token(TokenPurpose::PasswordSetup, login, now);
         CustomerEvent::AccessNotificationSent {
-            recipient: Personal(login.clone()),
+            recipient: Personal::Known(login.clone()),
             setup_link: Some(SetupLink {
                 token_digest,
                 expires_at,
@@ -252,6 +259,9 @@ impl Customer {
         services: &CustomerServices,
     ) -> Result<Vec<CustomerEvent>, CustomerError> {
         let now = services.now();
+        if self.forgotten {
+            return Err(CustomerError::CustomerForgotten);
+        }
         match command {
             CustomerCommand::RegisterCustomer {
                 customer_id,
@@ -263,8 +273,8 @@ impl Customer {
                 }
                 Ok(vec![CustomerEvent::CustomerRegistered {
                     customer_id,
-                    email: Personal(email),
-                    name: name.map(Personal),
+                    email: Personal::Known(email),
+                    name: name.map(Personal::Known),
                     at: now,
                 }])
             }
@@ -275,8 +285,8 @@ impl Customer {
                     return Ok(Vec::new());
                 }
                 let changed = CustomerEvent::EmailChanged {
-                    old_email: Personal(current.clone()),
-                    new_email: Personal(email.clone()),
+                    old_email: Personal::Known(current.clone()),
+                    new_email: Personal::Known(email.clone()),
                     at: now,
                 };
                 if self.access.is_none() {
@@ -351,8 +361,8 @@ impl Customer {
                 let (token_digest, expires_at) =
                     services.issue_token(TokenPurpose::EmailChange, &new_email, now);
                 Ok(vec![CustomerEvent::EmailChangeRequested {
-                    old_email: Personal(current.clone()),
-                    new_email: Personal(new_email),
+                    old_email: Personal::Known(current.clone()),
+                    new_email: Personal::Known(new_email),
                     token_digest,
                     expires_at,
                     at: now,
@@ -367,8 +377,8 @@ impl Customer {
                     .filter(|p| p.expires_at > now && p.token_digest.matches(&token))
                     .ok_or(CustomerError::InvalidToken)?;
                 Ok(vec![CustomerEvent::EmailChangeConfirmed {
-                    old_email: Personal(current.clone()),
-                    new_email: Personal(pending.new_email.clone()),
+                    old_email: Personal::Known(current.clone()),
+                    new_email: Personal::Known(pending.new_email.clone()),
                     at: now,
                 }])
             }
@@ -393,6 +403,19 @@ impl Customer {
                     password_hash,
                     at: now,
                 }])
+            }
+
+            CustomerCommand::ForgetCustomer => {
+                self.login()?;
+                let mut events = Vec::with_capacity(2);
+                if self.access.is_some() {
+                    events.push(CustomerEvent::AccessRevoked {
+                        reason: Some("the customer was forgotten".to_string()),
+                        at: now,
+                    });
+                }
+                events.push(CustomerEvent::CustomerForgotten { at: now });
+                Ok(events)
             }
 
             CustomerCommand::ChangePassword {
@@ -446,6 +469,7 @@ impl Aggregate for Customer {
                 | CustomerEvent::EmailChangeConfirmed { .. }
                 | CustomerEvent::PasswordSetupCompleted { .. }
                 | CustomerEvent::PasswordChanged { .. }
+                | CustomerEvent::CustomerForgotten { .. }
         ) {
             self.login_epoch += 1;
         }
@@ -457,11 +481,11 @@ impl Aggregate for Customer {
                 ..
             } => {
                 self.id = Some(customer_id);
-                self.email = Some(email.0);
-                self.name = name.map(|n| n.0);
+                self.email = email.into_known();
+                self.name = name.and_then(Personal::into_known);
             }
             CustomerEvent::EmailChanged { new_email, .. } => {
-                self.email = Some(new_email.0);
+                self.email = new_email.into_known();
                 // A self-service request was made for the old login.
                 self.pending_email_change = None;
             }
@@ -501,14 +525,15 @@ impl Aggregate for Customer {
                 ..
             } => {
                 // A newer request replaces an older one.
-                self.pending_email_change = Some(PendingEmailChange {
-                    new_email: new_email.0,
-                    token_digest,
-                    expires_at,
-                });
+                self.pending_email_change =
+                    new_email.into_known().map(|new_email| PendingEmailChange {
+                        new_email,
+                        token_digest,
+                        expires_at,
+                    });
             }
             CustomerEvent::EmailChangeConfirmed { new_email, .. } => {
-                self.email = Some(new_email.0);
+                self.email = new_email.into_known();
                 self.pending_email_change = None;
             }
             CustomerEvent::PasswordSetupCompleted { password_hash, .. } => {
@@ -520,6 +545,15 @@ impl Aggregate for Customer {
                 self.password = Some(password_hash);
                 self.must_change_password = false;
                 self.setup_link = None;
+            }
+            CustomerEvent::CustomerForgotten { .. } => {
+                *self = Self {
+                    id: self.id,
+                    login_epoch: self.login_epoch,
+                    updated_at: self.updated_at,
+                    forgotten: true,
+                    ..Self::default()
+                };
             }
         }
     }

@@ -53,8 +53,8 @@ fn fake_hash(p: &str) -> PasswordHash {
 fn registered() -> CustomerEvent {
     CustomerEvent::CustomerRegistered {
         customer_id: id(),
-        email: Personal(email(OLD)),
-        name: Some(Personal(CustomerName::parse("Ann Smith").unwrap())),
+        email: Personal::Known(email(OLD)),
+        name: Some(Personal::Known(CustomerName::parse("Ann Smith").unwrap())),
         at: earlier(),
     }
 }
@@ -76,7 +76,7 @@ fn password_set(p: &str, temporary: bool) -> CustomerEvent {
 
 fn setup_link_sent(token: &str, expires_at: DateTime<Utc>) -> CustomerEvent {
     CustomerEvent::AccessNotificationSent {
-        recipient: Personal(email(OLD)),
+        recipient: Personal::Known(email(OLD)),
         setup_link: Some(SetupLink {
             token_digest: TokenDigest::of(token),
             expires_at,
@@ -100,8 +100,8 @@ fn with_access() -> Vec<CustomerEvent> {
 
 fn email_change_requested(token: &str, expires_at: DateTime<Utc>) -> CustomerEvent {
     CustomerEvent::EmailChangeRequested {
-        old_email: Personal(email(OLD)),
-        new_email: Personal(email(NEW)),
+        old_email: Personal::Known(email(OLD)),
+        new_email: Personal::Known(email(NEW)),
         token_digest: TokenDigest::of(token),
         expires_at,
         at: earlier(),
@@ -138,7 +138,7 @@ fn register_creates_a_customer_without_access() {
         })
         .then_expect_events(vec![CustomerEvent::CustomerRegistered {
             customer_id: id(),
-            email: Personal(email(OLD)),
+            email: Personal::Known(email(OLD)),
             name: None,
             at: now(),
         }]);
@@ -179,8 +179,8 @@ fn change_email_without_access_needs_no_credential() {
             credential: Credential::None,
         })
         .then_expect_events(vec![CustomerEvent::EmailChanged {
-            old_email: Personal(email(OLD)),
-            new_email: Personal(email(NEW)),
+            old_email: Personal::Known(email(OLD)),
+            new_email: Personal::Known(email(NEW)),
             at: now(),
         }]);
 }
@@ -223,8 +223,8 @@ fn change_email_with_access_and_manual_password_sets_a_temporary_password() {
         })
         .then_expect_events(vec![
             CustomerEvent::EmailChanged {
-                old_email: Personal(email(OLD)),
-                new_email: Personal(email(NEW)),
+                old_email: Personal::Known(email(OLD)),
+                new_email: Personal::Known(email(NEW)),
                 at: now(),
             },
             CustomerEvent::PasswordSet {
@@ -249,7 +249,7 @@ fn change_email_with_manual_password_and_notification_notifies_the_new_address_w
     assert_eq!(
         events.last(),
         Some(&CustomerEvent::AccessNotificationSent {
-            recipient: Personal(email(NEW)),
+            recipient: Personal::Known(email(NEW)),
             setup_link: None,
             at: now(),
         })
@@ -269,8 +269,8 @@ fn change_email_with_access_and_setup_link_voids_the_old_password_and_sends_a_li
         })
         .then_expect_events(vec![
             CustomerEvent::EmailChanged {
-                old_email: Personal(email(OLD)),
-                new_email: Personal(email(NEW)),
+                old_email: Personal::Known(email(OLD)),
+                new_email: Personal::Known(email(NEW)),
                 at: now(),
             },
             CustomerEvent::PasswordCleared {
@@ -278,7 +278,7 @@ fn change_email_with_access_and_setup_link_voids_the_old_password_and_sends_a_li
                 at: now(),
             },
             CustomerEvent::AccessNotificationSent {
-                recipient: Personal(email(NEW)),
+                recipient: Personal::Known(email(NEW)),
                 setup_link: Some(link_24h()),
                 at: now(),
             },
@@ -398,7 +398,7 @@ fn grant_access_with_setup_link_sends_the_access_notification() {
                 at: now(),
             },
             CustomerEvent::AccessNotificationSent {
-                recipient: Personal(email(OLD)),
+                recipient: Personal::Known(email(OLD)),
                 setup_link: Some(link_24h()),
                 at: now(),
             },
@@ -424,7 +424,7 @@ fn grant_access_with_manual_password_sets_a_temporary_password() {
                 at: now(),
             },
             CustomerEvent::AccessNotificationSent {
-                recipient: Personal(email(OLD)),
+                recipient: Personal::Known(email(OLD)),
                 setup_link: None,
                 at: now(),
             },
@@ -508,7 +508,7 @@ fn send_access_notification_issues_a_24_hour_link_naming_the_login_email() {
         .given(with_access())
         .when(CustomerCommand::SendAccessNotification)
         .then_expect_events(vec![CustomerEvent::AccessNotificationSent {
-            recipient: Personal(email(OLD)),
+            recipient: Personal::Known(email(OLD)),
             setup_link: Some(link_24h()),
             at: now(),
         }]);
@@ -624,8 +624,8 @@ fn after_revoke_change_email_needs_no_credential() {
             credential: Credential::None,
         })
         .then_expect_events(vec![CustomerEvent::EmailChanged {
-            old_email: Personal(email(OLD)),
-            new_email: Personal(email(NEW)),
+            old_email: Personal::Known(email(OLD)),
+            new_email: Personal::Known(email(NEW)),
             at: now(),
         }]);
 }
@@ -698,8 +698,8 @@ fn request_email_change_records_a_pending_change_and_keeps_the_old_login() {
         .given(with_access())
         .when(request_change(PW, NEW, NEW))
         .then_expect_events(vec![CustomerEvent::EmailChangeRequested {
-            old_email: Personal(email(OLD)),
-            new_email: Personal(email(NEW)),
+            old_email: Personal::Known(email(OLD)),
+            new_email: Personal::Known(email(NEW)),
             token_digest: TokenDigest::of("token-1"),
             expires_at: now() + Duration::hours(24),
             at: now(),
@@ -719,8 +719,8 @@ fn a_newer_email_change_request_replaces_an_older_one() {
     let mut given = with_access();
     given.push(email_change_requested("first", now() + Duration::hours(5)));
     given.push(CustomerEvent::EmailChangeRequested {
-        old_email: Personal(email(OLD)),
-        new_email: Personal(email("third@example.net")),
+        old_email: Personal::Known(email(OLD)),
+        new_email: Personal::Known(email("third@example.net")),
         token_digest: TokenDigest::of("second"),
         expires_at: now() + Duration::hours(5),
         at: earlier(),
@@ -737,8 +737,8 @@ fn a_newer_email_change_request_replaces_an_older_one() {
             token: Secret::new("second"),
         })
         .then_expect_events(vec![CustomerEvent::EmailChangeConfirmed {
-            old_email: Personal(email(OLD)),
-            new_email: Personal(email("third@example.net")),
+            old_email: Personal::Known(email(OLD)),
+            new_email: Personal::Known(email("third@example.net")),
             at: now(),
         }]);
 }
@@ -757,13 +757,13 @@ fn confirm_email_change_with_a_valid_token_switches_the_login() {
             token: Secret::new("tok"),
         })
         .then_expect_events(vec![CustomerEvent::EmailChangeConfirmed {
-            old_email: Personal(email(OLD)),
-            new_email: Personal(email(NEW)),
+            old_email: Personal::Known(email(OLD)),
+            new_email: Personal::Known(email(NEW)),
             at: now(),
         }]);
     given.push(CustomerEvent::EmailChangeConfirmed {
-        old_email: Personal(email(OLD)),
-        new_email: Personal(email(NEW)),
+        old_email: Personal::Known(email(OLD)),
+        new_email: Personal::Known(email(NEW)),
         at: now(),
     });
     assert_eq!(state(given).email(), Some(&email(NEW)));
@@ -791,8 +791,8 @@ fn confirm_email_change_with_a_wrong_expired_or_used_token_is_invalid_token() {
         .then_expect_error(CustomerError::InvalidToken);
     // used
     given.push(CustomerEvent::EmailChangeConfirmed {
-        old_email: Personal(email(OLD)),
-        new_email: Personal(email(NEW)),
+        old_email: Personal::Known(email(OLD)),
+        new_email: Personal::Known(email(NEW)),
         at: earlier(),
     });
     framework()
@@ -808,8 +808,8 @@ fn an_administrators_email_change_voids_a_pending_self_service_change() {
     let mut given = with_access();
     given.push(email_change_requested("tok", now() + Duration::hours(1)));
     given.push(CustomerEvent::EmailChanged {
-        old_email: Personal(email(OLD)),
-        new_email: Personal(email("admin-set@example.com")),
+        old_email: Personal::Known(email(OLD)),
+        new_email: Personal::Known(email("admin-set@example.com")),
         at: earlier(),
     });
     framework()
@@ -1026,13 +1026,13 @@ fn sessions_end_when_the_login_changes_and_only_then() {
             at: now(),
         },
         CustomerEvent::EmailChangeConfirmed {
-            old_email: Personal(email(OLD)),
-            new_email: Personal(email(NEW)),
+            old_email: Personal::Known(email(OLD)),
+            new_email: Personal::Known(email(NEW)),
             at: now(),
         },
         CustomerEvent::EmailChanged {
-            old_email: Personal(email(OLD)),
-            new_email: Personal(email(NEW)),
+            old_email: Personal::Known(email(OLD)),
+            new_email: Personal::Known(email(NEW)),
             at: now(),
         },
     ] {
@@ -1041,4 +1041,106 @@ fn sessions_end_when_the_login_changes_and_only_then() {
         assert!(state(events).login_epoch() > epoch, "{change:?}");
     }
     assert_eq!(state(base).updated_at(), Some(earlier()));
+}
+
+// ---------------------------------------------------------------------------
+// Forgetting a customer (right to erasure)
+// ---------------------------------------------------------------------------
+
+#[test]
+fn forget_revokes_access_then_records_the_customer_forgotten() {
+    framework()
+        .given(with_access())
+        .when(CustomerCommand::ForgetCustomer)
+        .then_expect_events(vec![
+            CustomerEvent::AccessRevoked {
+                reason: Some("the customer was forgotten".into()),
+                at: now(),
+            },
+            CustomerEvent::CustomerForgotten { at: now() },
+        ]);
+}
+
+#[test]
+fn forget_without_access_only_records_the_customer_forgotten() {
+    framework()
+        .given(vec![registered()])
+        .when(CustomerCommand::ForgetCustomer)
+        .then_expect_events(vec![CustomerEvent::CustomerForgotten { at: now() }]);
+}
+
+#[test]
+fn forget_of_an_unregistered_customer_is_customer_not_found() {
+    framework()
+        .given_no_previous_events()
+        .when(CustomerCommand::ForgetCustomer)
+        .then_expect_error(CustomerError::CustomerNotFound);
+}
+
+#[test]
+fn a_forgotten_customer_takes_no_more_commands() {
+    let mut history = with_access();
+    history.push(CustomerEvent::CustomerForgotten { at: now() });
+    for command in [
+        CustomerCommand::ForgetCustomer,
+        CustomerCommand::SendAccessNotification,
+        CustomerCommand::RegisterCustomer {
+            customer_id: id(),
+            email: email(NEW),
+            name: None,
+        },
+        CustomerCommand::ChangeEmail {
+            email: email(NEW),
+            credential: Credential::None,
+        },
+    ] {
+        framework()
+            .given(history.clone())
+            .when(command)
+            .then_expect_error(CustomerError::CustomerForgotten);
+    }
+}
+
+#[test]
+fn a_forgotten_customer_keeps_its_id_and_nothing_personal() {
+    let mut history = with_access();
+    history.push(CustomerEvent::CustomerForgotten { at: now() });
+    let customer = state(history);
+    assert!(customer.is_forgotten());
+    assert_eq!(customer.id(), Some(id()));
+    assert_eq!(customer.email(), None);
+    assert_eq!(customer.name(), None);
+    assert!(!customer.has_access() && !customer.has_password());
+    assert!(customer.setup_link().is_none() && customer.reserved_emails().is_empty());
+}
+
+#[test]
+fn events_whose_personal_data_is_forgotten_still_replay() {
+    // As the store reads a forgotten customer's stream: every personal
+    // field forgotten.
+    let history = vec![
+        CustomerEvent::CustomerRegistered {
+            customer_id: id(),
+            email: Personal::Forgotten,
+            name: Some(Personal::Forgotten),
+            at: earlier(),
+        },
+        granted(),
+        CustomerEvent::EmailChangeRequested {
+            old_email: Personal::Forgotten,
+            new_email: Personal::Forgotten,
+            token_digest: TokenDigest::of("t"),
+            expires_at: now(),
+            at: earlier(),
+        },
+        CustomerEvent::AccessRevoked {
+            reason: None,
+            at: earlier(),
+        },
+        CustomerEvent::CustomerForgotten { at: now() },
+    ];
+    let customer = state(history);
+    assert!(customer.is_forgotten());
+    assert_eq!(customer.email(), None);
+    assert!(customer.pending_email_change().is_none());
 }

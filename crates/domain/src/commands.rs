@@ -71,6 +71,10 @@ pub enum CustomerCommand {
         new_password: Password,
         new_password_confirm: Secret,
     },
+    /// Erases the customer's personal data (right to erasure): access is
+    /// revoked and the customer's data key destroyed. The reason goes in
+    /// the command's metadata. Final: every later command is refused.
+    ForgetCustomer,
 }
 
 impl CustomerCommand {
@@ -87,6 +91,7 @@ impl CustomerCommand {
             Self::ConfirmEmailChange { .. } => "confirm_email_change",
             Self::CompletePasswordSetup { .. } => "complete_password_setup",
             Self::ChangePassword { .. } => "change_password",
+            Self::ForgetCustomer => "forget_customer",
         }
     }
 }

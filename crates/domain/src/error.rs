@@ -27,6 +27,10 @@ pub enum CustomerError {
     CustomerExists,
     #[error("no customer with this id")]
     CustomerNotFound,
+    #[error(
+        "the customer was forgotten: its personal data is erased and it takes no more commands"
+    )]
+    CustomerForgotten,
     #[error(transparent)]
     InvalidValue(#[from] ValueError),
     #[error("a service failed: {0}")]
@@ -47,6 +51,7 @@ impl CustomerError {
             Self::InvalidToken => "invalid_token",
             Self::CustomerExists => "customer_exists",
             Self::CustomerNotFound => "customer_not_found",
+            Self::CustomerForgotten => "customer_forgotten",
             Self::InvalidValue(e) => e.code(),
             Self::Service(_) => "internal",
         }

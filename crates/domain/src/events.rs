@@ -7,26 +7,151 @@
 //! token digests.
 //!
 //! Personal data (names, email addresses) sits only in fields of type
-//! [`Personal`], so that a later step can encrypt exactly those fields per
-//! customer (crypto-shredding) without changing the shape of the history.
-
-use std::ops::Deref;
+//! [`Personal`], which the store encrypts per customer (crypto-shredding,
+//! docs/privacy.md) without changing the shape of the history.
 
 use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::values::{CustomerId, CustomerName, EmailAddress, PasswordHash, Role, TokenDigest};
 
-/// Marks personal data inside an event. Serialized as the bare value today.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Personal<T>(pub T);
+/// What a forgotten value shows: in projections, exports and the API.
+pub const FORGOTTEN: &str = "[forgotten]";
 
-impl<T> Deref for Personal<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.0
+/// Personal data inside an event.
+///
+/// In memory it is [`Personal::Known`]. The store seals every personal field
+/// with the customer's data key before writing ([`CustomerEvent::seal`]) and
+/// opens it after reading ([`CustomerEvent::open`]); once the key has been
+/// destroyed (the customer was forgotten) the value opens as
+/// [`Personal::Forgotten`]. Serialized as the bare value when known,
+/// `{"sealed": "v1.…"}` when sealed and `"[forgotten]"` when forgotten; a
+/// bare value in a stored row (written before encryption) reads as known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Personal<T> {
+    Known(T),
+    /// Ciphertext as stored, not yet opened.
+    Sealed(String),
+    /// The customer was forgotten: the key that opened this is gone.
+    Forgotten,
+}
+
+impl<T> Personal<T> {
+    /// The value, when known.
+    pub fn known(&self) -> Option<&T> {
+        match self {
+            Self::Known(v) => Some(v),
+            Self::Sealed(_) | Self::Forgotten => None,
+        }
+    }
+
+    pub fn into_known(self) -> Option<T> {
+        match self {
+            Self::Known(v) => Some(v),
+            Self::Sealed(_) | Self::Forgotten => None,
+        }
+    }
+
+    /// The value as text, or [`FORGOTTEN`] when it is not readable.
+    pub fn shown(&self) -> String
+    where
+        T: AsRef<str>,
+    {
+        self.known()
+            .map_or_else(|| FORGOTTEN.to_string(), |v| v.as_ref().to_string())
+    }
+}
+
+/// Seals and opens personal data for one customer (implemented by the
+/// store with the customer's data key; the domain does no cryptography).
+pub trait PersonalCipher {
+    /// Encrypts the serialized value.
+    fn seal(&self, plain: &[u8]) -> Result<String, PersonalDataError>;
+    /// Decrypts; `Ok(None)` when the customer's key was destroyed.
+    fn open(&self, sealed: &str) -> Result<Option<Vec<u8>>, PersonalDataError>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("personal data: {0}")]
+pub struct PersonalDataError(pub String);
+
+impl<T: Serialize + DeserializeOwned> Personal<T> {
+    fn seal_with(&mut self, cipher: &dyn PersonalCipher) -> Result<(), PersonalDataError> {
+        if let Self::Known(value) = self {
+            let plain = serde_json::to_vec(value)
+                .map_err(|e| PersonalDataError(format!("does not serialize: {e}")))?;
+            *self = Self::Sealed(cipher.seal(&plain)?);
+        }
+        Ok(())
+    }
+
+    fn open_with(&mut self, cipher: &dyn PersonalCipher) -> Result<(), PersonalDataError> {
+        if let Self::Sealed(sealed) = self {
+            *self = match cipher.open(sealed)? {
+                Some(plain) => Self::Known(serde_json::from_slice(&plain).map_err(|e| {
+                    // Never echo the decrypted value.
+                    PersonalDataError(format!(
+                        "opened value does not deserialize ({})",
+                        e.classify_name()
+                    ))
+                })?),
+                None => Self::Forgotten,
+            };
+        }
+        Ok(())
+    }
+}
+
+trait ClassifyName {
+    fn classify_name(&self) -> &'static str;
+}
+
+impl ClassifyName for serde_json::Error {
+    fn classify_name(&self) -> &'static str {
+        match self.classify() {
+            serde_json::error::Category::Io => "io",
+            serde_json::error::Category::Syntax => "syntax",
+            serde_json::error::Category::Data => "invalid value",
+            serde_json::error::Category::Eof => "truncated",
+        }
+    }
+}
+
+impl<T: Serialize> Serialize for Personal<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Known(v) => v.serialize(serializer),
+            Self::Sealed(s) => {
+                use serde::ser::SerializeMap;
+                let mut map = serializer.serialize_map(Some(1))?;
+                map.serialize_entry("sealed", s)?;
+                map.end()
+            }
+            Self::Forgotten => serializer.serialize_str(FORGOTTEN),
+        }
+    }
+}
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Personal<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        match &value {
+            serde_json::Value::String(s) if s == FORGOTTEN => return Ok(Self::Forgotten),
+            serde_json::Value::Object(map) if map.len() == 1 => {
+                if let Some(sealed) = map.get("sealed") {
+                    return match sealed {
+                        serde_json::Value::String(s) => Ok(Self::Sealed(s.clone())),
+                        _ => Err(serde::de::Error::custom("`sealed` must be a string")),
+                    };
+                }
+            }
+            _ => {}
+        }
+        T::deserialize(value)
+            .map(Self::Known)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -113,6 +238,13 @@ pub enum CustomerEvent {
         password_hash: PasswordHash,
         at: DateTime<Utc>,
     },
+    /// The customer's personal data was erased (right to erasure): the
+    /// store destroyed the customer's data key in the same transaction, so
+    /// every personal field of this customer now reads as forgotten. Always
+    /// the last event of a stream.
+    CustomerForgotten {
+        at: DateTime<Utc>,
+    },
 }
 
 /// Current version of each event type.
@@ -128,6 +260,7 @@ pub const EVENT_VERSIONS: &[(&str, &str)] = &[
     ("EmailChangeConfirmed", "1.0"),
     ("PasswordSetupCompleted", "1.0"),
     ("PasswordChanged", "1.0"),
+    ("CustomerForgotten", "1.0"),
 ];
 
 impl CustomerEvent {
@@ -145,6 +278,7 @@ impl CustomerEvent {
             Self::EmailChangeConfirmed { .. } => "EmailChangeConfirmed",
             Self::PasswordSetupCompleted { .. } => "PasswordSetupCompleted",
             Self::PasswordChanged { .. } => "PasswordChanged",
+            Self::CustomerForgotten { .. } => "CustomerForgotten",
         }
     }
 
@@ -170,9 +304,92 @@ impl CustomerEvent {
             | Self::EmailChangeRequested { at, .. }
             | Self::EmailChangeConfirmed { at, .. }
             | Self::PasswordSetupCompleted { at, .. }
-            | Self::PasswordChanged { at, .. } => *at,
+            | Self::PasswordChanged { at, .. }
+            | Self::CustomerForgotten { at } => *at,
         }
     }
+
+    /// The personal fields of this event, for sealing and opening.
+    fn personal_fields(&mut self) -> PersonalFields<'_> {
+        let mut emails: Vec<&mut Personal<EmailAddress>> = Vec::new();
+        let mut names: Vec<&mut Personal<CustomerName>> = Vec::new();
+        match self {
+            Self::CustomerRegistered { email, name, .. } => {
+                emails.push(email);
+                names.extend(name.as_mut());
+            }
+            Self::EmailChanged {
+                old_email,
+                new_email,
+                ..
+            }
+            | Self::EmailChangeRequested {
+                old_email,
+                new_email,
+                ..
+            }
+            | Self::EmailChangeConfirmed {
+                old_email,
+                new_email,
+                ..
+            } => {
+                emails.push(old_email);
+                emails.push(new_email);
+            }
+            Self::AccessNotificationSent { recipient, .. } => emails.push(recipient),
+            Self::AccessGranted { .. }
+            | Self::PasswordSet { .. }
+            | Self::PasswordCleared { .. }
+            | Self::AccessRevoked { .. }
+            | Self::PasswordSetupCompleted { .. }
+            | Self::PasswordChanged { .. }
+            | Self::CustomerForgotten { .. } => {}
+        }
+        PersonalFields { emails, names }
+    }
+
+    /// Seals every personal field with `cipher` (before storing).
+    pub fn seal(&mut self, cipher: &dyn PersonalCipher) -> Result<(), PersonalDataError> {
+        let fields = self.personal_fields();
+        for field in fields.emails {
+            field.seal_with(cipher)?;
+        }
+        for field in fields.names {
+            field.seal_with(cipher)?;
+        }
+        Ok(())
+    }
+
+    /// Opens every sealed personal field with `cipher` (after reading):
+    /// known again, or forgotten when the customer's key is gone.
+    pub fn open(&mut self, cipher: &dyn PersonalCipher) -> Result<(), PersonalDataError> {
+        let fields = self.personal_fields();
+        for field in fields.emails {
+            field.open_with(cipher)?;
+        }
+        for field in fields.names {
+            field.open_with(cipher)?;
+        }
+        Ok(())
+    }
+
+    /// True when a personal field is still sealed (not opened).
+    pub fn has_sealed_fields(&mut self) -> bool {
+        let fields = self.personal_fields();
+        fields
+            .emails
+            .iter()
+            .any(|f| matches!(f, Personal::Sealed(_)))
+            || fields
+                .names
+                .iter()
+                .any(|f| matches!(f, Personal::Sealed(_)))
+    }
+}
+
+struct PersonalFields<'a> {
+    emails: Vec<&'a mut Personal<EmailAddress>>,
+    names: Vec<&'a mut Personal<CustomerName>>,
 }
 
 impl DomainEvent for CustomerEvent {
@@ -182,5 +399,105 @@ impl DomainEvent for CustomerEvent {
 
     fn event_version(&self) -> String {
         self.version().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reversible stand-in cipher (tests of the field walk only; the
+    /// store uses XChaCha20-Poly1305).
+    struct Rot(bool);
+    impl PersonalCipher for Rot {
+        fn seal(&self, plain: &[u8]) -> Result<String, PersonalDataError> {
+            Ok(hex::encode(
+                plain.iter().map(|b| b ^ 0x5a).collect::<Vec<_>>(),
+            ))
+        }
+        fn open(&self, sealed: &str) -> Result<Option<Vec<u8>>, PersonalDataError> {
+            if !self.0 {
+                return Ok(None);
+            }
+            let bytes = hex::decode(sealed).map_err(|e| PersonalDataError(e.to_string()))?;
+            Ok(Some(bytes.iter().map(|b| b ^ 0x5a).collect()))
+        }
+    }
+
+    fn every_event_with_personal_data() -> Vec<CustomerEvent> {
+        let email = |s: &str| Personal::Known(EmailAddress::parse(s).unwrap());
+        let at = Utc::now();
+        vec![
+            CustomerEvent::CustomerRegistered {
+                customer_id: CustomerId::new_random(),
+                email: email("ann@example.com"),
+                name: Some(Personal::Known(CustomerName::parse("Ann Smith").unwrap())),
+                at,
+            },
+            CustomerEvent::EmailChanged {
+                old_email: email("ann@example.com"),
+                new_email: email("ann@example.org"),
+                at,
+            },
+            CustomerEvent::AccessNotificationSent {
+                recipient: email("ann@example.org"),
+                setup_link: None,
+                at,
+            },
+            CustomerEvent::EmailChangeRequested {
+                old_email: email("ann@example.org"),
+                new_email: email("ann@example.net"),
+                token_digest: TokenDigest::of("t"),
+                expires_at: at,
+                at,
+            },
+            CustomerEvent::EmailChangeConfirmed {
+                old_email: email("ann@example.org"),
+                new_email: email("ann@example.net"),
+                at,
+            },
+        ]
+    }
+
+    #[test]
+    fn sealing_leaves_no_personal_data_and_opening_restores_it() {
+        for event in every_event_with_personal_data() {
+            let mut sealed = event.clone();
+            sealed.seal(&Rot(true)).unwrap();
+            let json = serde_json::to_string(&sealed).unwrap();
+            assert!(!json.contains("ann") && !json.contains("Smith"), "{json}");
+            assert!(json.contains("{\"sealed\":"), "{json}");
+            // Stored and read back: still sealed until opened.
+            let mut read: CustomerEvent = serde_json::from_str(&json).unwrap();
+            assert!(read.has_sealed_fields());
+            read.open(&Rot(true)).unwrap();
+            assert_eq!(read, event);
+        }
+    }
+
+    #[test]
+    fn without_the_key_every_personal_field_is_forgotten() {
+        for event in every_event_with_personal_data() {
+            let mut sealed = event.clone();
+            sealed.seal(&Rot(true)).unwrap();
+            sealed.open(&Rot(false)).unwrap();
+            let json = serde_json::to_string(&sealed).unwrap();
+            assert!(!json.contains("ann"), "{json}");
+            assert!(json.contains("[forgotten]"), "{json}");
+            // The forgotten form reads back as forgotten (replay files).
+            let back: CustomerEvent = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, sealed);
+        }
+    }
+
+    #[test]
+    fn bare_values_written_before_encryption_read_as_known() {
+        let json = r#"{"EmailChanged":{"old_email":"a@example.com","new_email":"b@example.com","at":"2026-01-01T00:00:00Z"}}"#;
+        let event: CustomerEvent = serde_json::from_str(json).unwrap();
+        let CustomerEvent::EmailChanged { new_email, .. } = &event else {
+            panic!("{event:?}")
+        };
+        assert_eq!(new_email.shown(), "b@example.com");
+        assert_eq!(serde_json::to_string(&event).unwrap(), json);
     }
 }

@@ -156,6 +156,12 @@ impl EmailAddress {
     }
 }
 
+impl AsRef<str> for EmailAddress {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
 impl PartialEq for EmailAddress {
     fn eq(&self, other: &Self) -> bool {
         self.normalized == other.normalized
@@ -231,6 +237,12 @@ impl CustomerName {
     }
 
     pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for CustomerName {
+    fn as_ref(&self) -> &str {
         &self.0
     }
 }

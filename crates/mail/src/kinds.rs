@@ -2,7 +2,9 @@
 
 use std::fmt;
 
-use access_domain::{CustomerEvent, EmailAddress, IssuedToken, TokenDigest, TokenPurpose};
+use access_domain::{
+    CustomerEvent, EmailAddress, IssuedToken, Personal, TokenDigest, TokenPurpose,
+};
 use chrono::{DateTime, Utc};
 
 use crate::error::MailError;
@@ -195,9 +197,9 @@ pub fn mails_for(
                 )?;
                 let link = build_link(public_url, SETUP_PASSWORD_PATH, token)?;
                 mails.push(OutgoingMail {
-                    to: recipient.0.clone(),
+                    to: known(recipient, event)?.clone(),
                     kind: MailKind::AccessNotificationWithLink {
-                        login: recipient.0.clone(),
+                        login: known(recipient, event)?.clone(),
                         link,
                         expires_at: setup.expires_at,
                     },
@@ -208,9 +210,9 @@ pub fn mails_for(
                 setup_link: None,
                 ..
             } => mails.push(OutgoingMail {
-                to: recipient.0.clone(),
+                to: known(recipient, event)?.clone(),
                 kind: MailKind::AccessNotice {
-                    login: recipient.0.clone(),
+                    login: known(recipient, event)?.clone(),
                 },
             }),
             CustomerEvent::EmailChangeRequested {
@@ -223,19 +225,19 @@ pub fn mails_for(
                 let token = find_token(issued, token_digest, TokenPurpose::EmailChange, event)?;
                 let link = build_link(public_url, CONFIRM_EMAIL_PATH, token)?;
                 mails.push(OutgoingMail {
-                    to: new_email.0.clone(),
+                    to: known(new_email, event)?.clone(),
                     kind: MailKind::EmailChangeValidation {
-                        old_email: old_email.0.clone(),
-                        new_email: new_email.0.clone(),
+                        old_email: known(old_email, event)?.clone(),
+                        new_email: known(new_email, event)?.clone(),
                         link,
                         expires_at: *expires_at,
                     },
                 });
                 mails.push(OutgoingMail {
-                    to: old_email.0.clone(),
+                    to: known(old_email, event)?.clone(),
                     kind: MailKind::EmailChangeNotice {
-                        old_email: old_email.0.clone(),
-                        new_email: new_email.0.clone(),
+                        old_email: known(old_email, event)?.clone(),
+                        new_email: known(new_email, event)?.clone(),
                     },
                 });
             }
@@ -257,7 +259,8 @@ pub fn mails_for(
             | CustomerEvent::PasswordCleared { .. }
             | CustomerEvent::AccessRevoked { .. }
             | CustomerEvent::EmailChangeConfirmed { .. }
-            | CustomerEvent::PasswordSetupCompleted { .. } => {}
+            | CustomerEvent::PasswordSetupCompleted { .. }
+            | CustomerEvent::CustomerForgotten { .. } => {}
         }
     }
     Ok(mails)
@@ -268,6 +271,17 @@ fn purpose_name(purpose: TokenPurpose) -> &'static str {
         TokenPurpose::PasswordSetup => "password-setup",
         TokenPurpose::EmailChange => "email-change",
     }
+}
+
+/// A personal field's address; an unreadable (forgotten) one cannot be
+/// mailed.
+fn known<'a>(
+    field: &'a Personal<EmailAddress>,
+    event: &CustomerEvent,
+) -> Result<&'a EmailAddress, MailError> {
+    field.known().ok_or(MailError::MissingLogin {
+        event: event.type_name(),
+    })
 }
 
 fn find_token<'a>(
@@ -333,7 +347,7 @@ fn percent_encode(raw: &str) -> String {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-    use access_domain::events::{Personal, SetupLink};
+    use access_domain::events::SetupLink;
     use access_domain::{PasswordHash, Role, Secret};
     use chrono::{Duration, TimeZone};
 
@@ -359,7 +373,7 @@ mod tests {
 
     fn notification(to: &str, token: Option<&str>) -> CustomerEvent {
         CustomerEvent::AccessNotificationSent {
-            recipient: Personal(email(to)),
+            recipient: Personal::Known(email(to)),
             setup_link: token.map(|t| SetupLink {
                 token_digest: TokenDigest::of(t),
                 expires_at: now() + Duration::hours(24),
@@ -370,8 +384,8 @@ mod tests {
 
     fn change_requested(old: &str, new: &str, token: &str) -> CustomerEvent {
         CustomerEvent::EmailChangeRequested {
-            old_email: Personal(email(old)),
-            new_email: Personal(email(new)),
+            old_email: Personal::Known(email(old)),
+            new_email: Personal::Known(email(new)),
             token_digest: TokenDigest::of(token),
             expires_at: now() + Duration::hours(24),
             at: now(),
@@ -489,13 +503,13 @@ mod tests {
         let events = vec![
             CustomerEvent::CustomerRegistered {
                 customer_id: access_domain::CustomerId::new_random(),
-                email: Personal(a.clone()),
+                email: Personal::Known(a.clone()),
                 name: None,
                 at: now(),
             },
             CustomerEvent::EmailChanged {
-                old_email: Personal(a.clone()),
-                new_email: Personal(b.clone()),
+                old_email: Personal::Known(a.clone()),
+                new_email: Personal::Known(b.clone()),
                 at: now(),
             },
             CustomerEvent::AccessGranted {
@@ -516,8 +530,8 @@ mod tests {
                 at: now(),
             },
             CustomerEvent::EmailChangeConfirmed {
-                old_email: Personal(a),
-                new_email: Personal(b),
+                old_email: Personal::Known(a),
+                new_email: Personal::Known(b),
                 at: now(),
             },
             CustomerEvent::PasswordSetupCompleted {

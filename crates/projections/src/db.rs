@@ -5,7 +5,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use access_domain::CustomerId;
+use access_domain::events::FORGOTTEN;
+use access_domain::{CustomerEvent, CustomerId, EmailAddress};
 use access_store::{Position, RecordedEvent, Store};
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::{QueryBuilder, Row};
@@ -209,6 +210,7 @@ pub async fn project_batch(
         return Ok(from);
     };
     let to = last.position;
+    let keyring = store.keyring()?;
     let ids: Vec<String> = {
         let mut seen = HashSet::new();
         events
@@ -295,7 +297,7 @@ pub async fn project_batch(
                 b.push_bind(r.customer_id.to_string())
                     .push_bind(r.name.clone())
                     .push_bind(r.email.clone())
-                    .push_bind(r.email_key())
+                    .push_bind(keyring.email_key_text(&r.email))
                     .push_bind(r.access_granted)
                     .push_bind(r.role.clone())
                     .push_bind(r.password_set)
@@ -345,6 +347,24 @@ pub async fn project_batch(
             insert.build().execute(&mut *tx).await?;
         }
 
+        // A forgotten customer's earlier audit rows lose their addresses,
+        // as a rebuild (which can no longer open them) would show them.
+        for event in events {
+            if matches!(event.event, CustomerEvent::CustomerForgotten { .. }) {
+                sqlx::query(&format!(
+                    "UPDATE {} SET \
+                     old_email = CASE WHEN old_email IS NULL THEN NULL ELSE $2 END, \
+                     new_email = CASE WHEN new_email IS NULL THEN NULL ELSE $2 END \
+                     WHERE customer_id = $1",
+                    tables.audit_trail
+                ))
+                .bind(event.customer_id.to_string())
+                .bind(FORGOTTEN)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+
         sqlx::query(
             "INSERT INTO projector_checkpoints (name, tx, position, updated_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (name) DO UPDATE SET tx = excluded.tx, position = excluded.position, updated_at = excluded.updated_at",
@@ -379,16 +399,18 @@ pub async fn access_state(
     })
 }
 
-/// Customers whose current login email is `email_key` (lower-cased).
+/// Customers whose current login email is `email` (found by its keyed
+/// hash, as the store's lookups).
 pub async fn access_state_by_email(
     store: &Store,
-    email_key: &str,
+    email: &EmailAddress,
 ) -> Result<Vec<AccessStateRow>, ProjectionError> {
+    let email_key = store.keyring()?.email_key(email);
     on_store!(store, read, |pool, _ts, get_ts, _pg| {
         let rows = sqlx::query(&format!(
             "SELECT {STATE_COLUMNS} FROM access_state WHERE email_key = $1 ORDER BY customer_id"
         ))
-        .bind(email_key)
+        .bind(&email_key)
         .fetch_all(pool)
         .await?;
         let mut out = Vec::with_capacity(rows.len());

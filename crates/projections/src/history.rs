@@ -58,8 +58,9 @@ pub async fn who_had_access(
     }
     let mut with_access: Vec<_> = rows.into_values().filter(|r| r.access_granted).collect();
     with_access.sort_by(|a, b| {
-        a.email_key()
-            .cmp(&b.email_key())
+        a.email
+            .to_lowercase()
+            .cmp(&b.email.to_lowercase())
             .then(a.customer_id.cmp(&b.customer_id))
     });
     Ok(with_access)

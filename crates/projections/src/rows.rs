@@ -2,8 +2,9 @@
 //! the projector and the rebuild both use them, so live and rebuilt tables
 //! cannot differ in logic.
 
+use access_domain::events::FORGOTTEN;
 use access_domain::metadata::keys;
-use access_domain::{CustomerEvent, CustomerId};
+use access_domain::{CustomerEvent, CustomerId, Personal};
 use access_store::RecordedEvent;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -26,9 +27,15 @@ pub struct AccessStateRow {
 }
 
 impl AccessStateRow {
-    /// The lower-cased email, for lookups.
-    pub fn email_key(&self) -> String {
-        self.email.to_lowercase()
+    /// No access: no role, password, link or pending change.
+    fn clear_access(&mut self) {
+        self.access_granted = false;
+        self.role = None;
+        self.password_set = false;
+        self.must_change_password = false;
+        self.setup_link_expires_at = None;
+        self.pending_email = None;
+        self.pending_email_expires_at = None;
     }
 
     /// A live setup link (not expired at `now`).
@@ -53,8 +60,8 @@ pub fn apply(row: Option<AccessStateRow>, event: &RecordedEvent) -> Option<Acces
     let mut row = match (row, &event.event) {
         (None, CustomerEvent::CustomerRegistered { email, name, .. }) => AccessStateRow {
             customer_id: event.customer_id,
-            name: name.as_ref().map(|n| n.0.as_str().to_string()),
-            email: email.0.as_str().to_string(),
+            name: name.as_ref().map(Personal::shown),
+            email: email.shown(),
             access_granted: false,
             role: None,
             password_set: false,
@@ -71,7 +78,7 @@ pub fn apply(row: Option<AccessStateRow>, event: &RecordedEvent) -> Option<Acces
     match &event.event {
         CustomerEvent::CustomerRegistered { .. } => {}
         CustomerEvent::EmailChanged { new_email, .. } => {
-            row.email = new_email.0.as_str().to_string();
+            row.email = new_email.shown();
             row.pending_email = None;
             row.pending_email_expires_at = None;
         }
@@ -93,25 +100,17 @@ pub fn apply(row: Option<AccessStateRow>, event: &RecordedEvent) -> Option<Acces
                 row.setup_link_expires_at = Some(link.expires_at);
             }
         }
-        CustomerEvent::AccessRevoked { .. } => {
-            row.access_granted = false;
-            row.role = None;
-            row.password_set = false;
-            row.must_change_password = false;
-            row.setup_link_expires_at = None;
-            row.pending_email = None;
-            row.pending_email_expires_at = None;
-        }
+        CustomerEvent::AccessRevoked { .. } => row.clear_access(),
         CustomerEvent::EmailChangeRequested {
             new_email,
             expires_at,
             ..
         } => {
-            row.pending_email = Some(new_email.0.as_str().to_string());
+            row.pending_email = Some(new_email.shown());
             row.pending_email_expires_at = Some(*expires_at);
         }
         CustomerEvent::EmailChangeConfirmed { new_email, .. } => {
-            row.email = new_email.0.as_str().to_string();
+            row.email = new_email.shown();
             row.pending_email = None;
             row.pending_email_expires_at = None;
         }
@@ -119,6 +118,13 @@ pub fn apply(row: Option<AccessStateRow>, event: &RecordedEvent) -> Option<Acces
             row.password_set = true;
             row.must_change_password = false;
             row.setup_link_expires_at = None;
+        }
+        CustomerEvent::CustomerForgotten { .. } => {
+            // What a rebuild gives once the key is gone: personal fields
+            // read as forgotten.
+            row.name = row.name.map(|_| FORGOTTEN.to_string());
+            row.email = FORGOTTEN.to_string();
+            row.clear_access();
         }
     }
     row.version = event.sequence;
@@ -175,6 +181,7 @@ pub fn kind_of(event: &CustomerEvent) -> &'static str {
         CustomerEvent::EmailChangeConfirmed { .. } => "email_change_confirmed",
         CustomerEvent::PasswordSetupCompleted { .. } => "password_setup_completed",
         CustomerEvent::PasswordChanged { .. } => "password_changed",
+        CustomerEvent::CustomerForgotten { .. } => "customer_forgotten",
     }
 }
 
@@ -191,15 +198,14 @@ pub const KINDS: &[&str] = &[
     "email_change_confirmed",
     "password_setup_completed",
     "password_changed",
+    "customer_forgotten",
 ];
 
 /// The audit row of an event.
 pub fn audit_row(event: &RecordedEvent) -> AuditRow {
     let meta = |key: &str| event.metadata.get(key).cloned();
     let (old_email, new_email) = match &event.event {
-        CustomerEvent::CustomerRegistered { email, .. } => {
-            (None, Some(email.0.as_str().to_string()))
-        }
+        CustomerEvent::CustomerRegistered { email, .. } => (None, Some(email.shown())),
         CustomerEvent::EmailChanged {
             old_email,
             new_email,
@@ -214,13 +220,8 @@ pub fn audit_row(event: &RecordedEvent) -> AuditRow {
             old_email,
             new_email,
             ..
-        } => (
-            Some(old_email.0.as_str().to_string()),
-            Some(new_email.0.as_str().to_string()),
-        ),
-        CustomerEvent::AccessNotificationSent { recipient, .. } => {
-            (None, Some(recipient.0.as_str().to_string()))
-        }
+        } => (Some(old_email.shown()), Some(new_email.shown())),
+        CustomerEvent::AccessNotificationSent { recipient, .. } => (None, Some(recipient.shown())),
         _ => (None, None),
     };
     let reason = match &event.event {

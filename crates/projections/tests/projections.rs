@@ -50,9 +50,12 @@ async fn every_event_is_projected_exactly_once(store: Store) {
             loaded.customer.must_change_password()
         );
     }
-    let found = db::access_state_by_email(&store, "moved3@example.com")
-        .await
-        .unwrap();
+    let found = db::access_state_by_email(
+        &store,
+        &access_domain::EmailAddress::parse("moved3@example.com").unwrap(),
+    )
+    .await
+    .unwrap();
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].customer_id, ids[3]);
 

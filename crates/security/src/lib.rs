@@ -7,6 +7,10 @@
 //! - [`OsRandomTokens`]: 256-bit tokens from the operating system's RNG,
 //!   hex-encoded.
 //! - [`SystemClock`].
+//! - [`keys`]: the master key, per-customer data keys and the email index
+//!   key (crypto-shredding of personal data).
+
+pub mod keys;
 
 use std::sync::Arc;
 

@@ -195,12 +195,8 @@ impl Store {
         &self,
         email: &EmailAddress,
     ) -> Result<Vec<CustomerId>, StoreError> {
-        let ids = on_pool!(self, read, |p| strings(
-            p,
-            CUSTOMERS_BY_EMAIL,
-            email.normalized()
-        )
-        .await)?;
+        let key = self.keyring()?.email_key(email);
+        let ids = on_pool!(self, read, |p| strings(p, CUSTOMERS_BY_EMAIL, &key).await)?;
         ids.into_iter().map(parse_id).collect()
     }
 

@@ -11,6 +11,7 @@ use cqrs_es::persist::{EventUpcaster, SerializedEvent};
 use serde_json::Value;
 
 use crate::error::StoreError;
+use crate::keys::{KeyState, Opener};
 use crate::{Position, RecordedEvent};
 
 /// The aggregate type written in every row.
@@ -55,8 +56,9 @@ pub(crate) fn encode(
         .collect()
 }
 
-/// A row as read from either database.
+/// A row as read from either database, with its customer's key.
 pub(crate) struct RawRow {
+    pub key: KeyState,
     pub position: i64,
     pub tx: u64,
     pub aggregate_id: String,
@@ -81,6 +83,7 @@ pub(crate) fn corrupt(row: &RawRow, detail: impl Into<String>) -> StoreError {
 pub(crate) fn decode(
     row: RawRow,
     upcasters: &[Box<dyn EventUpcaster>],
+    opener: &mut Opener<'_>,
 ) -> Result<RecordedEvent, StoreError> {
     let customer_id: CustomerId = row
         .aggregate_id
@@ -111,7 +114,7 @@ pub(crate) fn decode(
         metadata: Value::Null,
     };
     let upcast = upcast(serialized, upcasters);
-    let event: CustomerEvent = serde_json::from_value(upcast.payload).map_err(|e| {
+    let mut event: CustomerEvent = serde_json::from_value(upcast.payload).map_err(|e| {
         corrupt(
             &row,
             format!(
@@ -130,6 +133,9 @@ pub(crate) fn decode(
             ),
         ));
     }
+    opener
+        .open_event(&row.aggregate_id, &row.key, &mut event)
+        .map_err(|e| corrupt(&row, e))?;
     let metadata: HashMap<String, String> = serde_json::from_value(row.metadata.clone())
         .map_err(|e| corrupt(&row, format!("metadata is not a string map: {e}")))?;
     Ok(RecordedEvent {

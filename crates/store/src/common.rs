@@ -5,6 +5,7 @@ use access_domain::{Customer, CustomerId};
 use sqlx::{Database, Decode, Encode, Executor, IntoArguments, Row, Type};
 
 use crate::error::{classify, StoreError, Violation};
+use crate::keys::Keyring;
 use crate::{
     reservations, snapshot_due, Append, IdempotencyRecord, Loaded, RecordedEvent, AGGREGATE_TYPE,
 };
@@ -15,6 +16,7 @@ use crate::{
 /// caller's transaction rolls back).
 pub(crate) async fn write_reservations<DB>(
     conn: &mut DB::Connection,
+    keyring: &Keyring,
     customer_id: &str,
     before: &Customer,
     after: &Customer,
@@ -33,18 +35,20 @@ where
         .bind(customer_id)
         .execute(&mut *conn)
         .await?;
-    for (key, kind) in &wanted {
+    for (email, kind) in &wanted {
         let inserted = sqlx::query::<DB>(
             "INSERT INTO login_emails (email_key, customer_id, kind) VALUES ($1, $2, $3) \
              ON CONFLICT (email_key) DO NOTHING RETURNING email_key",
         )
-        .bind(key.as_str())
+        .bind(keyring.email_key(email).as_str())
         .bind(customer_id)
         .bind(*kind)
         .fetch_optional(&mut *conn)
         .await?;
         if inserted.is_none() {
-            return Err(StoreError::EmailInUse { email: key.clone() });
+            return Err(StoreError::EmailInUse {
+                email: email.normalized().to_string(),
+            });
         }
     }
     Ok(())
@@ -53,22 +57,26 @@ where
 pub(crate) async fn insert_idempotency<DB>(
     conn: &mut DB::Connection,
     record: &IdempotencyRecord,
+    customer_id: Option<&str>,
 ) -> Result<(), StoreError>
 where
     DB: Database,
     for<'q> <DB as Database>::Arguments<'q>: IntoArguments<'q, DB>,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
     for<'q> i32: Encode<'q, DB> + Type<DB>,
 {
     sqlx::query::<DB>(
-        "INSERT INTO idempotency_keys (caller, key, request_digest, status, body) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO idempotency_keys (caller, key, request_digest, status, body, customer_id) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(record.caller.as_str())
     .bind(record.key.as_str())
     .bind(record.request_digest.as_str())
     .bind(i32::from(record.status))
     .bind(record.body.as_str())
+    .bind(customer_id)
     .execute(&mut *conn)
     .await
     .map_err(|e| {
@@ -190,6 +198,33 @@ pub(crate) fn from_snapshot(
     loaded
 }
 
+/// A customer from its stored snapshot: `None` when it cannot be used
+/// (the key is destroyed, or it no longer opens or deserializes; the
+/// caller then replays every event).
+pub(crate) fn open_snapshot(
+    keyring: &Keyring,
+    customer_id: &str,
+    key: &crate::keys::KeyState,
+    payload: serde_json::Value,
+) -> Option<Customer> {
+    let mut opener = crate::keys::Opener::new(keyring);
+    let state = match opener.open_snapshot(customer_id, key, payload) {
+        Ok(Some(state)) => state,
+        Ok(None) => return None,
+        Err(e) => {
+            snapshot_unreadable(customer_id, &e);
+            return None;
+        }
+    };
+    match serde_json::from_value(state) {
+        Ok(customer) => Some(customer),
+        Err(e) => {
+            snapshot_unreadable(customer_id, &e);
+            None
+        }
+    }
+}
+
 /// Logs an unreadable snapshot (the caller then replays every event).
 pub(crate) fn snapshot_unreadable(customer_id: &str, error: &dyn std::fmt::Display) {
     tracing::warn!(customer_id, error = %error, "snapshot unreadable, replaying all events");
@@ -204,31 +239,42 @@ pub(crate) async fn finish_append<DB, P>(
     outbox: &[crate::OutboxMessage],
     customer_id: &str,
     snapshot_interval: u64,
-    snapshot_payload: impl FnOnce(&Customer) -> Result<P, serde_json::Error>,
+    keyring: &Keyring,
+    snapshot_payload: impl FnOnce(&serde_json::Value) -> Result<P, StoreError>,
 ) -> Result<u64, StoreError>
 where
     DB: Database,
     for<'q> <DB as Database>::Arguments<'q>: IntoArguments<'q, DB>,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
     for<'q> i32: Encode<'q, DB> + Type<DB>,
     for<'q> i64: Encode<'q, DB> + Type<DB>,
     for<'q> P: Encode<'q, DB> + Type<DB> + Send + 'q,
 {
-    write_reservations::<DB>(&mut *conn, customer_id, append.before, append.after).await?;
+    write_reservations::<DB>(
+        &mut *conn,
+        keyring,
+        customer_id,
+        append.before,
+        append.after,
+    )
+    .await?;
     let email = append.after.email().map(|e| e.normalized());
-    if email.is_some() && email != append.before.email().map(|e| e.normalized()) {
-        sqlx::query::<DB>(
-            "INSERT INTO customer_emails (customer_id, email_key) VALUES ($1, $2) \
-             ON CONFLICT (customer_id) DO UPDATE SET email_key = excluded.email_key",
-        )
-        .bind(customer_id)
-        .bind(email.unwrap_or_default())
-        .execute(&mut *conn)
-        .await?;
+    if let Some(new) = append.after.email() {
+        if email != append.before.email().map(|e| e.normalized()) {
+            sqlx::query::<DB>(
+                "INSERT INTO customer_emails (customer_id, email_key) VALUES ($1, $2) \
+                 ON CONFLICT (customer_id) DO UPDATE SET email_key = excluded.email_key",
+            )
+            .bind(customer_id)
+            .bind(keyring.email_key(new).as_str())
+            .execute(&mut *conn)
+            .await?;
+        }
     }
     if let Some(record) = append.idempotency {
-        insert_idempotency::<DB>(&mut *conn, record).await?;
+        insert_idempotency::<DB>(&mut *conn, record, Some(customer_id)).await?;
     }
     let now_ms = chrono::Utc::now().timestamp_millis();
     for mail in outbox {
@@ -248,9 +294,13 @@ where
     }
     let version = append.expected_version + append.events.len() as u64;
     if snapshot_due(snapshot_interval, append.expected_version, version) {
-        let payload = snapshot_payload(append.after)
+        let state = serde_json::to_value(append.after)
             .map_err(|e| StoreError::Database(format!("snapshot does not serialize: {e}")))?;
-        upsert_snapshot::<DB, P>(&mut *conn, customer_id, version, payload).await?;
+        upsert_snapshot::<DB, P>(&mut *conn, customer_id, version, snapshot_payload(&state)?)
+            .await?;
+    }
+    if append.after.is_forgotten() && !append.before.is_forgotten() {
+        crate::keys::erase_customer::<DB>(&mut *conn, customer_id).await?;
     }
     Ok(version)
 }

@@ -32,6 +32,15 @@ pub enum StoreError {
     /// Anything else the database said.
     #[error("database error: {0}")]
     Database(String),
+    /// A key could not be made, wrapped or opened.
+    #[error("personal data keys: {0}")]
+    Keys(String),
+    /// The master key given is not the one this database was set up with.
+    #[error("the master key given (id {given}) is not the master key this database's keys are wrapped with (id {expected}): start with the right ACCESS_MASTER_KEY / ACCESS_MASTER_KEY_FILE")]
+    WrongMasterKey { expected: String, given: String },
+    /// Personal data needs keys, and no master key was given.
+    #[error("the key store is locked: no master key was given")]
+    Locked,
 }
 
 impl StoreError {
@@ -46,6 +55,9 @@ impl StoreError {
             Self::UnsupportedUrl(_) => "unsupported_database_url",
             Self::Migration(_) => "migration_failed",
             Self::Database(_) => "database_error",
+            Self::Keys(_) => "key_error",
+            Self::WrongMasterKey { .. } => "wrong_master_key",
+            Self::Locked => "keys_locked",
         }
     }
 }

@@ -57,6 +57,7 @@ mod codec;
 mod common;
 pub mod error;
 pub mod execute;
+pub mod keys;
 pub mod outbox;
 pub mod postgres;
 pub mod sqlite;
@@ -67,6 +68,7 @@ pub use accounts::{SessionRecord, StoredApiKey};
 pub use codec::AGGREGATE_TYPE;
 pub use error::StoreError;
 pub use execute::{ExecuteError, Executed, Execution, OutboxInput};
+pub use keys::{Keyring, MasterKey};
 pub use outbox::{OutboxEntry, OutboxMessage};
 
 /// A place in the global order of events.
@@ -188,6 +190,47 @@ impl Store {
             ))
         } else {
             Err(StoreError::UnsupportedUrl(redact_url(url)))
+        }
+    }
+
+    /// Opens the key store with the master key (creating it on first use):
+    /// needed before anything that reads or writes personal data. The
+    /// wrong master key is [`StoreError::WrongMasterKey`].
+    pub async fn unlock(mut self, master: MasterKey) -> Result<Self, StoreError> {
+        match &mut self {
+            Self::Postgres(s) => s.unlock(master).await?,
+            Self::Sqlite(s) => s.unlock(master).await?,
+        }
+        Ok(self)
+    }
+
+    /// The unlocked keys ([`StoreError::Locked`] before [`Store::unlock`]).
+    pub fn keyring(&self) -> Result<&Keyring, StoreError> {
+        match self {
+            Self::Postgres(s) => s.keyring(),
+            Self::Sqlite(s) => s.keyring(),
+        }
+    }
+
+    /// Re-wraps every customer key and the email index key under `new`
+    /// (one transaction; events untouched). Afterwards only `new` unlocks
+    /// the store: restart every process with it. Returns the number of
+    /// customer keys re-wrapped.
+    pub async fn rotate_master_key(&self, new: &MasterKey) -> Result<u64, StoreError> {
+        let keyring = self.keyring()?;
+        match self {
+            Self::Postgres(s) => {
+                let mut tx = s.pool().begin().await?;
+                let n = keys::rotate_master::<sqlx::Postgres>(&mut tx, keyring, new).await?;
+                tx.commit().await?;
+                Ok(n)
+            }
+            Self::Sqlite(s) => {
+                let mut tx = s.writer().begin().await?;
+                let n = keys::rotate_master::<sqlx::Sqlite>(&mut tx, keyring, new).await?;
+                tx.commit().await?;
+                Ok(n)
+            }
         }
     }
 
@@ -361,12 +404,14 @@ pub fn replay(events: impl IntoIterator<Item = CustomerEvent>) -> Loaded {
     loaded
 }
 
-/// The reservation rows a customer should hold: (email key, kind).
-pub(crate) fn reservations(customer: &Customer) -> Vec<(String, &'static str)> {
+/// The reservations a customer should hold: (address, kind).
+pub(crate) fn reservations(
+    customer: &Customer,
+) -> Vec<(access_domain::EmailAddress, &'static str)> {
     customer
         .reserved_emails()
         .into_iter()
-        .map(|(email, kind)| (email.normalized().to_string(), kind.as_str()))
+        .map(|(email, kind)| (email, kind.as_str()))
         .collect()
 }
 

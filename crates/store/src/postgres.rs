@@ -8,15 +8,17 @@
 //! snapshot writer applies events twice: see shared notes).
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use access_domain::{Customer, CustomerId, EmailAddress};
+use access_domain::{CustomerId, EmailAddress};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, QueryBuilder, Row};
 
 use crate::codec::{self, RawRow, AGGREGATE_TYPE};
 use crate::common;
 use crate::error::{classify, StoreError, Violation};
+use crate::keys::{self, KeyState, Keyring, MasterKey, Opener};
 use crate::{
     replay, Append, Appended, IdempotencyRecord, Loaded, Position, RecordedEvent, StoreOptions,
 };
@@ -31,10 +33,14 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/post
 pub struct PgStore {
     pool: PgPool,
     options: StoreOptions,
+    keyring: Option<Arc<Keyring>>,
 }
 
+/// Every event column, with the customer's key (to open personal data).
 const SELECT_EVENT: &str = "SELECT global_position, tx_id::text AS tx, aggregate_id, sequence, \
-     event_type, event_version, payload, metadata, recorded_at FROM events";
+     event_type, event_version, payload, metadata, recorded_at, \
+     k.wrapped_key, k.customer_id IS NOT NULL AS has_key \
+     FROM events LEFT JOIN customer_keys k ON k.customer_id = events.aggregate_id";
 
 impl PgStore {
     pub async fn connect(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
@@ -45,12 +51,27 @@ impl PgStore {
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(Duration::from_secs(5))
             .connect_lazy_with(connect);
-        Ok(Self { pool, options })
+        Ok(Self {
+            pool,
+            options,
+            keyring: None,
+        })
     }
 
     /// The connection pool (for projections and tools sharing the database).
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Opens the key store with `master` (creating it on first use).
+    pub async fn unlock(&mut self, master: MasterKey) -> Result<(), StoreError> {
+        let keyring = keys::unlock::<DB, _>(&self.pool, master).await?;
+        self.keyring = Some(Arc::new(keyring));
+        Ok(())
+    }
+
+    pub fn keyring(&self) -> Result<&Keyring, StoreError> {
+        self.keyring.as_deref().ok_or(StoreError::Locked)
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
@@ -76,7 +97,9 @@ impl PgStore {
     pub async fn load(&self, customer_id: CustomerId) -> Result<Loaded, StoreError> {
         let id = customer_id.to_string();
         let snapshot = sqlx::query(
-            "SELECT last_sequence, payload FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2",
+            "SELECT last_sequence, payload, k.wrapped_key, k.customer_id IS NOT NULL AS has_key \
+             FROM snapshots LEFT JOIN customer_keys k ON k.customer_id = snapshots.aggregate_id \
+             WHERE aggregate_type = $1 AND aggregate_id = $2",
         )
         .bind(AGGREGATE_TYPE)
         .bind(&id)
@@ -85,12 +108,10 @@ impl PgStore {
         if let Some(row) = snapshot {
             let last: i64 = row.try_get("last_sequence")?;
             let payload: serde_json::Value = row.try_get("payload")?;
-            match serde_json::from_value::<Customer>(payload) {
-                Ok(customer) => {
-                    let newer = self.events_of(customer_id, last).await?;
-                    return Ok(common::from_snapshot(customer, last, newer));
-                }
-                Err(e) => common::snapshot_unreadable(&id, &e),
+            let key = KeyState::from_columns(row.try_get("has_key")?, row.try_get("wrapped_key")?);
+            if let Some(customer) = common::open_snapshot(self.keyring()?, &id, &key, payload) {
+                let newer = self.events_of(customer_id, last).await?;
+                return Ok(common::from_snapshot(customer, last, newer));
             }
         }
         let events = self.events_of(customer_id, 0).await?;
@@ -110,7 +131,7 @@ impl PgStore {
         .bind(after_sequence)
         .fetch_all(&self.pool)
         .await?;
-        decode_rows(rows)
+        decode_rows(rows, self.keyring()?)
     }
 
     pub async fn read_feed(
@@ -132,7 +153,7 @@ impl PgStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        decode_rows(rows)
+        decode_rows(rows, self.keyring()?)
     }
 
     pub async fn append(
@@ -141,8 +162,11 @@ impl PgStore {
         outbox: &[crate::OutboxMessage],
     ) -> Result<Appended, StoreError> {
         let id = append.customer_id.to_string();
-        let encoded = codec::encode(append.events, append.expected_version + 1, append.metadata)?;
+        let keyring = self.keyring()?;
         let mut tx = self.pool.begin().await?;
+        let key = keys::key_for_append::<DB>(&mut tx, keyring, &id).await?;
+        let sealed = keys::seal_events(&key, &id, append.events)?;
+        let encoded = codec::encode(&sealed, append.expected_version + 1, append.metadata)?;
         let mut last_position = None;
 
         if !encoded.is_empty() {
@@ -180,7 +204,8 @@ impl PgStore {
             outbox,
             &id,
             self.options.snapshot_interval,
-            |state| serde_json::to_value(state),
+            keyring,
+            |state| keys::seal_snapshot(&key, &id, state),
         )
         .await?;
         tx.commit().await?;
@@ -194,7 +219,7 @@ impl PgStore {
         &self,
         email: &EmailAddress,
     ) -> Result<Option<CustomerId>, StoreError> {
-        common::email_holder::<DB, _>(&self.pool, email.normalized()).await
+        common::email_holder::<DB, _>(&self.pool, &self.keyring()?.email_key(email)).await
     }
 
     pub async fn idempotency_lookup(
@@ -207,7 +232,7 @@ impl PgStore {
 
     pub async fn idempotency_save(&self, record: &IdempotencyRecord) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        common::insert_idempotency::<DB>(&mut tx, record).await?;
+        common::insert_idempotency::<DB>(&mut tx, record, None).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -221,7 +246,7 @@ impl PgStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        decode_rows(rows)
+        decode_rows(rows, self.keyring()?)
     }
 
     pub async fn head(&self) -> Result<Position, StoreError> {
@@ -262,12 +287,14 @@ fn position_of(row: &PgRow) -> Result<Position, StoreError> {
     })
 }
 
-fn decode_rows(rows: Vec<PgRow>) -> Result<Vec<RecordedEvent>, StoreError> {
+fn decode_rows(rows: Vec<PgRow>, keyring: &Keyring) -> Result<Vec<RecordedEvent>, StoreError> {
     let upcasters = codec::shared_upcasters();
+    let mut opener = Opener::new(keyring);
     rows.iter()
         .map(|row| {
             let position = position_of(row)?;
             let raw = RawRow {
+                key: KeyState::from_columns(row.try_get("has_key")?, row.try_get("wrapped_key")?),
                 position: position.global,
                 tx: position.tx,
                 aggregate_id: row.try_get("aggregate_id")?,
@@ -278,7 +305,7 @@ fn decode_rows(rows: Vec<PgRow>) -> Result<Vec<RecordedEvent>, StoreError> {
                 metadata: row.try_get("metadata")?,
                 recorded_at: row.try_get("recorded_at")?,
             };
-            codec::decode(raw, &upcasters)
+            codec::decode(raw, &upcasters, &mut opener)
         })
         .collect()
 }

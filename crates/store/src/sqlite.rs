@@ -11,9 +11,10 @@
 //!   commit order, so the feed needs no visibility watermark.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use access_domain::{Customer, CustomerId, EmailAddress};
+use access_domain::{CustomerId, EmailAddress};
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
@@ -23,6 +24,7 @@ use sqlx::{QueryBuilder, Row, SqlitePool};
 use crate::codec::{self, RawRow, AGGREGATE_TYPE};
 use crate::common;
 use crate::error::{classify, StoreError, Violation};
+use crate::keys::{self, KeyState, Keyring, MasterKey, Opener};
 use crate::{
     replay, Append, Appended, IdempotencyRecord, Loaded, Position, RecordedEvent, StoreOptions,
 };
@@ -37,8 +39,11 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqli
 /// How long a connection waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Every event column, with the customer's key (to open personal data).
 const SELECT_EVENT: &str = "SELECT global_position, aggregate_id, sequence, event_type, \
-     event_version, payload, metadata, recorded_at FROM events";
+     event_version, payload, metadata, recorded_at, \
+     k.wrapped_key, k.customer_id IS NOT NULL AS has_key \
+     FROM events LEFT JOIN customer_keys k ON k.customer_id = events.aggregate_id";
 
 /// The SQLite event store.
 #[derive(Clone)]
@@ -46,6 +51,7 @@ pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
     options: StoreOptions,
+    keyring: Option<Arc<Keyring>>,
 }
 
 impl SqliteStore {
@@ -77,6 +83,7 @@ impl SqliteStore {
             writer,
             reader,
             options,
+            keyring: None,
         })
     }
 
@@ -88,6 +95,17 @@ impl SqliteStore {
     /// The reader pool.
     pub fn reader(&self) -> &SqlitePool {
         &self.reader
+    }
+
+    /// Opens the key store with `master` (creating it on first use).
+    pub async fn unlock(&mut self, master: MasterKey) -> Result<(), StoreError> {
+        let keyring = keys::unlock::<DB, _>(&self.writer, master).await?;
+        self.keyring = Some(Arc::new(keyring));
+        Ok(())
+    }
+
+    pub fn keyring(&self) -> Result<&Keyring, StoreError> {
+        self.keyring.as_deref().ok_or(StoreError::Locked)
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
@@ -114,7 +132,9 @@ impl SqliteStore {
     pub async fn load(&self, customer_id: CustomerId) -> Result<Loaded, StoreError> {
         let id = customer_id.to_string();
         let snapshot = sqlx::query(
-            "SELECT last_sequence, payload FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2",
+            "SELECT last_sequence, payload, k.wrapped_key, k.customer_id IS NOT NULL AS has_key \
+             FROM snapshots LEFT JOIN customer_keys k ON k.customer_id = snapshots.aggregate_id \
+             WHERE aggregate_type = $1 AND aggregate_id = $2",
         )
         .bind(AGGREGATE_TYPE)
         .bind(&id)
@@ -123,12 +143,17 @@ impl SqliteStore {
         if let Some(row) = snapshot {
             let last: i64 = row.try_get("last_sequence")?;
             let payload: String = row.try_get("payload")?;
-            match serde_json::from_str::<Customer>(&payload) {
-                Ok(customer) => {
-                    let newer = self.events_of(customer_id, last).await?;
-                    return Ok(common::from_snapshot(customer, last, newer));
+            let key = KeyState::from_columns(row.try_get("has_key")?, row.try_get("wrapped_key")?);
+            let customer = match serde_json::from_str(&payload) {
+                Ok(payload) => common::open_snapshot(self.keyring()?, &id, &key, payload),
+                Err(e) => {
+                    common::snapshot_unreadable(&id, &e);
+                    None
                 }
-                Err(e) => common::snapshot_unreadable(&id, &e),
+            };
+            if let Some(customer) = customer {
+                let newer = self.events_of(customer_id, last).await?;
+                return Ok(common::from_snapshot(customer, last, newer));
             }
         }
         let events = self.events_of(customer_id, 0).await?;
@@ -148,7 +173,7 @@ impl SqliteStore {
         .bind(after_sequence)
         .fetch_all(&self.reader)
         .await?;
-        decode_rows(rows)
+        decode_rows(rows, self.keyring()?)
     }
 
     pub async fn read_feed(
@@ -164,7 +189,7 @@ impl SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.reader)
         .await?;
-        decode_rows(rows)
+        decode_rows(rows, self.keyring()?)
     }
 
     pub async fn append(
@@ -173,8 +198,11 @@ impl SqliteStore {
         outbox: &[crate::OutboxMessage],
     ) -> Result<Appended, StoreError> {
         let id = append.customer_id.to_string();
-        let encoded = codec::encode(append.events, append.expected_version + 1, append.metadata)?;
+        let keyring = self.keyring()?;
         let mut tx = self.writer.begin().await?;
+        let key = keys::key_for_append::<DB>(&mut tx, keyring, &id).await?;
+        let sealed = keys::seal_events(&key, &id, append.events)?;
+        let encoded = codec::encode(&sealed, append.expected_version + 1, append.metadata)?;
         let mut last_position = None;
 
         if !encoded.is_empty() {
@@ -218,7 +246,8 @@ impl SqliteStore {
             outbox,
             &id,
             self.options.snapshot_interval,
-            serde_json::to_string,
+            keyring,
+            |state| keys::seal_snapshot(&key, &id, state).map(|v| v.to_string()),
         )
         .await?;
         tx.commit().await?;
@@ -232,7 +261,7 @@ impl SqliteStore {
         &self,
         email: &EmailAddress,
     ) -> Result<Option<CustomerId>, StoreError> {
-        common::email_holder::<DB, _>(&self.reader, email.normalized()).await
+        common::email_holder::<DB, _>(&self.reader, &self.keyring()?.email_key(email)).await
     }
 
     pub async fn idempotency_lookup(
@@ -245,7 +274,7 @@ impl SqliteStore {
 
     pub async fn idempotency_save(&self, record: &IdempotencyRecord) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
-        common::insert_idempotency::<DB>(&mut tx, record).await?;
+        common::insert_idempotency::<DB>(&mut tx, record, None).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -287,6 +316,7 @@ fn raw_row(row: &SqliteRow) -> Result<RawRow, StoreError> {
     let metadata: String = row.try_get("metadata")?;
     let recorded_at: String = row.try_get("recorded_at")?;
     let mut raw = RawRow {
+        key: KeyState::from_columns(row.try_get("has_key")?, row.try_get("wrapped_key")?),
         position,
         tx: 0,
         aggregate_id,
@@ -307,9 +337,10 @@ fn raw_row(row: &SqliteRow) -> Result<RawRow, StoreError> {
     Ok(raw)
 }
 
-fn decode_rows(rows: Vec<SqliteRow>) -> Result<Vec<RecordedEvent>, StoreError> {
+fn decode_rows(rows: Vec<SqliteRow>, keyring: &Keyring) -> Result<Vec<RecordedEvent>, StoreError> {
     let upcasters = codec::shared_upcasters();
+    let mut opener = Opener::new(keyring);
     rows.iter()
-        .map(|row| codec::decode(raw_row(row)?, &upcasters))
+        .map(|row| codec::decode(raw_row(row)?, &upcasters, &mut opener))
         .collect()
 }

@@ -17,7 +17,19 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 
-use crate::{ExecuteError, Executed, Execution, Store, StoreError, StoreOptions};
+use crate::{ExecuteError, Executed, Execution, MasterKey, Store, StoreError, StoreOptions};
+
+/// The master key of test databases (64 hex characters; tests only).
+pub const TEST_MASTER_KEY: &str =
+    "7e57000000000000000000000000000000000000000000000000000000007e57";
+
+/// [`TEST_MASTER_KEY`], parsed.
+pub fn test_master_key() -> MasterKey {
+    match MasterKey::parse(TEST_MASTER_KEY) {
+        Ok(key) => key,
+        Err(e) => panic!("the test master key: {e}"),
+    }
+}
 
 /// The server tests may create databases on.
 pub fn server_url() -> String {
@@ -76,11 +88,12 @@ impl TestDatabase {
         &self.url
     }
 
-    /// A migrated store on this database.
+    /// A migrated store on this database, unlocked with
+    /// [`TEST_MASTER_KEY`].
     pub async fn store(&self, options: StoreOptions) -> Result<Store, StoreError> {
         let store = Store::connect(&self.url, options).await?;
         store.migrate().await?;
-        Ok(store)
+        store.unlock(test_master_key()).await
     }
 }
 
@@ -246,6 +259,70 @@ pub async fn exec_sql(store: &Store, sql: &str) {
     if let Err(e) = done {
         panic!("{sql}: {e}");
     }
+}
+
+/// Every row of every table of the database as text, one line per row
+/// prefixed with its table (to search for data that must not be there).
+/// Panics on failure.
+pub async fn dump_all_tables(store: &Store) -> String {
+    use sqlx::Row as _;
+    let mut out = String::new();
+    match store {
+        Store::Postgres(s) => {
+            let tables: Vec<String> = sqlx::query_scalar(
+                "SELECT table_name::text FROM information_schema.tables \
+                 WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY 1",
+            )
+            .fetch_all(s.pool())
+            .await
+            .unwrap_or_else(|e| panic!("listing tables: {e}"));
+            for table in tables {
+                let rows: Vec<String> =
+                    sqlx::query_scalar(&format!("SELECT t::text FROM \"{table}\" t"))
+                        .fetch_all(s.pool())
+                        .await
+                        .unwrap_or_else(|e| panic!("reading {table}: {e}"));
+                for row in rows {
+                    out.push_str(&format!("{table}: {row}\n"));
+                }
+            }
+        }
+        Store::Sqlite(s) => {
+            let tables: Vec<String> = sqlx::query_scalar(
+                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY 1",
+            )
+            .fetch_all(s.reader())
+            .await
+            .unwrap_or_else(|e| panic!("listing tables: {e}"));
+            for table in tables {
+                let columns: Vec<String> =
+                    sqlx::query(&format!("SELECT name FROM pragma_table_info('{table}')"))
+                        .fetch_all(s.reader())
+                        .await
+                        .unwrap_or_else(|e| panic!("columns of {table}: {e}"))
+                        .iter()
+                        .map(|r| r.get::<String, _>("name"))
+                        .collect();
+                if columns.is_empty() {
+                    continue;
+                }
+                let expr = columns
+                    .iter()
+                    .map(|c| format!("coalesce(quote(\"{c}\"), '')"))
+                    .collect::<Vec<_>>()
+                    .join(" || '|' || ");
+                let rows: Vec<String> =
+                    sqlx::query_scalar(&format!("SELECT {expr} FROM \"{table}\""))
+                        .fetch_all(s.reader())
+                        .await
+                        .unwrap_or_else(|e| panic!("reading {table}: {e}"));
+                for row in rows {
+                    out.push_str(&format!("{table}: {row}\n"));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The number of rows in `table`. Panics if it cannot be counted.

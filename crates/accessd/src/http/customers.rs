@@ -9,7 +9,7 @@ use axum::Json;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use crate::auth::{Caller, ReadHistory, ReadState, SendCommands};
+use crate::auth::{Caller, ForgetCustomers, ReadHistory, ReadState, SendCommands};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::commands::{self, credential, new_password, parse, CommandContext};
 use crate::http::dto::*;
@@ -263,6 +263,50 @@ pub async fn revoke_access(
     Ok(response)
 }
 
+/// Forget the customer (right to erasure): access is revoked, the
+/// customer's data key destroyed and `CustomerForgotten` recorded. From
+/// then on its personal data reads as `[forgotten]` everywhere, and every
+/// command on it answers 410 `customer_forgotten`. Irreversible.
+#[utoipa::path(post, path = "/v1/customers/{id}/forget", tag = "commands",
+    request_body = ForgetRequest,
+    params(("id" = String, Path, description = "Customer id"),
+           ("If-Match" = Option<String>, Header, description = "Expected version")),
+    responses((status = 200, body = CommandResponse),
+              (status = 403, body = ErrorBody, description = "forbidden (admin only)"),
+              (status = 404, body = ErrorBody, description = "customer_not_found"),
+              (status = 410, body = ErrorBody, description = "customer_forgotten (already)"),
+              (status = 422, body = ErrorBody, description = "reason_required")),
+    security(("api_key" = [])))]
+pub async fn forget_customer(
+    State(state): State<AppState>,
+    caller: Caller<ForgetCustomers>,
+    Path(id): Path<String>,
+    ctx: CommandContext,
+    body: JsonBody<ForgetRequest>,
+) -> ApiResult<Response> {
+    let id = customer_id(&id)?;
+    let reason = body.value.reason.trim().to_string();
+    if reason.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "reason_required",
+            "say why the customer is forgotten in `reason`",
+        ));
+    }
+    commands::respond(
+        &state,
+        ctx.request(
+            caller.actor(),
+            id,
+            CustomerCommand::ForgetCustomer,
+            Some(reason),
+            &body.digest,
+            StatusCode::OK,
+        ),
+    )
+    .await
+}
+
 /// A customer's current state, or with `as_of` its state at that instant.
 #[utoipa::path(get, path = "/v1/customers/{id}", tag = "reads",
     params(("id" = String, Path, description = "Customer id"), crate::http::history::AsOfQuery),
@@ -311,7 +355,7 @@ pub async fn find_customers(
     let email = parse(EmailAddress::parse(&query.email))?;
     state.projections_caught_up().await?;
     let now = state.now();
-    let rows = access_projections::db::access_state_by_email(state.store(), email.normalized())
+    let rows = access_projections::db::access_state_by_email(state.store(), &email)
         .await
         .map_err(ApiError::internal)?;
     Ok(Json(CustomerList {

@@ -69,6 +69,15 @@ pub struct ReasonRequest {
     pub reason: Option<String>,
 }
 
+/// `POST /v1/customers/{id}/forget`
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForgetRequest {
+    /// Why the customer is forgotten (required; kept in the event's
+    /// metadata and the audit trail, so it must not hold personal data).
+    pub reason: String,
+}
+
 /// A command's success.
 #[derive(Serialize, Deserialize, ToSchema, Debug)]
 pub struct CommandResponse {

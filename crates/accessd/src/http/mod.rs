@@ -75,6 +75,10 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
             "/v1/customers/{id}/revoke-access",
             post(customers::revoke_access),
         )
+        .route(
+            "/v1/customers/{id}/forget",
+            post(customers::forget_customer),
+        )
         .route("/v1/self", get(self_service::me))
         .route("/v1/self/sessions", post(self_service::create_session))
         .route(

@@ -14,6 +14,8 @@ fn start(dir: &std::path::Path, env: &[(&str, &str)]) -> (Child, Vec<String>) {
         .env_remove("ACCESS_DATABASE_URL")
         .env_remove("ACCESS_API_KEYS")
         .env_remove("ACCESS_API_KEYS_FILE")
+        .env_remove("ACCESS_MASTER_KEY")
+        .env_remove("ACCESS_MASTER_KEY_FILE")
         .env("ACCESS_LISTEN", "127.0.0.1:0")
         .env("ACCESS_LOG", "warn")
         .stdout(Stdio::piped())

@@ -27,6 +27,9 @@ async fn the_digest_covers_every_event_and_verifies(db: Db) {
 
     let store = Store::connect(&app.database_url(), StoreOptions::default())
         .await
+        .unwrap()
+        .unlock(access_store::testing::test_master_key())
+        .await
         .unwrap();
     let head = store.head().await.unwrap();
     assert_eq!(answer.body["position"], head.to_string(), "{}", answer.body);

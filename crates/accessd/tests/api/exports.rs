@@ -6,25 +6,6 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-/// The raw answer of a GET: status, content type, body text.
-async fn get_text(app: &TestApp, path: &str, key: &str) -> (u16, String, String) {
-    let response = app
-        .client
-        .get(format!("{}{path}", app.base))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    (status, content_type, response.text().await.unwrap())
-}
-
 async fn a_customers_events_export_as_json_lines_without_secrets(db: Db) {
     let app = TestApp::spawn(db).await;
     // Every event that carries a hash or a digest: a setup link and its use
@@ -86,12 +67,9 @@ async fn a_customers_events_export_as_json_lines_without_secrets(db: Db) {
         assert!(types.contains(&needed), "{types:?}");
     }
 
-    let (status, content_type, body) = get_text(
-        &app,
-        &format!("/v1/customers/{id}/events?format=jsonl"),
-        AUDITOR,
-    )
-    .await;
+    let (status, content_type, body) = app
+        .get_text(&format!("/v1/customers/{id}/events?format=jsonl"), AUDITOR)
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(content_type, "application/x-ndjson");
     assert!(body.ends_with('\n'));
@@ -129,12 +107,9 @@ async fn a_customers_events_export_as_json_lines_without_secrets(db: Db) {
     assert!(link["data"]["setup_link"]["expires_at"].is_string());
 
     // `format=json` is the default; anything else is refused.
-    let (status, content_type, _) = get_text(
-        &app,
-        &format!("/v1/customers/{id}/events?format=json"),
-        AUDITOR,
-    )
-    .await;
+    let (status, content_type, _) = app
+        .get_text(&format!("/v1/customers/{id}/events?format=json"), AUDITOR)
+        .await;
     assert_eq!((status, content_type.as_str()), (200, "application/json"));
     app.get(&format!("/v1/customers/{id}/events?format=csv"), AUDITOR)
         .await

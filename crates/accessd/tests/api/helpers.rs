@@ -130,6 +130,8 @@ impl TestApp {
             "ops:admin:{ADMIN},crm:service:{SERVICE},audit:auditor:{AUDITOR}"
         ));
         config.api_keys_file = None;
+        config.master_key = Some(access_store::testing::TEST_MASTER_KEY.to_string());
+        config.master_key_file = None;
         config.mail_templates = None;
         adjust(&mut config);
         let (tx, rx) = oneshot::channel::<()>();
@@ -204,6 +206,25 @@ impl TestApp {
 
     pub async fn get(&self, path: &str, key: &str) -> Answer {
         self.call(Method::GET, path, Some(key), None).await
+    }
+
+    /// The raw answer of a GET: status, content type, body text.
+    pub async fn get_text(&self, path: &str, key: &str) -> (u16, String, String) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        (status, content_type, response.text().await.unwrap())
     }
 
     pub async fn register(&self, email: &str) -> String {

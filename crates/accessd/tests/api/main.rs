@@ -7,6 +7,7 @@ mod binary;
 mod browser;
 mod digest;
 mod exports;
+mod forget;
 mod helpers;
 mod history;
 mod notice;

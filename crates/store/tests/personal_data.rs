@@ -1,0 +1,315 @@
+//! Personal data under per-customer keys, on both stores: stored only
+//! sealed, readable with the key, forgotten for good once the key is
+//! destroyed, and the master key checked at unlock.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use access_domain::{
+    Credential, CustomerCommand, CustomerError, CustomerEvent, CustomerId, CustomerName,
+    EmailAddress, Password, Personal, Role, Secret,
+};
+use access_store::testing::{
+    api_caller, count_rows, dump_all_tables, exec_sql, fresh_store, run, run_with, test_master_key,
+};
+use access_store::{ExecuteError, MasterKey, Store, StoreError, StoreOptions};
+use chrono::Utc;
+
+const PW: &str = "correct-Horse-battery-9";
+
+fn email(s: &str) -> EmailAddress {
+    EmailAddress::parse(s).unwrap()
+}
+
+/// A customer with a name, access, a manual password and a changed email;
+/// returns its id. Addresses and name contain `tag`.
+async fn history(store: &Store, tag: &str) -> CustomerId {
+    let id = CustomerId::new_random();
+    let steps = [
+        CustomerCommand::RegisterCustomer {
+            customer_id: id,
+            email: email(&format!("{tag}.first@example.com")),
+            name: Some(CustomerName::parse(&format!("Ann {tag}")).unwrap()),
+        },
+        CustomerCommand::GrantAccess {
+            role: Role::CustomerCenter,
+            credential: Credential::SetupLink,
+        },
+        CustomerCommand::ChangeEmail {
+            email: email(&format!("{tag}.second@example.com")),
+            credential: Credential::ManualPassword {
+                password: Password::parse(PW, &[]).unwrap(),
+                password_confirm: Secret::new(PW),
+                send_notification: true,
+            },
+        },
+    ];
+    for command in steps {
+        run_with(store, id, command, &api_caller("crm"), Utc::now())
+            .await
+            .unwrap();
+    }
+    id
+}
+
+fn personal_fields(event: &CustomerEvent) -> Vec<String> {
+    let shown = |p: &Personal<EmailAddress>| p.shown();
+    match event {
+        CustomerEvent::CustomerRegistered { email, name, .. } => {
+            let mut v = vec![shown(email)];
+            v.extend(name.as_ref().map(Personal::shown));
+            v
+        }
+        CustomerEvent::EmailChanged {
+            old_email,
+            new_email,
+            ..
+        } => vec![shown(old_email), shown(new_email)],
+        CustomerEvent::AccessNotificationSent { recipient, .. } => vec![shown(recipient)],
+        _ => Vec::new(),
+    }
+}
+
+async fn personal_data_is_stored_only_sealed(store: Store) {
+    let id = history(&store, "zqxsealed").await;
+    let dump = dump_all_tables(&store).await;
+    assert!(dump.contains(&id.to_string()), "the dump reads the tables");
+    assert!(
+        !dump.to_lowercase().contains("zqxsealed"),
+        "personal data in the clear:\n{}",
+        dump.lines()
+            .filter(|l| l.to_lowercase().contains("zqxsealed"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(dump.contains("\"sealed\""), "events hold sealed fields");
+
+    // With the key, everything reads back.
+    let loaded = store.load(id).await.unwrap();
+    assert_eq!(
+        loaded.customer.email().unwrap().as_str(),
+        "zqxsealed.second@example.com"
+    );
+    assert_eq!(loaded.customer.name().unwrap().as_str(), "Ann zqxsealed");
+    let fields: Vec<String> = store
+        .events_of(id)
+        .await
+        .unwrap()
+        .iter()
+        .flat_map(|e| personal_fields(&e.event))
+        .collect();
+    assert!(fields.contains(&"zqxsealed.first@example.com".to_string()));
+    assert!(fields.contains(&"Ann zqxsealed".to_string()));
+    // Lookups work through the keyed hash.
+    assert_eq!(
+        store
+            .customers_by_email(&email("ZQXSEALED.second@example.com"))
+            .await
+            .unwrap(),
+        vec![id]
+    );
+    assert_eq!(
+        store
+            .email_holder(&email("zqxsealed.second@example.com"))
+            .await
+            .unwrap(),
+        Some(id)
+    );
+}
+
+async fn forgetting_destroys_the_key_of_that_customer_only(store: Store) {
+    let forgotten = history(&store, "zqxgone").await;
+    let kept = history(&store, "zqxkept").await;
+    let executed = run(&store, forgotten, CustomerCommand::ForgetCustomer)
+        .await
+        .unwrap();
+    assert!(matches!(
+        executed.events.as_slice(),
+        [
+            CustomerEvent::AccessRevoked { .. },
+            CustomerEvent::CustomerForgotten { .. }
+        ]
+    ));
+
+    // Every personal field of the forgotten customer reads as forgotten.
+    let events = store.events_of(forgotten).await.unwrap();
+    assert_eq!(events.len(), 8);
+    let fields: Vec<String> = events
+        .iter()
+        .flat_map(|e| personal_fields(&e.event))
+        .collect();
+    assert!(!fields.is_empty());
+    assert!(fields.iter().all(|f| f == "[forgotten]"), "{fields:?}");
+    let loaded = store.load(forgotten).await.unwrap();
+    assert!(loaded.customer.is_forgotten());
+    assert_eq!(loaded.customer.email(), None);
+    assert_eq!(loaded, store.load_by_replay(forgotten).await.unwrap());
+
+    // It takes no more commands.
+    let refused = run(
+        &store,
+        forgotten,
+        CustomerCommand::ChangeEmail {
+            email: email("zqxgone.third@example.com"),
+            credential: Credential::None,
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            ExecuteError::Rejected(CustomerError::CustomerForgotten)
+        ),
+        "{refused:?}"
+    );
+
+    // Lookups and reservations are gone; the address is free again.
+    assert!(store
+        .customers_by_email(&email("zqxgone.second@example.com"))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store
+            .email_holder(&email("zqxgone.second@example.com"))
+            .await
+            .unwrap(),
+        None
+    );
+    // The other customer is untouched.
+    let other = store.load(kept).await.unwrap();
+    assert_eq!(
+        other.customer.email().unwrap().as_str(),
+        "zqxkept.second@example.com"
+    );
+    assert!(other.customer.has_access());
+    assert_eq!(count_rows(&store, "customer_keys").await, 2);
+    let dump = dump_all_tables(&store).await;
+    assert!(!dump.contains("zqxgone"));
+    assert!(
+        dump.lines()
+            .any(|l| l.starts_with("customer_keys") && l.contains(&forgotten.to_string())),
+        "the destroyed key's row stays, without the key"
+    );
+}
+
+async fn events_written_before_encryption_still_read(store: Store) {
+    // A stream as an earlier version wrote it: personal data in the clear,
+    // no key row.
+    let id = CustomerId::new_random();
+    exec_sql(
+        &store,
+        &format!(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+             VALUES ('Customer', '{id}', 1, 'CustomerRegistered', '1.0', \
+             '{{\"CustomerRegistered\":{{\"customer_id\":\"{id}\",\"email\":\"legacy@example.com\",\"name\":null,\"at\":\"2026-01-01T00:00:00Z\"}}}}', '{{}}')"
+        ),
+    )
+    .await;
+    let loaded = store.load(id).await.unwrap();
+    assert_eq!(
+        loaded.customer.email().unwrap().as_str(),
+        "legacy@example.com"
+    );
+    // The next command creates the customer's key and seals its events.
+    run(
+        &store,
+        id,
+        CustomerCommand::ChangeEmail {
+            email: email("zqxnew@example.com"),
+            credential: Credential::None,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(count_rows(&store, "customer_keys").await, 1);
+    assert!(!dump_all_tables(&store).await.contains("zqxnew"));
+    assert_eq!(
+        store
+            .load(id)
+            .await
+            .unwrap()
+            .customer
+            .email()
+            .unwrap()
+            .as_str(),
+        "zqxnew@example.com"
+    );
+}
+
+access_store::on_both_stores!(
+    personal_data_is_stored_only_sealed,
+    forgetting_destroys_the_key_of_that_customer_only,
+    events_written_before_encryption_still_read,
+    snapshots_are_sealed_and_dropped_on_forget with StoreOptions { snapshot_interval: 2, ..StoreOptions::default() },
+);
+
+async fn snapshots_are_sealed_and_dropped_on_forget(store: Store) {
+    let id = history(&store, "zqxsnap").await;
+    assert_eq!(count_rows(&store, "snapshots").await, 1);
+    assert!(!dump_all_tables(&store).await.contains("zqxsnap"));
+    assert_eq!(
+        store.load(id).await.unwrap(),
+        store.load_by_replay(id).await.unwrap()
+    );
+    run(&store, id, CustomerCommand::ForgetCustomer)
+        .await
+        .unwrap();
+    assert_eq!(count_rows(&store, "snapshots").await, 0);
+    assert!(store.load(id).await.unwrap().customer.is_forgotten());
+}
+
+/// Unlocking with another master key fails clearly; rotating re-wraps the
+/// keys so that only the new master key opens them.
+async fn master_keys_are_checked_and_rotate(postgres: bool) {
+    let (db, store) = fresh_store(postgres, StoreOptions::default()).await;
+    let id = history(&store, "zqxrotate").await;
+    let (wrong, _) = MasterKey::generate().unwrap();
+    let err = Store::connect(db.url(), StoreOptions::default())
+        .await
+        .unwrap()
+        .unlock(wrong)
+        .await
+        .err()
+        .expect("the wrong master key is refused");
+    assert!(matches!(err, StoreError::WrongMasterKey { .. }), "{err:?}");
+    assert!(err.to_string().contains("ACCESS_MASTER_KEY"), "{err}");
+
+    let (new, _) = MasterKey::generate().unwrap();
+    let new_id = new.id().to_string();
+    assert_eq!(store.rotate_master_key(&new).await.unwrap(), 1);
+    let old = Store::connect(db.url(), StoreOptions::default())
+        .await
+        .unwrap()
+        .unlock(test_master_key())
+        .await;
+    assert!(matches!(old, Err(StoreError::WrongMasterKey { .. })));
+    let reopened = Store::connect(db.url(), StoreOptions::default())
+        .await
+        .unwrap()
+        .unlock(new)
+        .await
+        .unwrap();
+    assert_eq!(reopened.keyring().unwrap().master_key_id(), new_id);
+    let loaded = reopened.load(id).await.unwrap();
+    assert_eq!(
+        loaded.customer.email().unwrap().as_str(),
+        "zqxrotate.second@example.com"
+    );
+    assert_eq!(
+        reopened
+            .customers_by_email(&email("zqxrotate.second@example.com"))
+            .await
+            .unwrap(),
+        vec![id]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_master_keys_are_checked_and_rotate() {
+    master_keys_are_checked_and_rotate(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_master_keys_are_checked_and_rotate() {
+    master_keys_are_checked_and_rotate(false).await;
+}
