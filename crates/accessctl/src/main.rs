@@ -99,6 +99,11 @@ enum KeysCommand {
         #[arg(long)]
         new_key_file: std::path::PathBuf,
     },
+    /// One-time migration of a store written before encryption: seal the
+    /// personal data of old events under per-customer keys, rewrite the
+    /// email lookups as keyed hashes, and start the hash chain over
+    /// (prints the old and the new head). Stop every accessd first.
+    SealLegacy,
 }
 
 #[derive(Subcommand, Debug)]
@@ -253,6 +258,9 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Keys {
             command: KeysCommand::RotateMaster { new_key_file },
         } => return ops::rotate_master(&store, &new_key_file).await,
+        Command::Keys {
+            command: KeysCommand::SealLegacy,
+        } => return ops::seal_legacy(&store).await,
         Command::Replay(_)
         | Command::Keys {
             command: KeysCommand::Generate,

@@ -114,4 +114,45 @@ async fn who_had_access_and_the_mail_queue(store: Store) {
     assert!(!ok && text.contains("no failed message"), "{text}");
 }
 
-access_store::on_both_stores!(who_had_access_and_the_mail_queue);
+async fn forget_and_the_master_key_from_the_command_line(store: Store) {
+    let id = access_store::testing::sample_history(&store, 7).await;
+    let (ok, text) = accessctl(&store, &["forget", &id.to_string(), "--reason", " "]);
+    assert!(!ok && text.contains("--reason"), "{text}");
+    let (ok, text) = accessctl(&store, &["forget", "not-an-id", "--reason", "gdpr"]);
+    assert!(!ok && text.contains("not a customer id"), "{text}");
+    let (ok, text) = accessctl(
+        &store,
+        &["forget", &id.to_string(), "--reason", "erasure request 12"],
+    );
+    assert!(ok, "{text}");
+    assert!(text.contains("forgotten"), "{text}");
+    assert!(store.load(id).await.unwrap().customer.is_forgotten());
+    let (ok, text) = accessctl(&store, &["forget", &id.to_string(), "--reason", "again"]);
+    assert!(!ok && text.contains("forgotten"), "{text}");
+
+    // A new master key: generated, rotated to; the old one no longer opens.
+    access_store::testing::sample_history(&store, 8).await;
+    let (ok, key) = accessctl(&store, &["keys", "generate"]);
+    assert!(ok && key.trim().len() == 64, "{key}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("new.key");
+    std::fs::write(&file, key.trim()).unwrap();
+    let (ok, text) = accessctl(
+        &store,
+        &[
+            "keys",
+            "rotate-master",
+            "--new-key-file",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{text}");
+    assert!(text.contains("re-wrapped 1 customer key"), "{text}");
+    let (ok, text) = accessctl(&store, &["audit", "who-had-access", "--at", "2099-01-01"]);
+    assert!(!ok && text.contains("master key"), "{text}");
+}
+
+access_store::on_both_stores!(
+    who_had_access_and_the_mail_queue,
+    forget_and_the_master_key_from_the_command_line
+);

@@ -506,6 +506,26 @@ pub async fn catch_up(
     }
 }
 
+/// Drops every stored hash so that the chain is computed again from the
+/// first event. Only for the one-time migration that seals personal data
+/// of events written before encryption (`accessctl keys seal-legacy`):
+/// it changes stored events on purpose, so the chain starts over and the
+/// operator records the new head (docs/operations.md).
+pub async fn restart(store: &Store) -> Result<(), ProjectionError> {
+    on_store!(store, write, |pool, _ts, _get_ts, _pg| {
+        let mut tx = pool.begin().await?;
+        sqlx::query("DELETE FROM event_hashes")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM projector_checkpoints WHERE name = $1")
+            .bind(CHECKPOINT)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    })
+}
+
 /// The newest hashed event and its hash, as stored (None while nothing is
 /// hashed).
 pub async fn head(store: &Store) -> Result<Option<ChainHead>, ProjectionError> {

@@ -131,6 +131,10 @@ async fn replay_into_rebuild(
     }
 }
 
+/// How long a rebuild waits for the feed to pass events committed before
+/// it started.
+const HELD_BACK_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Rebuilds the live projections from every event and swaps them in.
 /// `progress` is called with the number of events replayed so far.
 pub async fn rebuild(
@@ -138,16 +142,31 @@ pub async fn rebuild(
     progress: &mut dyn FnMut(u64),
 ) -> Result<RebuildReport, ProjectionError> {
     let started = Instant::now();
+    // Every event committed before the rebuild starts is in the result:
+    // the feed may hold back behind a transaction still open anywhere on
+    // the database server (docs/adr/0002-global-order.md), so wait for it
+    // rather than stop short.
+    let head = store.head().await?;
     fresh_rebuild_tables(store).await?;
     let (mut position, mut events) =
         replay_into_rebuild(store, Position::START, None, progress).await?;
     // Catch up with what arrived meanwhile (until nothing new), then swap.
+    let deadline = Instant::now() + HELD_BACK_LIMIT;
     loop {
         let (p, n) = replay_into_rebuild(store, position, None, progress).await?;
         position = p;
         events += n;
-        if n == 0 {
+        if n == 0 && position >= head {
             break;
+        }
+        if n == 0 {
+            if Instant::now() > deadline {
+                return Err(ProjectionError::Lagging {
+                    checkpoint: position,
+                    head,
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
     swap(store, position).await?;

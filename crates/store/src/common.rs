@@ -54,6 +54,48 @@ where
     Ok(())
 }
 
+/// Rewrites a customer's email lookup and reservation rows from its state
+/// under the current email index key (for the one-time migration of
+/// stores written before keyed hashes).
+pub(crate) async fn reindex_customer<DB>(
+    conn: &mut DB::Connection,
+    keyring: &Keyring,
+    customer_id: &str,
+    customer: &Customer,
+) -> Result<(), StoreError>
+where
+    DB: Database,
+    for<'q> <DB as Database>::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+{
+    for statement in [
+        "DELETE FROM login_emails WHERE customer_id = $1",
+        "DELETE FROM customer_emails WHERE customer_id = $1",
+    ] {
+        sqlx::query::<DB>(statement)
+            .bind(customer_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    write_reservations::<DB>(
+        &mut *conn,
+        keyring,
+        customer_id,
+        &Customer::default(),
+        customer,
+    )
+    .await?;
+    if let Some(email) = customer.email() {
+        sqlx::query::<DB>("INSERT INTO customer_emails (customer_id, email_key) VALUES ($1, $2)")
+            .bind(customer_id)
+            .bind(keyring.email_key(email).as_str())
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
 pub(crate) async fn insert_idempotency<DB>(
     conn: &mut DB::Connection,
     record: &IdempotencyRecord,

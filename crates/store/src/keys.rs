@@ -451,6 +451,89 @@ where
     Ok(count)
 }
 
+/// What [`seal_legacy_events`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LegacySealed {
+    /// Customers whose events held personal data in the clear.
+    pub customers: u64,
+    /// Events rewritten with their personal fields sealed.
+    pub events: u64,
+}
+
+/// Event types that carry personal fields (all at version 1.0).
+pub(crate) const PERSONAL_TYPES: &[&str] = &[
+    "CustomerRegistered",
+    "EmailChanged",
+    "AccessNotificationSent",
+    "EmailChangeRequested",
+    "EmailChangeConfirmed",
+];
+
+/// One customer's events written before encryption, rewritten with their
+/// personal fields sealed (same transaction for all of them). Each row
+/// keeps its type, version and every other field.
+pub(crate) async fn seal_legacy_customer<DB>(
+    conn: &mut DB::Connection,
+    keyring: &Keyring,
+    customer_id: &str,
+    rows: Vec<(i64, Value)>,
+    update_sql: &str,
+) -> Result<u64, StoreError>
+where
+    DB: Database,
+    for<'q> <DB as Database>::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'r> Option<String>: Decode<'r, DB> + Type<DB>,
+    for<'r> String: Decode<'r, DB> + Type<DB>,
+    for<'a> &'a str: sqlx::ColumnIndex<DB::Row>,
+{
+    let mut plain = Vec::new();
+    for (position, payload) in rows {
+        let mut event: CustomerEvent = serde_json::from_value(payload).map_err(|e| {
+            StoreError::Database(format!(
+                "event at position {position} of customer {customer_id} does not read: {e}"
+            ))
+        })?;
+        if !event.has_sealed_fields() {
+            plain.push((position, event));
+        }
+    }
+    if plain.is_empty() {
+        return Ok(0);
+    }
+    let key = key_for_append::<DB>(&mut *conn, keyring, customer_id).await?;
+    let mut rewritten = 0;
+    for (position, event) in plain {
+        let as_json = |e: &CustomerEvent| {
+            serde_json::to_string(e)
+                .map_err(|err| StoreError::Database(format!("event does not serialize: {err}")))
+        };
+        let before = as_json(&event)?;
+        let sealed = seal_events(&key, customer_id, std::slice::from_ref(&event))?;
+        let after = sealed.first().map(as_json).transpose()?.unwrap_or_default();
+        if after == before {
+            continue;
+        }
+        sqlx::query::<DB>(update_sql)
+            .bind(after.as_str())
+            .bind(position)
+            .execute(&mut *conn)
+            .await?;
+        rewritten += 1;
+    }
+    if rewritten > 0 {
+        // Its snapshot was written in the clear too; the next one due is
+        // sealed.
+        sqlx::query::<DB>("DELETE FROM snapshots WHERE aggregate_id = $1")
+            .bind(customer_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(rewritten)
+}
+
 /// Where the master key came from (for the start-up log).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MasterKeySource {

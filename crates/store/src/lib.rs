@@ -234,6 +234,94 @@ impl Store {
         }
     }
 
+    /// One-time migration for events written before encryption: seals the
+    /// personal fields of every such event under its customer's key (made
+    /// now if missing), one transaction per customer. Events keep their
+    /// type, version and every other field; their stored form changes, so
+    /// the hash chain must be recomputed afterwards (`accessctl keys
+    /// seal-legacy` does that). Also rewrites every customer's email lookup
+    /// and reservation rows as keyed hashes. Safe to run again: sealed
+    /// events are left alone.
+    pub async fn seal_legacy_events(&self) -> Result<keys::LegacySealed, StoreError> {
+        let keyring = self.keyring()?;
+        let customers: Vec<String> = on_pool!(self, read, |p| {
+            sqlx::query_scalar(
+            "SELECT DISTINCT aggregate_id FROM events WHERE aggregate_type = 'Customer' ORDER BY 1"
+        )
+        .fetch_all(p)
+        .await
+        })?;
+        let mut done = keys::LegacySealed::default();
+        let types = keys::PERSONAL_TYPES
+            .iter()
+            .map(|t| format!("'{t}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let select = format!(
+            "SELECT global_position, payload FROM events WHERE aggregate_type = 'Customer' \
+             AND aggregate_id = $1 AND event_type IN ({types}) ORDER BY sequence"
+        );
+        for customer in customers {
+            let id: CustomerId = customer.parse().map_err(|_| {
+                StoreError::Database(format!("events hold a bad customer id `{customer}`"))
+            })?;
+            let state = self.load_by_replay(id).await?.customer;
+            let n = match self {
+                Self::Postgres(s) => {
+                    let mut tx = s.pool().begin().await?;
+                    common::reindex_customer::<sqlx::Postgres>(&mut tx, keyring, &customer, &state)
+                        .await?;
+                    let rows: Vec<(i64, serde_json::Value)> = sqlx::query_as(&select)
+                        .bind(&customer)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    let n = keys::seal_legacy_customer::<sqlx::Postgres>(
+                        &mut tx,
+                        keyring,
+                        &customer,
+                        rows,
+                        "UPDATE events SET payload = $1::json WHERE global_position = $2",
+                    )
+                    .await?;
+                    tx.commit().await?;
+                    n
+                }
+                Self::Sqlite(s) => {
+                    let mut tx = s.writer().begin().await?;
+                    common::reindex_customer::<sqlx::Sqlite>(&mut tx, keyring, &customer, &state)
+                        .await?;
+                    let rows: Vec<(i64, String)> = sqlx::query_as(&select)
+                        .bind(&customer)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    let rows = rows
+                        .into_iter()
+                        .map(|(p, text)| {
+                            serde_json::from_str(&text).map(|v| (p, v)).map_err(|e| {
+                                StoreError::Database(format!("payload at {p} is not JSON: {e}"))
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let n = keys::seal_legacy_customer::<sqlx::Sqlite>(
+                        &mut tx,
+                        keyring,
+                        &customer,
+                        rows,
+                        "UPDATE events SET payload = $1 WHERE global_position = $2",
+                    )
+                    .await?;
+                    tx.commit().await?;
+                    n
+                }
+            };
+            if n > 0 {
+                done.customers += 1;
+                done.events += n;
+            }
+        }
+        Ok(done)
+    }
+
     /// Which database this is: `postgres` or `sqlite`.
     pub fn kind(&self) -> &'static str {
         match self {

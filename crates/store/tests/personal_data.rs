@@ -236,7 +236,71 @@ async fn events_written_before_encryption_still_read(store: Store) {
     );
 }
 
+async fn the_legacy_migration_seals_old_events_and_rekeys_lookups(store: Store) {
+    let id = CustomerId::new_random();
+    let at = "2026-01-01T00:00:00Z";
+    let rows = [
+        (1, "CustomerRegistered", format!(
+            "{{\"CustomerRegistered\":{{\"customer_id\":\"{id}\",\"email\":\"zqxlegacy1@example.com\",\"name\":\"Zqx Legacy\",\"at\":\"{at}\"}}}}"
+        )),
+        (2, "EmailChanged", format!(
+            "{{\"EmailChanged\":{{\"old_email\":\"zqxlegacy1@example.com\",\"new_email\":\"zqxlegacy2@example.com\",\"at\":\"{at}\"}}}}"
+        )),
+    ];
+    for (sequence, kind, payload) in rows {
+        exec_sql(
+            &store,
+            &format!(
+                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+                 VALUES ('Customer', '{id}', {sequence}, '{kind}', '1.0', '{payload}', '{{}}')"
+            ),
+        )
+        .await;
+    }
+    // The lookup row as an earlier version wrote it: the plain address.
+    exec_sql(
+        &store,
+        &format!("INSERT INTO customer_emails (customer_id, email_key) VALUES ('{id}', 'zqxlegacy2@example.com')"),
+    )
+    .await;
+    assert!(dump_all_tables(&store).await.contains("zqxlegacy"));
+
+    let done = store.seal_legacy_events().await.unwrap();
+    assert_eq!((done.customers, done.events), (1, 2));
+    let dump = dump_all_tables(&store).await;
+    assert!(!dump.to_lowercase().contains("zqxlegacy"), "{dump}");
+    let loaded = store.load(id).await.unwrap();
+    assert_eq!(
+        loaded.customer.email().unwrap().as_str(),
+        "zqxlegacy2@example.com"
+    );
+    assert_eq!(loaded.customer.name().unwrap().as_str(), "Zqx Legacy");
+    assert_eq!(
+        store
+            .customers_by_email(&email("zqxlegacy2@example.com"))
+            .await
+            .unwrap(),
+        vec![id]
+    );
+    // Run again: nothing left to do.
+    let again = store.seal_legacy_events().await.unwrap();
+    assert_eq!(again.events, 0);
+    // And the customer can be forgotten for good now.
+    run(&store, id, CustomerCommand::ForgetCustomer)
+        .await
+        .unwrap();
+    let fields: Vec<String> = store
+        .events_of(id)
+        .await
+        .unwrap()
+        .iter()
+        .flat_map(|e| personal_fields(&e.event))
+        .collect();
+    assert!(fields.iter().all(|f| f == "[forgotten]"), "{fields:?}");
+}
+
 access_store::on_both_stores!(
+    the_legacy_migration_seals_old_events_and_rekeys_lookups,
     personal_data_is_stored_only_sealed,
     forgetting_destroys_the_key_of_that_customer_only,
     events_written_before_encryption_still_read,
