@@ -107,6 +107,12 @@ pub struct Config {
     #[arg(long, env = "ACCESS_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
 
+    /// Longest time a client may take to send a request's headers (also
+    /// the idle time of a kept-alive connection), in seconds; then the
+    /// connection is closed (slow clients hold no connection for long).
+    #[arg(long, env = "ACCESS_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_timeout_secs: u64,
+
     /// Password hashes computed at once (each takes ~20 MiB and a core for
     /// ~20 ms); more requests wait their turn.
     #[arg(long, env = "ACCESS_HASH_CONCURRENCY", default_value_t = 2)]
