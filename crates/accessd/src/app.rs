@@ -270,6 +270,7 @@ pub async fn start(
             access_mail::outbox::RetryPolicy {
                 max_attempts: config.mail_max_attempts.max(1),
                 first_delay: Duration::from_millis(config.mail_retry_ms.max(1)),
+                lease: Duration::from_secs(config.mail_lease_secs.max(1)),
                 ..access_mail::outbox::RetryPolicy::default()
             },
             crate::mailer::outcome_counter(metrics.clone()),

@@ -61,6 +61,11 @@ pub struct Config {
     #[arg(long, env = "ACCESS_MAIL_RETRY_MS", default_value_t = 2000)]
     pub mail_retry_ms: u64,
 
+    /// How long a worker holds a message it is sending, in seconds; a
+    /// message claimed by a process that died is sent again after this.
+    #[arg(long, env = "ACCESS_MAIL_LEASE_SECS", default_value_t = 60)]
+    pub mail_lease_secs: u64,
+
     /// A directory of templates that replace the built-in ones.
     #[arg(long, env = "ACCESS_MAIL_TEMPLATES")]
     pub mail_templates: Option<PathBuf>,
