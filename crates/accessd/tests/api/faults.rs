@@ -1,7 +1,7 @@
 //! Faults with real processes: the database server stopped and restarted
 //! under load, `accessd` killed with SIGKILL under load, two replicas on
 //! one database under contended load. (SMTP down then back: smtp.rs,
-//! `an_smtp_outage_is_retried_then_delivered_once`.)
+//! `an_smtp_outage_means_retries_and_a_later_delivery`, on both stores.)
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
