@@ -164,6 +164,13 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         HeaderName::from_static("cross-origin-resource-policy"),
         HeaderValue::from_static("same-origin"),
     ))
+    // A bug that panics in a handler answers 500 `internal` (logged) rather
+    // than dropping the connection.
+    .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+        |_: Box<dyn std::any::Any + Send>| {
+            ApiError::internal("a request handler panicked").into_response()
+        },
+    ))
     .layer(PropagateRequestIdLayer::new(REQUEST_ID))
     .layer(trace)
     .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
