@@ -5,9 +5,10 @@
 //! there once fixed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[allow(dead_code)]
-#[path = "../../../fuzz/src/lib.rs"]
-mod checks;
+#[path = "../../../fuzz/src/domain.rs"]
+mod domain;
+#[path = "../../../fuzz/src/service.rs"]
+mod service;
 
 fn replay(target: &str, check: fn(&[u8])) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -26,15 +27,15 @@ fn replay(target: &str, check: fn(&[u8])) {
 
 #[test]
 fn command_json_regressions() {
-    replay("command_json", checks::command_json);
+    replay("command_json", service::command_json);
 }
 
 #[test]
 fn stored_event_regressions() {
-    replay("stored_event", checks::stored_event);
+    replay("stored_event", domain::stored_event);
 }
 
 #[test]
 fn values_regressions() {
-    replay("values", checks::values);
+    replay("values", domain::values);
 }
