@@ -197,7 +197,7 @@ async fn respond(
     // One more row than asked tells whether there is a next page.
     let mut rows = db::audit_page(state.store(), &filter, limit + 1)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::from)?;
     let more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
     let next_cursor = more

@@ -283,7 +283,7 @@ pub async fn get_customer(
     state.projections_caught_up().await?;
     let row = access_projections::db::access_state(state.store(), id)
         .await
-        .map_err(ApiError::internal)?
+        .map_err(ApiError::from)?
         .ok_or_else(ApiError::customer_not_found)?;
     let view = CustomerView::from_row(&row, state.now());
     Ok(commands::with_etag(Json(view).into_response(), row.version))
@@ -313,7 +313,7 @@ pub async fn find_customers(
     let now = state.now();
     let rows = access_projections::db::access_state_by_email(state.store(), email.normalized())
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::from)?;
     Ok(Json(CustomerList {
         customers: rows
             .iter()
