@@ -127,6 +127,70 @@ async fn load_keys(
     Ok((KeyRing::new(keys), created))
 }
 
+/// Largest request head (request line and headers) accepted; a larger
+/// one is answered 431 by hyper and the connection closed.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// Serves HTTP/1.1 on `listener` until `shutdown` completes, then lets
+/// the connections finish their requests in flight.
+///
+/// Our own accept loop rather than `axum::serve`, which runs hyper without
+/// a timer and so without a header read timeout: a client sending its
+/// headers a byte at a time (slowloris) would hold its connection forever.
+async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    header_timeout: Duration,
+) -> std::io::Result<()> {
+    use axum::extract::ConnectInfo;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt;
+
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, go on.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        let service = router.clone().map_request(
+            move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(remote));
+                request.map(axum::body::Body::new)
+            },
+        );
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .max_header_size(MAX_HEADER_BYTES)
+            .max_headers(100)
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, %remote, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
 /// Starts the service; it stops when `shutdown` completes.
 pub async fn start(
     config: Config,
@@ -142,6 +206,7 @@ pub async fn start(
         StoreOptions {
             max_connections: config.db_pool,
             snapshot_interval: config.snapshot_interval,
+            seal_personal_data: true,
         },
     )
     .await
@@ -235,6 +300,7 @@ pub async fn start(
             access_mail::outbox::RetryPolicy {
                 max_attempts: config.mail_max_attempts.max(1),
                 first_delay: Duration::from_millis(config.mail_retry_ms.max(1)),
+                lease: Duration::from_secs(config.mail_lease_secs.max(1)),
                 ..access_mail::outbox::RetryPolicy::default()
             },
             crate::mailer::outcome_counter(metrics.clone()),
@@ -280,14 +346,12 @@ pub async fn start(
         state.clone(),
         Duration::from_secs(config.request_timeout_secs.max(1)),
     );
-    let server = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
-    });
+    let server = tokio::spawn(serve(
+        listener,
+        router,
+        shutdown,
+        Duration::from_secs(config.header_timeout_secs.max(1)),
+    ));
     tracing::info!(%addr, %public_url, "accessd listening");
     Ok(Running {
         addr,

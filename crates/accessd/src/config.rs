@@ -61,6 +61,11 @@ pub struct Config {
     #[arg(long, env = "ACCESS_MAIL_RETRY_MS", default_value_t = 2000)]
     pub mail_retry_ms: u64,
 
+    /// How long a worker holds a message it is sending, in seconds; a
+    /// message claimed by a process that died is sent again after this.
+    #[arg(long, env = "ACCESS_MAIL_LEASE_SECS", default_value_t = 60)]
+    pub mail_lease_secs: u64,
+
     /// A directory of templates that replace the built-in ones.
     #[arg(long, env = "ACCESS_MAIL_TEMPLATES")]
     pub mail_templates: Option<PathBuf>,
@@ -116,6 +121,12 @@ pub struct Config {
     /// Longest time a request may take, in seconds.
     #[arg(long, env = "ACCESS_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
+
+    /// Longest time a client may take to send a request's headers (also
+    /// the idle time of a kept-alive connection), in seconds; then the
+    /// connection is closed (slow clients hold no connection for long).
+    #[arg(long, env = "ACCESS_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_timeout_secs: u64,
 
     /// Password hashes computed at once (each takes ~20 MiB and a core for
     /// ~20 ms); more requests wait their turn.

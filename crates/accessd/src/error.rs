@@ -160,6 +160,19 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<access_projections::ProjectionError> for ApiError {
+    /// A read of the projections: the database being down is 503 like
+    /// any store outage (not 500); a lagging read model is 503 too.
+    fn from(err: access_projections::ProjectionError) -> Self {
+        use access_projections::ProjectionError;
+        match err {
+            ProjectionError::Store(e) => e.into(),
+            ProjectionError::Lagging { .. } => Self::unavailable(),
+            other => Self::internal(other),
+        }
+    }
+}
+
 impl From<ExecuteError> for ApiError {
     fn from(err: ExecuteError) -> Self {
         match err {
@@ -235,6 +248,20 @@ mod tests {
             (taken.status, taken.code),
             (StatusCode::CONFLICT, "email_in_use")
         );
+    }
+
+    #[test]
+    fn projection_reads_during_an_outage_are_503_not_500() {
+        let down = ApiError::from(access_projections::ProjectionError::Store(
+            StoreError::Unavailable("connection refused".into()),
+        ));
+        assert_eq!(
+            (down.status, down.code),
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+        );
+        assert!(down.retry_after.is_some());
+        let corrupt = ApiError::from(access_projections::ProjectionError::Corrupt("x".into()));
+        assert_eq!(corrupt.status, StatusCode::INTERNAL_SERVER_ERROR);
     }
 
     #[test]

@@ -100,7 +100,7 @@ impl AppState {
                 access_projections::LIVE.checkpoint,
             )
             .await
-            .map_err(crate::error::ApiError::internal)?;
+            .map_err(crate::error::ApiError::from)?;
             if at >= head {
                 return Ok(());
             }

@@ -158,6 +158,10 @@ pub struct StoreOptions {
     pub max_connections: u32,
     /// Write a snapshot every this many events of a customer (0: never).
     pub snapshot_interval: u64,
+    /// Seal personal data under per-customer keys (docs/privacy.md). Off
+    /// only to measure what sealing costs (`examples/encryption_cost.rs`):
+    /// a store written with it off is like one written before encryption.
+    pub seal_personal_data: bool,
 }
 
 impl Default for StoreOptions {
@@ -165,6 +169,7 @@ impl Default for StoreOptions {
         Self {
             max_connections: 10,
             snapshot_interval: 100,
+            seal_personal_data: true,
         }
     }
 }

@@ -164,8 +164,15 @@ impl PgStore {
         let id = append.customer_id.to_string();
         let keyring = self.keyring()?;
         let mut tx = self.pool.begin().await?;
-        let key = keys::key_for_append::<DB>(&mut tx, keyring, &id).await?;
-        let sealed = keys::seal_events(&key, &id, append.events)?;
+        let key = if self.options.seal_personal_data {
+            Some(keys::key_for_append::<DB>(&mut tx, keyring, &id).await?)
+        } else {
+            None
+        };
+        let sealed = match &key {
+            Some(key) => keys::seal_events(key, &id, append.events)?,
+            None => append.events.to_vec(),
+        };
         let encoded = codec::encode(&sealed, append.expected_version + 1, append.metadata)?;
         let mut last_position = None;
 
@@ -205,7 +212,10 @@ impl PgStore {
             &id,
             self.options.snapshot_interval,
             keyring,
-            |state| keys::seal_snapshot(&key, &id, state),
+            |state| match &key {
+                Some(key) => keys::seal_snapshot(key, &id, state),
+                None => Ok(state.clone()),
+            },
         )
         .await?;
         tx.commit().await?;

@@ -5,7 +5,7 @@ use access_projections::export::{self, ExportFormat};
 use access_projections::{db, AuditFilter};
 use access_store::Position;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::{Caller, ReadHistory};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::dto::{AuditPage, AuditView};
-use crate::http::extract::customer_id;
+use crate::http::extract::{customer_id, PathId};
 use crate::state::AppState;
 
 /// Rows per page of an export stream.
@@ -197,7 +197,7 @@ async fn respond(
     // One more row than asked tells whether there is a next page.
     let mut rows = db::audit_page(state.store(), &filter, limit + 1)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::from)?;
     let more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
     let next_cursor = more
@@ -235,7 +235,7 @@ pub async fn audit(
 pub async fn customer_audit(
     State(state): State<AppState>,
     _caller: Caller<ReadHistory>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
     let id = customer_id(&id)?;

@@ -2,7 +2,7 @@
 //! reads of their state and history.
 
 use access_domain::{CustomerCommand, CustomerId, CustomerName, EmailAddress, Role};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -13,7 +13,7 @@ use crate::auth::{Caller, ForgetCustomers, ReadHistory, ReadState, SendCommands}
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::commands::{self, credential, new_password, parse, CommandContext};
 use crate::http::dto::*;
-use crate::http::extract::{customer_id, JsonBody};
+use crate::http::extract::{customer_id, JsonBody, PathId};
 use crate::state::AppState;
 
 /// Register a customer (without access).
@@ -77,7 +77,7 @@ pub async fn register(
 pub async fn change_email(
     State(state): State<AppState>,
     caller: Caller<SendCommands>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     ctx: CommandContext,
     body: JsonBody<ChangeEmailRequest>,
 ) -> ApiResult<Response> {
@@ -121,7 +121,7 @@ pub async fn change_email(
 pub async fn grant_access(
     State(state): State<AppState>,
     caller: Caller<SendCommands>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     ctx: CommandContext,
     body: JsonBody<GrantAccessRequest>,
 ) -> ApiResult<Response> {
@@ -166,7 +166,7 @@ pub async fn grant_access(
 pub async fn set_password(
     State(state): State<AppState>,
     caller: Caller<SendCommands>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     ctx: CommandContext,
     body: JsonBody<SetPasswordRequest>,
 ) -> ApiResult<Response> {
@@ -203,7 +203,7 @@ pub async fn set_password(
 pub async fn send_access_notification(
     State(state): State<AppState>,
     caller: Caller<SendCommands>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     ctx: CommandContext,
     body: JsonBody<ReasonRequest>,
 ) -> ApiResult<Response> {
@@ -235,7 +235,7 @@ pub async fn send_access_notification(
 pub async fn revoke_access(
     State(state): State<AppState>,
     caller: Caller<SendCommands>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     ctx: CommandContext,
     body: JsonBody<ReasonRequest>,
 ) -> ApiResult<Response> {
@@ -280,7 +280,7 @@ pub async fn revoke_access(
 pub async fn forget_customer(
     State(state): State<AppState>,
     caller: Caller<ForgetCustomers>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     ctx: CommandContext,
     body: JsonBody<ForgetRequest>,
 ) -> ApiResult<Response> {
@@ -316,7 +316,7 @@ pub async fn forget_customer(
 pub async fn get_customer(
     State(state): State<AppState>,
     _caller: Caller<ReadState>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     query: Result<Query<crate::http::history::AsOfQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
     let id = customer_id(&id)?;
@@ -327,7 +327,7 @@ pub async fn get_customer(
     state.projections_caught_up().await?;
     let row = access_projections::db::access_state(state.store(), id)
         .await
-        .map_err(ApiError::internal)?
+        .map_err(ApiError::from)?
         .ok_or_else(ApiError::customer_not_found)?;
     let view = CustomerView::from_row(&row, state.now());
     Ok(commands::with_etag(Json(view).into_response(), row.version))
@@ -357,7 +357,7 @@ pub async fn find_customers(
     let now = state.now();
     let rows = access_projections::db::access_state_by_email(state.store(), &email)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::from)?;
     Ok(Json(CustomerList {
         customers: rows
             .iter()
@@ -387,7 +387,7 @@ pub struct EventsQuery {
 pub async fn customer_events(
     State(state): State<AppState>,
     _caller: Caller<ReadHistory>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
     let id = customer_id(&id)?;

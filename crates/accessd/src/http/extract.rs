@@ -111,6 +111,22 @@ fn redact_values(message: &str) -> String {
     out
 }
 
+/// The `{id}` of a route, as text. Unlike axum's `Path`, a segment that
+/// does not decode (percent-encoded bytes that are no UTF-8) is our 400
+/// `malformed_request`, not a plain-text rejection.
+pub struct PathId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(id)| Self(id))
+            .map_err(|_| ApiError::malformed("the id in the path is not valid UTF-8 text"))
+    }
+}
+
 /// A customer id from the path.
 pub fn customer_id(raw: &str) -> Result<CustomerId, ApiError> {
     raw.parse().map_err(|_| {

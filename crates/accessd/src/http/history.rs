@@ -47,7 +47,7 @@ pub async fn customer_as_of(
 ) -> ApiResult<Response> {
     let row = access_projections::history::state_at(state.store(), id, as_of)
         .await
-        .map_err(ApiError::internal)?
+        .map_err(ApiError::from)?
         .ok_or_else(ApiError::customer_not_found)?;
     Ok(Json(CustomerView::from_row(&row, as_of)).into_response())
 }
@@ -97,7 +97,7 @@ pub async fn access_report(
         .unwrap_or_else(|| state.now());
     let rows = access_projections::history::who_had_access(state.store(), as_of)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::from)?;
     Ok(Json(AccessReport {
         as_of,
         customers: rows

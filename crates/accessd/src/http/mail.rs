@@ -2,7 +2,7 @@
 //! failed message again.
 
 use access_store::OutboxEntry;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, TimeZone, Utc};
@@ -11,6 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{Caller, Operate};
 use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::http::extract::PathId;
 use crate::state::AppState;
 
 /// One message of the queue (never its content: it holds a live link).
@@ -107,7 +108,7 @@ pub async fn list(
 pub async fn retry(
     State(state): State<AppState>,
     _caller: Caller<Operate>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> ApiResult<StatusCode> {
     if state
         .store()

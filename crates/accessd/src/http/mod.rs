@@ -13,13 +13,14 @@ pub mod self_service;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, HeaderValue, Request, StatusCode};
+use axum::extract::Request as AxumRequest;
+use axum::http::{header, HeaderName, HeaderValue, Request, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
@@ -39,6 +40,27 @@ async fn method_not_allowed() -> Response {
     )
     .into_response()
 }
+
+/// Every request ends within `limit` (body reading included: a client
+/// sending its body slowly is cut off here) with 408 `request_timeout`.
+async fn time_limit(limit: Duration, request: AxumRequest, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(limit_ms = limit.as_millis() as u64, "request timed out");
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request took longer than the server allows",
+            )
+            .into_response()
+        }
+    }
+}
+
+/// Content-Security-Policy of the API's responses (JSON, never a page: no
+/// content of any kind, never framed). The pages set their own.
+pub const API_CONTENT_SECURITY_POLICY: &str = "default-src 'none'; frame-ancestors 'none'";
 
 /// The whole service.
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
@@ -117,17 +139,41 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         crate::metrics::track,
     ))
     .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
-    .layer(TimeoutLayer::with_status_code(
-        StatusCode::REQUEST_TIMEOUT,
-        request_timeout,
+    .layer(axum::middleware::from_fn(
+        move |request: AxumRequest, next: Next| time_limit(request_timeout, request, next),
     ))
+    // Security headers on every response, API and pages, errors too (the
+    // pages' own, stricter values win: these are set only when missing).
     .layer(SetResponseHeaderLayer::if_not_present(
-        HeaderName::from_static("x-content-type-options"),
+        header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     ))
     .layer(SetResponseHeaderLayer::if_not_present(
-        HeaderName::from_static("cache-control"),
+        header::CACHE_CONTROL,
         HeaderValue::from_static("no-store"),
+    ))
+    .layer(SetResponseHeaderLayer::if_not_present(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(API_CONTENT_SECURITY_POLICY),
+    ))
+    .layer(SetResponseHeaderLayer::if_not_present(
+        header::X_FRAME_OPTIONS,
+        HeaderValue::from_static("DENY"),
+    ))
+    .layer(SetResponseHeaderLayer::if_not_present(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    ))
+    .layer(SetResponseHeaderLayer::if_not_present(
+        HeaderName::from_static("cross-origin-resource-policy"),
+        HeaderValue::from_static("same-origin"),
+    ))
+    // A bug that panics in a handler answers 500 `internal` (logged) rather
+    // than dropping the connection.
+    .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+        |_: Box<dyn std::any::Any + Send>| {
+            ApiError::internal("a request handler panicked").into_response()
+        },
     ))
     .layer(PropagateRequestIdLayer::new(REQUEST_ID))
     .layer(trace)

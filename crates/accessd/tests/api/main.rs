@@ -3,17 +3,23 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod audit;
+mod authz;
 mod binary;
 mod browser;
 mod digest;
 mod exports;
+mod faults;
 mod forget;
 mod helpers;
 mod history;
+mod hostile;
 mod notice;
 mod pages;
+mod pgcluster;
+mod procs;
 mod protocol;
 mod roles;
+mod secrets;
 mod smtp;
 
 /// Runs each listed `async fn(Db)` once per store.
