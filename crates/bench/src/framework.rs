@@ -187,6 +187,10 @@ impl Framework {
         Ok(Self { cqrs, pool })
     }
 
+    pub fn pool(&self) -> &sqlx::PgPool {
+        &self.pool
+    }
+
     pub async fn close(self) {
         self.pool.close().await;
     }

@@ -104,6 +104,7 @@ pub struct LagProbe {
     next_us: AtomicU64,
     results: Arc<Mutex<Latencies>>,
     timeouts: Arc<AtomicU64>,
+    polls: Arc<AtomicU64>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -119,6 +120,7 @@ impl LagProbe {
             next_us: AtomicU64::new(0),
             results: Arc::new(Mutex::new(Latencies::new())),
             timeouts: Arc::new(AtomicU64::new(0)),
+            polls: Arc::new(AtomicU64::new(0)),
             tasks: Mutex::new(Vec::new()),
         })
     }
@@ -142,9 +144,11 @@ impl LagProbe {
         let pool = self.pool.clone();
         let results = self.results.clone();
         let timeouts = self.timeouts.clone();
+        let polls = self.polls.clone();
         let customer_id = customer_id.to_string();
         let task = tokio::spawn(async move {
             loop {
+                polls.fetch_add(1, Ordering::Relaxed);
                 let visible = sqlx::query_scalar::<_, bool>(
                     "SELECT EXISTS (SELECT 1 FROM audit_trail WHERE customer_id = $1 AND sequence = $2)",
                 )
@@ -169,6 +173,11 @@ impl LagProbe {
         if let Ok(mut tasks) = self.tasks.lock() {
             tasks.push(task);
         }
+    }
+
+    /// Queries the probe has sent (each one a database transaction).
+    pub fn polls(&self) -> i64 {
+        i64::try_from(self.polls.load(Ordering::Relaxed)).unwrap_or(0)
     }
 
     /// Waits for the probes in flight; the lags and the number of samples

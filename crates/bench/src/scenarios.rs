@@ -56,10 +56,24 @@ fn header() -> Vec<String> {
         "lag p99 ms",
         "accessd CPU s",
         "bench CPU s",
+        "db xact/cmd",
     ]
     .iter()
     .map(|s| s.to_string())
     .collect()
+}
+
+/// Transactions committed or rolled back in the pool's database so far
+/// (every statement outside an explicit transaction is one): a proxy for
+/// the database round trips a command costs. PostgreSQL flushes these
+/// counters about once a second, so per phase they are approximate.
+async fn xacts(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar::<_, i64>(
+        "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap_or(0)
 }
 
 struct Row {
@@ -70,15 +84,17 @@ struct Row {
     lag: Option<(Latencies, u64)>,
     service_cpu: Option<f64>,
     own_cpu: f64,
+    xact_per_cmd: Option<f64>,
 }
 
 impl Row {
     fn cells(&self) -> Vec<String> {
         let p = &self.phase;
         let (lag50, lag99) = match &self.lag {
-            Some((l, timeouts)) if *timeouts > 0 => {
-                (ms(l.ms(0.5)), format!("{} (+{timeouts} >10 s)", ms(l.ms(0.99))))
-            }
+            Some((l, timeouts)) if *timeouts > 0 => (
+                ms(l.ms(0.5)),
+                format!("{} (+{timeouts} >10 s)", ms(l.ms(0.99))),
+            ),
             Some((l, _)) => (ms(l.ms(0.5)), ms(l.ms(0.99))),
             None => ("-".into(), "-".into()),
         };
@@ -97,8 +113,13 @@ impl Row {
             lag99,
             self.service_cpu.map_or("-".into(), |c| format!("{c:.1}")),
             format!("{:.1}", self.own_cpu),
+            self.xact_per_cmd.map_or("-".into(), |x| format!("{x:.1}")),
         ]
     }
+}
+
+fn per_command(before: i64, after: i64, phase: &Phase) -> Option<f64> {
+    (before > 0 && phase.ok > 0).then(|| (after - before) as f64 / phase.ok as f64)
 }
 
 /// Runs `phase` and measures the CPU time of `service` and of this process.
@@ -156,10 +177,13 @@ pub async fn commands(args: &Args, options: &ServiceOptions) -> Result<Vec<Targe
     let mut rows = Vec::new();
     let mut at_target: Option<(f64, f64, f64, Latencies, u64)> = None;
     for &clients in &args.clients {
+        let x0 = xacts(framework.pool()).await;
         let (base, _, base_cpu) = measured(None, framework.run(clients, d)).await?;
+        let base_xact = per_command(x0, xacts(framework.pool()).await, &base);
         warn_errors("framework", &base);
         let base_rate = base.per_second();
         let lag = LagProbe::new(lag_pool.clone(), LAG_SAMPLE_EVERY);
+        let x0 = xacts(&lag_pool).await;
         let (ours, service_cpu, own_cpu) = measured(
             Some(&service),
             http::commands(&client, &bases, clients, d, Mix::Issue, Some(lag.clone())),
@@ -167,6 +191,9 @@ pub async fn commands(args: &Args, options: &ServiceOptions) -> Result<Vec<Targe
         .await?;
         warn_errors("accessd", &ours);
         let lags = lag.finish().await;
+        // The lag probe's own queries are not the service's.
+        let probes = lag.polls();
+        let ours_xact = per_command(x0, xacts(&lag_pool).await - probes, &ours);
         if clients == target_level(args) {
             at_target = Some((
                 ours.per_second(),
@@ -184,6 +211,7 @@ pub async fn commands(args: &Args, options: &ServiceOptions) -> Result<Vec<Targe
             lag: None,
             service_cpu: None,
             own_cpu: base_cpu,
+            xact_per_cmd: base_xact,
         });
         rows.push(Row {
             run: "accessd HTTP, issue mix".into(),
@@ -193,18 +221,24 @@ pub async fn commands(args: &Args, options: &ServiceOptions) -> Result<Vec<Targe
             lag: Some(lags),
             service_cpu,
             own_cpu,
+            xact_per_cmd: ours_xact,
         });
-        println!("  level {clients} done (loadavg {})", crate::util::loadavg());
+        println!(
+            "  level {clients} done (loadavg {})",
+            crate::util::loadavg()
+        );
     }
     let level = target_level(args);
     let base_rate = at_target.as_ref().map_or(0.0, |t| t.1);
     // The same level without any hashing, to separate argon2id from the rest.
+    let x0 = xacts(&lag_pool).await;
     let (nohash, service_cpu, own_cpu) = measured(
         Some(&service),
         http::commands(&client, &bases, level, d, Mix::NoHash, None),
     )
     .await?;
     warn_errors("accessd no-hash mix", &nohash);
+    let nohash_xact = per_command(x0, xacts(&lag_pool).await, &nohash);
     rows.push(Row {
         run: "accessd HTTP, no-hash mix (email change w/ setup link)".into(),
         clients: level,
@@ -213,6 +247,7 @@ pub async fn commands(args: &Args, options: &ServiceOptions) -> Result<Vec<Targe
         lag: None,
         service_cpu,
         own_cpu,
+        xact_per_cmd: nohash_xact,
     });
     let peak_kib = service.peak_rss_kib()?;
 
@@ -242,6 +277,7 @@ pub async fn commands(args: &Args, options: &ServiceOptions) -> Result<Vec<Targe
                 lag: Some(lag.finish().await),
                 service_cpu: service_cpu.map(|c| c + s1 - s0),
                 own_cpu,
+                xact_per_cmd: None,
             });
         }
         for r in replicas {
@@ -255,7 +291,10 @@ pub async fn commands(args: &Args, options: &ServiceOptions) -> Result<Vec<Targe
     let mut table = vec![header()];
     table.extend(rows.iter().map(Row::cells));
     print_table(&table);
-    println!("  accessd peak RSS (VmHWM) over scenario 1: {} MiB", mib(peak_kib));
+    println!(
+        "  accessd peak RSS (VmHWM) over scenario 1: {} MiB",
+        mib(peak_kib)
+    );
     println!();
 
     let Some((ours, base, p99, lags, timeouts)) = at_target else {
@@ -614,6 +653,7 @@ pub async fn sqlite(args: &Args, options: &ServiceOptions) -> Result<Vec<Target>
             lag: None,
             service_cpu,
             own_cpu,
+            xact_per_cmd: None,
         });
     }
     let peak_kib = service.peak_rss_kib()?;
