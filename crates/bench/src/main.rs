@@ -69,6 +69,11 @@ pub struct Args {
     #[arg(long, default_value_t = 2)]
     pub replicas: usize,
 
+    /// Extra environment for every `accessd` started (KEY=VALUE, repeatable),
+    /// e.g. to try an allocator setting.
+    #[arg(long = "accessd-env", value_name = "KEY=VALUE")]
+    pub accessd_env: Vec<String>,
+
     /// Scenarios to run (1..=7; 3 runs with 1, 5 with 4).
     #[arg(long, value_delimiter = ',', default_value = "1,2,4,6,7")]
     pub scenarios: Vec<u32>,
@@ -181,6 +186,9 @@ async fn main() -> Result<()> {
         args.scenarios,
         if args.smoke { " (smoke)" } else { "" }
     );
+    if !args.accessd_env.is_empty() {
+        println!("  accessd env: {}", args.accessd_env.join(" "));
+    }
     println!(
         "  postgres: {}",
         access_store::redact_url(&args.server_url())
@@ -191,6 +199,15 @@ async fn main() -> Result<()> {
         binary,
         pool: args.pool,
         hash_concurrency: None,
+        env: args
+            .accessd_env
+            .iter()
+            .map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .with_context(|| format!("--accessd-env {kv}: expected KEY=VALUE"))
+            })
+            .collect::<Result<_>>()?,
     };
     let mut targets = Vec::new();
     let started = std::time::Instant::now();

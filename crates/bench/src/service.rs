@@ -18,6 +18,8 @@ pub struct ServiceOptions {
     pub binary: PathBuf,
     pub pool: u32,
     pub hash_concurrency: Option<usize>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
 }
 
 pub struct Service {
@@ -60,6 +62,9 @@ impl Service {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log_file));
+        for (k, v) in &options.env {
+            command.env(k, v);
+        }
         if let Some(n) = options.hash_concurrency {
             command.env("ACCESS_HASH_CONCURRENCY", n.to_string());
         }
