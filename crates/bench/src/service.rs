@@ -12,6 +12,13 @@ use anyhow::{bail, Context, Result};
 /// audit reads).
 pub const ADMIN_KEY: &str = "bench-admin-secret-0123456789abcdef";
 
+/// The master key given to every `accessd` (ACCESS_MASTER_KEY): the value
+/// of `access_store::testing::TEST_MASTER_KEY` once the store seals
+/// personal data, so that `accessd` opens the databases the benchmark
+/// filled through `TestDatabase::store`. An `accessd` without
+/// crypto-shredding ignores it.
+pub const MASTER_KEY: &str = "7e57000000000000000000000000000000000000000000000000000000007e57";
+
 /// How `accessd` is started.
 #[derive(Clone, Debug)]
 pub struct ServiceOptions {
@@ -54,6 +61,7 @@ impl Service {
                 format!("file:{}", dir.path().join("mail").display()),
             )
             .env("ACCESS_API_KEYS", format!("bench:admin:{ADMIN_KEY}"))
+            .env("ACCESS_MASTER_KEY", MASTER_KEY)
             .env("ACCESS_LOG", "warn")
             .env("ACCESS_DB_POOL", options.pool.to_string())
             // The benchmark logs in thousands of times from one address.
