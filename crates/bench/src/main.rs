@@ -1,0 +1,246 @@
+//! `access-bench`: the benchmark of issue 7. Sets up its own databases,
+//! runs the real `accessd` binary as a child process, runs every scenario
+//! next to its same-run baseline, prints tables and one summary line per
+//! target (`target NAME: measured X, goal Y, PASS|FAIL`).
+//!
+//! ```text
+//! cargo build --release -p accessd -p access-bench
+//! target/release/access-bench            # the full run (minutes)
+//! target/release/access-bench --smoke    # everything tiny (seconds)
+//! ```
+//!
+//! PostgreSQL: databases are created on the server named by
+//! `--database-url` (default `ACCESS_TEST_DATABASE_URL`, else
+//! `postgres://postgres@127.0.0.1:5432/postgres`) and dropped at the end.
+
+mod framework;
+mod history;
+mod http;
+mod scenarios;
+mod service;
+mod util;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+use crate::util::Latencies;
+
+/// The benchmark of issue 7 (see docs/performance.md).
+#[derive(Parser, Debug, Clone)]
+#[command(name = "access-bench", version)]
+pub struct Args {
+    /// Everything tiny: a check that the benchmark runs (seconds).
+    #[arg(long)]
+    pub smoke: bool,
+
+    /// A PostgreSQL server the benchmark may create databases on.
+    #[arg(long, env = "ACCESS_TEST_DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// The `accessd` binary (default: next to this one).
+    #[arg(long)]
+    pub accessd: Option<PathBuf>,
+
+    /// Concurrent clients of scenario 1 (and 6).
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32,128")]
+    pub clients: Vec<usize>,
+
+    /// Seconds per measured phase.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+
+    /// Events generated for the rebuild and the audit queries.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: u64,
+
+    /// Database connections of `accessd` and of the baseline framework.
+    #[arg(long, default_value_t = 10)]
+    pub pool: u32,
+
+    /// Audit-trail requests in scenario 5.
+    #[arg(long, default_value_t = 2000)]
+    pub audit_requests: usize,
+
+    /// Replicas of `accessd` for the extra run of scenario 1 at 32 clients
+    /// (0 or 1: no extra run).
+    #[arg(long, default_value_t = 2)]
+    pub replicas: usize,
+
+    /// Extra environment for every `accessd` started (KEY=VALUE, repeatable),
+    /// e.g. to try an allocator setting.
+    #[arg(long = "accessd-env", value_name = "KEY=VALUE")]
+    pub accessd_env: Vec<String>,
+
+    /// Scenarios to run (1..=7; 3 runs with 1, 5 with 4).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,6,7")]
+    pub scenarios: Vec<u32>,
+}
+
+impl Args {
+    fn adjusted(mut self) -> Self {
+        if self.smoke {
+            self.clients = vec![1, 4];
+            self.seconds = 1.0;
+            self.events = 3000;
+            self.audit_requests = 20;
+        }
+        self
+    }
+
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs_f64(self.seconds.max(0.1))
+    }
+
+    pub fn server_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(access_store::testing::server_url)
+    }
+
+    fn accessd_binary(&self) -> Result<PathBuf> {
+        if let Some(path) = &self.accessd {
+            return Ok(path.clone());
+        }
+        let me = std::env::current_exe().context("path of this binary")?;
+        let dir = me.parent().context("directory of this binary")?;
+        Ok(dir.join("accessd"))
+    }
+}
+
+/// The outcome of one measured phase.
+#[derive(Default)]
+pub struct Phase {
+    pub ok: u64,
+    pub errors: u64,
+    pub first_error: Option<String>,
+    pub elapsed: Duration,
+    pub latencies: Latencies,
+}
+
+impl Phase {
+    pub fn per_second(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    pub fn error(&mut self, e: anyhow::Error) {
+        self.errors += 1;
+        if self.first_error.is_none() {
+            self.first_error = Some(format!("{e:#}"));
+        }
+    }
+
+    pub fn merge(&mut self, other: Phase) {
+        self.ok += other.ok;
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        self.latencies.add(&other.latencies);
+    }
+}
+
+/// One target: name, measured value, goal, pass.
+pub struct Target {
+    pub name: &'static str,
+    pub measured: String,
+    pub goal: &'static str,
+    pub pass: bool,
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> Result<()> {
+    let raw: Vec<String> = std::env::args().collect();
+    let args = Args::parse().adjusted();
+    // The test-database helpers read the server from the environment.
+    std::env::set_var("ACCESS_TEST_DATABASE_URL", args.server_url());
+    let binary = args.accessd_binary()?;
+    if !binary.is_file() {
+        anyhow::bail!(
+            "no accessd binary at {} (build it: cargo build --release -p accessd, or pass --accessd)",
+            binary.display()
+        );
+    }
+
+    println!("access-bench");
+    println!("  command:  {}", raw.join(" "));
+    println!("  accessd:  {}", binary.display());
+    println!(
+        "  machine:  nproc {}, cpu {}, loadavg at start {}",
+        util::nproc(),
+        util::cpu_model(),
+        util::loadavg()
+    );
+    if cfg!(debug_assertions) {
+        println!("  WARNING:  debug build of the load generator; use --release for real numbers");
+    }
+    println!(
+        "  settings: clients {:?}, {} s per phase, {} events, pool {}, replicas {}, scenarios {:?}{}",
+        args.clients,
+        args.seconds,
+        args.events,
+        args.pool,
+        args.replicas,
+        args.scenarios,
+        if args.smoke { " (smoke)" } else { "" }
+    );
+    if !args.accessd_env.is_empty() {
+        println!("  accessd env: {}", args.accessd_env.join(" "));
+    }
+    println!(
+        "  postgres: {}",
+        access_store::redact_url(&args.server_url())
+    );
+    println!();
+
+    let options = service::ServiceOptions {
+        binary,
+        pool: args.pool,
+        hash_concurrency: None,
+        env: args
+            .accessd_env
+            .iter()
+            .map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .with_context(|| format!("--accessd-env {kv}: expected KEY=VALUE"))
+            })
+            .collect::<Result<_>>()?,
+    };
+    let mut targets = Vec::new();
+    let started = std::time::Instant::now();
+    if args.scenarios.contains(&1) {
+        targets.extend(scenarios::commands(&args, &options).await?);
+    }
+    if args.scenarios.contains(&2) {
+        targets.extend(scenarios::hashing(&args, &options).await?);
+    }
+    if args.scenarios.contains(&7) {
+        targets.extend(scenarios::login(&args, &options).await?);
+    }
+    if args.scenarios.contains(&6) {
+        targets.extend(scenarios::sqlite(&args, &options).await?);
+    }
+    if args.scenarios.contains(&4) {
+        targets.extend(scenarios::rebuild_and_audit(&args, &options).await?);
+    }
+
+    println!(
+        "== summary (nproc {}, loadavg at end {}, {:.0} s) ==",
+        util::nproc(),
+        util::loadavg(),
+        started.elapsed().as_secs_f64()
+    );
+    for t in &targets {
+        println!(
+            "target {}: measured {}, goal {}, {}",
+            t.name,
+            t.measured,
+            t.goal,
+            if t.pass { "PASS" } else { "FAIL" }
+        );
+    }
+    Ok(())
+}
