@@ -91,31 +91,17 @@ impl<T: Serialize + DeserializeOwned> Personal<T> {
         if let Self::Sealed(sealed) = self {
             *self = match cipher.open(sealed)? {
                 Some(plain) => Self::Known(serde_json::from_slice(&plain).map_err(|e| {
-                    // Never echo the decrypted value.
+                    // Only the error's category: its message may quote the
+                    // decrypted value.
                     PersonalDataError(format!(
-                        "opened value does not deserialize ({})",
-                        e.classify_name()
+                        "opened value does not deserialize ({:?})",
+                        e.classify()
                     ))
                 })?),
                 None => Self::Forgotten,
             };
         }
         Ok(())
-    }
-}
-
-trait ClassifyName {
-    fn classify_name(&self) -> &'static str;
-}
-
-impl ClassifyName for serde_json::Error {
-    fn classify_name(&self) -> &'static str {
-        match self.classify() {
-            serde_json::error::Category::Io => "io",
-            serde_json::error::Category::Syntax => "syntax",
-            serde_json::error::Category::Data => "invalid value",
-            serde_json::error::Category::Eof => "truncated",
-        }
     }
 }
 

@@ -11,7 +11,8 @@
 //!
 //! The chain covers the rows *as stored* (canonical JSON of the stored
 //! payload and metadata), never the decoded or upcast events: an upcaster
-//! or a later encryption of personal data does not change a hash.
+//! or forgetting a customer (destroying the key its personal data is sealed
+//! with) does not change a hash.
 //!
 //! [`extend`] hashes the events not hashed yet, in batches, each batch with
 //! the chain's checkpoint (`projector_checkpoints`, name `chain`) in one
