@@ -102,7 +102,7 @@ fn fill_secrets(event_type: &str, data: &mut serde_json::Map<String, Value>) {
             .or_insert_with(|| Value::from(value));
     };
     match event_type {
-        "PasswordSet" | "PasswordSetupCompleted" | "PasswordChanged" => {
+        "PasswordSet" | "PasswordSetupCompleted" | "PasswordChanged" | "PasswordRehashed" => {
             placeholder(data, "password_hash", PLACEHOLDER_HASH);
         }
         "EmailChangeRequested" => placeholder(data, "token_digest", PLACEHOLDER_DIGEST),

@@ -242,7 +242,27 @@ pub async fn start(
 
     let (keys, created_admin_key) = load_keys(&config, &store).await?;
 
-    let hasher = Arc::new(Argon2idHasher::owasp(config.hash_concurrency));
+    let params = access_security::Argon2Params::new(
+        config.argon2_memory_kib,
+        config.argon2_iterations,
+        config.argon2_parallelism,
+        None,
+    )
+    .map_err(|e| {
+        StartupError::Hasher(format!(
+            "ACCESS_ARGON2_MEMORY_KIB / _ITERATIONS / _PARALLELISM: {e}"
+        ))
+    })?;
+    if params.m_cost() < access_security::OWASP_MEMORY_KIB
+        || params.t_cost() < access_security::OWASP_ITERATIONS
+    {
+        tracing::warn!(
+            memory_kib = params.m_cost(),
+            iterations = params.t_cost(),
+            "argon2id costs below OWASP's recommendation (19456 KiB, 2 iterations)"
+        );
+    }
+    let hasher = Arc::new(Argon2idHasher::with_params(params, config.hash_concurrency));
     let decoy_password = Password::parse(
         &format!("Decoy-{}", OsRandomTokens.generate().expose()),
         &[],

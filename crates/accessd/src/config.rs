@@ -133,6 +133,19 @@ pub struct Config {
     #[arg(long, env = "ACCESS_HASH_CONCURRENCY", default_value_t = 2)]
     pub hash_concurrency: usize,
 
+    /// argon2id memory cost in KiB (OWASP: 19456). Raising a cost makes
+    /// every older hash upgrade at its customer's next successful login.
+    #[arg(long, env = "ACCESS_ARGON2_MEMORY_KIB", default_value_t = access_security::OWASP_MEMORY_KIB)]
+    pub argon2_memory_kib: u32,
+
+    /// argon2id iterations (OWASP: 2).
+    #[arg(long, env = "ACCESS_ARGON2_ITERATIONS", default_value_t = access_security::OWASP_ITERATIONS)]
+    pub argon2_iterations: u32,
+
+    /// argon2id lanes (OWASP: 1).
+    #[arg(long, env = "ACCESS_ARGON2_PARALLELISM", default_value_t = access_security::OWASP_PARALLELISM)]
+    pub argon2_parallelism: u32,
+
     /// Run the catch-up projector in this process (`false` when another
     /// process projects, or to hold projections still).
     #[arg(long, env = "ACCESS_PROJECTOR", default_value_t = true, action = clap::ArgAction::Set)]

@@ -405,6 +405,22 @@ impl Customer {
                 }])
             }
 
+            CustomerCommand::UpgradePasswordHash { password } => {
+                self.require_access()?;
+                let Some(current) = &self.password else {
+                    return Err(CustomerError::WrongPassword);
+                };
+                if !services.hasher().needs_rehash(current) {
+                    return Ok(Vec::new());
+                }
+                self.verify_current_password(&password, services).await?;
+                let password_hash = services.hasher().rehash(&password).await?;
+                Ok(vec![CustomerEvent::PasswordRehashed {
+                    password_hash,
+                    at: now,
+                }])
+            }
+
             CustomerCommand::ForgetCustomer => {
                 self.login()?;
                 let mut events = Vec::with_capacity(2);
@@ -545,6 +561,10 @@ impl Aggregate for Customer {
                 self.password = Some(password_hash);
                 self.must_change_password = false;
                 self.setup_link = None;
+            }
+            CustomerEvent::PasswordRehashed { password_hash, .. } => {
+                // Same password, same login: no new epoch, flags unchanged.
+                self.password = Some(password_hash);
             }
             CustomerEvent::CustomerForgotten { .. } => {
                 *self = Self {

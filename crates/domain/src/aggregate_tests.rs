@@ -927,6 +927,82 @@ fn change_password_with_mismatched_confirmation_is_password_mismatch() {
 }
 
 // ---------------------------------------------------------------------------
+// 8. UpgradePasswordHash (at a successful login)
+// ---------------------------------------------------------------------------
+
+fn upgrade(p: &str) -> CustomerCommand {
+    CustomerCommand::UpgradePasswordHash {
+        password: Secret::new(p),
+    }
+}
+
+/// A customer whose permanent password was hashed with older parameters.
+fn with_old_hash() -> Vec<CustomerEvent> {
+    vec![
+        registered(),
+        granted(),
+        CustomerEvent::PasswordChanged {
+            password_hash: crate::services::fakes::FakeHasher::old_hash_of(PW),
+            at: earlier(),
+        },
+    ]
+}
+
+#[test]
+fn a_hash_made_with_older_parameters_is_replaced_by_one_with_the_current_ones() {
+    framework()
+        .given(with_old_hash())
+        .when(upgrade(PW))
+        .then_expect_events(vec![CustomerEvent::PasswordRehashed {
+            password_hash: fake_hash(PW),
+            at: now(),
+        }]);
+}
+
+#[test]
+fn a_rehash_keeps_the_login_its_sessions_and_its_flags() {
+    let before = state(vec![registered(), granted(), password_set(PW, true)]);
+    let mut events = vec![registered(), granted(), password_set(PW, true)];
+    events.push(CustomerEvent::PasswordRehashed {
+        password_hash: fake_hash(PW),
+        at: now(),
+    });
+    let after = state(events);
+    assert_eq!(after.login_epoch(), before.login_epoch());
+    assert!(after.must_change_password(), "still temporary");
+    assert_eq!(after.password_hash(), Some(&fake_hash(PW)));
+}
+
+#[test]
+fn a_current_hash_is_left_alone() {
+    framework()
+        .given(with_access())
+        .when(upgrade(PW))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn a_rehash_needs_the_right_password() {
+    framework()
+        .given(with_old_hash())
+        .when(upgrade(PW2))
+        .then_expect_error(CustomerError::WrongPassword);
+}
+
+#[test]
+fn a_rehash_needs_access() {
+    let mut given = with_old_hash();
+    given.push(CustomerEvent::AccessRevoked {
+        reason: None,
+        at: earlier(),
+    });
+    framework()
+        .given(given)
+        .when(upgrade(PW))
+        .then_expect_error(CustomerError::NoAccess);
+}
+
+// ---------------------------------------------------------------------------
 // Events
 // ---------------------------------------------------------------------------
 

@@ -71,6 +71,11 @@ pub enum CustomerCommand {
         new_password: Password,
         new_password_confirm: Secret,
     },
+    /// At a successful login: the stored password hash was made with older
+    /// parameters (`PasswordHasher::needs_rehash`), so the password just
+    /// given is hashed again with the current ones. Verified once more
+    /// against the stored hash; nothing happens when no rehash is due.
+    UpgradePasswordHash { password: Secret },
     /// Erases the customer's personal data (right to erasure): access is
     /// revoked and the customer's data key destroyed. The reason goes in
     /// the command's metadata. Final: every later command is refused.
@@ -91,6 +96,7 @@ impl CustomerCommand {
             Self::ConfirmEmailChange { .. } => "confirm_email_change",
             Self::CompletePasswordSetup { .. } => "complete_password_setup",
             Self::ChangePassword { .. } => "change_password",
+            Self::UpgradePasswordHash { .. } => "upgrade_password_hash",
             Self::ForgetCustomer => "forget_customer",
         }
     }

@@ -224,6 +224,13 @@ pub enum CustomerEvent {
         password_hash: PasswordHash,
         at: DateTime<Utc>,
     },
+    /// The same password, hashed again with the hasher's current
+    /// parameters at a successful login (the stored hash was made with
+    /// older ones). Not a change of the login: sessions stay open.
+    PasswordRehashed {
+        password_hash: PasswordHash,
+        at: DateTime<Utc>,
+    },
     /// The customer's personal data was erased (right to erasure): the
     /// store destroyed the customer's data key in the same transaction, so
     /// every personal field of this customer now reads as forgotten. Always
@@ -246,6 +253,7 @@ pub const EVENT_VERSIONS: &[(&str, &str)] = &[
     ("EmailChangeConfirmed", "1.0"),
     ("PasswordSetupCompleted", "1.0"),
     ("PasswordChanged", "1.0"),
+    ("PasswordRehashed", "1.0"),
     ("CustomerForgotten", "1.0"),
 ];
 
@@ -264,6 +272,7 @@ impl CustomerEvent {
             Self::EmailChangeConfirmed { .. } => "EmailChangeConfirmed",
             Self::PasswordSetupCompleted { .. } => "PasswordSetupCompleted",
             Self::PasswordChanged { .. } => "PasswordChanged",
+            Self::PasswordRehashed { .. } => "PasswordRehashed",
             Self::CustomerForgotten { .. } => "CustomerForgotten",
         }
     }
@@ -291,6 +300,7 @@ impl CustomerEvent {
             | Self::EmailChangeConfirmed { at, .. }
             | Self::PasswordSetupCompleted { at, .. }
             | Self::PasswordChanged { at, .. }
+            | Self::PasswordRehashed { at, .. }
             | Self::CustomerForgotten { at } => *at,
         }
     }
@@ -329,6 +339,7 @@ impl CustomerEvent {
             | Self::AccessRevoked { .. }
             | Self::PasswordSetupCompleted { .. }
             | Self::PasswordChanged { .. }
+            | Self::PasswordRehashed { .. }
             | Self::CustomerForgotten { .. } => {}
         }
         PersonalFields { emails, names }

@@ -23,6 +23,14 @@ pub trait PasswordHasher: Send + Sync {
     /// `Ok(false)` for a wrong password; `Err` only when the hash cannot be
     /// checked at all.
     async fn verify(&self, candidate: &Secret, hash: &PasswordHash) -> Result<bool, ServiceError>;
+    /// True when `hash` was made with another algorithm or other parameters
+    /// than this hasher uses now: at the customer's next successful login
+    /// the password is hashed again (`CustomerCommand::UpgradePasswordHash`).
+    fn needs_rehash(&self, hash: &PasswordHash) -> bool;
+    /// Hashes, with the current parameters, a password that was just
+    /// verified against the stored hash. A `Secret`, not a `Password`: it
+    /// met the password policy of the day it was set, perhaps not today's.
+    async fn rehash(&self, verified: &Secret) -> Result<PasswordHash, ServiceError>;
 }
 
 /// Produces unguessable tokens (at least 128 bits of entropy).
@@ -185,6 +193,8 @@ pub mod fakes {
 
     /// `fake:<sha256 hex of the password>`: fast and deterministic (no
     /// salt), so tests and scenario files can name the expected hash.
+    /// `fake-old:<…>` stands for a hash made with older parameters: it
+    /// verifies, and needs a rehash.
     #[derive(Debug, Default)]
     pub struct FakeHasher;
 
@@ -192,6 +202,11 @@ pub mod fakes {
         /// The hash this fake gives `plain`.
         pub fn hash_of(plain: &str) -> PasswordHash {
             PasswordHash::new(format!("fake:{}", TokenDigest::of(plain).as_str()))
+        }
+
+        /// A hash of `plain` "made with older parameters".
+        pub fn old_hash_of(plain: &str) -> PasswordHash {
+            PasswordHash::new(format!("fake-old:{}", TokenDigest::of(plain).as_str()))
         }
     }
 
@@ -206,10 +221,21 @@ pub mod fakes {
             candidate: &Secret,
             hash: &PasswordHash,
         ) -> Result<bool, ServiceError> {
+            if hash.as_str().starts_with("fake-old:") {
+                return Ok(Self::old_hash_of(candidate.expose()) == *hash);
+            }
             if !hash.as_str().starts_with("fake:") {
                 return Err(ServiceError("not a fake hash".into()));
             }
             Ok(Self::hash_of(candidate.expose()) == *hash)
+        }
+
+        fn needs_rehash(&self, hash: &PasswordHash) -> bool {
+            hash.as_str().starts_with("fake-old:")
+        }
+
+        async fn rehash(&self, verified: &Secret) -> Result<PasswordHash, ServiceError> {
+            Ok(Self::hash_of(verified.expose()))
         }
     }
 

@@ -260,6 +260,7 @@ pub fn mails_for(
             | CustomerEvent::AccessRevoked { .. }
             | CustomerEvent::EmailChangeConfirmed { .. }
             | CustomerEvent::PasswordSetupCompleted { .. }
+            | CustomerEvent::PasswordRehashed { .. }
             | CustomerEvent::CustomerForgotten { .. } => {}
         }
     }

@@ -119,6 +119,8 @@ pub fn apply(row: Option<AccessStateRow>, event: &RecordedEvent) -> Option<Acces
             row.must_change_password = false;
             row.setup_link_expires_at = None;
         }
+        // Same password, hashed anew: the state does not change.
+        CustomerEvent::PasswordRehashed { .. } => {}
         CustomerEvent::CustomerForgotten { .. } => {
             // What a rebuild gives once the key is gone: personal fields
             // read as forgotten.
@@ -181,6 +183,7 @@ pub fn kind_of(event: &CustomerEvent) -> &'static str {
         CustomerEvent::EmailChangeConfirmed { .. } => "email_change_confirmed",
         CustomerEvent::PasswordSetupCompleted { .. } => "password_setup_completed",
         CustomerEvent::PasswordChanged { .. } => "password_changed",
+        CustomerEvent::PasswordRehashed { .. } => "password_rehashed",
         CustomerEvent::CustomerForgotten { .. } => "customer_forgotten",
     }
 }
@@ -198,6 +201,7 @@ pub const KINDS: &[&str] = &[
     "email_change_confirmed",
     "password_setup_completed",
     "password_changed",
+    "password_rehashed",
     "customer_forgotten",
 ];
 

@@ -22,6 +22,9 @@ use argon2::{Algorithm, Argon2, Block, Params, Version};
 use chrono::{DateTime, Utc};
 use tokio::sync::Semaphore;
 
+/// argon2's cost parameters (memory in KiB, iterations, lanes).
+pub use argon2::Params as Argon2Params;
+
 /// OWASP's recommended argon2id parameters (Password Storage Cheat Sheet).
 pub const OWASP_MEMORY_KIB: u32 = 19_456;
 pub const OWASP_ITERATIONS: u32 = 2;
@@ -154,6 +157,29 @@ impl Argon2idHasher {
         Ok(actual == expected)
     }
 
+    /// True unless `phc` is an argon2id hash (version 0x13) made with
+    /// exactly this hasher's parameters. A string that is not a PHC hash
+    /// at all is left to `verify` to refuse.
+    pub fn needs_rehash_phc(&self, phc: &str) -> bool {
+        let Ok(parsed) = PhcHash::new(phc) else {
+            return false;
+        };
+        let same_algorithm = Algorithm::try_from(parsed.algorithm) == Ok(Algorithm::Argon2id);
+        let same_version = parsed.version == Some(Version::V0x13.into());
+        let same_params = Params::try_from(&parsed).is_ok_and(|p| {
+            p.m_cost() == self.params.m_cost()
+                && p.t_cost() == self.params.t_cost()
+                && p.p_cost() == self.params.p_cost()
+        });
+        let same_length = parsed.hash.map(|h| h.len())
+            == Some(
+                self.params
+                    .output_len()
+                    .unwrap_or(Params::DEFAULT_OUTPUT_LEN),
+            );
+        !(same_algorithm && same_version && same_params && same_length)
+    }
+
     async fn run_blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce(Self) -> Result<T, ServiceError> + Send + 'static,
@@ -184,6 +210,17 @@ impl PasswordHasher for Argon2idHasher {
         let phc = hash.as_str().to_string();
         self.run_blocking(move |h| h.verify_blocking(&plain, &phc))
             .await
+    }
+
+    fn needs_rehash(&self, hash: &PasswordHash) -> bool {
+        self.needs_rehash_phc(hash.as_str())
+    }
+
+    async fn rehash(&self, verified: &Secret) -> Result<PasswordHash, ServiceError> {
+        let plain = verified.expose().to_string();
+        self.run_blocking(move |h| h.hash_blocking(&plain))
+            .await
+            .map(PasswordHash::new)
     }
 }
 
@@ -283,6 +320,66 @@ mod tests {
         let h = Argon2idHasher::owasp(1);
         let phc = h.hash_blocking("correct-Horse-battery-9").unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+    }
+
+    #[tokio::test]
+    async fn only_hashes_made_with_other_parameters_need_a_rehash() {
+        let h = cheap();
+        let current = h.hash_blocking("pw-one").unwrap();
+        assert!(!h.needs_rehash_phc(&current));
+        // Another memory cost, iteration count, parallelism, output length,
+        // algorithm or version each call for a rehash.
+        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+        use argon2::password_hash::PasswordHasher as _;
+        for (algorithm, version, params) in [
+            (
+                Algorithm::Argon2id,
+                Version::V0x13,
+                Params::new(16, 1, 1, None),
+            ),
+            (
+                Algorithm::Argon2id,
+                Version::V0x13,
+                Params::new(8, 2, 1, None),
+            ),
+            (
+                Algorithm::Argon2id,
+                Version::V0x13,
+                Params::new(16, 1, 2, None),
+            ),
+            (
+                Algorithm::Argon2id,
+                Version::V0x13,
+                Params::new(8, 1, 1, Some(16)),
+            ),
+            (
+                Algorithm::Argon2i,
+                Version::V0x13,
+                Params::new(8, 1, 1, None),
+            ),
+            (
+                Algorithm::Argon2id,
+                Version::V0x10,
+                Params::new(8, 1, 1, None),
+            ),
+        ] {
+            let other = Argon2::new(algorithm, version, params.unwrap())
+                .hash_password(b"pw-one", &salt)
+                .unwrap()
+                .to_string();
+            assert!(h.needs_rehash_phc(&other), "{other}");
+            // It still verifies, and its rehash is current and verifies.
+            assert!(h.verify_blocking("pw-one", &other).unwrap());
+            let upgraded = h.rehash(&Secret::new("pw-one")).await.unwrap();
+            assert!(!h.needs_rehash(&upgraded), "{}", upgraded.as_str());
+            assert!(h.verify(&Secret::new("pw-one"), &upgraded).await.unwrap());
+        }
+        // The OWASP hasher wants the cheap hash upgraded, and the reverse.
+        let owasp = Argon2idHasher::owasp(1);
+        assert!(owasp.needs_rehash_phc(&current));
+        assert!(h.needs_rehash_phc(&owasp.hash_blocking("pw-one").unwrap()));
+        // Garbage is left to verify to refuse.
+        assert!(!h.needs_rehash_phc("nope"));
     }
 
     #[tokio::test]

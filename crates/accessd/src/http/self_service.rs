@@ -63,10 +63,11 @@ pub(crate) async fn open(
 pub async fn create_session(
     State(state): State<AppState>,
     ClientAddress(address): ClientAddress,
+    request_id: RequestId,
     body: JsonBody<SessionRequest>,
 ) -> ApiResult<Response> {
     let req = body.value;
-    let (id, loaded) = check_login(&state, address, &req.email, req.password).await?;
+    let (id, loaded) = check_login(&state, address, &req.email, req.password, &request_id).await?;
     let session = open(&state, &loaded.customer, id).await?;
     Ok((StatusCode::CREATED, Json(session)).into_response())
 }
@@ -80,6 +81,7 @@ pub(crate) async fn check_login(
     address: Option<IpAddr>,
     raw_email: &str,
     password: String,
+    request_id: &RequestId,
 ) -> ApiResult<(CustomerId, Loaded)> {
     let email = EmailAddress::parse(raw_email).ok();
     let account = email.as_ref().map_or_else(
@@ -106,20 +108,56 @@ pub(crate) async fn check_login(
         .and_then(|(_, l)| l.customer.password_hash().cloned())
         .unwrap_or_else(|| state.decoy_hash().clone());
     let services = state.services();
+    let password = Secret::new(password);
     let matches = services
         .hasher()
-        .verify(&Secret::new(password), &hash)
+        .verify(&password, &hash)
         .await
         .map_err(ApiError::internal)?;
     match found.filter(|(_, l)| matches && l.customer.has_password()) {
         Some(found) => {
             state.throttle().succeeded(&account);
+            if services.hasher().needs_rehash(&hash) {
+                upgrade_password_hash(state, found.0, password, request_id).await;
+            }
             Ok(found)
         }
         None => {
             state.throttle().failed(&account);
             Err(invalid_credentials())
         }
+    }
+}
+
+/// After a successful login with a hash made under older parameters: the
+/// password is hashed again with the current ones (`PasswordRehashed`, by
+/// the system, audited). The login goes ahead if this fails (it is tried
+/// again at the next login); the failure is logged without the password.
+async fn upgrade_password_hash(
+    state: &AppState,
+    customer_id: CustomerId,
+    password: Secret,
+    request_id: &RequestId,
+) {
+    let request = CommandRequest {
+        actor: Actor::System {
+            name: "login".to_string(),
+        },
+        request_id: request_id.0.clone(),
+        reason: Some("password hash upgraded to the current parameters".to_string()),
+        customer_id,
+        command: CustomerCommand::UpgradePasswordHash { password },
+        headers: CommandHeaders::default(),
+        fingerprint: String::new(),
+        success: StatusCode::OK,
+    };
+    match commands::execute(state, request).await {
+        Ok(_) => tracing::info!(%customer_id, "password hash upgraded at login"),
+        Err(err) => tracing::warn!(
+            %customer_id,
+            code = err.code,
+            "password hash not upgraded at login; tried again at the next one"
+        ),
     }
 }
 

@@ -9,7 +9,7 @@ use super::csrf::{CsrfField, CsrfToken, PageForm};
 use super::session::{clear_session_cookie, cookie, session_cookie, COOKIE};
 use super::{notice, see_other, too_many_attempts, with_retry_after, Field, Form, Page, PageError};
 use crate::auth::{digest, session_of_token};
-use crate::http::extract::ClientAddress;
+use crate::http::extract::{ClientAddress, RequestId};
 use crate::http::self_service;
 use crate::state::AppState;
 
@@ -80,6 +80,7 @@ pub(crate) async fn show(
 pub(crate) async fn submit(
     State(state): State<AppState>,
     ClientAddress(address): ClientAddress,
+    request_id: RequestId,
     form: PageForm<LoginForm>,
 ) -> Result<Response, PageError> {
     let PageForm { value, csrf } = form;
@@ -93,7 +94,9 @@ pub(crate) async fn submit(
             .code(StatusCode::UNPROCESSABLE_ENTITY)
             .render());
     }
-    match self_service::check_login(&state, address, &value.email, value.password).await {
+    match self_service::check_login(&state, address, &value.email, value.password, &request_id)
+        .await
+    {
         Ok((id, loaded)) => {
             let session = self_service::open(&state, &loaded.customer, id).await?;
             let to = if session.must_change_password {
