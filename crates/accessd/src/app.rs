@@ -207,6 +207,8 @@ pub async fn start(
             max_connections: config.db_pool,
             snapshot_interval: config.snapshot_interval,
             seal_personal_data: true,
+            aggregate_cache: config.aggregate_cache,
+            aggregate_cache_ttl: Duration::from_secs(config.aggregate_cache_ttl_secs),
         },
     )
     .await

@@ -114,6 +114,19 @@ pub struct Config {
     #[arg(long, env = "ACCESS_DB_POOL", default_value_t = 10)]
     pub db_pool: u32,
 
+    /// Customers whose latest state the command path keeps in memory, so
+    /// their next command is decided without reading their events (0:
+    /// off). Safe with several replicas: a stale state makes the append
+    /// conflict and the command is decided again on fresh state.
+    #[arg(long, env = "ACCESS_AGGREGATE_CACHE", default_value_t = 10_000)]
+    pub aggregate_cache: usize,
+
+    /// Seconds a cached customer state may be used after it was written
+    /// (also how long personal data of a customer forgotten through another
+    /// replica can stay in this one's memory).
+    #[arg(long, env = "ACCESS_AGGREGATE_CACHE_TTL_SECS", default_value_t = 30)]
+    pub aggregate_cache_ttl_secs: u64,
+
     /// Snapshot a customer every this many events (0: never).
     #[arg(long, env = "ACCESS_SNAPSHOT_INTERVAL", default_value_t = 100)]
     pub snapshot_interval: u64,

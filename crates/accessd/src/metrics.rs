@@ -59,6 +59,7 @@ pub struct Metrics {
     projector_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     projector_position: Gauge,
     projector_failed: Gauge,
+    aggregate_cache: Family<KindLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -120,6 +121,12 @@ impl Metrics {
             "1 when the projector stopped on an error",
             projector_failed.clone(),
         );
+        let aggregate_cache = Family::<KindLabels, Gauge>::default();
+        registry.register(
+            "aggregate_cache",
+            "Commands since start decided on a cached customer state (hit), on state read from the database (miss), and cached states found stale (stale)",
+            aggregate_cache.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             requests,
@@ -131,6 +138,23 @@ impl Metrics {
             projector_lag_seconds,
             projector_position,
             projector_failed,
+            aggregate_cache,
+        }
+    }
+
+    /// Records the aggregate cache's counters (called when metrics are
+    /// read).
+    pub fn aggregate_cache(&self, stats: access_store::CacheStats) {
+        for (kind, value) in [
+            ("hit", stats.hits),
+            ("miss", stats.misses),
+            ("stale", stats.stale),
+        ] {
+            self.aggregate_cache
+                .get_or_create(&KindLabels {
+                    kind: kind.to_string(),
+                })
+                .set(i64::try_from(value).unwrap_or(i64::MAX));
         }
     }
 

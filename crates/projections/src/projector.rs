@@ -138,6 +138,10 @@ impl Drop for Projector {
     }
 }
 
+/// The first wait for committed events held back by the visibility
+/// watermark.
+const HELD_BACK_FIRST: Duration = Duration::from_millis(2);
+
 async fn run(
     store: Store,
     options: ProjectorOptions,
@@ -166,6 +170,8 @@ async fn run(
     tracing::info!(projector = name, %checkpoint, "projector started");
     // Where the hash chain is, as far as this loop knows.
     let mut chain_at = Position::START;
+    // The last wait for held-back events (doubles while they stay held).
+    let mut held_back_wait = Duration::ZERO;
 
     loop {
         let events = match store.read_feed(checkpoint, options.batch).await {
@@ -190,13 +196,28 @@ async fn run(
                     Err(e) => return fail(&status, chain::CHECKPOINT, chain_at, &e),
                 }
             }
-            if let Ok(head) = store.head().await {
-                status.send_modify(|s| s.head = head.max(s.checkpoint));
-            }
-            // Wait for a nudge or the next poll.
-            let _ = tokio::time::timeout(options.poll, nudge.notified()).await;
+            let held_back = match store.head().await {
+                Ok(head) => {
+                    status.send_modify(|s| s.head = head.max(s.checkpoint));
+                    head > checkpoint
+                }
+                Err(_) => false,
+            };
+            // Wait for a nudge or the next poll. Committed events the feed
+            // does not show yet wait for the visibility watermark (a
+            // transaction begun before theirs is still open): look again
+            // soon, backing off to the poll interval, instead of waiting
+            // for a nudge that may not come.
+            let wait = if held_back {
+                held_back_wait = (held_back_wait * 2).max(HELD_BACK_FIRST).min(options.poll);
+                held_back_wait
+            } else {
+                options.poll
+            };
+            let _ = tokio::time::timeout(wait, nudge.notified()).await;
             continue;
         }
+        held_back_wait = Duration::ZERO;
         match db::project_batch(&store, options.tables, checkpoint, &events).await {
             Ok(to) => {
                 backoff = Duration::from_millis(100);

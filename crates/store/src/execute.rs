@@ -6,7 +6,10 @@ use access_domain::{
     IssuedToken,
 };
 
-use crate::{Append, IdempotencyRecord, Position, Store, StoreError};
+use std::sync::Arc;
+
+use crate::cache::Current;
+use crate::{Append, IdempotencyRecord, Loaded, Position, Store, StoreError};
 
 /// How often a command meeting a concurrent write is decided again on fresh
 /// state before it gives up with a conflict.
@@ -88,10 +91,34 @@ impl Store {
         respond: impl Fn(u64) -> String,
         outbox: impl Fn(&OutboxInput<'_>) -> Result<Vec<crate::OutboxMessage>, String>,
     ) -> Result<Executed, ExecuteError> {
+        let id = execution.customer_id;
+        let cache = self.cache();
+        // Attempts on state read from the database (a stale cached state
+        // does not count).
         let mut attempt = 0;
+        let mut use_cache = true;
         loop {
-            attempt += 1;
-            let loaded = self.load(execution.customer_id).await?;
+            // The cached state first (a conflict means it was stale: read
+            // the database then). With `If-Match` a cached version other
+            // than the expected one is read again too: it may be the cache
+            // that is behind.
+            let cached = match (std::mem::take(&mut use_cache), cache) {
+                (true, Some(cache)) => cache.get(&id).filter(|c| {
+                    execution
+                        .expected_version
+                        .is_none_or(|v| v == c.loaded.version)
+                }),
+                _ => None,
+            };
+            let from_cache = cached.is_some();
+            if !from_cache {
+                attempt += 1;
+            }
+            let current = match cached {
+                Some(current) => current,
+                None => Arc::new(self.load_current(id).await?),
+            };
+            let loaded = &current.loaded;
             if let Some(expected) = execution.expected_version {
                 if expected != loaded.version {
                     return Err(ExecuteError::VersionMismatch {
@@ -115,16 +142,16 @@ impl Store {
                 r
             });
             let mail = outbox(&OutboxInput {
-                customer_id: execution.customer_id,
+                customer_id: id,
                 events: &events,
                 issued_tokens: &services.issued_tokens(),
                 after: &after,
             })
             .map_err(ExecuteError::Outbox)?;
             let result = self
-                .append_with_outbox(
+                .append_keyed(
                     Append {
-                        customer_id: execution.customer_id,
+                        customer_id: id,
                         expected_version: loaded.version,
                         events: &events,
                         metadata: execution.metadata,
@@ -133,26 +160,51 @@ impl Store {
                         idempotency: idempotency.as_ref(),
                     },
                     &mail,
+                    current.key.clone(),
                 )
                 .await;
+            if let (Some(cache), Err(_)) = (cache, &result) {
+                if from_cache {
+                    cache.stale(&id);
+                } else {
+                    cache.forget(&id);
+                }
+            }
             match result {
-                Ok(appended) => {
+                Ok((appended, key)) => {
+                    if let Some(cache) = cache {
+                        if after.is_forgotten() {
+                            cache.forget(&id);
+                        } else {
+                            cache.put(
+                                id,
+                                Arc::new(Current {
+                                    loaded: Loaded {
+                                        customer: after,
+                                        version: appended.version,
+                                    },
+                                    key,
+                                }),
+                            );
+                        }
+                    }
                     return Ok(Executed {
-                        customer_id: execution.customer_id,
+                        customer_id: id,
                         version: appended.version,
                         events,
                         last_position: appended.last_position,
                         issued_tokens: services.take_issued_tokens(),
-                    })
+                    });
                 }
                 Err(StoreError::Conflict { .. })
-                    if execution.expected_version.is_none() && attempt < CONFLICT_RETRIES =>
+                    if execution.expected_version.is_none()
+                        && (from_cache || attempt < CONFLICT_RETRIES) =>
                 {
-                    tracing::debug!(customer_id = %execution.customer_id, attempt, "concurrent write, deciding again");
+                    tracing::debug!(customer_id = %id, attempt, from_cache, "concurrent write, deciding again");
                     continue;
                 }
                 Err(StoreError::Conflict { .. }) if execution.expected_version.is_some() => {
-                    let actual = self.load(execution.customer_id).await?.version;
+                    let actual = self.load(id).await?.version;
                     return Err(ExecuteError::VersionMismatch {
                         expected: loaded.version,
                         actual,

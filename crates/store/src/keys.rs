@@ -102,6 +102,21 @@ impl KeyState {
     }
 }
 
+/// The customer's data key when it is live (`None`: no key row yet, or
+/// destroyed), for the command path to seal with without reading it again.
+pub(crate) fn live_key(
+    keyring: &Keyring,
+    customer_id: &str,
+    state: &KeyState,
+) -> Result<Option<std::sync::Arc<DataKey>>, StoreError> {
+    match state {
+        KeyState::Live(wrapped) => Ok(Some(std::sync::Arc::new(
+            keyring.unwrap_data_key(customer_id, wrapped)?,
+        ))),
+        KeyState::Missing | KeyState::Destroyed => Ok(None),
+    }
+}
+
 /// Seals and opens one customer's personal data. The associated data is
 /// the customer id (and a purpose for snapshots), so a sealed value does
 /// not open under another customer.

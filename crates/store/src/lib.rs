@@ -53,6 +53,7 @@ macro_rules! on_pool {
 }
 
 pub mod accounts;
+mod cache;
 mod codec;
 mod common;
 pub mod error;
@@ -65,6 +66,7 @@ pub mod sqlite;
 pub mod testing;
 
 pub use accounts::{SessionRecord, StoredApiKey};
+pub use cache::CacheStats;
 pub use codec::AGGREGATE_TYPE;
 pub use error::StoreError;
 pub use execute::{ExecuteError, Executed, Execution, OutboxInput};
@@ -162,6 +164,11 @@ pub struct StoreOptions {
     /// only to measure what sealing costs (`examples/encryption_cost.rs`):
     /// a store written with it off is like one written before encryption.
     pub seal_personal_data: bool,
+    /// Customers whose latest state the command path keeps in memory
+    /// (0: none): see `cache.rs`.
+    pub aggregate_cache: usize,
+    /// How long a cached state may be used after it was written.
+    pub aggregate_cache_ttl: std::time::Duration,
 }
 
 impl Default for StoreOptions {
@@ -170,6 +177,8 @@ impl Default for StoreOptions {
             max_connections: 10,
             snapshot_interval: 100,
             seal_personal_data: true,
+            aggregate_cache: 10_000,
+            aggregate_cache_ttl: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -207,6 +216,44 @@ impl Store {
             Self::Sqlite(s) => s.unlock(master).await?,
         }
         Ok(self)
+    }
+
+    /// The aggregate cache of the command path (`None`: off).
+    pub(crate) fn cache(&self) -> Option<&cache::AggregateCache> {
+        match self {
+            Self::Postgres(s) => s.cache(),
+            Self::Sqlite(s) => s.cache(),
+        }
+    }
+
+    /// Hits, misses and stale entries of the aggregate cache so far.
+    pub fn cache_stats(&self) -> Option<CacheStats> {
+        self.cache().map(cache::AggregateCache::stats)
+    }
+
+    /// The customer's state and live data key, for a command.
+    pub(crate) async fn load_current(
+        &self,
+        customer_id: CustomerId,
+    ) -> Result<cache::Current, StoreError> {
+        match self {
+            Self::Postgres(s) => s.load_current(customer_id, true).await,
+            Self::Sqlite(s) => s.load_current(customer_id, true).await,
+        }
+    }
+
+    /// [`Store::append_with_outbox`], sealing with the key read with the
+    /// state (if any); returns the key used.
+    pub(crate) async fn append_keyed(
+        &self,
+        append: Append<'_>,
+        outbox: &[OutboxMessage],
+        known: Option<std::sync::Arc<keys::DataKey>>,
+    ) -> Result<(Appended, Option<std::sync::Arc<keys::DataKey>>), StoreError> {
+        match self {
+            Self::Postgres(s) => s.append_keyed(append, outbox, known).await,
+            Self::Sqlite(s) => s.append_keyed(append, outbox, known).await,
+        }
     }
 
     /// The unlocked keys ([`StoreError::Locked`] before [`Store::unlock`]).

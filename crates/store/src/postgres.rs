@@ -15,6 +15,7 @@ use access_domain::{CustomerId, EmailAddress};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, QueryBuilder, Row};
 
+use crate::cache::{AggregateCache, Current};
 use crate::codec::{self, RawRow, AGGREGATE_TYPE};
 use crate::common;
 use crate::error::{classify, StoreError, Violation};
@@ -34,6 +35,7 @@ pub struct PgStore {
     pool: PgPool,
     options: StoreOptions,
     keyring: Option<Arc<Keyring>>,
+    cache: Option<Arc<AggregateCache>>,
 }
 
 /// Every event column, with the customer's key (to open personal data).
@@ -55,6 +57,7 @@ impl PgStore {
             pool,
             options,
             keyring: None,
+            cache: AggregateCache::new(options.aggregate_cache, options.aggregate_cache_ttl),
         })
     }
 
@@ -68,6 +71,10 @@ impl PgStore {
         let keyring = keys::unlock::<DB, _>(&self.pool, master).await?;
         self.keyring = Some(Arc::new(keyring));
         Ok(())
+    }
+
+    pub(crate) fn cache(&self) -> Option<&AggregateCache> {
+        self.cache.as_deref()
     }
 
     pub fn keyring(&self) -> Result<&Keyring, StoreError> {
@@ -95,7 +102,24 @@ impl PgStore {
     }
 
     pub async fn load(&self, customer_id: CustomerId) -> Result<Loaded, StoreError> {
+        self.load_current(customer_id, false)
+            .await
+            .map(|current| current.loaded)
+    }
+
+    /// The customer's state, and with `with_key` its live data key (for a
+    /// command's append).
+    pub(crate) async fn load_current(
+        &self,
+        customer_id: CustomerId,
+        with_key: bool,
+    ) -> Result<Current, StoreError> {
         let id = customer_id.to_string();
+        let keyring = self.keyring()?;
+        let key_of = |state: &KeyState| match with_key {
+            true => keys::live_key(keyring, &id, state),
+            false => Ok(None),
+        };
         let snapshot = sqlx::query(
             "SELECT last_sequence, payload, k.wrapped_key, k.customer_id IS NOT NULL AS has_key \
              FROM snapshots LEFT JOIN customer_keys k ON k.customer_id = snapshots.aggregate_id \
@@ -109,13 +133,41 @@ impl PgStore {
             let last: i64 = row.try_get("last_sequence")?;
             let payload: serde_json::Value = row.try_get("payload")?;
             let key = KeyState::from_columns(row.try_get("has_key")?, row.try_get("wrapped_key")?);
-            if let Some(customer) = common::open_snapshot(self.keyring()?, &id, &key, payload) {
+            if let Some(customer) = common::open_snapshot(keyring, &id, &key, payload) {
                 let newer = self.events_of(customer_id, last).await?;
-                return Ok(common::from_snapshot(customer, last, newer));
+                return Ok(Current {
+                    loaded: common::from_snapshot(customer, last, newer),
+                    key: key_of(&key)?,
+                });
             }
         }
-        let events = self.events_of(customer_id, 0).await?;
-        Ok(replay(events.into_iter().map(|e| e.event)))
+        let rows = self.event_rows(customer_id, 0).await?;
+        let key = match rows.first() {
+            Some(row) => {
+                KeyState::from_columns(row.try_get("has_key")?, row.try_get("wrapped_key")?)
+            }
+            None => KeyState::Missing,
+        };
+        let events = decode_rows(rows, keyring)?;
+        Ok(Current {
+            loaded: replay(events.into_iter().map(|e| e.event)),
+            key: key_of(&key)?,
+        })
+    }
+
+    async fn event_rows(
+        &self,
+        customer_id: CustomerId,
+        after_sequence: i64,
+    ) -> Result<Vec<PgRow>, StoreError> {
+        Ok(sqlx::query(&format!(
+            "{SELECT_EVENT} WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 ORDER BY sequence"
+        ))
+        .bind(AGGREGATE_TYPE)
+        .bind(customer_id.to_string())
+        .bind(after_sequence)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     pub async fn events_of(
@@ -123,14 +175,7 @@ impl PgStore {
         customer_id: CustomerId,
         after_sequence: i64,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "{SELECT_EVENT} WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 ORDER BY sequence"
-        ))
-        .bind(AGGREGATE_TYPE)
-        .bind(customer_id.to_string())
-        .bind(after_sequence)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = self.event_rows(customer_id, after_sequence).await?;
         decode_rows(rows, self.keyring()?)
     }
 
@@ -161,11 +206,28 @@ impl PgStore {
         append: Append<'_>,
         outbox: &[crate::OutboxMessage],
     ) -> Result<Appended, StoreError> {
+        self.append_keyed(append, outbox, None)
+            .await
+            .map(|(appended, _)| appended)
+    }
+
+    /// [`PgStore::append`] sealing with `known`, the customer's live key
+    /// read with its state (else the key is read, or made, in the
+    /// transaction). Returns the key used.
+    pub(crate) async fn append_keyed(
+        &self,
+        append: Append<'_>,
+        outbox: &[crate::OutboxMessage],
+        known: Option<Arc<keys::DataKey>>,
+    ) -> Result<(Appended, Option<Arc<keys::DataKey>>), StoreError> {
         let id = append.customer_id.to_string();
         let keyring = self.keyring()?;
         let mut tx = self.pool.begin().await?;
         let key = if self.options.seal_personal_data {
-            Some(keys::key_for_append::<DB>(&mut tx, keyring, &id).await?)
+            Some(match known {
+                Some(key) => key,
+                None => Arc::new(keys::key_for_append::<DB>(&mut tx, keyring, &id).await?),
+            })
         } else {
             None
         };
@@ -219,10 +281,13 @@ impl PgStore {
         )
         .await?;
         tx.commit().await?;
-        Ok(Appended {
-            version,
-            last_position,
-        })
+        Ok((
+            Appended {
+                version,
+                last_position,
+            },
+            key,
+        ))
     }
 
     pub async fn email_holder(
