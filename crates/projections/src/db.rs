@@ -206,6 +206,20 @@ pub async fn project_batch(
     from: Position,
     events: &[RecordedEvent],
 ) -> Result<Position, ProjectionError> {
+    project_batch_with(store, tables, from, events, true).await
+}
+
+/// [`project_batch`]; without `scrub_forgotten` a `CustomerForgotten` does
+/// not scrub the customer's earlier audit rows: the rebuild's bulk load
+/// (tables without indexes yet) scrubs them afterwards, all at once
+/// ([`scrub_forgotten`]).
+pub(crate) async fn project_batch_with(
+    store: &Store,
+    tables: Tables,
+    from: Position,
+    events: &[RecordedEvent],
+    scrub_forgotten: bool,
+) -> Result<Position, ProjectionError> {
     let Some(last) = events.last() else {
         return Ok(from);
     };
@@ -319,38 +333,12 @@ pub async fn project_batch(
             upsert.build().execute(&mut *tx).await?;
         }
 
-        // At most ~1,000 rows per statement keeps SQLite under its
-        // parameter limit.
-        for chunk in audits.chunks(1000) {
-            let mut insert = QueryBuilder::new(format!(
-                "INSERT INTO {} ({AUDIT_COLUMNS}) ",
-                tables.audit_trail
-            ));
-            insert.push_values(chunk, |mut b, a: &AuditRow| {
-                b.push_bind(a.position)
-                    .push_bind(to_i64(a.tx))
-                    .push_bind(a.customer_id.to_string())
-                    .push_bind(to_i64(a.sequence))
-                    .push_bind(ts(a.at))
-                    .push_bind(a.kind.clone())
-                    .push_bind(a.actor_kind.clone())
-                    .push_bind(a.actor_name.clone())
-                    .push_bind(a.actor_role.clone())
-                    .push_bind(a.actor_customer_id.clone())
-                    .push_bind(a.request_id.clone())
-                    .push_bind(a.reason.clone())
-                    .push_bind(a.old_email.clone())
-                    .push_bind(a.new_email.clone())
-                    .push_bind(a.password_source.clone())
-                    .push_bind(a.with_setup_link);
-            });
-            insert.build().execute(&mut *tx).await?;
-        }
+        AuditWriter::write_audits(&mut *tx, tables.audit_trail, &audits).await?;
 
         // A forgotten customer's earlier audit rows lose their addresses,
         // as a rebuild (which can no longer open them) would show them.
         for event in events {
-            if matches!(event.event, CustomerEvent::CustomerForgotten { .. }) {
+            if scrub_forgotten && matches!(event.event, CustomerEvent::CustomerForgotten { .. }) {
                 sqlx::query(&format!(
                     "UPDATE {} SET \
                      old_email = CASE WHEN old_email IS NULL THEN NULL ELSE $2 END, \
@@ -378,6 +366,166 @@ pub async fn project_batch(
         tx.commit().await?;
         Ok(to)
     })
+}
+
+/// Scrubs the audit rows of forgotten customers in `tables` (what a
+/// `CustomerForgotten` does to its customer's earlier rows), in one
+/// transaction.
+pub(crate) async fn scrub_forgotten(
+    store: &Store,
+    tables: Tables,
+    customers: &[CustomerId],
+) -> Result<(), ProjectionError> {
+    if customers.is_empty() {
+        return Ok(());
+    }
+    on_store!(store, write, |pool, _ts, _get_ts, _pg| {
+        let mut tx = pool.begin().await?;
+        for id in customers {
+            sqlx::query(&format!(
+                "UPDATE {} SET \
+                 old_email = CASE WHEN old_email IS NULL THEN NULL ELSE $2 END, \
+                 new_email = CASE WHEN new_email IS NULL THEN NULL ELSE $2 END \
+                 WHERE customer_id = $1",
+                tables.audit_trail
+            ))
+            .bind(id.to_string())
+            .bind(FORGOTTEN)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    })
+}
+
+/// Writes audit rows in the batch's transaction: `COPY` on PostgreSQL (no
+/// statement to parse and no parameters to bind per row: the rebuild
+/// writes a million rows this way), multi-row `INSERT`s on SQLite.
+pub(crate) trait AuditWriter {
+    fn write_audits<'a>(
+        &'a mut self,
+        table: &'a str,
+        rows: &'a [AuditRow],
+    ) -> futures::future::BoxFuture<'a, Result<(), ProjectionError>>;
+}
+
+impl AuditWriter for sqlx::PgConnection {
+    fn write_audits<'a>(
+        &'a mut self,
+        table: &'a str,
+        rows: &'a [AuditRow],
+    ) -> futures::future::BoxFuture<'a, Result<(), ProjectionError>> {
+        Box::pin(async move {
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let mut copy = self
+                .copy_in_raw(&format!("COPY {table} ({AUDIT_COLUMNS}) FROM STDIN"))
+                .await?;
+            copy.send(copy_text(rows).into_bytes()).await?;
+            copy.finish().await?;
+            Ok(())
+        })
+    }
+}
+
+impl AuditWriter for sqlx::SqliteConnection {
+    fn write_audits<'a>(
+        &'a mut self,
+        table: &'a str,
+        rows: &'a [AuditRow],
+    ) -> futures::future::BoxFuture<'a, Result<(), ProjectionError>> {
+        Box::pin(async move {
+            // At most ~1,000 rows per statement keeps SQLite under its
+            // parameter limit.
+            for chunk in rows.chunks(1000) {
+                let mut insert =
+                    QueryBuilder::new(format!("INSERT INTO {table} ({AUDIT_COLUMNS}) "));
+                insert.push_values(chunk, |mut b, a: &AuditRow| {
+                    b.push_bind(a.position)
+                        .push_bind(to_i64(a.tx))
+                        .push_bind(a.customer_id.to_string())
+                        .push_bind(to_i64(a.sequence))
+                        .push_bind(sqlite_ts(a.at))
+                        .push_bind(a.kind.clone())
+                        .push_bind(a.actor_kind.clone())
+                        .push_bind(a.actor_name.clone())
+                        .push_bind(a.actor_role.clone())
+                        .push_bind(a.actor_customer_id.clone())
+                        .push_bind(a.request_id.clone())
+                        .push_bind(a.reason.clone())
+                        .push_bind(a.old_email.clone())
+                        .push_bind(a.new_email.clone())
+                        .push_bind(a.password_source.clone())
+                        .push_bind(a.with_setup_link);
+                });
+                insert.build().execute(&mut *self).await?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Audit rows in PostgreSQL's COPY text format, in `AUDIT_COLUMNS` order:
+/// tab-separated, one row per line, `\N` for NULL, and backslash, tab,
+/// newline and carriage return escaped with a backslash (the format's whole
+/// escaping: <https://www.postgresql.org/docs/current/sql-copy.html>).
+/// Written here because sqlx sends COPY data as given and has no row
+/// encoder for it.
+fn copy_text(rows: &[AuditRow]) -> String {
+    use std::fmt::Write as _;
+    fn text(out: &mut String, value: Option<&str>) {
+        match value {
+            None => out.push_str("\\N"),
+            Some(v) => {
+                for c in v.chars() {
+                    match c {
+                        '\\' => out.push_str("\\\\"),
+                        '\t' => out.push_str("\\t"),
+                        '\n' => out.push_str("\\n"),
+                        '\r' => out.push_str("\\r"),
+                        c => out.push(c),
+                    }
+                }
+            }
+        }
+    }
+    let mut out = String::with_capacity(rows.len() * 256);
+    for a in rows {
+        // Numbers, the id, the timestamp and booleans need no escaping.
+        let _ = write!(
+            out,
+            "{}\t{}\t{}\t{}\t{}\t",
+            a.position,
+            to_i64(a.tx),
+            a.customer_id,
+            to_i64(a.sequence),
+            a.at.to_rfc3339_opts(SecondsFormat::Micros, true)
+        );
+        for value in [
+            Some(a.kind.as_str()),
+            Some(a.actor_kind.as_str()),
+            a.actor_name.as_deref(),
+            a.actor_role.as_deref(),
+            a.actor_customer_id.as_deref(),
+            a.request_id.as_deref(),
+            a.reason.as_deref(),
+            a.old_email.as_deref(),
+            a.new_email.as_deref(),
+            a.password_source.as_deref(),
+        ] {
+            text(&mut out, value);
+            out.push('\t');
+        }
+        out.push_str(match a.with_setup_link {
+            None => "\\N",
+            Some(true) => "t",
+            Some(false) => "f",
+        });
+        out.push('\n');
+    }
+    out
 }
 
 /// One customer's row.

@@ -265,7 +265,63 @@ async fn audit_queries_filter_and_page(store: Store) {
     );
 }
 
+/// Audit rows go to PostgreSQL by COPY (text format): values with the
+/// format's special characters, NULLs and booleans come back as written.
+async fn audit_values_survive_the_bulk_write(store: Store) {
+    use access_domain::{Credential, CustomerCommand, CustomerId, EmailAddress, Role};
+    use access_store::testing::run;
+    let tricky = "tab\there, new\nline, cr\r, back\\slash, \\N, \\t, ü 🙂, 'quote' \"dq\"";
+    let id = CustomerId::new_random();
+    for command in [
+        CustomerCommand::RegisterCustomer {
+            customer_id: id,
+            email: EmailAddress::parse("copy@example.com").unwrap(),
+            name: None,
+        },
+        CustomerCommand::GrantAccess {
+            role: Role::CustomerCenter,
+            credential: Credential::SetupLink,
+        },
+        CustomerCommand::RevokeAccess {
+            reason: Some(tricky.to_string()),
+        },
+    ] {
+        run(&store, id, command).await.unwrap();
+    }
+    let projector = Projector::spawn(store.clone(), fast());
+    projector
+        .wait_caught_up(Duration::from_secs(20))
+        .await
+        .unwrap();
+    let rows = db::audit_page(
+        &store,
+        &AuditFilter {
+            customer_id: Some(id),
+            ..Default::default()
+        },
+        10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 4);
+    assert_eq!(rows[3].reason.as_deref(), Some(tricky));
+    assert_eq!(rows[0].reason, None);
+    assert_eq!(rows[0].new_email.as_deref(), Some("copy@example.com"));
+    assert_eq!(rows[0].with_setup_link, None);
+    assert_eq!(rows[2].with_setup_link, Some(true));
+    let events = store.events_of(id).await.unwrap();
+    for (row, event) in rows.iter().zip(&events) {
+        assert_eq!(
+            row.at.timestamp_micros(),
+            event.event.at().timestamp_micros(),
+            "timestamps to the microsecond"
+        );
+        assert_eq!(row.sequence, event.sequence);
+    }
+}
+
 access_store::on_both_stores!(
+    audit_values_survive_the_bulk_write,
     every_event_is_projected_exactly_once,
     a_crash_between_commit_and_projection_loses_nothing,
     two_projectors_at_once_project_each_event_once,

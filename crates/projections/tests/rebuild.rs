@@ -155,6 +155,27 @@ async fn rebuild_swaps_in_identical_tables_while_the_projector_runs(store: Store
     rebuild::rebuild(&store, &mut |_| {}).await.unwrap();
     let check = rebuild::check(&store, &mut |_| {}).await.unwrap();
     assert!(check.matches(), "{check:?}");
+
+    // The rebuilt audit trail has the migrations' primary key and indexes
+    // (on PostgreSQL they are built after the bulk load).
+    if let Store::Postgres(pg) = &store {
+        let indexes: Vec<(String, bool)> = sqlx::query_as(
+            "SELECT regexp_replace(pg_get_indexdef(indexrelid), '^.* USING ', ''), indisprimary \
+             FROM pg_index WHERE indrelid = 'audit_trail'::regclass ORDER BY 1",
+        )
+        .fetch_all(pg.pool())
+        .await
+        .unwrap();
+        assert_eq!(
+            indexes,
+            vec![
+                ("btree (\"position\")".to_string(), true),
+                ("btree (at)".to_string(), false),
+                ("btree (customer_id, tx, \"position\")".to_string(), false),
+                ("btree (tx, \"position\")".to_string(), false),
+            ]
+        );
+    }
 }
 
 async fn check_finds_a_projection_that_differs_from_the_events(store: Store) {
