@@ -480,6 +480,35 @@ pub async fn audit_trails(
     Ok((phase, rows))
 }
 
+/// Waits until the service's hash chain covers the event at global
+/// position `head` (`GET /v1/audit/digest`): a service started on a store
+/// filled without it hashes every event first, and queries measured
+/// meanwhile would measure that catch-up. Returns how long it took.
+pub async fn wait_for_chain(
+    http: &Client,
+    base: &str,
+    head: i64,
+    timeout: Duration,
+) -> Result<Duration> {
+    let started = Instant::now();
+    loop {
+        let response = http
+            .get(format!("{base}/v1/audit/digest"))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await
+            .context("GET /v1/audit/digest")?;
+        let body = answer(response, "/v1/audit/digest").await?;
+        if body["global_position"].as_i64().unwrap_or(0) >= head {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > timeout {
+            bail!("the hash chain did not reach position {head} within {timeout:?}: {body}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// `GET /v1/audit?format=csv`, read to the end: (lines, bytes, time).
 pub async fn csv_export(http: &Client, base: &str) -> Result<(u64, u64, Duration)> {
     let started = Instant::now();

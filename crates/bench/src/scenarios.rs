@@ -772,11 +772,25 @@ pub async fn rebuild_and_audit(args: &Args, options: &ServiceOptions) -> Result<
             f2(ratio),
         ],
     ]);
+    let head = store.head().await?;
     store_close(&store).await;
 
-    // Scenario 5: the service on the rebuilt database.
+    // Scenario 5: the service on the rebuilt database, once its hash chain
+    // has caught up with the events (filled without the service).
     let service = Service::start(options, db.url()).await?;
     let client = http::client(4)?;
+    let chain_t = http::wait_for_chain(
+        &client,
+        &service.base,
+        head.global,
+        Duration::from_secs(600),
+    )
+    .await?;
+    println!(
+        "  accessd's hash chain caught up with {} events in {:.1} s after start (queries below measured after it)",
+        fill.events,
+        chain_t.as_secs_f64()
+    );
     let sample = &fill.sample;
     if sample.is_empty() {
         bail!("no sampled customers");
