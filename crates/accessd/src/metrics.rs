@@ -59,7 +59,10 @@ pub struct Metrics {
     projector_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     projector_position: Gauge,
     projector_failed: Gauge,
-    aggregate_cache: Family<KindLabels, Gauge>,
+    aggregate_cache: Family<KindLabels, Counter>,
+    /// The cache's counters as last exported (the store counts; each
+    /// scrape adds what is new).
+    aggregate_cache_seen: Arc<std::sync::Mutex<access_store::CacheStats>>,
 }
 
 impl Default for Metrics {
@@ -121,7 +124,7 @@ impl Metrics {
             "1 when the projector stopped on an error",
             projector_failed.clone(),
         );
-        let aggregate_cache = Family::<KindLabels, Gauge>::default();
+        let aggregate_cache = Family::<KindLabels, Counter>::default();
         registry.register(
             "aggregate_cache",
             "Commands since start decided on a cached customer state (hit), on state read from the database (miss), and cached states found stale (stale)",
@@ -139,23 +142,29 @@ impl Metrics {
             projector_position,
             projector_failed,
             aggregate_cache,
+            aggregate_cache_seen: Arc::default(),
         }
     }
 
     /// Records the aggregate cache's counters (called when metrics are
     /// read).
     pub fn aggregate_cache(&self, stats: access_store::CacheStats) {
-        for (kind, value) in [
-            ("hit", stats.hits),
-            ("miss", stats.misses),
-            ("stale", stats.stale),
+        let mut seen = self
+            .aggregate_cache_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (kind, now, before) in [
+            ("hit", stats.hits, seen.hits),
+            ("miss", stats.misses, seen.misses),
+            ("stale", stats.stale, seen.stale),
         ] {
             self.aggregate_cache
                 .get_or_create(&KindLabels {
                     kind: kind.to_string(),
                 })
-                .set(i64::try_from(value).unwrap_or(i64::MAX));
+                .inc_by(now.saturating_sub(before));
         }
+        *seen = stats;
     }
 
     /// Records where the projector is (called when metrics are read).

@@ -78,23 +78,31 @@ impl AggregateCache {
         })
     }
 
-    /// The cached state of `id`, unless missing or expired (counted).
+    /// The cached state of `id`, unless missing or expired.
     pub(crate) fn get(&self, id: &CustomerId) -> Option<Arc<Current>> {
-        let found = self
-            .entries
+        self.entries
             .get(id)
             .filter(|e| e.written.elapsed() < self.ttl)
-            .map(|e| e.current);
-        let counter = if found.is_some() {
-            &self.hits
-        } else {
-            &self.misses
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        found
+            .map(|e| e.current)
     }
 
+    /// Counts a command decided on a cached state (`hit`) or on state
+    /// read from the database.
+    pub(crate) fn count(&self, hit: bool) {
+        let counter = if hit { &self.hits } else { &self.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Keeps `current` unless the cache already holds this version or a
+    /// newer one (a slower command finishing late must not put an older
+    /// state back, and a command that wrote nothing must not extend the
+    /// entry's life). Check and insert are not atomic: a rare race costs
+    /// one conflict, caught by the append.
     pub(crate) fn put(&self, id: CustomerId, current: Arc<Current>) {
+        let held = self.entries.get(&id).map(|e| e.current.loaded.version);
+        if held.is_some_and(|v| v >= current.loaded.version) {
+            return;
+        }
         self.entries.insert(
             id,
             Entry {
@@ -149,14 +157,35 @@ mod tests {
         cache.put(id, current(4));
         std::thread::sleep(Duration::from_millis(60));
         assert!(cache.get(&id).is_none(), "expired");
+        cache.count(true);
+        cache.count(false);
+        cache.count(false);
         assert_eq!(
             cache.stats(),
             CacheStats {
                 hits: 1,
-                misses: 3,
+                misses: 2,
                 stale: 1
             }
         );
+    }
+
+    #[test]
+    fn an_older_or_equal_version_never_replaces_a_newer_one() {
+        let cache = AggregateCache::new(10, Duration::from_secs(60)).unwrap();
+        let id = CustomerId::new_random();
+        cache.put(id, current(7));
+        cache.put(id, current(6));
+        assert_eq!(cache.get(&id).unwrap().loaded.version, 7);
+        let written = cache.entries.get(&id).unwrap().written;
+        cache.put(id, current(7));
+        assert_eq!(
+            cache.entries.get(&id).unwrap().written,
+            written,
+            "not refreshed"
+        );
+        cache.put(id, current(8));
+        assert_eq!(cache.get(&id).unwrap().loaded.version, 8);
     }
 
     #[test]

@@ -111,6 +111,9 @@ impl Store {
                 _ => None,
             };
             let from_cache = cached.is_some();
+            if let Some(cache) = cache {
+                cache.count(from_cache);
+            }
             if !from_cache {
                 attempt += 1;
             }
@@ -128,10 +131,24 @@ impl Store {
                 }
             }
             let services = services.fresh();
-            let events = loaded
+            let decided = loaded
                 .customer
                 .decide(execution.command.clone(), &services)
-                .await?;
+                .await;
+            // A refusal, or a command with nothing to write, appends no
+            // event: no sequence check would catch a stale cached state.
+            // Check the version (one query) and decide again on the
+            // database's state if it moved (another replica granted access,
+            // changed the password, forgot the customer, …).
+            if from_cache && !matches!(&decided, Ok(events) if !events.is_empty()) {
+                if let Some(cache) = cache {
+                    if self.version_of(id).await? != loaded.version {
+                        cache.stale(&id);
+                        continue;
+                    }
+                }
+            }
+            let events = decided?;
             let mut after = loaded.customer.clone();
             for event in &events {
                 cqrs_es::Aggregate::apply(&mut after, event.clone());

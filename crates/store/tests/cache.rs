@@ -203,6 +203,82 @@ async fn if_match_is_checked_against_the_database_not_a_stale_cache(postgres: bo
     );
 }
 
+/// Refusals and no-ops write no event, so no append checks the version they
+/// were decided on: the store checks it and decides again on fresh state.
+async fn refusals_and_no_ops_on_a_stale_cached_state_are_decided_again(postgres: bool) {
+    let (db, a) = fresh_store(postgres, StoreOptions::default()).await;
+    let b = replica(&db).await;
+
+    // A caches a customer without access; B grants access.
+    let id = CustomerId::new_random();
+    run(
+        &a,
+        id,
+        CustomerCommand::RegisterCustomer {
+            customer_id: id,
+            email: email("late@example.com"),
+            name: None,
+        },
+    )
+    .await
+    .unwrap();
+    run(
+        &b,
+        id,
+        CustomerCommand::GrantAccess {
+            role: Role::CustomerCenter,
+            credential: Credential::SetupLink,
+        },
+    )
+    .await
+    .unwrap();
+    // Refused on A's cached state ("no access"), allowed on the real one.
+    let executed = run(&a, id, CustomerCommand::SendAccessNotification)
+        .await
+        .unwrap();
+    assert_eq!(executed.version, 4);
+
+    // A caches version 4; B moves to 5. A no-op with If-Match 4 on A: the
+    // caller is behind, whatever A's cache says.
+    run(&b, id, CustomerCommand::SendAccessNotification)
+        .await
+        .unwrap();
+    let same_address = CustomerCommand::ChangeEmail {
+        email: email("late@example.com"),
+        credential: Credential::None,
+    };
+    let err = with_if_match(&a, id, same_address.clone(), 4)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ExecuteError::VersionMismatch {
+                expected: 4,
+                actual: 5
+            }
+        ),
+        "{err:?}"
+    );
+
+    // A caches version 6, then B forgets the customer: a no-op on A is
+    // refused, not acknowledged.
+    let executed = run(&a, id, CustomerCommand::SendAccessNotification)
+        .await
+        .unwrap();
+    assert_eq!(executed.version, 6);
+    run(&b, id, CustomerCommand::ForgetCustomer).await.unwrap();
+    let err = run(&a, id, same_address).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ExecuteError::Rejected(CustomerError::CustomerForgotten)
+        ),
+        "{err:?}"
+    );
+    assert!(stats(&a).stale >= 3, "{:?}", stats(&a));
+}
+
 async fn the_cache_can_be_turned_off(postgres: bool) {
     let options = StoreOptions {
         aggregate_cache: 0,
@@ -243,5 +319,6 @@ on_both!(
     two_replicas_with_stale_caches_lose_no_update,
     a_customer_forgotten_through_another_replica_is_refused,
     if_match_is_checked_against_the_database_not_a_stale_cache,
+    refusals_and_no_ops_on_a_stale_cached_state_are_decided_again,
     the_cache_can_be_turned_off,
 );
