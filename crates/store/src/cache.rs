@@ -10,7 +10,10 @@
 //! makes the append fail with a conflict; the entry is dropped and the
 //! command is decided again on state read from the database
 //! (`Store::execute`). A forget always appends an event, so a destroyed key
-//! is never used to seal: the append conflicts first.
+//! is never used to seal: the append conflicts first. A refusal or a
+//! command that writes nothing has no append to check it, so `execute`
+//! compares the cached version with the stored one (one query) and decides
+//! again when it moved.
 //!
 //! Only the command path uses it. Reads that authorize (sessions, logins,
 //! `Store::load`) always go to the database, so access revoked through
