@@ -49,8 +49,8 @@ fn decode<T: serde::de::DeserializeOwned>(data: &[u8], content_type: &str) {
                     // named in the message) or of one of the type's own
                     // field names (listed in "expected one of …") is no
                     // leak.
-                    let is_key = key_contains(&value, &v)
-                        || fields.iter().any(|f| f.contains(v.as_str()));
+                    let is_key =
+                        key_contains(&value, &v) || fields.iter().any(|f| f.contains(v.as_str()));
                     assert!(
                         is_key || !err.message.contains(&v),
                         "the error message repeats a value: {}",
