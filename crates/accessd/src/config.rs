@@ -176,7 +176,16 @@ pub struct Config {
     #[arg(long, env = "ACCESS_LOGIN_ATTEMPTS_PER_ACCOUNT", default_value_t = 5)]
     pub login_attempts_per_account: u32,
 
-    /// Password checks allowed per client address per minute.
+    /// Load balancers and proxies in front of this service, as
+    /// comma-separated CIDRs (e.g. `10.0.0.0/8, ::1/128`); empty: none.
+    /// For a request from one of them, the client is the right-most
+    /// address of `Forwarded: for=` or `X-Forwarded-For` that is not
+    /// itself a trusted proxy; from anyone else those headers are ignored.
+    #[arg(long, env = "ACCESS_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: String,
+
+    /// Password checks allowed per client address per minute (IPv6: per
+    /// /64).
     #[arg(long, env = "ACCESS_LOGIN_ATTEMPTS_PER_ADDRESS", default_value_t = 30)]
     pub login_attempts_per_address: u32,
 }

@@ -116,13 +116,30 @@ impl TestApp {
         Self::start_on(database, mail_dir, adjust).await
     }
 
+    /// A second replica: another service on this one's database (its own
+    /// mail directory), as behind a load balancer.
+    pub async fn replica(&self, adjust: impl FnOnce(&mut accessd::Config)) -> Self {
+        let url = self.database_url();
+        Self::start_with_url(&url, None, tempfile::tempdir().unwrap(), adjust).await
+    }
+
     async fn start_on(
         database: TestDatabase,
         mail_dir: tempfile::TempDir,
         adjust: impl FnOnce(&mut accessd::Config),
     ) -> Self {
+        let url = database.url().to_string();
+        Self::start_with_url(&url, Some(database), mail_dir, adjust).await
+    }
+
+    async fn start_with_url(
+        url: &str,
+        database: Option<TestDatabase>,
+        mail_dir: tempfile::TempDir,
+        adjust: impl FnOnce(&mut accessd::Config),
+    ) -> Self {
         let mut config = accessd::Config::defaults();
-        config.database_url = database.url().to_string();
+        config.database_url = url.to_string();
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.public_url = None;
         config.mail = format!("file:{}", mail_dir.path().display());
@@ -148,7 +165,7 @@ impl TestApp {
             mail_dir,
             shutdown: Some(tx),
             server: Some(server),
-            _db: Some(database),
+            _db: database,
         }
     }
 

@@ -20,6 +20,7 @@ mod procs;
 mod protocol;
 mod rehash;
 mod roles;
+mod seams;
 mod secrets;
 mod smtp;
 
