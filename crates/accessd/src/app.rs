@@ -45,6 +45,8 @@ pub enum StartupError {
     PublicUrl(String),
     #[error("password hasher: {0}")]
     Hasher(String),
+    #[error(transparent)]
+    TrustedProxies(#[from] crate::client_ip::TrustedProxiesError),
     #[error("master key: {0}")]
     MasterKey(#[from] access_store::keys::MasterKeyError),
 }
@@ -196,6 +198,9 @@ pub async fn start(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Running, StartupError> {
+    let trusted_proxies = Arc::new(crate::client_ip::TrustedProxies::parse(
+        &config.trusted_proxies,
+    )?);
     let shown_url = access_store::redact_url(&config.database_url);
     let store_error = |source| StartupError::Store {
         url: shown_url.clone(),
@@ -329,16 +334,20 @@ pub async fn start(
         )
     });
     let mailer = Mailer::new(templates, settings, public_url.clone(), worker);
+    let throttle = Throttle::new(
+        store.clone(),
+        config.login_attempts_per_account,
+        config.login_attempts_per_address,
+    );
     let state = AppState::new(Inner {
         store,
         services,
         keys,
         mailer,
         metrics,
-        throttle: Throttle::new(
-            config.login_attempts_per_account,
-            config.login_attempts_per_address,
-        ),
+        throttle,
+        trusted_proxies,
+        keys_in_flight: Default::default(),
         session_ttl: chrono::Duration::hours(i64::from(config.session_hours.max(1))),
         decoy_hash,
         projector: config.projector.then(|| {
@@ -356,7 +365,7 @@ pub async fn start(
             let mut tick = tokio::time::interval(Duration::from_secs(300));
             loop {
                 tick.tick().await;
-                state.throttle().shrink();
+                state.throttle().shrink(Utc::now()).await;
                 if let Err(e) = state.store().purge_expired_sessions(Utc::now()).await {
                     tracing::warn!(error = %e, "could not purge expired sessions");
                 }

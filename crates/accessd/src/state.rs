@@ -24,6 +24,10 @@ pub struct Inner {
     pub mailer: Mailer,
     pub metrics: Metrics,
     pub throttle: Throttle,
+    /// Idempotency keys of requests running in this process.
+    pub keys_in_flight: Arc<crate::http::commands::KeysInFlight>,
+    /// Proxies whose `Forwarded` / `X-Forwarded-For` name the client.
+    pub trusted_proxies: Arc<crate::client_ip::TrustedProxies>,
     pub session_ttl: Duration,
     /// A real hash of a random password, verified against when a login
     /// names an unknown email, so both cases take as long.
@@ -62,6 +66,14 @@ impl AppState {
 
     pub fn throttle(&self) -> &Throttle {
         &self.0.throttle
+    }
+
+    pub fn keys_in_flight(&self) -> &Arc<crate::http::commands::KeysInFlight> {
+        &self.0.keys_in_flight
+    }
+
+    pub fn trusted_proxies(&self) -> Arc<crate::client_ip::TrustedProxies> {
+        self.0.trusted_proxies.clone()
     }
 
     pub fn session_ttl(&self) -> Duration {

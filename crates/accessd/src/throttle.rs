@@ -2,22 +2,26 @@
 //! use).
 //!
 //! - Per account: a soft lock with growing delays (like kanidm's): the
-//!   first `free_failures` wrong passwords cost nothing; each further one
-//!   makes the account wait 1 s, 2 s, 4 s, … (at most 15 minutes) before the
-//!   next check. A right password resets it. Nobody can lock a customer out
-//!   for long by guessing, and guessing stays slow.
-//! - Per client address: a rate limit (governor), so one client cannot try
-//!   many accounts quickly.
-//!
-//! Both live in memory, per process: behind N replicas an attacker gets up
-//! to N times the allowance (documented in docs/api.md).
+//!   first `free_failures` password checks since the last success go ahead
+//!   at once; each further one makes the account wait 1 s, 2 s, 4 s, … (at
+//!   most 15 minutes) before the next check. A right password resets it.
+//!   Nobody can lock a customer out for long by guessing, and guessing
+//!   stays slow. A check is counted *before* its hash is computed (a check
+//!   in flight uses up the allowance), and the count lives in the database
+//!   (`login_attempts`), so parallel guesses and several replicas share
+//!   one allowance.
+//! - Per client address (IPv6: per /64): a rate limit (governor), so one
+//!   client cannot try many accounts quickly. This one lives in each
+//!   process: behind N replicas a client gets up to N times the quota
+//!   (docs/security.md).
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
+use access_store::{AccountAttempts, Store};
+use chrono::{DateTime, Utc};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
@@ -26,16 +30,77 @@ use crate::error::ApiError;
 /// The longest wait a soft lock imposes.
 pub const MAX_LOCK: Duration = Duration::from_secs(15 * 60);
 
+/// The soft lock's rule: `free_failures` checks go ahead; each further one
+/// locks the account for twice as long as the one before.
 #[derive(Debug, Clone, Copy)]
-struct SoftLock {
-    failures: u32,
-    until: Instant,
+pub struct SoftLock {
+    free_failures: u32,
+}
+
+/// What a reservation decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reserved {
+    /// The check may go ahead; it is already counted.
+    Go,
+    /// The account is locked for this long.
+    Wait(Duration),
+}
+
+impl SoftLock {
+    pub fn new(free_failures: u32) -> Self {
+        Self {
+            free_failures: free_failures.max(1),
+        }
+    }
+
+    /// One more check at `now_ms`: counted at once, and when it is past
+    /// the free ones the account is locked from now on.
+    pub fn reserve(&self, current: AccountAttempts, now_ms: i64) -> (AccountAttempts, Reserved) {
+        if current.locked_until_ms > now_ms {
+            let wait = u64::try_from(current.locked_until_ms - now_ms).unwrap_or(0);
+            return (current, Reserved::Wait(Duration::from_millis(wait)));
+        }
+        let failures = current.failures.saturating_add(1);
+        let locked_until_ms = match failures.checked_sub(self.free_failures) {
+            Some(step) => now_ms.saturating_add(lock_ms(step)),
+            None => current.locked_until_ms,
+        };
+        (
+            AccountAttempts {
+                failures,
+                locked_until_ms,
+            },
+            Reserved::Go,
+        )
+    }
+
+    /// A check that ended without judging the password (a database error,
+    /// another refusal before the password was compared): its count is
+    /// given back, and the lock it set with it.
+    pub fn refund(&self, current: AccountAttempts) -> AccountAttempts {
+        let failures = current.failures.saturating_sub(1);
+        AccountAttempts {
+            failures,
+            locked_until_ms: if failures < self.free_failures {
+                0
+            } else {
+                current.locked_until_ms
+            },
+        }
+    }
+}
+
+/// 1 s, 2 s, 4 s, … for the `step`-th check past the free ones (0-based),
+/// at most [`MAX_LOCK`].
+fn lock_ms(step: u32) -> i64 {
+    let delay = Duration::from_secs(1u64 << step.min(20)).min(MAX_LOCK);
+    i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)
 }
 
 #[derive(Clone)]
 pub struct Throttle {
-    free_failures: u32,
-    accounts: Arc<Mutex<HashMap<String, SoftLock>>>,
+    lock: SoftLock,
+    store: Store,
     addresses: Arc<DefaultKeyedRateLimiter<IpAddr>>,
 }
 
@@ -43,79 +108,86 @@ fn per_minute(n: u32) -> Quota {
     Quota::per_minute(NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN))
 }
 
+/// 429 with the wait in whole seconds, rounded up (at least 1).
 fn wait_error(wait: Duration) -> ApiError {
-    ApiError::too_many_attempts(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
+    let secs = u64::try_from(wait.as_millis().div_ceil(1000)).unwrap_or(u64::MAX);
+    ApiError::too_many_attempts(secs.max(1))
+}
+
+fn millis(now: DateTime<Utc>) -> i64 {
+    now.timestamp_millis()
 }
 
 impl Throttle {
-    /// `free_failures` wrong passwords per account before delays start;
-    /// `per_address_per_minute` checks per client address.
-    pub fn new(free_failures: u32, per_address_per_minute: u32) -> Self {
+    /// `free_failures` password checks per account before delays start
+    /// (kept in `store`); `per_address_per_minute` checks per client
+    /// address.
+    pub fn new(store: Store, free_failures: u32, per_address_per_minute: u32) -> Self {
         Self {
-            free_failures: free_failures.max(1),
-            accounts: Arc::new(Mutex::new(HashMap::new())),
+            lock: SoftLock::new(free_failures),
+            store,
             addresses: Arc::new(RateLimiter::keyed(per_minute(per_address_per_minute))),
         }
     }
 
-    /// Before a password check: `too_many_attempts` with `Retry-After`
-    /// while the account is soft-locked or the address used its quota.
-    pub fn attempt(&self, account: &str, address: Option<IpAddr>) -> Result<(), ApiError> {
-        if let Some(until) = self.locked_until(account) {
-            let now = Instant::now();
-            if until > now {
-                return Err(wait_error(until - now));
-            }
-        }
+    /// Before a password check: takes one check from the address's quota
+    /// and from the account's allowance (the check is counted now, before
+    /// any hashing), or `too_many_attempts` with `Retry-After`. After the
+    /// check, call [`Throttle::succeeded`], [`Throttle::failed`] or
+    /// [`Throttle::undecided`].
+    pub async fn attempt(
+        &self,
+        account: &str,
+        address: Option<IpAddr>,
+        now: DateTime<Utc>,
+    ) -> Result<(), ApiError> {
         if let Some(ip) = address {
-            if let Err(not_until) = self.addresses.check_key(&ip) {
+            let key = crate::client_ip::limit_key(ip);
+            if let Err(not_until) = self.addresses.check_key(&key) {
                 return Err(wait_error(
                     not_until.wait_time_from(DefaultClock::default().now()),
                 ));
             }
         }
-        Ok(())
-    }
-
-    /// A wrong password for `account`: the next check may have to wait.
-    pub fn failed(&self, account: &str) {
-        let mut accounts = self.accounts.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = Instant::now();
-        let entry = accounts.entry(account.to_string()).or_insert(SoftLock {
-            failures: 0,
-            until: now,
-        });
-        entry.failures = entry.failures.saturating_add(1);
-        if entry.failures >= self.free_failures {
-            let step = (entry.failures - self.free_failures).min(20);
-            let delay = Duration::from_secs(1u64 << step).min(MAX_LOCK);
-            entry.until = now + delay;
+        let now_ms = millis(now);
+        let lock = self.lock;
+        let reserved = self
+            .store
+            .update_account_attempts(account, now_ms, |current| lock.reserve(current, now_ms))
+            .await?;
+        match reserved {
+            Reserved::Go => Ok(()),
+            Reserved::Wait(wait) => Err(wait_error(wait)),
         }
     }
 
-    /// A right password: the account's failures are forgotten.
-    pub fn succeeded(&self, account: &str) {
-        self.accounts
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(account);
+    /// A right password: the account's count is forgotten. Failing to
+    /// forget it is logged; the login goes ahead.
+    pub async fn succeeded(&self, account: &str) {
+        if let Err(e) = self.store.clear_account_attempts(account).await {
+            tracing::warn!(error = %e, "could not reset an account's password checks");
+        }
     }
 
-    fn locked_until(&self, account: &str) -> Option<Instant> {
-        self.accounts
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(account)
-            .map(|l| l.until)
+    /// A check that ended before the password was judged: its count is
+    /// given back.
+    pub async fn undecided(&self, account: &str, now: DateTime<Utc>) {
+        let lock = self.lock;
+        let result = self
+            .store
+            .update_account_attempts(account, millis(now), |current| (lock.refund(current), ()))
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "could not give back a password check");
+        }
     }
 
     /// Forgets idle entries (called now and then).
-    pub fn shrink(&self) {
-        let now = Instant::now();
-        self.accounts
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|_, l| l.until + MAX_LOCK > now);
+    pub async fn shrink(&self, now: DateTime<Utc>) {
+        let cutoff = millis(now) - i64::try_from(MAX_LOCK.as_millis()).unwrap_or(0);
+        if let Err(e) = self.store.purge_account_attempts(cutoff).await {
+            tracing::warn!(error = %e, "could not purge idle password-check counts");
+        }
         self.addresses.retain_recent();
     }
 }
@@ -124,50 +196,80 @@ impl Throttle {
 mod tests {
     use super::*;
 
+    fn run(lock: SoftLock, state: &mut AccountAttempts, now_ms: i64) -> Reserved {
+        let (next, reserved) = lock.reserve(*state, now_ms);
+        *state = next;
+        reserved
+    }
+
     #[test]
-    fn delays_grow_after_the_free_failures_and_reset_on_success() {
-        let t = Throttle::new(3, 1000);
-        let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        for _ in 0..2 {
-            t.attempt("a@example.com", Some(ip)).unwrap();
-            t.failed("a@example.com");
-        }
-        t.attempt("a@example.com", Some(ip)).unwrap();
-        t.failed("a@example.com"); // third failure: 1 s
-        let err = t.attempt("a@example.com", Some(ip)).unwrap_err();
-        assert_eq!(err.code, "too_many_attempts");
-        assert_eq!(err.retry_after, Some(1));
-        t.failed("a@example.com"); // fourth: 2 s
+    fn delays_grow_after_the_free_checks() {
+        let lock = SoftLock::new(3);
+        let mut s = AccountAttempts::default();
+        assert_eq!(run(lock, &mut s, 0), Reserved::Go);
+        assert_eq!(run(lock, &mut s, 0), Reserved::Go);
+        // The third check goes ahead and, being counted before its result
+        // is known, locks the account for 1 s at once.
+        assert_eq!(run(lock, &mut s, 0), Reserved::Go);
         assert_eq!(
-            t.attempt("a@example.com", Some(ip))
-                .unwrap_err()
-                .retry_after,
-            Some(2)
+            run(lock, &mut s, 0),
+            Reserved::Wait(Duration::from_millis(1000))
         );
-        // Other accounts are not affected; a success resets.
-        t.attempt("b@example.com", Some(ip)).unwrap();
-        t.succeeded("a@example.com");
-        t.attempt("a@example.com", Some(ip)).unwrap();
+        assert_eq!(
+            run(lock, &mut s, 400),
+            Reserved::Wait(Duration::from_millis(600))
+        );
+        // After the wait: one more check, then 2 s.
+        assert_eq!(run(lock, &mut s, 1000), Reserved::Go);
+        assert_eq!(
+            run(lock, &mut s, 1000),
+            Reserved::Wait(Duration::from_millis(2000))
+        );
+        assert_eq!(s.failures, 4);
+    }
+
+    #[test]
+    fn in_flight_checks_use_up_the_allowance() {
+        let lock = SoftLock::new(3);
+        let mut s = AccountAttempts::default();
+        let went = (0..30)
+            .filter(|_| run(lock, &mut s, 5) == Reserved::Go)
+            .count();
+        assert_eq!(went, 3);
     }
 
     #[test]
     fn the_lock_is_capped() {
-        let t = Throttle::new(1, 1000);
+        let lock = SoftLock::new(1);
+        let mut s = AccountAttempts::default();
+        let mut now = 0;
         for _ in 0..100 {
-            t.failed("x");
+            if let Reserved::Wait(w) = run(lock, &mut s, now) {
+                assert!(w <= MAX_LOCK);
+                now += i64::try_from(w.as_millis()).unwrap();
+            }
         }
-        let err = t.attempt("x", None).unwrap_err();
-        assert_eq!(err.retry_after, Some(MAX_LOCK.as_secs()));
+        let (_, last) = lock.reserve(s, now - 1);
+        assert_eq!(last, Reserved::Wait(Duration::from_millis(1)));
+        assert_eq!(lock_ms(40), i64::try_from(MAX_LOCK.as_millis()).unwrap());
     }
 
     #[test]
-    fn an_address_has_a_quota_across_accounts() {
-        let t = Throttle::new(3, 5);
-        let ip: IpAddr = "10.1.2.3".parse().unwrap();
-        for n in 0..5 {
-            t.attempt(&format!("u{n}"), Some(ip)).unwrap();
-        }
-        assert!(t.attempt("u9", Some(ip)).is_err());
-        assert!(t.attempt("u9", Some("10.9.9.9".parse().unwrap())).is_ok());
+    fn an_undecided_check_is_given_back() {
+        let lock = SoftLock::new(2);
+        let mut s = AccountAttempts::default();
+        run(lock, &mut s, 0);
+        run(lock, &mut s, 0); // second: locks
+        assert!(s.locked_until_ms > 0);
+        s = lock.refund(s);
+        assert_eq!(s.failures, 1);
+        assert_eq!(run(lock, &mut s, 0), Reserved::Go);
+    }
+
+    #[test]
+    fn waits_are_whole_seconds_rounded_up() {
+        assert_eq!(wait_error(Duration::from_millis(1)).retry_after, Some(1));
+        assert_eq!(wait_error(Duration::from_millis(1000)).retry_after, Some(1));
+        assert_eq!(wait_error(Duration::from_millis(1500)).retry_after, Some(2));
     }
 }

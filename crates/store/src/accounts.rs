@@ -143,6 +143,8 @@ where
 
 const DELETE_SESSION: &str = "DELETE FROM customer_sessions WHERE token_digest = $1";
 const DELETE_CUSTOMER_SESSIONS: &str = "DELETE FROM customer_sessions WHERE customer_id = $1";
+const LOGIN_HOLDER: &str =
+    "SELECT customer_id FROM login_emails WHERE email_key = $1 AND kind = 'login'";
 const CUSTOMERS_BY_EMAIL: &str =
     "SELECT customer_id FROM customer_emails WHERE email_key = $1 ORDER BY customer_id";
 
@@ -198,6 +200,24 @@ impl Store {
         let key = self.keyring()?.email_key(email);
         let ids = on_pool!(self, read, |p| strings(p, CUSTOMERS_BY_EMAIL, &key).await)?;
         ids.into_iter().map(parse_id).collect()
+    }
+
+    /// The customer whose login `address` is (the holder of the address as
+    /// the login of a customer with access), loaded. An unknown or
+    /// malformed address runs the very same statements, for a customer
+    /// that does not exist, so that both cost the same and a caller cannot
+    /// tell them apart by time.
+    pub async fn load_login(
+        &self,
+        address: &str,
+    ) -> Result<Option<(CustomerId, crate::Loaded)>, StoreError> {
+        let key = self.keyring()?.email_key_text(address);
+        let holder = on_pool!(self, read, |p| strings(p, LOGIN_HOLDER, &key).await)?;
+        let holder = holder.into_iter().next().map(parse_id).transpose()?;
+        let loaded = self
+            .load(holder.unwrap_or(CustomerId::from_uuid(Default::default())))
+            .await?;
+        Ok(holder.map(|id| (id, loaded)))
     }
 
     pub async fn api_keys(&self) -> Result<Vec<StoredApiKey>, StoreError> {

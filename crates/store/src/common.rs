@@ -110,8 +110,8 @@ where
     for<'q> i32: Encode<'q, DB> + Type<DB>,
 {
     sqlx::query::<DB>(
-        "INSERT INTO idempotency_keys (caller, key, request_digest, status, body, customer_id) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO idempotency_keys (caller, key, request_digest, status, body, customer_id, headers) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(record.caller.as_str())
     .bind(record.key.as_str())
@@ -119,6 +119,11 @@ where
     .bind(i32::from(record.status))
     .bind(record.body.as_str())
     .bind(customer_id)
+    .bind(
+        serde_json::to_string(&record.headers)
+            .unwrap_or_else(|_| "[]".to_string())
+            .as_str(),
+    )
     .execute(&mut *conn)
     .await
     .map_err(|e| {
@@ -146,7 +151,7 @@ where
     for<'a> &'a str: sqlx::ColumnIndex<DB::Row>,
 {
     let row = sqlx::query::<DB>(
-        "SELECT request_digest, status, body FROM idempotency_keys WHERE caller = $1 AND key = $2",
+        "SELECT request_digest, status, body, headers FROM idempotency_keys WHERE caller = $1 AND key = $2",
     )
     .bind(caller)
     .bind(key)
@@ -159,6 +164,11 @@ where
         request_digest: row.try_get("request_digest")?,
         status: u16::try_from(row.try_get::<i32, _>("status")?).unwrap_or(500),
         body: row.try_get("body")?,
+        headers: serde_json::from_str(&row.try_get::<String, _>("headers")?).map_err(|e| {
+            StoreError::Database(format!(
+                "a stored idempotent response has unreadable headers: {e}"
+            ))
+        })?,
     }))
 }
 

@@ -71,12 +71,13 @@ pub struct OutboxInput<'a> {
 impl Store {
     /// Runs a command against the customer's current state and appends its
     /// events. `respond` turns the outcome into the stored idempotent
-    /// response body (called before the append, inside each attempt).
-    pub async fn execute(
+    /// response body and headers (called before the append, inside each
+    /// attempt).
+    pub async fn execute<R: Into<crate::StoredReply>>(
         &self,
         services: &CustomerServices,
         execution: Execution<'_>,
-        respond: impl Fn(u64) -> String,
+        respond: impl Fn(u64) -> R,
     ) -> Result<Executed, ExecuteError> {
         self.execute_with_outbox(services, execution, respond, |_| Ok(Vec::new()))
             .await
@@ -84,11 +85,11 @@ impl Store {
 
     /// [`Store::execute`], with `outbox` deciding the mail the command
     /// calls for; it is written in the same transaction as the events.
-    pub async fn execute_with_outbox(
+    pub async fn execute_with_outbox<R: Into<crate::StoredReply>>(
         &self,
         services: &CustomerServices,
         execution: Execution<'_>,
-        respond: impl Fn(u64) -> String,
+        respond: impl Fn(u64) -> R,
         outbox: impl Fn(&OutboxInput<'_>) -> Result<Vec<crate::OutboxMessage>, String>,
     ) -> Result<Executed, ExecuteError> {
         let id = execution.customer_id;
@@ -155,7 +156,9 @@ impl Store {
             }
             let version = loaded.version + events.len() as u64;
             let idempotency = execution.idempotency.clone().map(|mut r| {
-                r.body = respond(version);
+                let reply = respond(version).into();
+                r.body = reply.body;
+                r.headers = reply.headers;
                 r
             });
             let mail = outbox(&OutboxInput {

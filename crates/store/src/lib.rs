@@ -59,6 +59,7 @@ mod common;
 pub mod error;
 pub mod execute;
 pub mod keys;
+pub mod login_attempts;
 pub mod outbox;
 pub mod postgres;
 pub mod sqlite;
@@ -71,6 +72,7 @@ pub use codec::AGGREGATE_TYPE;
 pub use error::StoreError;
 pub use execute::{ExecuteError, Executed, Execution, OutboxInput};
 pub use keys::{Keyring, MasterKey};
+pub use login_attempts::AccountAttempts;
 pub use outbox::{OutboxEntry, OutboxMessage};
 
 /// A place in the global order of events.
@@ -126,6 +128,25 @@ pub struct IdempotencyRecord {
     pub request_digest: String,
     pub status: u16,
     pub body: String,
+    /// Headers of the response (name, value), e.g. its ETag.
+    pub headers: Vec<(String, String)>,
+}
+
+/// The part of an idempotent response known only once the command is
+/// decided (its version): the body and the headers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredReply {
+    pub body: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl From<String> for StoredReply {
+    fn from(body: String) -> Self {
+        Self {
+            body,
+            headers: Vec::new(),
+        }
+    }
 }
 
 /// Everything one command writes, in one transaction.

@@ -467,6 +467,7 @@ async fn idempotency_records_are_stored_with_the_events(store: Store) {
         request_digest: "digest-a".into(),
         status: 201,
         body: String::new(),
+        headers: Vec::new(),
     };
     let executed = store
         .execute(
@@ -478,7 +479,10 @@ async fn idempotency_records_are_stored_with_the_events(store: Store) {
                 expected_version: None,
                 idempotency: Some(record.clone()),
             },
-            |v| format!("{{\"version\":{v}}}"),
+            |v| access_store::StoredReply {
+                body: format!("{{\"version\":{v}}}"),
+                headers: vec![("etag".into(), format!("\"{v}\""))],
+            },
         )
         .await
         .unwrap();
@@ -491,6 +495,10 @@ async fn idempotency_records_are_stored_with_the_events(store: Store) {
     assert_eq!(stored.status, 201);
     assert_eq!(stored.request_digest, "digest-a");
     assert_eq!(stored.body, "{\"version\":1}");
+    assert_eq!(
+        stored.headers,
+        vec![("etag".to_string(), "\"1\"".to_string())]
+    );
     // Keys are per caller.
     assert_eq!(
         store.idempotency_lookup("erp", "key-1").await.unwrap(),

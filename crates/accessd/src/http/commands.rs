@@ -3,7 +3,11 @@
 
 use access_domain::{Actor, CommandMetadata, CustomerCommand, CustomerId, Secret, ValueError};
 use access_domain::{Credential, Password};
-use access_store::{ExecuteError, Executed, Execution, IdempotencyRecord, StoreError};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use access_store::{ExecuteError, Executed, Execution, IdempotencyRecord, StoreError, StoredReply};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
@@ -23,8 +27,77 @@ pub struct CommandRequest {
     pub headers: CommandHeaders,
     /// Identifies the request for idempotency: method, path and body digest.
     pub fingerprint: String,
-    /// 201 for a registration, 200 otherwise.
+    /// 201 for a registration, 202 for a self-service email change, 200
+    /// otherwise.
     pub success: StatusCode,
+    /// The body of the answer on success.
+    pub shape: ReplyShape,
+}
+
+/// The body of a command's answer on success. One function makes both the
+/// live answer and the one stored under an idempotency key, so a replay
+/// answers exactly what the first answer said.
+#[derive(Debug, Clone, Default)]
+pub enum ReplyShape {
+    /// `{"customer_id", "version"}`.
+    #[default]
+    Command,
+    /// The notice's answer to a self-service email change.
+    EmailChangeAccepted { new_email: String },
+}
+
+/// A command's answer on success: status, headers (the ETag) and JSON body.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl ReplyShape {
+    pub fn reply(&self, status: StatusCode, customer_id: CustomerId, version: u64) -> Reply {
+        let body = match self {
+            Self::Command => serde_json::to_string(&CommandResponse {
+                customer_id,
+                version,
+            }),
+            Self::EmailChangeAccepted { new_email } => serde_json::to_string(
+                &crate::http::self_service::email_change_accepted(new_email, version),
+            ),
+        }
+        .unwrap_or_default();
+        Reply {
+            status,
+            headers: vec![(header::ETAG.to_string(), format!("\"{version}\""))],
+            body,
+        }
+    }
+}
+
+impl IntoResponse for Reply {
+    fn into_response(self) -> Response {
+        let mut response = (
+            self.status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            self.body,
+        )
+            .into_response();
+        for (name, value) in self.headers {
+            match (
+                header::HeaderName::try_from(name),
+                HeaderValue::try_from(value),
+            ) {
+                (Ok(name), Ok(value)) => {
+                    response.headers_mut().insert(name, value);
+                }
+                _ => tracing::warn!("a stored response header is not valid HTTP; left out"),
+            }
+        }
+        response
+    }
 }
 
 /// What every command request carries besides its body: the request id,
@@ -76,6 +149,7 @@ impl CommandContext {
             fingerprint: fingerprint(&self.method, &self.path, body_digest),
             headers: self.headers,
             success,
+            shape: ReplyShape::Command,
         }
     }
 }
@@ -104,28 +178,16 @@ fn replay(record: &IdempotencyRecord, fingerprint: &str) -> ApiResult<Response> 
             "this Idempotency-Key was used for a different request",
         ));
     }
-    let status = StatusCode::from_u16(record.status).unwrap_or(StatusCode::OK);
-    let mut response = (
-        status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        record.body.clone(),
-    )
-        .into_response();
+    let mut response = Reply {
+        status: StatusCode::from_u16(record.status).unwrap_or(StatusCode::OK),
+        headers: record.headers.clone(),
+        body: record.body.clone(),
+    }
+    .into_response();
     response
         .headers_mut()
         .insert("idempotent-replayed", HeaderValue::from_static("true"));
     Ok(response)
-}
-
-fn command_body(customer_id: CustomerId, version: u64) -> String {
-    serde_json::to_string(&CommandResponse {
-        customer_id,
-        version,
-    })
-    .unwrap_or_default()
 }
 
 /// Runs the command and returns the executed result (for handlers that
@@ -135,14 +197,120 @@ pub enum Outcome {
     Replayed(Response),
 }
 
+/// Requests with an idempotency key that are running in this process: a
+/// second request with the same key waits for the first (bounded) and then
+/// answers its stored response, instead of being decided against the
+/// first one's effect. Across replicas the same holds through the store:
+/// the key is unique in the command's transaction, and a refusal is
+/// checked against a record the other replica committed meanwhile.
+#[derive(Default)]
+pub struct KeysInFlight {
+    running: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// How long a request waits for another one with the same key.
+pub const KEY_IN_USE_WAIT: Duration = Duration::from_secs(10);
+
+impl KeysInFlight {
+    /// Holds `key` until the guard is dropped, or `idempotency_key_in_use`
+    /// after `wait`.
+    async fn hold(self: &Arc<Self>, key: String, wait: Duration) -> ApiResult<KeyGuard> {
+        let lock = self
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        match tokio::time::timeout(wait, lock.lock_owned()).await {
+            Ok(guard) => Ok(KeyGuard {
+                owner: self.clone(),
+                key,
+                guard: Some(guard),
+            }),
+            Err(_) => Err(ApiError {
+                retry_after: Some(1),
+                ..ApiError::new(
+                    StatusCode::CONFLICT,
+                    "idempotency_key_in_use",
+                    "a request with this Idempotency-Key is still running; retry shortly",
+                )
+            }),
+        }
+    }
+}
+
+struct KeyGuard {
+    owner: Arc<KeysInFlight>,
+    key: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for KeyGuard {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut running = self
+            .owner
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Nobody else holds or waits for it: forget the key.
+        if running
+            .get(&self.key)
+            .is_some_and(|lock| Arc::strong_count(lock) == 1)
+        {
+            running.remove(&self.key);
+        }
+    }
+}
+
 pub async fn execute(state: &AppState, request: CommandRequest) -> ApiResult<Outcome> {
-    let name = request.command.name();
     let caller = caller_of(&request.actor);
+    let _held = match &request.headers.idempotency_key {
+        Some(key) => Some(
+            state
+                .keys_in_flight()
+                .hold(format!("{caller}\n{key}"), KEY_IN_USE_WAIT)
+                .await?,
+        ),
+        None => None,
+    };
     if let Some(key) = &request.headers.idempotency_key {
         if let Some(record) = state.store().idempotency_lookup(&caller, key).await? {
             return replay(&record, &request.fingerprint).map(Outcome::Replayed);
         }
     }
+    let name = request.command.name();
+    let key = request.headers.idempotency_key.clone();
+    let fingerprint = request.fingerprint.clone();
+    let err = match run(state, request, &caller).await {
+        Ok(executed) => return Ok(Outcome::Executed(executed)),
+        Err(err) => err,
+    };
+    // Refused or in conflict, perhaps because a request with the same key
+    // (on another replica) has just run: then this is its retry, and it
+    // gets that request's answer.
+    if let Some(key) = key {
+        if let Some(record) = state.store().idempotency_lookup(&caller, &key).await? {
+            return replay(&record, &fingerprint).map(Outcome::Replayed);
+        }
+    }
+    let err = match err {
+        ExecuteError::Store(StoreError::IdempotencyKeyTaken) => {
+            ApiError::internal("idempotency record vanished")
+        }
+        err => ApiError::from(err),
+    };
+    state.metrics().command(name, err.code);
+    Err(err)
+}
+
+async fn run(
+    state: &AppState,
+    request: CommandRequest,
+    caller: &str,
+) -> Result<Executed, ExecuteError> {
+    let name = request.command.name();
     let metadata = CommandMetadata::new(request.actor.clone(), request.request_id.clone())
         .with_reason(request.reason.clone());
     let services = state.services();
@@ -151,75 +319,67 @@ pub async fn execute(state: &AppState, request: CommandRequest) -> ApiResult<Out
         .idempotency_key
         .as_ref()
         .map(|key| IdempotencyRecord {
-            caller: caller.clone(),
+            caller: caller.to_string(),
             key: key.clone(),
             request_digest: request.fingerprint.clone(),
             status: request.success.as_u16(),
             body: String::new(),
+            headers: Vec::new(),
         });
     let customer_id = request.customer_id;
+    let (success, shape) = (request.success, &request.shape);
     let result = state
         .store()
         .execute_with_outbox(
             &services,
             Execution {
                 customer_id,
-                command: request.command,
+                command: request.command.clone(),
                 metadata: &metadata,
                 expected_version: request.headers.if_match,
                 idempotency,
             },
-            |version| command_body(customer_id, version),
+            |version| {
+                let reply = shape.reply(success, customer_id, version);
+                StoredReply {
+                    body: reply.body,
+                    headers: reply.headers,
+                }
+            },
             |input| state.mailer().prepare(input),
         )
         .await;
-    match result {
-        Ok(executed) => {
-            state.metrics().command(name, "ok");
-            if let Some(projector) = state.projector() {
-                projector.nudge();
-            }
-            state.mailer().nudge();
-            Ok(Outcome::Executed(executed))
+    if result.is_ok() {
+        state.metrics().command(name, "ok");
+        if let Some(projector) = state.projector() {
+            projector.nudge();
         }
-        Err(ExecuteError::Store(StoreError::IdempotencyKeyTaken)) => {
-            // A concurrent request with the same key won: answer like it.
-            let key = request.headers.idempotency_key.unwrap_or_default();
-            match state.store().idempotency_lookup(&caller, &key).await? {
-                Some(record) => replay(&record, &request.fingerprint).map(Outcome::Replayed),
-                None => Err(ApiError::internal("idempotency record vanished")),
-            }
-        }
-        Err(err) => {
-            let err = ApiError::from(err);
-            state.metrics().command(name, err.code);
-            Err(err)
-        }
+        state.mailer().nudge();
     }
+    result
 }
 
-/// Runs the command and answers `{"customer_id","version"}` with an ETag.
+/// Runs the command and answers with its reply shape (by default
+/// `{"customer_id","version"}`) and an ETag.
 pub async fn respond(state: &AppState, request: CommandRequest) -> ApiResult<Response> {
-    let success = request.success;
-    Ok(answer(execute(state, request).await?, success))
+    let (success, shape) = (request.success, request.shape.clone());
+    Ok(answer_as(execute(state, request).await?, success, &shape))
 }
 
 /// The answer to a command that ran: `{"customer_id","version"}` with an
 /// ETag, or the stored response of a replay.
 pub fn answer(outcome: Outcome, success: StatusCode) -> Response {
+    answer_as(outcome, success, &ReplyShape::Command)
+}
+
+/// The answer to a command that ran, in the given shape, or the stored
+/// response of a replay.
+pub fn answer_as(outcome: Outcome, success: StatusCode, shape: &ReplyShape) -> Response {
     match outcome {
         Outcome::Replayed(response) => response,
-        Outcome::Executed(executed) => with_etag(
-            (
-                success,
-                axum::Json(CommandResponse {
-                    customer_id: executed.customer_id,
-                    version: executed.version,
-                }),
-            )
-                .into_response(),
-            executed.version,
-        ),
+        Outcome::Executed(executed) => shape
+            .reply(success, executed.customer_id, executed.version)
+            .into_response(),
     }
 }
 

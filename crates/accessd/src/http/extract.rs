@@ -198,7 +198,8 @@ impl<S: Send + Sync> FromRequestParts<S> for CommandHeaders {
     }
 }
 
-/// The client's address, when the server knows it.
+/// The client's address, when the server knows it: the TCP peer, or
+/// behind a trusted proxy the client it names (`client_ip.rs`).
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddress(pub Option<IpAddr>);
 
@@ -206,12 +207,16 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(
+        let resolved = parts
+            .extensions
+            .get::<crate::client_ip::ClientIp>()
+            .map(|c| c.0);
+        Ok(Self(resolved.or_else(|| {
             parts
                 .extensions
                 .get::<ConnectInfo<SocketAddr>>()
-                .map(|ConnectInfo(addr)| addr.ip()),
-        ))
+                .map(|ConnectInfo(addr)| addr.ip())
+        })))
     }
 }
 

@@ -138,6 +138,10 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         state.clone(),
         crate::metrics::track,
     ))
+    .layer(axum::middleware::from_fn_with_state(
+        state.trusted_proxies(),
+        crate::client_ip::resolve,
+    ))
     .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
     .layer(axum::middleware::from_fn(
         move |request: AxumRequest, next: Next| time_limit(request_timeout, request, next),

@@ -13,7 +13,9 @@ use axum::Json;
 
 use crate::auth::{digest, ActiveCustomer, CustomerSession};
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::http::commands::{self, new_password, parse, CommandContext, CommandRequest, Outcome};
+use crate::http::commands::{
+    self, new_password, parse, CommandContext, CommandRequest, Outcome, ReplyShape,
+};
 use crate::http::dto::*;
 use crate::http::extract::{ClientAddress, CommandHeaders, JsonBody, RequestId};
 use crate::links;
@@ -73,8 +75,11 @@ pub async fn create_session(
 }
 
 /// Checks a login's email and password (for the API and the pages):
-/// throttled per account and client address; an unknown email is checked
-/// against a decoy hash. The customer whose login it is, or
+/// throttled per account and client address (the check is counted before
+/// the hash is computed). Known, unknown and malformed emails take the
+/// same path: the same statements (`Store::load_login`) and one argon2
+/// verification, against a decoy hash made with the current parameters
+/// when there is no customer. The customer whose login it is, or
 /// `invalid_credentials`.
 pub(crate) async fn check_login(
     state: &AppState,
@@ -83,50 +88,57 @@ pub(crate) async fn check_login(
     password: String,
     request_id: &RequestId,
 ) -> ApiResult<(CustomerId, Loaded)> {
-    let email = EmailAddress::parse(raw_email).ok();
-    let account = email.as_ref().map_or_else(
-        || raw_email.trim().to_lowercase(),
+    let account = EmailAddress::parse(raw_email).map_or_else(
+        |_| raw_email.trim().to_lowercase(),
         |e| e.normalized().to_string(),
     );
-    state.throttle().attempt(&account, address)?;
-
-    // The customer whose login this is (at most one has access with it).
-    let mut found = None;
-    if let Some(email) = &email {
-        for id in state.store().customers_by_email(email).await? {
-            let loaded = state.store().load(id).await?;
-            if loaded.customer.has_access() {
-                found = Some((id, loaded));
-                break;
+    state
+        .throttle()
+        .attempt(&account, address, state.now())
+        .await?;
+    let password = Secret::new(password);
+    let checked = verify_login(state, &account, &password).await;
+    match checked {
+        Ok(Some((found, rehash))) => {
+            state.throttle().succeeded(&account).await;
+            if rehash {
+                upgrade_password_hash(state, found.0, password, request_id).await;
             }
+            Ok(found)
+        }
+        Ok(None) => Err(invalid_credentials()),
+        Err(e) => {
+            state.throttle().undecided(&account, state.now()).await;
+            Err(e)
         }
     }
-    // Verify against the customer's hash, or a decoy one, so an unknown
-    // email takes as long as a wrong password.
+}
+
+/// The customer with access whose login `account` is and whose password
+/// `password` is (and whether its hash needs upgrading), or None.
+async fn verify_login(
+    state: &AppState,
+    account: &str,
+    password: &Secret,
+) -> ApiResult<Option<((CustomerId, Loaded), bool)>> {
+    let found = state
+        .store()
+        .load_login(account)
+        .await?
+        .filter(|(_, l)| l.customer.has_access());
     let hash = found
         .as_ref()
         .and_then(|(_, l)| l.customer.password_hash().cloned())
         .unwrap_or_else(|| state.decoy_hash().clone());
     let services = state.services();
-    let password = Secret::new(password);
     let matches = services
         .hasher()
-        .verify(&password, &hash)
+        .verify(password, &hash)
         .await
         .map_err(ApiError::internal)?;
-    match found.filter(|(_, l)| matches && l.customer.has_password()) {
-        Some(found) => {
-            state.throttle().succeeded(&account);
-            if services.hasher().needs_rehash(&hash) {
-                upgrade_password_hash(state, found.0, password, request_id).await;
-            }
-            Ok(found)
-        }
-        None => {
-            state.throttle().failed(&account);
-            Err(invalid_credentials())
-        }
-    }
+    Ok(found
+        .filter(|(_, l)| matches && l.customer.has_password())
+        .map(|found| (found, services.hasher().needs_rehash(&hash))))
 }
 
 /// After a successful login with a hash made under older parameters: the
@@ -150,6 +162,7 @@ async fn upgrade_password_hash(
         headers: CommandHeaders::default(),
         fingerprint: String::new(),
         success: StatusCode::OK,
+        shape: Default::default(),
     };
     match commands::execute(state, request).await {
         Ok(_) => tracing::info!(%customer_id, "password hash upgraded at login"),
@@ -162,13 +175,14 @@ async fn upgrade_password_hash(
 }
 
 /// Feeds the outcome of a current-password check to the account's soft
-/// lock: a wrong password counts, a right one (any other outcome past the
-/// check) resets it.
-fn note_password_check<T>(state: &AppState, account: &str, result: &ApiResult<T>) {
-    match result {
-        Err(e) if e.code == "wrong_password" => state.throttle().failed(account),
-        Ok(_) => state.throttle().succeeded(account),
-        Err(_) => {}
+/// lock: a wrong password stays counted, a right one resets it, and any
+/// other refusal gives the check back (the command may have stopped
+/// before the password was compared).
+async fn note_password_check(state: &AppState, account: &str, refusal: Option<&'static str>) {
+    match refusal {
+        Some("wrong_password") => {}
+        None => state.throttle().succeeded(account).await,
+        Some(_) => state.throttle().undecided(account, state.now()).await,
     }
 }
 
@@ -226,6 +240,9 @@ pub async fn change_email(
     let req = body.value;
     let new_email = parse(EmailAddress::parse(&req.new_email))?;
     let confirm = parse(EmailAddress::parse(&req.new_email_confirm))?;
+    let shape = ReplyShape::EmailChangeAccepted {
+        new_email: new_email.as_str().to_string(),
+    };
     let outcome = request_email_change(
         &state,
         &session,
@@ -233,8 +250,9 @@ pub async fn change_email(
         req.current_password,
         new_email.clone(),
         confirm,
-        |command| {
-            ctx.request(
+        |command| CommandRequest {
+            shape: shape.clone(),
+            ..ctx.request(
                 session.actor(),
                 session.customer_id,
                 command,
@@ -245,14 +263,7 @@ pub async fn change_email(
         },
     )
     .await?;
-    match outcome {
-        Outcome::Replayed(response) => Ok(response),
-        Outcome::Executed(executed) => Ok((
-            StatusCode::ACCEPTED,
-            Json(email_change_accepted(new_email.as_str(), executed.version)),
-        )
-            .into_response()),
-    }
+    Ok(commands::answer_as(outcome, StatusCode::ACCEPTED, &shape))
 }
 
 /// Runs a self-service email change (for the API and the pages): takes a
@@ -269,7 +280,8 @@ pub(crate) async fn request_email_change(
 ) -> ApiResult<Outcome> {
     state
         .throttle()
-        .attempt(&session.customer_id.to_string(), address)?;
+        .attempt(&session.customer_id.to_string(), address, state.now())
+        .await?;
     let command = CustomerCommand::RequestEmailChange {
         current_password: Secret::new(current_password),
         new_email,
@@ -277,7 +289,8 @@ pub(crate) async fn request_email_change(
     };
     let account = session.customer_id.to_string();
     let result = commands::execute(state, request(command)).await;
-    note_password_check(state, &account, &result);
+    // Only the error code crosses the await (a response is not `Sync`).
+    note_password_check(state, &account, result.as_ref().err().map(|e| e.code)).await;
     result
 }
 
@@ -349,7 +362,8 @@ pub(crate) async fn change_password_and_reopen(
     let new_password = new_password(new_password_raw, &[login.as_str()])?;
     state
         .throttle()
-        .attempt(&session.customer_id.to_string(), address)?;
+        .attempt(&session.customer_id.to_string(), address, state.now())
+        .await?;
     let request = CommandRequest {
         actor: session.actor(),
         request_id: request_id.0,
@@ -363,10 +377,12 @@ pub(crate) async fn change_password_and_reopen(
         headers: CommandHeaders::default(),
         fingerprint: String::new(),
         success: StatusCode::OK,
+        shape: Default::default(),
     };
     let account = session.customer_id.to_string();
     let result = commands::execute(state, request).await;
-    note_password_check(state, &account, &result);
+    // Only the error code crosses the await (a response is not `Sync`).
+    note_password_check(state, &account, result.as_ref().err().map(|e| e.code)).await;
     let Outcome::Executed(executed) = result? else {
         return Err(ApiError::internal("replay without an idempotency key"));
     };
@@ -402,7 +418,10 @@ pub(crate) async fn run_link(
     // A wrong link counts against the customer it names and the client's
     // address, so tokens cannot be guessed quickly; a right one resets.
     let account = format!("link:{customer_id}");
-    state.throttle().attempt(&account, address)?;
+    state
+        .throttle()
+        .attempt(&account, address, state.now())
+        .await?;
     let result = commands::execute(
         state,
         CommandRequest {
@@ -414,13 +433,14 @@ pub(crate) async fn run_link(
             headers: CommandHeaders::default(),
             fingerprint: String::new(),
             success: StatusCode::OK,
+            shape: Default::default(),
         },
     )
     .await;
-    match &result {
-        Err(e) if e.code == "invalid_token" => state.throttle().failed(&account),
-        Ok(_) => state.throttle().succeeded(&account),
-        Err(_) => {}
+    match result.as_ref().err().map(|e| e.code) {
+        Some("invalid_token") => {}
+        None => state.throttle().succeeded(&account).await,
+        Some(_) => state.throttle().undecided(&account, state.now()).await,
     }
     result
 }

@@ -173,6 +173,7 @@ pub(crate) async fn change_email(
             headers: CommandHeaders::default(),
             fingerprint: String::new(),
             success: StatusCode::ACCEPTED,
+            shape: Default::default(),
         },
     )
     .await

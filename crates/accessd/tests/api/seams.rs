@@ -35,7 +35,10 @@ async fn clients_behind_a_trusted_proxy_have_separate_limits(db: Db) {
     for n in 0..3 {
         // The client's own (spoofed) entry comes first; the proxy appends
         // the address it saw: the right-most untrusted one counts.
-        assert_eq!(login_via_proxy(&app, n, "198.51.100.9, 203.0.113.1").await, 401);
+        assert_eq!(
+            login_via_proxy(&app, n, "198.51.100.9, 203.0.113.1").await,
+            401
+        );
     }
     assert_eq!(login_via_proxy(&app, 3, "203.0.113.1").await, 429);
     // Another client behind the same proxy still has its whole quota.
@@ -103,12 +106,7 @@ async fn the_soft_lock_holds_under_parallel_guessing_across_replicas(db: Db) {
     a.customer_with_password("guessed@example.com").await;
     let attempts = (0..30).map(|n| {
         let app = if n % 2 == 0 { &a } else { &b };
-        async move {
-            app.login("guessed@example.com", PW2)
-                .await
-                .status
-                .as_u16()
-        }
+        async move { app.login("guessed@example.com", PW2).await.status.as_u16() }
     });
     let statuses = join_all(attempts).await;
     let (checked, refused) = tally(&statuses);
@@ -141,7 +139,10 @@ async fn the_soft_lock_is_shared_by_replicas(db: Db) {
         );
     }
     let (checked, _) = tally(&statuses);
-    assert!(checked <= 4, "{checked} wrong passwords checked: {statuses:?}");
+    assert!(
+        checked <= 4,
+        "{checked} wrong passwords checked: {statuses:?}"
+    );
     // Never a permanent lock-out: the right password works once the wait
     // is over, and resets the count.
     let wait: u64 = b
@@ -181,8 +182,38 @@ async fn one_idempotency_key_in_parallel_has_one_effect_and_one_answer(db: Db) {
         )
     });
     let answers = join_all(calls).await;
+    same_answers_one_grant(&app, &id, &answers).await;
+    app.stop().await;
+}
+
+/// The same over two replicas: the key is unique in the database, and a
+/// request refused because the other replica's request took effect
+/// answers that request's stored response.
+async fn one_idempotency_key_over_two_replicas_has_one_effect_and_one_answer(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let other = app.replica(|_| {}).await;
+    let id = app.register("parallel2@example.com").await;
+    let path = format!("/v1/customers/{id}/grant-access");
+    let body = json!({"password": PW2, "password_confirm": PW2});
+    let calls = (0..8).map(|n| {
+        let replica = if n % 2 == 0 { &app } else { &other };
+        replica.call_with(
+            Method::POST,
+            &path,
+            Some(SERVICE),
+            Some(body.clone()),
+            &[("idempotency-key", "grant-once")],
+        )
+    });
+    let answers = join_all(calls).await;
+    same_answers_one_grant(&app, &id, &answers).await;
+    other.stop().await;
+    app.stop().await;
+}
+
+async fn same_answers_one_grant(app: &TestApp, id: &str, answers: &[Answer]) {
     let first = &answers[0];
-    for answer in &answers {
+    for answer in answers {
         assert_eq!(answer.status.as_u16(), 200, "answer: {}", answer.body);
         assert_eq!(answer.body, first.body);
         assert_eq!(answer.headers.get("etag"), first.headers.get("etag"));
@@ -199,7 +230,6 @@ async fn one_idempotency_key_in_parallel_has_one_effect_and_one_answer(db: Db) {
         .filter(|e| e["event_type"] == "AccessGranted")
         .count();
     assert_eq!(granted, 1, "events: {}", events.body);
-    app.stop().await;
 }
 
 /// The same for a registration (which refuses a second customer with the
@@ -258,7 +288,10 @@ async fn a_replay_answers_exactly_the_original_response(db: Db) {
         "{}",
         first.body
     );
-    assert!(first.headers.get("etag").is_some(), "the first answer has an ETag");
+    assert!(
+        first.headers.get("etag").is_some(),
+        "the first answer has an ETag"
+    );
     assert_eq!(again.headers.get("etag"), first.headers.get("etag"));
     assert_eq!(again.headers["idempotent-replayed"], "true");
     app.stop().await;
@@ -270,6 +303,7 @@ on_both_stores!(
     the_soft_lock_holds_under_parallel_guessing_across_replicas,
     the_soft_lock_is_shared_by_replicas,
     one_idempotency_key_in_parallel_has_one_effect_and_one_answer,
+    one_idempotency_key_over_two_replicas_has_one_effect_and_one_answer,
     parallel_registrations_with_one_key_create_one_customer,
     a_replay_answers_exactly_the_original_response,
 );
