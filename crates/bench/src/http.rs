@@ -444,6 +444,34 @@ pub async fn logins(
     Ok(phase)
 }
 
+/// `n` logins one after the other with a wrong password for `email` (all
+/// must answer 401); their latencies.
+pub async fn wrong_logins(
+    http: &Client,
+    base: &str,
+    email: &str,
+    n: usize,
+) -> Result<crate::util::Latencies> {
+    let mut latencies = crate::util::Latencies::new();
+    let url = format!("{base}/v1/self/sessions");
+    for _ in 0..n {
+        let t = Instant::now();
+        let response = http
+            .post(&url)
+            .json(&json!({"email": email, "password": "Wrong-Password-Guess-1"}))
+            .send()
+            .await
+            .context("login")?;
+        let status = response.status();
+        let _ = response.bytes().await;
+        if status != StatusCode::UNAUTHORIZED {
+            anyhow::bail!("a wrong login answered {status}, not 401");
+        }
+        latencies.record(t.elapsed());
+    }
+    Ok(latencies)
+}
+
 // ---------------------------------------------------------------------------
 // scenario 5: audit queries
 // ---------------------------------------------------------------------------

@@ -582,6 +582,17 @@ pub async fn login(args: &Args, options: &ServiceOptions) -> Result<Vec<Target>>
     )
     .await?;
     warn_errors("login", &sessions);
+    // Known and unknown emails must cost the same (no timing oracle).
+    let n = if args.smoke { 20 } else { 200 };
+    let unknown = format!("bench-unknown-{}@example.com", uuid::Uuid::new_v4());
+    let known = http::wrong_logins(&client, &service.base, &emails[0], n).await?;
+    let stranger = http::wrong_logins(&client, &service.base, &unknown, n).await?;
+    let (known_ms, unknown_ms) = (known.ms(0.5), stranger.ms(0.5));
+    let timing_ratio = known_ms / unknown_ms.max(1e-9);
+    println!(
+        "  {n} wrong logins each, one after the other: median {known_ms:.2} ms for a known \
+         email, {unknown_ms:.2} ms for an unknown one (ratio {timing_ratio:.3})"
+    );
     service.stop();
     let (bare, cost_ms) = tokio::task::spawn_blocking(move || argon2_baseline(threads, d))
         .await
@@ -634,16 +645,26 @@ pub async fn login(args: &Args, options: &ServiceOptions) -> Result<Vec<Target>>
         threads as f64 * 1000.0 / cost_ms.max(1e-9)
     );
     println!();
-    Ok(vec![Target {
-        name: "login_vs_argon2",
-        measured: format!(
+    Ok(vec![
+        Target {
+            name: "login_known_vs_unknown_email",
+            measured: format!(
+                "{timing_ratio:.3} (median {known_ms:.2} ms known, {unknown_ms:.2} ms unknown)"
+            ),
+            goal: "within 10 % (0.90 ..= 1.10)",
+            pass: (0.90..=1.10).contains(&timing_ratio),
+        },
+        Target {
+            name: "login_vs_argon2",
+            measured: format!(
             "{ratio:.2} ({} sessions/s vs {} verifications/s; {cost_ms:.1} ms per verification)",
             f0(sessions.per_second()),
             f0(bare)
         ),
-        goal: ">= 0.80",
-        pass: ratio >= 0.80 && sessions.errors == 0,
-    }])
+            goal: ">= 0.80",
+            pass: ratio >= 0.80 && sessions.errors == 0,
+        },
+    ])
 }
 
 // ---------------------------------------------------------------------------
