@@ -18,6 +18,7 @@ mod pages;
 mod pgcluster;
 mod procs;
 mod protocol;
+mod readiness;
 mod rehash;
 mod roles;
 mod secrets;
