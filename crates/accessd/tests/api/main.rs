@@ -19,6 +19,7 @@ mod pgcluster;
 mod procs;
 mod protocol;
 mod readiness;
+mod references;
 mod rehash;
 mod roles;
 mod secrets;
