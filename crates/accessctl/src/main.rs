@@ -21,7 +21,7 @@ mod replay;
 /// The default embedded database, as `accessd` uses it.
 const DEFAULT_DATABASE_URL: &str = "sqlite://access.db";
 
-#[derive(Parser, Debug)]
+#[derive(Parser)]
 #[command(
     name = "accessctl",
     version,
@@ -29,7 +29,8 @@ const DEFAULT_DATABASE_URL: &str = "sqlite://access.db";
 )]
 struct Cli {
     /// `sqlite://FILE` or `postgres://…` (the same database as accessd).
-    #[arg(long, env = "ACCESS_DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true)]
+    /// Its value is never shown in help (it may hold a password).
+    #[arg(long, env = "ACCESS_DATABASE_URL", hide_env_values = true, default_value = DEFAULT_DATABASE_URL, global = true)]
     database_url: String,
 
     /// The master key (as accessd's ACCESS_MASTER_KEY); the embedded

@@ -560,3 +560,38 @@ mod audit_chain {
         }
     }
 }
+
+/// Help output and connection errors never show a secret given in the
+/// environment: not the database URL's password (in the user part or as a
+/// `?password=` parameter), not the master key.
+#[test]
+fn secrets_are_never_printed() {
+    const PASSWORD: &str = "Pw-in-url-7c1e";
+    const QUERY_PASSWORD: &str = "Pw-in-query-3f9a";
+    const MASTER: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
+    let url = format!("postgres://ops:{PASSWORD}@127.0.0.1:1/access?sslpassword={QUERY_PASSWORD}");
+    let query_url = format!("postgres://127.0.0.1:1/access?user=ops&password={QUERY_PASSWORD}");
+    for (url, args) in [
+        (&url, &["--help"][..]),
+        (&url, &["status", "--help"]),
+        (&url, &["rebuild", "--help"]),
+        (&query_url, &["--help"]),
+        (&url, &["status"]),
+        (&query_url, &["status"]),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_accessctl"))
+            .args(args)
+            .env("ACCESS_DATABASE_URL", url)
+            .env("ACCESS_MASTER_KEY", MASTER)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for secret in [PASSWORD, QUERY_PASSWORD, MASTER] {
+            assert!(!text.contains(secret), "{args:?} printed a secret: {text}");
+        }
+    }
+}

@@ -1,4 +1,8 @@
 //! Configuration: every setting is a flag and an environment variable.
+//!
+//! Settings that can carry a secret (the database and mail URLs, API keys,
+//! the master key) have `hide_env_values`: `--help` names their variable
+//! but never prints its value.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,6 +28,7 @@ pub struct Config {
     #[arg(
         long,
         env = "ACCESS_DATABASE_URL",
+        hide_env_values = true,
         default_value = "sqlite://access.db"
     )]
     pub database_url: String,
@@ -37,7 +42,12 @@ pub struct Config {
     pub public_url: Option<String>,
 
     /// Where mail goes: `file:DIR` (one .eml file per message) or `smtp://…`.
-    #[arg(long, env = "ACCESS_MAIL", default_value = "file:mail")]
+    #[arg(
+        long,
+        env = "ACCESS_MAIL",
+        hide_env_values = true,
+        default_value = "file:mail"
+    )]
     pub mail: String,
 
     /// Sender of the emails.

@@ -56,6 +56,11 @@ impl Mailer {
         .map_err(|e| e.to_string())
     }
 
+    /// The outbox worker, when this process delivers mail.
+    pub fn worker(&self) -> Option<&OutboxWorker> {
+        self.worker.as_ref()
+    }
+
     /// New mail was recorded: deliver it now.
     pub fn nudge(&self) {
         if let Some(worker) = &self.worker {

@@ -7,10 +7,19 @@ use accessd::{Config, LogFormat};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+/// Colours only for a person at a terminal: never when stderr is a file,
+/// a pipe or a log collector, nor when `NO_COLOR` is set (no-color.org).
+fn colours_wanted() -> bool {
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    !no_color && std::io::stderr().is_terminal()
+}
+
 fn init_logging(config: &Config) {
     let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colours_wanted())
         .with_writer(std::io::stderr);
     match config.log_format {
         LogFormat::Json => builder.json().init(),

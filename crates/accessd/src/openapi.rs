@@ -72,7 +72,7 @@ impl Modify for Security {
         dto::ReasonRequest, dto::ForgetRequest, dto::CommandResponse, dto::AccessView, dto::CustomerView, dto::CustomerList,
         dto::EventView, dto::EventList, dto::SessionRequest, dto::SessionResponse, dto::SelfChangeEmailRequest,
         dto::EmailChangeAccepted, dto::ChangePasswordRequest, dto::PasswordChanged, dto::ConfirmEmailRequest,
-        dto::SetupPasswordRequest, dto::Health, dto::ActorView, dto::AuditView, dto::AuditPage, audit::AuditDigest, history::AccessReport, history::AccessHolder, mail::MailView, mail::MailList,
+        dto::SetupPasswordRequest, dto::Health, dto::Readiness, dto::NotReady, dto::ReadinessParts, dto::PartState, dto::ActorView, dto::AuditView, dto::AuditPage, audit::AuditDigest, history::AccessReport, history::AccessHolder, mail::MailView, mail::MailList,
     )),
     modifiers(&Security),
     tags(

@@ -37,7 +37,7 @@ pub struct Args {
     pub smoke: bool,
 
     /// A PostgreSQL server the benchmark may create databases on.
-    #[arg(long, env = "ACCESS_TEST_DATABASE_URL")]
+    #[arg(long, env = "ACCESS_TEST_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
     /// The `accessd` binary (default: next to this one).

@@ -17,7 +17,7 @@ use std::time::Duration;
 use access_domain::{EmailAddress, IssuedToken};
 use access_store::{OutboxInput, OutboxMessage, Store};
 use chrono::{DateTime, Utc};
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::templates::{MailSettings, Templates};
@@ -103,10 +103,22 @@ pub enum Outcome {
     Failed,
 }
 
+/// Where the worker is, for readiness checks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerStatus {
+    /// False once its loop ended (stopped or panicked): mail stays queued.
+    pub running: bool,
+    /// The last failure to read the queue, while it lasts (the worker
+    /// retries; cleared by the next successful pass). Store errors carry
+    /// no credentials.
+    pub last_error: Option<String>,
+}
+
 /// Delivers the outbox in the background.
 pub struct OutboxWorker {
     nudge: Arc<Notify>,
     task: JoinHandle<()>,
+    last_error: watch::Receiver<Option<String>>,
 }
 
 impl OutboxWorker {
@@ -117,13 +129,38 @@ impl OutboxWorker {
         on_outcome: Arc<dyn Fn(Outcome) + Send + Sync>,
     ) -> Self {
         let nudge = Arc::new(Notify::new());
-        let task = tokio::spawn(run(store, transport, policy, on_outcome, nudge.clone()));
-        Self { nudge, task }
+        let (errors, last_error) = watch::channel(None);
+        let task = tokio::spawn(run(
+            store,
+            transport,
+            policy,
+            on_outcome,
+            nudge.clone(),
+            errors,
+        ));
+        Self {
+            nudge,
+            task,
+            last_error,
+        }
+    }
+
+    pub fn status(&self) -> WorkerStatus {
+        WorkerStatus {
+            running: !self.task.is_finished(),
+            last_error: self.last_error.borrow().clone(),
+        }
     }
 
     /// New mail was recorded: look now.
     pub fn nudge(&self) {
         self.nudge.notify_one();
+    }
+
+    /// Stops the worker (a message it was sending is sent again once its
+    /// lease runs out).
+    pub fn stop(&self) {
+        self.task.abort();
     }
 }
 
@@ -198,12 +235,20 @@ async fn run(
     policy: RetryPolicy,
     on_outcome: Arc<dyn Fn(Outcome) + Send + Sync>,
     nudge: Arc<Notify>,
+    errors: watch::Sender<Option<String>>,
 ) {
     loop {
         match deliver_due(&store, transport.as_ref(), &policy, on_outcome.as_ref()).await {
-            Ok(n) if n > 0 => continue,
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "outbox: cannot read the queue; retrying"),
+            Ok(n) => {
+                errors.send_if_modified(|e| e.take().is_some());
+                if n > 0 {
+                    continue;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "outbox: cannot read the queue; retrying");
+                errors.send_replace(Some(e.to_string()));
+            }
         }
         let _ = tokio::time::timeout(policy.poll, nudge.notified()).await;
     }

@@ -48,8 +48,11 @@ pub struct Status {
     pub head: Position,
     /// When the last projected event happened.
     pub last_event_at: Option<DateTime<Utc>>,
-    /// Set when the projector stopped on an error.
+    /// Set when the projector stopped on an error (its own, or the hash
+    /// chain's: both run in one loop).
     pub failed: Option<String>,
+    /// Set when that error was the hash chain's.
+    pub chain_failed: Option<String>,
 }
 
 impl Status {
@@ -66,6 +69,7 @@ pub struct Projector {
     status: watch::Receiver<Status>,
     nudge: Arc<Notify>,
     task: JoinHandle<()>,
+    chain: bool,
 }
 
 impl Projector {
@@ -79,7 +83,19 @@ impl Projector {
             status: rx,
             nudge,
             task,
+            chain: options.chain,
         }
+    }
+
+    /// Whether its loop is still running: false once it stopped on an
+    /// error ([`Status::failed`] says why), was stopped, or panicked.
+    pub fn is_running(&self) -> bool {
+        !self.task.is_finished()
+    }
+
+    /// Whether this projector also keeps the hash chain current.
+    pub fn keeps_chain(&self) -> bool {
+        self.chain
     }
 
     /// New events were written: look now instead of at the next poll.
@@ -280,5 +296,11 @@ fn fail(status: &watch::Sender<Status>, name: &str, position: Position, error: &
         error = %error,
         "projector stopped: the event at this position could not be projected; fix it and restart"
     );
-    status.send_modify(|s| s.failed = Some(format!("at position {position}: {error}")));
+    let reason = format!("at position {position}: {error}");
+    status.send_modify(|s| {
+        if name == chain::CHECKPOINT {
+            s.chain_failed = Some(reason.clone());
+        }
+        s.failed = Some(reason);
+    });
 }

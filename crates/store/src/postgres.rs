@@ -5,7 +5,7 @@
 //! test checks that), plus `global_position` and `tx_id`. Our own append
 //! writes the events, the login-email reservations, the idempotency record
 //! and the snapshot in one transaction, which postgres-es cannot (and its
-//! snapshot writer applies events twice: see shared notes).
+//! snapshot writer applies events twice: see docs/cqrs-es.md).
 
 use std::str::FromStr;
 use std::sync::Arc;

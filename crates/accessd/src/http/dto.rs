@@ -262,10 +262,73 @@ pub struct SetupPasswordRequest {
     pub password_confirm: String,
 }
 
-/// `GET /healthz`, `GET /readyz`
+/// `GET /healthz`
 #[derive(Serialize, ToSchema, Debug)]
 pub struct Health {
     pub status: String,
+}
+
+/// `GET /readyz` (200): every part this process runs is working.
+#[derive(Serialize, ToSchema, Debug)]
+pub struct Readiness {
+    /// `ready`.
+    pub status: String,
+    pub parts: ReadinessParts,
+}
+
+/// `GET /readyz` (503): the error shape, plus which part is not ready.
+#[derive(Serialize, ToSchema, Debug)]
+pub struct NotReady {
+    pub error: crate::error::ErrorDetail,
+    /// `not_ready`.
+    pub status: String,
+    pub parts: ReadinessParts,
+}
+
+/// The parts of this process that readiness checks.
+#[derive(Serialize, ToSchema, Debug)]
+pub struct ReadinessParts {
+    /// The store answers and is migrated.
+    pub database: PartState,
+    /// The catch-up projector (read model).
+    pub projector: PartState,
+    /// The hash chain over the events (kept by the projector's loop).
+    pub hash_chain: PartState,
+    /// The outbox worker (mail delivery).
+    pub mail_worker: PartState,
+}
+
+/// The state of one part.
+#[derive(Serialize, ToSchema, Debug)]
+pub struct PartState {
+    /// `ready` (database), `running`, `disabled` (turned off in this
+    /// process's configuration: another process runs it), `failed`
+    /// (stopped on an error), `stopped` (its loop ended) or `unavailable`
+    /// (database).
+    #[schema(example = "running")]
+    pub state: &'static str,
+    /// Why it is not ready, or the last error of a loop that retries
+    /// (never a secret).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl PartState {
+    pub fn new(state: &'static str) -> Self {
+        Self { state, error: None }
+    }
+
+    pub fn with_error(state: &'static str, error: impl Into<String>) -> Self {
+        Self {
+            state,
+            error: Some(error.into()),
+        }
+    }
+
+    /// Whether this part lets the process serve.
+    pub fn is_ready(&self) -> bool {
+        matches!(self.state, "ready" | "running" | "disabled")
+    }
 }
 
 /// Removes password hashes and token digests from an event's JSON.

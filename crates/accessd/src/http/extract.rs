@@ -137,7 +137,23 @@ pub fn customer_id(raw: &str) -> Result<CustomerId, ApiError> {
     })
 }
 
-/// The request id set by the request-id layer.
+/// Longest client-supplied request id kept.
+pub const MAX_REQUEST_ID_CHARS: usize = 128;
+
+/// Whether a client's `X-Request-Id` may be kept: 1 to 128 characters of
+/// `[A-Za-z0-9._:-]`. It lands in the events' metadata (permanent,
+/// unencrypted history) and in the logs, so anything else is replaced by
+/// a fresh id (see `http::bounded_request_id`).
+pub fn acceptable_request_id(value: &[u8]) -> bool {
+    !value.is_empty()
+        && value.len() <= MAX_REQUEST_ID_CHARS
+        && value
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+/// The request id set by the request-id layer (never a client value that
+/// is not [`acceptable_request_id`]).
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
@@ -149,6 +165,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
             parts
                 .headers
                 .get("x-request-id")
+                .filter(|v| acceptable_request_id(v.as_bytes()))
                 .and_then(|v| v.to_str().ok())
                 .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string),
         ))
@@ -222,6 +239,18 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_short_plain_request_ids_are_acceptable() {
+        use super::acceptable_request_id as ok;
+        assert!(ok(b"crm-req:7.a_b"));
+        assert!(ok("A".repeat(128).as_bytes()));
+        assert!(!ok("A".repeat(129).as_bytes()));
+        assert!(!ok(b""));
+        assert!(!ok(b"has space"));
+        assert!(!ok(b"semi;colon"));
+        assert!(!ok("\u{e9}t\u{e9}".as_bytes()));
+    }
+
     #[test]
     fn values_in_serde_messages_are_redacted_but_field_names_kept() {
         assert_eq!(

@@ -5,8 +5,8 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use crate::error::{ApiError, ErrorBody};
-use crate::http::dto::Health;
+use crate::error::{ApiError, ErrorDetail};
+use crate::http::dto::{Health, NotReady, PartState, Readiness, ReadinessParts};
 use crate::state::AppState;
 
 /// The process is alive.
@@ -17,21 +17,103 @@ pub async fn healthz() -> Json<Health> {
     })
 }
 
-/// The store is reachable and migrated.
+/// Ready to serve: the store is reachable and migrated, and every
+/// background loop this process runs (projector, hash chain, mail worker)
+/// is running. A loop turned off by configuration counts as ready; a
+/// loop that stopped makes it 503, and the body says which.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, body = Health), (status = 503, body = ErrorBody, description = "unavailable")))]
+    responses((status = 200, body = Readiness),
+              (status = 503, body = NotReady, description = "a part is not ready (the message and `parts` say which)")))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    match state.store().is_ready().await {
-        Ok(true) => Json(Health {
+    let parts = ReadinessParts {
+        database: database_part(&state).await,
+        projector: projector_part(&state),
+        hash_chain: chain_part(&state),
+        mail_worker: mail_part(&state),
+    };
+    let not_ready: Vec<String> = [
+        ("the database", &parts.database),
+        ("the projector", &parts.projector),
+        ("the hash chain", &parts.hash_chain),
+        ("the mail worker", &parts.mail_worker),
+    ]
+    .into_iter()
+    .filter(|(_, part)| !part.is_ready())
+    .map(|(name, part)| match &part.error {
+        Some(error) => format!("{name} is {}: {error}", part.state),
+        None => format!("{name} is {}", part.state),
+    })
+    .collect();
+    if not_ready.is_empty() {
+        return Json(Readiness {
             status: "ready".into(),
+            parts,
         })
-        .into_response(),
-        Ok(false) => ApiError {
-            message: "the database is not migrated".into(),
-            ..ApiError::unavailable()
+        .into_response();
+    }
+    let unavailable = ApiError::unavailable();
+    let body = NotReady {
+        error: ErrorDetail {
+            code: unavailable.code,
+            message: format!("not ready: {}", not_ready.join("; ")),
+        },
+        status: "not_ready".into(),
+        parts,
+    };
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "2")],
+        Json(body),
+    )
+        .into_response()
+}
+
+async fn database_part(state: &AppState) -> PartState {
+    match state.store().is_ready().await {
+        Ok(true) => PartState::new("ready"),
+        Ok(false) => PartState::with_error("unavailable", "the database is not migrated"),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness: the database does not answer");
+            PartState::with_error("unavailable", "the database does not answer")
         }
-        .into_response(),
-        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+fn projector_part(state: &AppState) -> PartState {
+    let Some(projector) = state.projector() else {
+        return PartState::new("disabled");
+    };
+    let status = projector.status();
+    match (&status.chain_failed, &status.failed) {
+        (Some(_), _) => PartState::with_error("stopped", "stopped with the hash chain"),
+        (None, Some(reason)) => PartState::with_error("failed", reason.clone()),
+        (None, None) if projector.is_running() => PartState::new("running"),
+        (None, None) => PartState::new("stopped"),
+    }
+}
+
+fn chain_part(state: &AppState) -> PartState {
+    let Some(projector) = state.projector().filter(|p| p.keeps_chain()) else {
+        return PartState::new("disabled");
+    };
+    let status = projector.status();
+    match (&status.chain_failed, &status.failed) {
+        (Some(reason), _) => PartState::with_error("failed", reason.clone()),
+        (None, Some(_)) => PartState::with_error("stopped", "stopped with the projector"),
+        (None, None) if projector.is_running() => PartState::new("running"),
+        (None, None) => PartState::with_error("stopped", "stopped with the projector"),
+    }
+}
+
+fn mail_part(state: &AppState) -> PartState {
+    let Some(worker) = state.mailer().worker() else {
+        return PartState::new("disabled");
+    };
+    let status = worker.status();
+    let part = if status.running { "running" } else { "stopped" };
+    match status.last_error {
+        Some(error) => PartState::with_error(part, error),
+        None => PartState::new(part),
     }
 }
 

@@ -58,6 +58,33 @@ async fn time_limit(limit: Duration, request: AxumRequest, next: Next) -> Respon
     }
 }
 
+/// A client's `X-Request-Id` that is not [`extract::acceptable_request_id`]
+/// (too long, or other characters) is dropped here, before the request-id
+/// layer, which then makes a fresh one. The replacement is logged without
+/// the client's value.
+async fn bounded_request_id(mut request: AxumRequest) -> AxumRequest {
+    let rejected = request
+        .headers()
+        .get(&REQUEST_ID)
+        .map(|v| v.as_bytes().len())
+        .filter(|_| {
+            !request
+                .headers()
+                .get_all(&REQUEST_ID)
+                .iter()
+                .all(|v| extract::acceptable_request_id(v.as_bytes()))
+        });
+    if let Some(length) = rejected {
+        request.headers_mut().remove(&REQUEST_ID);
+        tracing::debug!(
+            length,
+            "client X-Request-Id replaced by a fresh id (at most {} characters of A-Z a-z 0-9 . _ : -)",
+            extract::MAX_REQUEST_ID_CHARS
+        );
+    }
+    request
+}
+
 /// Content-Security-Policy of the API's responses (JSON, never a page: no
 /// content of any kind, never framed). The pages set their own.
 pub const API_CONTENT_SECURITY_POLICY: &str = "default-src 'none'; frame-ancestors 'none'";
@@ -125,14 +152,33 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
 
-    let trace = TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-        let request_id = request
-            .headers()
-            .get(&REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
-    });
+    // One line per request at `info`, when the response is ready: method,
+    // the matched route (the template, never the raw path or the query,
+    // which carry ids, emails and tokens), status, latency, request id.
+    let trace = TraceLayer::new_for_http()
+        .make_span_with(|request: &Request<_>| {
+            let request_id = request
+                .headers()
+                .get(&REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let route = request
+                .extensions()
+                .get::<axum::extract::MatchedPath>()
+                .map_or("unmatched", axum::extract::MatchedPath::as_str);
+            tracing::info_span!("request", method = %request.method(), route = %route, request_id = %request_id)
+        })
+        .on_request(())
+        .on_response(
+            |response: &Response, latency: Duration, _: &tracing::Span| {
+                tracing::info!(
+                    status = response.status().as_u16(),
+                    latency_ms = latency.as_millis() as u64,
+                    "request"
+                );
+            },
+        )
+        .on_failure(());
 
     api.layer(axum::middleware::from_fn_with_state(
         state.clone(),
@@ -182,5 +228,6 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
     .layer(PropagateRequestIdLayer::new(REQUEST_ID))
     .layer(trace)
     .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+    .layer(axum::middleware::map_request(bounded_request_id))
     .with_state(state)
 }

@@ -59,7 +59,7 @@ impl CsrfToken {
     pub(crate) fn of(state: &AppState, headers: &HeaderMap) -> Self {
         match cookie(headers, COOKIE).filter(|t| well_formed(t)) {
             Some(value) => Self {
-                value: value.to_string(),
+                value,
                 set_cookie: None,
             },
             None => {
@@ -142,10 +142,7 @@ where
             tracing::info!("form refused: cross-origin POST");
             return Err(PageError::Csrf);
         }
-        let Some(expected) = cookie(req.headers(), COOKIE)
-            .filter(|t| well_formed(t))
-            .map(str::to_string)
-        else {
+        let Some(expected) = cookie(req.headers(), COOKIE).filter(|t| well_formed(t)) else {
             tracing::info!("form refused: no CSRF cookie");
             return Err(PageError::Csrf);
         };

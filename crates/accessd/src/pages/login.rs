@@ -66,7 +66,7 @@ pub(crate) async fn show(
     Query(query): Query<NoticeQuery>,
 ) -> Result<Response, PageError> {
     if let Some(token) = cookie(&headers, COOKIE) {
-        if session_of_token(&state, token).await?.is_some() {
+        if session_of_token(&state, &token).await?.is_some() {
             return Ok(see_other("/account", Vec::new()));
         }
     }
@@ -133,7 +133,7 @@ pub(crate) async fn logout(
     if let Some(token) = cookie(&headers, COOKIE) {
         state
             .store()
-            .delete_session(&hex::encode(digest(token)))
+            .delete_session(&hex::encode(digest(&token)))
             .await?;
     }
     Ok(see_other(

@@ -1,10 +1,12 @@
 //! The pages' session: the token of a customer session (the same sessions
 //! as the API's Bearer tokens) in the `access_session` cookie, checked by
-//! [`crate::auth::session_of_token`].
+//! [`crate::auth::session_of_token`]. Cookies are read and written with the
+//! `cookie` crate (through axum-extra's `CookieJar`), not by hand.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap};
+use axum::http::HeaderMap;
+use axum_extra::extract::cookie::{Cookie, CookieJar};
 
 use super::PageError;
 use crate::auth::{session_of_token, CustomerSession};
@@ -13,54 +15,39 @@ use crate::state::AppState;
 /// The session cookie.
 pub const COOKIE: &str = "access_session";
 
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum SameSite {
-    Lax,
-    Strict,
-}
+pub(crate) use axum_extra::extract::cookie::SameSite;
 
-/// The value of a request's cookie, if it has it (the first one of that
-/// name).
-pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| v.trim_matches('"'))
+/// The value of a request's cookie, if it has a non-empty one (surrounding
+/// double quotes removed; of several with that name, the last).
+pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    CookieJar::from_headers(headers)
+        .get(name)
+        .map(|c| c.value_trimmed().to_string())
         .filter(|v| !v.is_empty())
 }
 
-fn secure(state: &AppState) -> &'static str {
-    if state.mailer().public_url().starts_with("https://") {
-        "; Secure"
-    } else {
-        ""
-    }
+/// A cookie of the pages: `HttpOnly`, `Path=/`, `Secure` when the public
+/// URL is https; it lasts as long as the browser session (the server
+/// decides when a session ends).
+fn page_cookie(state: &AppState, name: &str, value: &str, same_site: SameSite) -> Cookie<'static> {
+    Cookie::build((name.to_string(), value.to_string()))
+        .http_only(true)
+        .same_site(same_site)
+        .path("/")
+        .secure(state.mailer().public_url().starts_with("https://"))
+        .build()
 }
 
-/// `Set-Cookie` for a cookie of the pages: `HttpOnly`, `Path=/`, `Secure`
-/// when the public URL is https; it lasts as long as the browser session
-/// (the server decides when a session ends).
+/// `Set-Cookie` for a cookie of the pages (see [`page_cookie`]).
 pub(crate) fn set_cookie(state: &AppState, name: &str, value: &str, same_site: SameSite) -> String {
-    let same_site = match same_site {
-        SameSite::Lax => "Lax",
-        SameSite::Strict => "Strict",
-    };
-    format!(
-        "{name}={value}; HttpOnly; SameSite={same_site}; Path=/{}",
-        secure(state)
-    )
+    page_cookie(state, name, value, same_site).to_string()
 }
 
 /// `Set-Cookie` that removes the session cookie.
 pub(crate) fn clear_session_cookie(state: &AppState) -> String {
-    format!(
-        "{COOKIE}=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0{}",
-        secure(state)
-    )
+    let mut cookie = page_cookie(state, COOKIE, "", SameSite::Lax);
+    cookie.make_removal();
+    cookie.to_string()
 }
 
 /// `Set-Cookie` of a new session.
@@ -98,7 +85,7 @@ impl FromRequestParts<AppState> for PageSession {
                 cookies: Vec::new(),
             });
         };
-        match session_of_token(state, token).await? {
+        match session_of_token(state, &token).await? {
             Some(session) => Ok(Self(session)),
             None => Err(PageError::Redirect {
                 to: "/login?notice=session_ended",
@@ -133,7 +120,7 @@ impl FromRequestParts<AppState> for ActivePageSession {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
+    use axum::http::{header, HeaderValue};
 
     #[test]
     fn cookies_are_found_by_name_in_every_cookie_header() {
@@ -146,9 +133,16 @@ mod tests {
             header::COOKIE,
             HeaderValue::from_static("access_session=tok"),
         );
-        assert_eq!(cookie(&headers, "access_csrf"), Some("abc"));
-        assert_eq!(cookie(&headers, "access_session"), Some("tok"));
+        assert_eq!(cookie(&headers, "access_csrf").as_deref(), Some("abc"));
+        assert_eq!(cookie(&headers, "access_session").as_deref(), Some("tok"));
         assert_eq!(cookie(&headers, "access"), None);
         assert_eq!(cookie(&HeaderMap::new(), "access_session"), None);
+        let mut quoted = HeaderMap::new();
+        quoted.append(
+            header::COOKIE,
+            HeaderValue::from_static("access_session=\"tok\"; empty="),
+        );
+        assert_eq!(cookie(&quoted, "access_session").as_deref(), Some("tok"));
+        assert_eq!(cookie(&quoted, "empty"), None);
     }
 }

@@ -136,3 +136,164 @@ fn start_up_errors_are_one_clear_line() {
         );
     }
 }
+
+/// `accessd --help` shows which variables it reads, never their values
+/// when they can carry a secret (database URL, mail URL, API keys, master
+/// key); start-up errors redact the URL's `?password=` too.
+#[test]
+fn help_never_prints_secret_env_values() {
+    const PASSWORD: &str = "Pw-in-url-7c1e";
+    const QUERY_PASSWORD: &str = "Pw-in-query-3f9a";
+    const SMTP_PASSWORD: &str = "Smtp-pw-55d0";
+    const API_SECRET: &str = "api-secret-0123456789abcdef";
+    const MASTER: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        (
+            "ACCESS_DATABASE_URL",
+            format!("postgres://ops:{PASSWORD}@127.0.0.1:1/access?password={QUERY_PASSWORD}"),
+        ),
+        (
+            "ACCESS_MAIL",
+            format!("smtp://mailer:{SMTP_PASSWORD}@127.0.0.1:1"),
+        ),
+        ("ACCESS_API_KEYS", format!("crm:service:{API_SECRET}")),
+        ("ACCESS_MASTER_KEY", MASTER.to_string()),
+    ];
+    for args in [&["--help"][..], &["-h"]] {
+        let output = Command::new(env!("CARGO_BIN_EXE_accessd"))
+            .current_dir(dir.path())
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{args:?}");
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(text.contains("ACCESS_DATABASE_URL"), "{text}");
+        for secret in [PASSWORD, QUERY_PASSWORD, SMTP_PASSWORD, API_SECRET, MASTER] {
+            assert!(!text.contains(secret), "{args:?} printed a secret: {text}");
+        }
+    }
+    // A start-up error names the database without its passwords.
+    let output = Command::new(env!("CARGO_BIN_EXE_accessd"))
+        .current_dir(dir.path())
+        .env("ACCESS_LISTEN", "127.0.0.1:0")
+        .env("ACCESS_LOG", "off")
+        .env(
+            "ACCESS_DATABASE_URL",
+            format!("postgres://127.0.0.1:1/access?user=ops&password={QUERY_PASSWORD}"),
+        )
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+    assert!(!err.contains(QUERY_PASSWORD), "{err}");
+}
+
+/// accessd's log, as an operator's file or a log shipper receives it: no
+/// colour codes when stderr is no terminal, and one line per request at
+/// `info` naming the matched route (never the raw path or query, which
+/// carry ids, emails and tokens), the status, the latency and the request
+/// id.
+#[tokio::test]
+async fn logs_to_a_file_are_plain_lines_one_per_request_without_personal_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("accessd.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_accessd"))
+        .current_dir(dir.path())
+        .env_remove("ACCESS_DATABASE_URL")
+        .env_remove("ACCESS_API_KEYS_FILE")
+        .env_remove("ACCESS_MASTER_KEY")
+        .env_remove("ACCESS_MASTER_KEY_FILE")
+        .env_remove("NO_COLOR")
+        .env_remove("ACCESS_LOG_FORMAT")
+        .env(
+            "ACCESS_API_KEYS",
+            "crm:service:service-secret-0123456789abcdef",
+        )
+        .env("ACCESS_LISTEN", "127.0.0.1:0")
+        .env("ACCESS_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        let done = line.contains("listening on");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    let base = address(&lines);
+    let client = reqwest::Client::new();
+    let key = "service-secret-0123456789abcdef";
+    let created = client
+        .post(format!("{base}/v1/customers"))
+        .bearer_auth(key)
+        .header("x-request-id", "log-test-1")
+        .json(&serde_json::json!({"email": "logged.person@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let body: serde_json::Value = created.json().await.unwrap();
+    let id = body["customer_id"].as_str().unwrap().to_string();
+    let found = client
+        .get(format!(
+            "{base}/v1/customers?email=logged.person@example.com"
+        ))
+        .bearer_auth(key)
+        .header("x-request-id", "log-test-2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(found.status(), 200);
+    let missing = client
+        .get(format!("{base}/v1/customers/{}", uuid::Uuid::new_v4()))
+        .bearer_auth(key)
+        .header("x-request-id", "log-test-3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let page = client
+        .get(format!("{base}/setup-password?token=tok-secret-part-1234"))
+        .header("x-request-id", "log-test-4")
+        .send()
+        .await
+        .unwrap();
+    let page_status = page.status().as_u16().to_string();
+    assert!(terminate(&mut child).success());
+
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        !text.contains("\x1b["),
+        "colour codes in a log file:\n{text}"
+    );
+    for personal in ["logged.person", "tok-secret-part", id.as_str()] {
+        assert!(!text.contains(personal), "`{personal}` in the log:\n{text}");
+    }
+    for (request_id, method, route, status) in [
+        ("log-test-1", "POST", "/v1/customers", "201"),
+        ("log-test-2", "GET", "/v1/customers", "200"),
+        ("log-test-3", "GET", "/v1/customers/{id}", "404"),
+        ("log-test-4", "GET", "/setup-password", page_status.as_str()),
+    ] {
+        let request_lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains(request_id) && l.contains("status="))
+            .collect();
+        assert_eq!(request_lines.len(), 1, "{request_id}:\n{text}");
+        let line = request_lines[0];
+        assert!(line.contains(" INFO "), "{line}");
+        assert!(line.contains(&format!("method={method}")), "{line}");
+        assert!(line.contains(&format!("route={route} ")), "{line}");
+        assert!(line.contains(&format!("status={status}")), "{line}");
+        assert!(line.contains("latency_ms="), "{line}");
+    }
+}

@@ -29,6 +29,8 @@ pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     pub mail_dir: tempfile::TempDir,
+    /// The running service's state (to reach its background loops).
+    pub state: accessd::state::AppState,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     _db: Option<TestDatabase>,
@@ -158,9 +160,11 @@ impl TestApp {
         .await
         .unwrap();
         let base = format!("http://{}", running.addr);
+        let state = running.state.clone();
         let server = tokio::spawn(running.wait());
         Self {
             base,
+            state,
             client: reqwest::Client::new(),
             mail_dir,
             shutdown: Some(tx),

@@ -18,6 +18,8 @@ mod pages;
 mod pgcluster;
 mod procs;
 mod protocol;
+mod readiness;
+mod references;
 mod rehash;
 mod roles;
 mod seams;

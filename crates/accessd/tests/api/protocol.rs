@@ -465,6 +465,70 @@ async fn request_ids_operations_and_docs(db: Db) {
     app.stop().await;
 }
 
+/// A request id is at most 128 characters of `[A-Za-z0-9._:-]`; any other
+/// client value (huge, or with other characters) is replaced by a fresh
+/// id, so the permanent history never stores what a client made up at
+/// any length.
+async fn client_request_ids_are_bounded(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let huge = "x".repeat(8_000);
+    let longest = format!("{}.:_-", "A9".repeat(62));
+    assert_eq!(longest.len(), 128);
+    for (sent, kept) in [
+        (huge.as_str(), false),
+        ("has spaces and ; semicolons", false),
+        ("tab\there", false),
+        (longest.as_str(), true),
+        ("crm-req:7.a_b", true),
+    ] {
+        let email = format!("rid{}@example.com", sent.len());
+        let created = app
+            .client
+            .post(format!("{}/v1/customers", app.base))
+            .bearer_auth(SERVICE)
+            .header("x-request-id", sent)
+            .json(&json!({ "email": email }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201, "{sent:.40}");
+        let answered = created.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let body: Value = created.json().await.unwrap();
+        let id = body["customer_id"].as_str().unwrap();
+        let events = app
+            .get(&format!("/v1/customers/{id}/events"), AUDITOR)
+            .await
+            .expect(200);
+        let stored = events.body["events"][0]["metadata"]["request_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let audit = app
+            .get(&format!("/v1/customers/{id}/audit"), AUDITOR)
+            .await
+            .expect(200);
+        let audited = audit.body["items"][0]["request_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(stored, answered, "{sent:.40}");
+        assert_eq!(audited, answered, "{sent:.40}");
+        if kept {
+            assert_eq!(stored, sent);
+        } else {
+            assert_ne!(stored, sent);
+            assert!(
+                uuid::Uuid::parse_str(&stored).is_ok(),
+                "not a fresh id: {stored:.80}"
+            );
+        }
+    }
+    app.stop().await;
+}
+
 crate::on_both_stores!(
     every_error_code_of_the_contract,
     password_checks_are_throttled,
@@ -473,6 +537,7 @@ crate::on_both_stores!(
     concurrent_commands_are_all_applied,
     reads_events_and_lookup,
     request_ids_operations_and_docs,
+    client_request_ids_are_bounded,
 );
 
 /// The committed OpenAPI document matches the code
