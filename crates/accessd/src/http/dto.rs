@@ -307,8 +307,9 @@ pub struct PartState {
     /// (database).
     #[schema(example = "running")]
     pub state: &'static str,
-    /// Why it is not ready, or the last error of a loop that retries
-    /// (never a secret).
+    /// Why it is not ready, in general words (the details, which may name
+    /// positions or recipients, are in the log: this endpoint needs no
+    /// credentials).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }

@@ -86,7 +86,9 @@ fn projector_part(state: &AppState) -> PartState {
     let status = projector.status();
     match (&status.chain_failed, &status.failed) {
         (Some(_), _) => PartState::with_error("stopped", "stopped with the hash chain"),
-        (None, Some(reason)) => PartState::with_error("failed", reason.clone()),
+        (None, Some(_)) => {
+            PartState::with_error("failed", "stopped on an event; the log says which")
+        }
         (None, None) if projector.is_running() => PartState::new("running"),
         (None, None) => PartState::new("stopped"),
     }
@@ -98,7 +100,10 @@ fn chain_part(state: &AppState) -> PartState {
     };
     let status = projector.status();
     match (&status.chain_failed, &status.failed) {
-        (Some(reason), _) => PartState::with_error("failed", reason.clone()),
+        (Some(_), _) => PartState::with_error(
+            "failed",
+            "the chain could not be extended; the log says why",
+        ),
         (None, Some(_)) => PartState::with_error("stopped", "stopped with the projector"),
         (None, None) if projector.is_running() => PartState::new("running"),
         (None, None) => PartState::with_error("stopped", "stopped with the projector"),
@@ -111,8 +116,13 @@ fn mail_part(state: &AppState) -> PartState {
     };
     let status = worker.status();
     let part = if status.running { "running" } else { "stopped" };
+    // The error itself (an SMTP answer may name a recipient) is in the
+    // log, not in an answer to anyone who asks.
     match status.last_error {
-        Some(error) => PartState::with_error(part, error),
+        Some(_) => PartState::with_error(
+            part,
+            "the last pass over the queue failed; the log says why",
+        ),
         None => PartState::new(part),
     }
 }

@@ -95,7 +95,7 @@ async fn readyz_answers_503_when_the_hash_chain_failed(db: Db) {
         chain["error"]
             .as_str()
             .unwrap_or_default()
-            .contains("missing"),
+            .contains("the log says why"),
         "{}",
         answer.body
     );
