@@ -493,7 +493,8 @@ impl Store {
         }
     }
 
-    /// The customer holding `email` as a login (or pending change target).
+    /// The customer holding `email` as a login (or pending change target;
+    /// an expired pending change counts until a claim releases it).
     pub async fn email_holder(
         &self,
         email: &access_domain::EmailAddress,
