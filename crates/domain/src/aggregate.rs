@@ -26,6 +26,26 @@ pub struct PendingEmailChange {
     pub expires_at: DateTime<Utc>,
 }
 
+impl PendingEmailChange {
+    /// True once its validation link has expired: the change can no longer
+    /// be confirmed, and it no longer holds its target address.
+    pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at <= now
+    }
+}
+
+/// What a link's token is worth now (see `Customer::link_status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkStatus {
+    /// The customer's current link: its command accepts the token now.
+    Live,
+    /// The customer's current link, but it has expired.
+    Expired,
+    /// Not a link of this customer's: used, voided by a newer link or a
+    /// change, or never issued.
+    Dead,
+}
+
 /// Why a customer holds an email address (see `Customer::reserved_emails`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -118,18 +138,67 @@ impl Customer {
 
     /// The addresses this customer holds as a login, which no other customer
     /// may hold at the same time: the login email while the customer has
-    /// access, and the target of a pending self-service email change.
-    pub fn reserved_emails(&self) -> Vec<(EmailAddress, ReservationKind)> {
+    /// access, and the target of a pending self-service email change until
+    /// its link expires.
+    pub fn reserved_emails(&self, now: DateTime<Utc>) -> Vec<(EmailAddress, ReservationKind)> {
         let mut held = Vec::with_capacity(2);
         if self.access.is_some() {
             if let Some(email) = &self.email {
                 held.push((email.clone(), ReservationKind::Login));
             }
         }
-        if let Some(pending) = &self.pending_email_change {
+        if let Some(pending) = self
+            .pending_email_change
+            .as_ref()
+            .filter(|p| !p.is_expired(now))
+        {
             held.push((pending.new_email.clone(), ReservationKind::PendingChange));
         }
         held
+    }
+
+    /// What the token of a link (for `purpose`) is worth now, without using
+    /// it: the one rule for the link's command and for the page that opens
+    /// the link.
+    pub fn link_status(
+        &self,
+        purpose: TokenPurpose,
+        token: &Secret,
+        now: DateTime<Utc>,
+    ) -> LinkStatus {
+        let expires_at = match purpose {
+            TokenPurpose::PasswordSetup => self
+                .setup_link
+                .as_ref()
+                .filter(|l| self.access.is_some() && l.token_digest.matches(token))
+                .map(|l| l.expires_at),
+            TokenPurpose::EmailChange => self
+                .pending_email_change
+                .as_ref()
+                .filter(|p| p.token_digest.matches(token))
+                .map(|p| p.expires_at),
+        };
+        if self.login().is_err() {
+            return LinkStatus::Dead;
+        }
+        match expires_at {
+            None => LinkStatus::Dead,
+            Some(at) if at <= now => LinkStatus::Expired,
+            Some(_) => LinkStatus::Live,
+        }
+    }
+
+    /// `InvalidToken` unless the link is live.
+    fn require_live_link(
+        &self,
+        purpose: TokenPurpose,
+        token: &Secret,
+        now: DateTime<Utc>,
+    ) -> Result<(), CustomerError> {
+        match self.link_status(purpose, token, now) {
+            LinkStatus::Live => Ok(()),
+            LinkStatus::Expired | LinkStatus::Dead => Err(CustomerError::InvalidToken),
+        }
     }
 
     /// True when the customer can get into the portal now or through a
@@ -370,11 +439,11 @@ impl Customer {
             }
 
             CustomerCommand::ConfirmEmailChange { token } => {
+                self.require_live_link(TokenPurpose::EmailChange, &token, now)?;
                 let current = self.login().map_err(|_| CustomerError::InvalidToken)?;
                 let pending = self
                     .pending_email_change
                     .as_ref()
-                    .filter(|p| p.expires_at > now && p.token_digest.matches(&token))
                     .ok_or(CustomerError::InvalidToken)?;
                 Ok(vec![CustomerEvent::EmailChangeConfirmed {
                     old_email: Personal::Known(current.clone()),
@@ -388,15 +457,8 @@ impl Customer {
                 password,
                 password_confirm,
             } => {
+                self.require_live_link(TokenPurpose::PasswordSetup, &token, now)?;
                 let login = self.login().map_err(|_| CustomerError::InvalidToken)?;
-                self.setup_link
-                    .as_ref()
-                    .filter(|l| {
-                        self.access.is_some()
-                            && l.expires_at > now
-                            && l.token_digest.matches(&token)
-                    })
-                    .ok_or(CustomerError::InvalidToken)?;
                 let password_hash =
                     Self::new_password_hash(&password, &password_confirm, login, services).await?;
                 Ok(vec![CustomerEvent::PasswordSetupCompleted {

@@ -1063,15 +1063,15 @@ fn every_event_has_a_type_and_a_version() {
 
 #[test]
 fn a_customer_holds_its_login_only_with_access_and_the_target_of_a_pending_change() {
-    assert!(state(vec![registered()]).reserved_emails().is_empty());
+    assert!(state(vec![registered()]).reserved_emails(now()).is_empty());
     let mut events = with_access();
     assert_eq!(
-        state(events.clone()).reserved_emails(),
+        state(events.clone()).reserved_emails(now()),
         vec![(email(OLD), ReservationKind::Login)]
     );
     events.push(email_change_requested("t", now() + Duration::hours(1)));
     assert_eq!(
-        state(events.clone()).reserved_emails(),
+        state(events.clone()).reserved_emails(now()),
         vec![
             (email(OLD), ReservationKind::Login),
             (email(NEW), ReservationKind::PendingChange)
@@ -1081,7 +1081,113 @@ fn a_customer_holds_its_login_only_with_access_and_the_target_of_a_pending_chang
         reason: None,
         at: now(),
     });
-    assert!(state(events).reserved_emails().is_empty());
+    assert!(state(events).reserved_emails(now()).is_empty());
+}
+
+#[test]
+fn an_expired_email_change_no_longer_reserves_its_target_and_shows_as_expired() {
+    let mut events = with_access();
+    events.push(email_change_requested("t", now() + Duration::hours(1)));
+    let customer = state(events);
+    let pending = customer.pending_email_change().unwrap();
+    assert!(!pending.is_expired(now()));
+    assert!(pending.is_expired(now() + Duration::hours(1)));
+    assert_eq!(
+        customer.reserved_emails(now() + Duration::hours(1)),
+        vec![(email(OLD), ReservationKind::Login)]
+    );
+}
+
+#[test]
+fn confirming_an_expired_email_change_is_invalid_token_and_writes_nothing() {
+    let mut given = with_access();
+    given.push(email_change_requested("tok", now() - Duration::seconds(1)));
+    framework()
+        .given(given)
+        .when(CustomerCommand::ConfirmEmailChange {
+            token: Secret::new("tok"),
+        })
+        .then_expect_error(CustomerError::InvalidToken);
+}
+
+#[test]
+fn a_link_status_says_live_expired_or_dead_without_using_the_link() {
+    let setup = TokenPurpose::PasswordSetup;
+    let change = TokenPurpose::EmailChange;
+    let token = |t: &str| Secret::new(t);
+    // Setup links: live, expired, wrong, used, voided by a newer one, and
+    // without access.
+    let live = state(granted_with_link(now() + Duration::hours(1)));
+    assert_eq!(
+        live.link_status(setup, &token("link"), now()),
+        LinkStatus::Live
+    );
+    assert_eq!(
+        live.link_status(setup, &token("nope"), now()),
+        LinkStatus::Dead
+    );
+    assert_eq!(
+        live.link_status(change, &token("link"), now()),
+        LinkStatus::Dead
+    );
+    assert_eq!(
+        live.link_status(setup, &token("link"), now() + Duration::hours(1)),
+        LinkStatus::Expired
+    );
+    let mut used = granted_with_link(now() + Duration::hours(1));
+    used.push(CustomerEvent::PasswordSetupCompleted {
+        password_hash: fake_hash(PW),
+        at: earlier(),
+    });
+    assert_eq!(
+        state(used).link_status(setup, &token("link"), now()),
+        LinkStatus::Dead
+    );
+    let mut voided = granted_with_link(now() + Duration::hours(1));
+    voided.push(setup_link_sent("newer", now() + Duration::hours(2)));
+    let voided = state(voided);
+    assert_eq!(
+        voided.link_status(setup, &token("link"), now()),
+        LinkStatus::Dead
+    );
+    assert_eq!(
+        voided.link_status(setup, &token("newer"), now()),
+        LinkStatus::Live
+    );
+    let mut revoked = granted_with_link(now() + Duration::hours(1));
+    revoked.push(CustomerEvent::AccessRevoked {
+        reason: None,
+        at: earlier(),
+    });
+    assert_eq!(
+        state(revoked).link_status(setup, &token("link"), now()),
+        LinkStatus::Dead
+    );
+    assert_eq!(
+        Customer::default().link_status(setup, &token("link"), now()),
+        LinkStatus::Dead
+    );
+    // Email change links: live, expired, used.
+    let mut given = with_access();
+    given.push(email_change_requested("tok", now() + Duration::hours(1)));
+    let pending = state(given.clone());
+    assert_eq!(
+        pending.link_status(change, &token("tok"), now()),
+        LinkStatus::Live
+    );
+    assert_eq!(
+        pending.link_status(change, &token("tok"), now() + Duration::hours(2)),
+        LinkStatus::Expired
+    );
+    given.push(CustomerEvent::EmailChangeConfirmed {
+        old_email: Personal::Known(email(OLD)),
+        new_email: Personal::Known(email(NEW)),
+        at: earlier(),
+    });
+    assert_eq!(
+        state(given).link_status(change, &token("tok"), now()),
+        LinkStatus::Dead
+    );
 }
 
 #[test]
@@ -1187,7 +1293,7 @@ fn a_forgotten_customer_keeps_its_id_and_nothing_personal() {
     assert_eq!(customer.email(), None);
     assert_eq!(customer.name(), None);
     assert!(!customer.has_access() && !customer.has_password());
-    assert!(customer.setup_link().is_none() && customer.reserved_emails().is_empty());
+    assert!(customer.setup_link().is_none() && customer.reserved_emails(now()).is_empty());
 }
 
 #[test]

@@ -3,7 +3,9 @@
 //! - [`rebuild`]: replays every event into fresh tables beside the live
 //!   ones, then swaps them in one transaction (readers never see a
 //!   half-built table) and points the live checkpoint at the rebuilt
-//!   position; the live projector continues from there.
+//!   position; the live projector continues from there. The checkpoint
+//!   never goes back: if the live projector got further meanwhile, the
+//!   rebuild tables catch up with it before the swap.
 //! - [`check`]: rebuilds aside up to the live checkpoint (read in the same
 //!   snapshot as the live tables) and compares digests of both.
 
@@ -247,6 +249,33 @@ pub async fn rebuild(
     store: &Store,
     progress: &mut dyn FnMut(u64),
 ) -> Result<RebuildReport, ProjectionError> {
+    let prepared = prepare(store, progress).await?;
+    swap_in(store, prepared, progress).await
+}
+
+/// A rebuild whose tables are filled but not yet swapped in: the first
+/// half of [`rebuild`] ([`prepare`], then [`swap_in`]); separate so that
+/// a test can let the live projector move in between.
+#[derive(Debug)]
+pub struct Prepared {
+    started: Instant,
+    position: Position,
+    events: u64,
+}
+
+impl Prepared {
+    /// The position the rebuild tables hold.
+    pub fn position(&self) -> Position {
+        self.position
+    }
+}
+
+/// Replays every event committed before the call into fresh rebuild
+/// tables, beside the live ones (which are not touched).
+pub async fn prepare(
+    store: &Store,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Prepared, ProjectionError> {
     let started = Instant::now();
     // Every event committed before the rebuild starts is in the result:
     // the feed may hold back behind a transaction still open anywhere on
@@ -254,7 +283,7 @@ pub async fn rebuild(
     // rather than stop short.
     let head = store.head().await?;
     let (mut position, mut events) = bulk_replay(store, None, progress).await?;
-    // Catch up with what arrived meanwhile (until nothing new), then swap.
+    // Catch up with what arrived meanwhile (until nothing new).
     let deadline = Instant::now() + HELD_BACK_LIMIT;
     loop {
         let (p, n) =
@@ -274,7 +303,48 @@ pub async fn rebuild(
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
-    swap(store, position).await?;
+    Ok(Prepared {
+        started,
+        position,
+        events,
+    })
+}
+
+/// Swaps prepared rebuild tables in place of the live ones. The live
+/// checkpoint never goes back: when the live projector has got further
+/// than the rebuild (events committed after the rebuild's last read), the
+/// rebuild tables catch up with it first, and the swap, under the
+/// checkpoint's lock, tries again.
+pub async fn swap_in(
+    store: &Store,
+    prepared: Prepared,
+    progress: &mut dyn FnMut(u64),
+) -> Result<RebuildReport, ProjectionError> {
+    let Prepared {
+        started,
+        mut position,
+        mut events,
+    } = prepared;
+    let deadline = Instant::now() + HELD_BACK_LIMIT;
+    while let Some(live) = swap(store, position).await? {
+        if Instant::now() > deadline {
+            return Err(ProjectionError::Lagging {
+                checkpoint: position,
+                head: live,
+            });
+        }
+        let done = events;
+        let (p, n) = replay_into_rebuild(store, position, None, true, &mut Vec::new(), &mut |n| {
+            progress(done + n)
+        })
+        .await?;
+        tracing::info!(rebuilt = %p, %live, events = n, "rebuild: caught up with the live projector before the swap");
+        position = p;
+        events += n;
+        if n == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
     Ok(RebuildReport {
         events,
         elapsed: started.elapsed(),
@@ -283,19 +353,32 @@ pub async fn rebuild(
 }
 
 /// Puts the rebuild tables in place of the live ones, and the live
-/// checkpoint at `position` (what the rebuild tables hold), atomically.
-async fn swap(store: &Store, position: Position) -> Result<(), ProjectionError> {
+/// checkpoint at `position` (what the rebuild tables hold), atomically,
+/// unless the live checkpoint is already further: then nothing changes
+/// and the live checkpoint is returned.
+async fn swap(store: &Store, position: Position) -> Result<Option<Position>, ProjectionError> {
     db::ensure_checkpoint(store, LIVE.checkpoint).await?;
-    on_store!(store, write, |pool, ts, _get_ts, pg| {
+    on_store!(store, write, |pool, ts, _get_ts, _pg| {
         let mut tx = pool.begin().await?;
-        // Hold the live projector off while the tables change.
-        let lock = if pg { " FOR UPDATE" } else { "" };
-        sqlx::query(&format!(
-            "SELECT position FROM projector_checkpoints WHERE name = $1{lock}"
-        ))
+        // Hold the live projector off while the tables change: a write
+        // first takes the row lock (PostgreSQL) or the database's write
+        // lock (SQLite) before the checkpoint is read.
+        let row = sqlx::query(
+            "UPDATE projector_checkpoints SET updated_at = updated_at WHERE name = $1 \
+             RETURNING tx, position",
+        )
         .bind(LIVE.checkpoint)
         .fetch_optional(&mut *tx)
         .await?;
+        if let Some(row) = row {
+            let live = Position {
+                tx: u64::try_from(row.try_get::<i64, _>("tx")?).unwrap_or_default(),
+                global: row.try_get("position")?,
+            };
+            if live > position {
+                return Ok(Some(live));
+            }
+        }
         for (live, rebuilt) in [
             (LIVE.access_state, REBUILD.access_state),
             (LIVE.audit_trail, REBUILD.audit_trail),
@@ -322,7 +405,7 @@ async fn swap(store: &Store, position: Position) -> Result<(), ProjectionError> 
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(None)
     })
 }
 

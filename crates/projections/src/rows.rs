@@ -43,6 +43,12 @@ impl AccessStateRow {
         self.setup_link_expires_at.is_some_and(|t| t > now)
     }
 
+    /// True when a pending email change was never confirmed and its link
+    /// expired by `now`.
+    pub fn pending_email_expired(&self, now: DateTime<Utc>) -> bool {
+        self.pending_email.is_some() && self.pending_email_expires_at.is_some_and(|t| t <= now)
+    }
+
     /// The pending email change, if not expired at `now`.
     pub fn pending_email_at(&self, now: DateTime<Utc>) -> Option<&str> {
         match (&self.pending_email, self.pending_email_expires_at) {

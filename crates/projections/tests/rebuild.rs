@@ -178,6 +178,66 @@ async fn rebuild_swaps_in_identical_tables_while_the_projector_runs(store: Store
     }
 }
 
+/// An event committed and projected live after the rebuild's last read,
+/// then the swap, then no further writes: the read model still shows it.
+async fn a_rebuild_never_moves_the_read_model_back(store: Store) {
+    let projector = Projector::spawn(store.clone(), fast());
+    let (ann, _) = story(&store).await;
+    projector
+        .wait_caught_up(Duration::from_secs(20))
+        .await
+        .unwrap();
+
+    // The rebuild has read everything there is...
+    let prepared = rebuild::prepare(&store, &mut |_| {}).await.unwrap();
+    // ...then Ann gets access back, and the live projector applies it...
+    run_at(
+        &store,
+        ann,
+        day(10),
+        CustomerCommand::GrantAccess {
+            role: Role::CustomerCenter,
+            credential: Credential::SetupLink,
+        },
+    )
+    .await;
+    projector
+        .wait_caught_up(Duration::from_secs(20))
+        .await
+        .unwrap();
+    let live = db::access_state(&store, ann).await.unwrap().unwrap();
+    assert!(live.access_granted);
+    let live_audit = db::audit_page(&store, &AuditFilter::default(), 1000)
+        .await
+        .unwrap();
+    // ...before the swap. No write follows.
+    let report = rebuild::swap_in(&store, prepared, &mut |_| {})
+        .await
+        .unwrap();
+    // Within the read wait, the read model shows the grant.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let state = db::access_state(&store, ann).await.unwrap().unwrap();
+        if state == live {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the read model went back: {state:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        db::audit_page(&store, &AuditFilter::default(), 1000)
+            .await
+            .unwrap(),
+        live_audit
+    );
+    assert_eq!(report.events, live_audit.len() as u64, "{report:?}");
+    projector.stop();
+    assert!(rebuild::check(&store, &mut |_| {}).await.unwrap().matches());
+}
+
 async fn check_finds_a_projection_that_differs_from_the_events(store: Store) {
     let projector = Projector::spawn(store.clone(), fast());
     let (ann, _) = story(&store).await;
@@ -374,6 +434,7 @@ async fn rebuild_handles_batches_with_thousands_of_customers(store: Store) {
 
 access_store::on_both_stores!(
     rebuild_swaps_in_identical_tables_while_the_projector_runs,
+    a_rebuild_never_moves_the_read_model_back,
     check_finds_a_projection_that_differs_from_the_events,
     time_travel_shows_the_state_at_an_instant,
     a_recorded_stream_replays_into_the_expected_projections,

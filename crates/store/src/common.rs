@@ -13,7 +13,10 @@ use crate::{
 /// Brings the customer's login-email reservations from `before` to
 /// `after`: drop its rows, insert the new set. An address another customer
 /// holds makes the insert do nothing, which is `EmailInUse` (and the
-/// caller's transaction rolls back).
+/// caller's transaction rolls back). Another customer's pending change
+/// whose link expired no longer holds its address: the claim releases it
+/// first, in the same transaction. `now` is the command's time (its
+/// events'), so that the fake clock of tests rules here too.
 pub(crate) async fn write_reservations<DB>(
     conn: &mut DB::Connection,
     keyring: &Keyring,
@@ -26,23 +29,42 @@ where
     for<'q> <DB as Database>::Arguments<'q>: IntoArguments<'q, DB>,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
 {
-    let wanted = reservations(after);
-    if reservations(before) == wanted {
+    let now = after.updated_at().unwrap_or_else(chrono::Utc::now);
+    let wanted = reservations(after, now);
+    if reservations(before, now) == wanted {
         return Ok(());
     }
     sqlx::query::<DB>("DELETE FROM login_emails WHERE customer_id = $1")
         .bind(customer_id)
         .execute(&mut *conn)
         .await?;
-    for (email, kind) in &wanted {
-        let inserted = sqlx::query::<DB>(
-            "INSERT INTO login_emails (email_key, customer_id, kind) VALUES ($1, $2, $3) \
-             ON CONFLICT (email_key) DO NOTHING RETURNING email_key",
+    for (email, kind, expires_ms) in &wanted {
+        let email_key = keyring.email_key(email);
+        let released = sqlx::query::<DB>(
+            "DELETE FROM login_emails WHERE email_key = $1 AND kind = 'pending_change' \
+             AND expires_ms IS NOT NULL AND expires_ms <= $2 RETURNING customer_id",
         )
-        .bind(keyring.email_key(email).as_str())
+        .bind(email_key.as_str())
+        .bind(now.timestamp_millis())
+        .fetch_optional(&mut *conn)
+        .await?;
+        if released.is_some() {
+            tracing::info!(
+                customer_id,
+                "claimed an address held by another customer's expired pending email change"
+            );
+        }
+        let inserted = sqlx::query::<DB>(
+            "INSERT INTO login_emails (email_key, customer_id, kind, expires_ms) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (email_key) DO NOTHING RETURNING email_key",
+        )
+        .bind(email_key.as_str())
         .bind(customer_id)
         .bind(*kind)
+        .bind(*expires_ms)
         .fetch_optional(&mut *conn)
         .await?;
         if inserted.is_none() {
@@ -68,6 +90,8 @@ where
     for<'q> <DB as Database>::Arguments<'q>: IntoArguments<'q, DB>,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
 {
     for statement in [
         "DELETE FROM login_emails WHERE customer_id = $1",
@@ -302,6 +326,7 @@ where
     for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
     for<'q> i32: Encode<'q, DB> + Type<DB>,
     for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
     for<'q> P: Encode<'q, DB> + Type<DB> + Send + 'q,
 {
     write_reservations::<DB>(

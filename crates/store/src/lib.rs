@@ -514,7 +514,8 @@ impl Store {
         }
     }
 
-    /// The customer holding `email` as a login (or pending change target).
+    /// The customer holding `email` as a login (or pending change target;
+    /// an expired pending change counts until a claim releases it).
     pub async fn email_holder(
         &self,
         email: &access_domain::EmailAddress,
@@ -565,14 +566,25 @@ pub fn replay(events: impl IntoIterator<Item = CustomerEvent>) -> Loaded {
     loaded
 }
 
-/// The reservations a customer should hold: (address, kind).
+/// The reservations a customer should hold at `now`: (address, kind,
+/// when it expires in milliseconds since the epoch: a pending change's
+/// link expiry, none for a login).
 pub(crate) fn reservations(
     customer: &Customer,
-) -> Vec<(access_domain::EmailAddress, &'static str)> {
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<(access_domain::EmailAddress, &'static str, Option<i64>)> {
     customer
-        .reserved_emails()
+        .reserved_emails(now)
         .into_iter()
-        .map(|(email, kind)| (email, kind.as_str()))
+        .map(|(email, kind)| {
+            let expires = match kind {
+                access_domain::ReservationKind::Login => None,
+                access_domain::ReservationKind::PendingChange => customer
+                    .pending_email_change()
+                    .map(|p| p.expires_at.timestamp_millis()),
+            };
+            (email, kind.as_str(), expires)
+        })
         .collect()
 }
 

@@ -403,6 +403,131 @@ async fn login_emails_are_unique_under_concurrency(store: Store) {
     );
 }
 
+/// An unconfirmed self-service email change stops holding its target once
+/// its link expired: another customer can claim the address (which
+/// releases the old reservation in the claim's transaction); the old link
+/// then fails cleanly and writes nothing.
+async fn an_expired_email_change_no_longer_holds_its_address(store: Store) {
+    use chrono::{Duration, TimeZone};
+    let t0 = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap();
+    let at = |hours: i64| t0 + Duration::hours(hours);
+    let run_at = |id, command, hours| {
+        let store = store.clone();
+        async move { run_with(&store, id, command, &meta(), at(hours)).await }
+    };
+    let pw = "correct-Horse-battery-9";
+    let (a, cmd) = register("alice@example.com");
+    run_at(a, cmd, 0).await.unwrap();
+    run_at(a, grant_with_link(), 0).await.unwrap();
+    run_at(
+        a,
+        CustomerCommand::SetPassword {
+            password: Password::parse(pw, &[]).unwrap(),
+            password_confirm: Secret::new(pw),
+            send_notification: false,
+        },
+        0,
+    )
+    .await
+    .unwrap();
+    let requested = run_at(
+        a,
+        CustomerCommand::RequestEmailChange {
+            current_password: Secret::new(pw),
+            new_email: email("target@example.com"),
+            new_email_confirm: email("target@example.com"),
+        },
+        0,
+    )
+    .await
+    .unwrap();
+    let link = requested.issued_tokens[0].token.clone();
+    let (b, cmd) = register("target@example.com");
+    run_at(b, cmd, 1).await.unwrap();
+    // While the link lives, the address is held.
+    let err = run_at(b, grant_with_link(), 23).await.unwrap_err();
+    assert!(
+        matches!(err, ExecuteError::Store(StoreError::EmailInUse { .. })),
+        "{err:?}"
+    );
+    // Once it expired (24 hours), B can claim it.
+    run_at(b, grant_with_link(), 25).await.unwrap();
+    assert_eq!(
+        store
+            .email_holder(&email("target@example.com"))
+            .await
+            .unwrap(),
+        Some(b)
+    );
+    // A's state shows the change as expired.
+    let before = store.load(a).await.unwrap();
+    let pending = before.customer.pending_email_change().unwrap();
+    assert!(pending.is_expired(at(25)), "{pending:?}");
+    // A's old link fails cleanly: nothing is written.
+    let err = run_at(a, CustomerCommand::ConfirmEmailChange { token: link }, 26)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ExecuteError::Rejected(access_domain::CustomerError::InvalidToken)
+        ),
+        "{err:?}"
+    );
+    let after = store.load(a).await.unwrap();
+    assert_eq!(after.version, before.version);
+    assert_eq!(after.customer.email(), Some(&email("alice@example.com")));
+    assert_eq!(
+        store
+            .email_holder(&email("alice@example.com"))
+            .await
+            .unwrap(),
+        Some(a)
+    );
+    assert_eq!(
+        store
+            .email_holder(&email("target@example.com"))
+            .await
+            .unwrap(),
+        Some(b)
+    );
+    // A's other commands are not blocked by the address it no longer holds.
+    run_at(a, CustomerCommand::SendAccessNotification, 27)
+        .await
+        .unwrap();
+    run_at(a, CustomerCommand::RevokeAccess { reason: None }, 27)
+        .await
+        .unwrap();
+    run_at(a, grant_with_link(), 28).await.unwrap();
+    // And A cannot take the address back with a new request.
+    run_at(
+        a,
+        CustomerCommand::SetPassword {
+            password: Password::parse(pw, &[]).unwrap(),
+            password_confirm: Secret::new(pw),
+            send_notification: false,
+        },
+        28,
+    )
+    .await
+    .unwrap();
+    let err = run_at(
+        a,
+        CustomerCommand::RequestEmailChange {
+            current_password: Secret::new(pw),
+            new_email: email("target@example.com"),
+            new_email_confirm: email("target@example.com"),
+        },
+        28,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, ExecuteError::Store(StoreError::EmailInUse { .. })),
+        "{err:?}"
+    );
+}
+
 async fn a_pending_email_change_reserves_its_target(store: Store) {
     let pw = "correct-Horse-battery-9";
     let a = customer_with_access(&store, "alice@example.com").await;
@@ -706,6 +831,7 @@ access_store::on_both_stores!(
     the_feed_sees_every_event_once_and_in_order_under_concurrent_writers,
     login_emails_are_unique_under_concurrency,
     a_pending_email_change_reserves_its_target,
+    an_expired_email_change_no_longer_holds_its_address,
     idempotency_records_are_stored_with_the_events,
     corrupt_rows_give_clear_errors_naming_customer_and_position,
     sessions_api_keys_and_lookup_by_email,

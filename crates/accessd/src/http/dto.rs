@@ -106,8 +106,13 @@ pub struct CustomerView {
     pub name: Option<String>,
     pub email: String,
     pub access: AccessView,
-    /// The target of a pending self-service email change.
+    /// The target of a pending self-service email change (while its link
+    /// lives).
     pub pending_email: Option<String>,
+    /// True when the latest self-service email change was never confirmed
+    /// and its link expired: it no longer holds the address
+    /// (`pending_email` is then null).
+    pub pending_email_expired: bool,
     pub version: u64,
     pub updated_at: Option<DateTime<Utc>>,
 }
@@ -132,6 +137,9 @@ impl CustomerView {
                 .pending_email_change()
                 .filter(|p| p.expires_at > now)
                 .map(|p| p.new_email.as_str().to_string()),
+            pending_email_expired: customer
+                .pending_email_change()
+                .is_some_and(|p| p.is_expired(now)),
             version,
             updated_at: customer.updated_at(),
         }
@@ -153,6 +161,7 @@ impl CustomerView {
                 setup_link_pending: row.setup_link_pending(now),
             },
             pending_email: row.pending_email_at(now).map(str::to_string),
+            pending_email_expired: row.pending_email_expired(now),
             version: row.version,
             updated_at: Some(row.updated_at),
         }

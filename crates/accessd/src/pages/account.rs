@@ -47,6 +47,7 @@ pub(crate) async fn home(
             name => view.name,
             login_email => view.email,
             pending_email => view.pending_email,
+            pending_email_expired => view.pending_email_expired,
         })
         .render()
 }

@@ -1,8 +1,14 @@
 //! The pages behind the links in the emails: `/setup-password?token=…`
 //! (access notification) and `/confirm-email?token=…` (validation of a new
 //! email). A GET only shows a form with the token in a hidden field (mail
-//! scanners open links); the form's POST uses the token.
+//! scanners open links); the form's POST uses the token. The GET checks the
+//! link against the customer's state without using it
+//! ([`access_domain::Customer::link_status`], the rule the command uses):
+//! a used, expired or voided link shows the "no longer valid" page at once.
 
+use std::net::IpAddr;
+
+use access_domain::{LinkStatus, TokenPurpose};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -56,6 +62,47 @@ fn usable_token(raw: Option<&str>) -> Option<String> {
         .map(|t| t.trim().to_string())
 }
 
+/// The token of a link whose page is opened, when the link is live now:
+/// checked against the customer's state without using it. The check goes
+/// through the link throttle like the link's POST (`run_link`: same
+/// account key, same order), so tokens cannot be probed faster by opening
+/// pages: a link that is not live counts as a wrong token; a live one is
+/// given back (the POST that uses it resets the count).
+async fn live_link(
+    state: &AppState,
+    address: Option<IpAddr>,
+    raw: Option<&str>,
+    purpose: TokenPurpose,
+) -> Result<Option<String>, PageError> {
+    let Some(token) = usable_token(raw) else {
+        return Ok(None);
+    };
+    let Some((customer_id, secret)) = links::split(&token) else {
+        return Ok(None);
+    };
+    let account = format!("link:{customer_id}");
+    state
+        .throttle()
+        .attempt(&account, address, state.now())
+        .await?;
+    let loaded = match state.store().load(customer_id).await {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            state.throttle().undecided(&account, state.now()).await;
+            return Err(e.into());
+        }
+    };
+    match loaded.customer.link_status(purpose, &secret, state.now()) {
+        // A live link is no wrong guess: the check is given back.
+        LinkStatus::Live => {
+            state.throttle().undecided(&account, state.now()).await;
+            Ok(Some(token))
+        }
+        // A dead one stays counted, like a wrong token.
+        LinkStatus::Expired | LinkStatus::Dead => Ok(None),
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Set password
 // ---------------------------------------------------------------------------
@@ -94,15 +141,25 @@ fn setup_page(csrf: CsrfToken, token: &str, form: Form) -> Page {
         .with(minijinja::context! { token => token })
 }
 
-/// The form to set a password (the token is not used yet).
+/// The form to set a password while the link is live (the token is not
+/// used yet); the "no longer valid" page otherwise.
 pub(crate) async fn setup_password_form(
+    State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     csrf: CsrfToken,
     Query(query): Query<TokenQuery>,
-) -> Response {
-    match usable_token(query.token.as_deref()) {
+) -> Result<Response, PageError> {
+    let live = live_link(
+        &state,
+        address,
+        query.token.as_deref(),
+        TokenPurpose::PasswordSetup,
+    )
+    .await?;
+    Ok(match live {
         Some(token) => setup_page(csrf, &token, setup_fields()).render(),
         None => link_expired(Link::Setup).render(),
-    }
+    })
 }
 
 /// Runs `CompletePasswordSetup` like `POST /v1/self/setup-password`.
@@ -178,18 +235,28 @@ impl CsrfField for ConfirmEmailForm {
     }
 }
 
-/// A button to confirm the new email (the token is not used yet).
+/// A button to confirm the new email while the link is live (the token is
+/// not used yet); the "no longer valid" page otherwise.
 pub(crate) async fn confirm_email_form(
+    State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     csrf: CsrfToken,
     Query(query): Query<TokenQuery>,
-) -> Response {
-    match usable_token(query.token.as_deref()) {
+) -> Result<Response, PageError> {
+    let live = live_link(
+        &state,
+        address,
+        query.token.as_deref(),
+        TokenPurpose::EmailChange,
+    )
+    .await?;
+    Ok(match live {
         Some(token) => Page::new("confirm_email.html", "Confirm your new email address")
             .csrf(csrf)
             .with(minijinja::context! { token => token })
             .render(),
         None => link_expired(Link::Confirm).render(),
-    }
+    })
 }
 
 /// Runs `ConfirmEmailChange` like `POST /v1/self/confirm-email`, then says

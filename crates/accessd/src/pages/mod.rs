@@ -29,7 +29,7 @@
 //! | login | `#email` (autocomplete `username`), `#password` (`current-password`), `#submit` |
 //! | setup-password | `#password`, `#password_confirm` (`new-password`; `#password-hint`), hidden `#token`, `#submit` |
 //! | confirm-email | hidden `#token`, `#submit`; after it, `#login-link` |
-//! | account | `#login-email`, `#pending-email` (while a change waits), `#change-email-link`, `#change-password-link` |
+//! | account | `#login-email`, `#pending-email` (while a change waits), `#pending-email-expired` (a change whose link expired), `#change-email-link`, `#change-password-link` |
 //! | change-email | `#current_password` (`current-password`), `#new_email`, `#new_email_confirm` (`email`), `#submit`, `#cancel-link`; `#login-email` |
 //! | change-password | `#current_password` (`current-password`), `#new_password` (`new-password`; `#new_password-hint`), `#new_password_confirm` (`new-password`), `#submit`, `#cancel-link` (not with a temporary password) |
 //! | dead link | `#login-link` (confirm-email links only) |

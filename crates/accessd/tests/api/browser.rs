@@ -227,27 +227,13 @@ async fn flows(app: &TestApp, browser: &Client) {
         .path()
         .starts_with("/account"));
 
-    // A used (or expired) link says so plainly.
-    browser
-        .goto(&format!(
-            "{}/setup-password?token={id}.0123456789abcdef",
-            app.base
-        ))
-        .await
-        .unwrap();
-    let page = text(browser).await.to_lowercase();
-    if page.contains("password") && browser.find(Locator::Css("#password")).await.is_ok() {
-        // The form is shown for any token (no state change on GET): the
-        // answer comes when it is submitted.
-        fill(browser, "password", PW2).await;
-        fill(browser, "password_confirm", PW2).await;
-        submit(browser).await;
-    }
-    let page = text(browser).await.to_lowercase();
-    assert!(
-        page.contains("expired") || page.contains("already used"),
-        "{page}"
-    );
+    // A wrong (or used, or expired) link says so at once.
+    dead_at_once(
+        app,
+        browser,
+        &format!("/setup-password?token={id}.0123456789abcdef"),
+    )
+    .await;
     shot(browser, "link-expired").await;
 }
 
@@ -259,6 +245,70 @@ async fn the_customer_pages_work_in_a_real_browser() {
     // Close the browser on failure too (no Chromium left behind).
     let outcome =
         futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(flows(&app, &browser))).await;
+    let _ = browser.close().await;
+    app.stop().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Opens `path` and expects the "no longer valid" page at once: no form
+/// to fill in first.
+async fn dead_at_once(app: &TestApp, browser: &Client, path: &str) {
+    browser.goto(&format!("{}{path}", app.base)).await.unwrap();
+    let page = text(browser).await;
+    assert!(
+        page.contains("This link is no longer valid"),
+        "{path}: {page}"
+    );
+    for field in ["#password", "#submit"] {
+        assert!(
+            browser.find(Locator::Css(field)).await.is_err(),
+            "{path}: {field} on the page of a dead link"
+        );
+    }
+}
+
+async fn dead_links(app: &TestApp, browser: &Client) {
+    // A used setup link.
+    app.customer_with_password("used@example.com").await;
+    let token = app
+        .token_from_mail("used@example.com", "/setup-password")
+        .await;
+    dead_at_once(app, browser, &format!("/setup-password?token={token}")).await;
+    // A used confirmation link.
+    let session = app.session("used@example.com", PW).await;
+    app.call(
+        reqwest::Method::POST,
+        "/v1/self/change-email",
+        Some(&session),
+        Some(json!({"current_password": PW, "new_email": "used@new.example", "new_email_confirm": "used@new.example"})),
+    )
+    .await
+    .expect(202);
+    let token = app
+        .token_from_mail("used@new.example", "/confirm-email")
+        .await;
+    let link = format!("/confirm-email?token={token}");
+    browser.goto(&format!("{}{link}", app.base)).await.unwrap();
+    submit(browser).await;
+    dead_at_once(app, browser, &link).await;
+    // Expired links, both kinds.
+    let expired = app
+        .customer_with_expired_links("old@example.com", "old@new.example")
+        .await;
+    dead_at_once(app, browser, &expired.setup).await;
+    dead_at_once(app, browser, &expired.confirm).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_links_say_so_when_their_page_opens_in_a_real_browser() {
+    let driver = Driver::start();
+    let app = TestApp::spawn(Db::Sqlite).await;
+    let browser = driver.browser().await;
+    let outcome =
+        futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(dead_links(&app, &browser)))
+            .await;
     let _ = browser.close().await;
     app.stop().await;
     if let Err(panic) = outcome {

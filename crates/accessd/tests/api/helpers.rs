@@ -413,3 +413,121 @@ fn tracing_subscriber_init() -> Result<(), ()> {
         .try_init()
         .map_err(|_| ())
 }
+
+/// Links that expired an hour ago (a link cannot be aged through the API).
+pub struct ExpiredLinks {
+    pub customer_id: String,
+    /// `/setup-password?token=…`
+    pub setup: String,
+    /// `/confirm-email?token=…`
+    pub confirm: String,
+}
+
+impl TestApp {
+    /// A customer written through a second store on this database whose
+    /// clock says 25 hours ago: registered as `email` with access and a
+    /// temporary password, an email change to `new_email` requested, and
+    /// an access notification sent; both links (24 hours) expired an hour
+    /// ago. The service has never loaded this customer.
+    pub async fn customer_with_expired_links(&self, email: &str, new_email: &str) -> ExpiredLinks {
+        use access_domain::services::fakes::{FakeHasher, FixedClock};
+        use access_domain::{
+            Actor, CommandMetadata, Credential, CustomerCommand, CustomerId, CustomerServices,
+            EmailAddress, LinkLifetimes, Password, Role, Secret,
+        };
+        use std::sync::Arc;
+
+        let store = access_store::Store::connect(
+            &self.database_url(),
+            access_store::StoreOptions::default(),
+        )
+        .await
+        .unwrap()
+        .unlock(access_store::testing::test_master_key())
+        .await
+        .unwrap();
+        let then = chrono::Utc::now() - chrono::Duration::hours(25);
+        let id = CustomerId::new_random();
+        let meta = CommandMetadata::new(
+            Actor::System {
+                name: "test".into(),
+            },
+            "aged",
+        );
+        let address = |s: &str| EmailAddress::parse(s).unwrap();
+        let commands = [
+            CustomerCommand::RegisterCustomer {
+                customer_id: id,
+                email: address(email),
+                name: None,
+            },
+            CustomerCommand::GrantAccess {
+                role: Role::CustomerCenter,
+                credential: Credential::ManualPassword {
+                    password: Password::parse(PW, &[]).unwrap(),
+                    password_confirm: Secret::new(PW),
+                    send_notification: false,
+                },
+            },
+            CustomerCommand::RequestEmailChange {
+                current_password: Secret::new(PW),
+                new_email: address(new_email),
+                new_email_confirm: address(new_email),
+            },
+            CustomerCommand::SendAccessNotification,
+        ];
+        let mut tokens = Vec::new();
+        for command in commands {
+            // Two writers on one SQLite file: the service's may hold the
+            // lock for a moment (SQLITE_BUSY): try again.
+            let mut attempts = 0;
+            let executed = loop {
+                let services = CustomerServices::new(
+                    Arc::new(FakeHasher),
+                    Arc::new(access_security::OsRandomTokens),
+                    Arc::new(FixedClock(then)),
+                    LinkLifetimes::default(),
+                );
+                let result = store
+                    .execute(
+                        &services,
+                        access_store::Execution {
+                            customer_id: id,
+                            command: command.clone(),
+                            metadata: &meta,
+                            expected_version: None,
+                            idempotency: None,
+                        },
+                        |_| String::new(),
+                    )
+                    .await;
+                match result {
+                    Err(access_store::ExecuteError::Store(
+                        access_store::StoreError::Unavailable(_),
+                    )) if attempts < 50 => {
+                        attempts += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
+                    other => break other.unwrap(),
+                }
+            };
+            tokens.extend(executed.issued_tokens);
+        }
+        let link = |purpose| {
+            let issued = tokens.iter().find(|t| t.purpose == purpose).unwrap();
+            assert!(issued.expires_at < chrono::Utc::now());
+            format!("{id}.{}", issued.token.expose())
+        };
+        ExpiredLinks {
+            customer_id: id.to_string(),
+            setup: format!(
+                "/setup-password?token={}",
+                link(access_domain::TokenPurpose::PasswordSetup)
+            ),
+            confirm: format!(
+                "/confirm-email?token={}",
+                link(access_domain::TokenPurpose::EmailChange)
+            ),
+        }
+    }
+}

@@ -2,7 +2,7 @@
 //! the token read from the mail file) and Option 3.
 
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::helpers::*;
 
@@ -277,9 +277,49 @@ async fn setup_links_are_single_use_and_replaced_by_newer_ones(db: Db) {
     app.stop().await;
 }
 
+/// An unconfirmed self-service email change whose link expired no longer
+/// holds the new address: another customer gets it as a login, the first
+/// customer's state shows the change as expired, and its old link is dead.
+async fn an_expired_email_change_frees_its_address_and_shows_as_expired(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let expired = app
+        .customer_with_expired_links("hal@example.com", "hal@new.example")
+        .await;
+    let hal = &expired.customer_id;
+    let view = app.customer(hal).await;
+    assert_eq!(view["pending_email"], Value::Null, "{view}");
+    assert_eq!(view["pending_email_expired"], true, "{view}");
+
+    let ida = app.register("hal@new.example").await;
+    app.command(&ida, "grant-access", json!({"send_notification": true}))
+        .await
+        .expect(200);
+
+    let token = |link: &str| link.split("token=").nth(1).unwrap().to_string();
+    for (path, body) in [
+        (
+            "/v1/self/confirm-email",
+            json!({"token": token(&expired.confirm)}),
+        ),
+        (
+            "/v1/self/setup-password",
+            json!({"token": token(&expired.setup), "password": PW2, "password_confirm": PW2}),
+        ),
+    ] {
+        app.call(Method::POST, path, None, Some(body))
+            .await
+            .expect_error(422, "invalid_token");
+    }
+    let view = app.customer(hal).await;
+    assert_eq!(view["email"], "hal@example.com", "{view}");
+    assert_eq!(view["pending_email_expired"], true, "{view}");
+    app.stop().await;
+}
+
 crate::on_both_stores!(
     the_error_then_option_1,
     option_2_self_service_email_change,
     option_3_revoke_then_change_email,
     setup_links_are_single_use_and_replaced_by_newer_ones,
+    an_expired_email_change_frees_its_address_and_shows_as_expired,
 );

@@ -4,7 +4,7 @@
 
 use reqwest::header::{HeaderMap, CACHE_CONTROL, CONTENT_TYPE, LOCATION, SET_COOKIE};
 use reqwest::redirect::Policy;
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use crate::helpers::*;
@@ -244,20 +244,8 @@ async fn setup_link_then_login_then_account(db: Db) {
         .input("password")
         .contains(r#"autocomplete="current-password""#));
 
-    // The link is used up, and says so.
-    let used = browser.get(&link).await.expect(200, &link);
-    let used = browser
-        .submit(
-            &used,
-            "/setup-password",
-            &[
-                ("token", &token),
-                ("password", PW3),
-                ("password_confirm", PW3),
-            ],
-        )
-        .await
-        .expect(410, "/setup-password");
+    // The link is used up, and its page says so at once.
+    let used = browser.get(&link).await.expect(410, &link);
     used.has("expired or was already used")
         .has("Ask for a new access notification");
 
@@ -428,12 +416,11 @@ async fn email_change_with_the_confirmation_page(db: Db) {
         .has("Your session has ended.");
     browser.get("/account").await.expect(200, "/login");
 
-    // Used up.
-    let again = browser.get(&link).await.expect(200, &link);
+    // Used up: its page says so at once.
     browser
-        .submit(&again, "/confirm-email", &[("token", &token)])
+        .get(&link)
         .await
-        .expect(410, "/confirm-email")
+        .expect(410, &link)
         .has("expired or was already used");
 
     // The new address logs in, the old one does not.
@@ -571,8 +558,15 @@ async fn dead_links_say_so(db: Db) {
         .await;
     let browser = Browser::new(&app);
 
+    // Its page says so at once; a form posted with it (from a page opened
+    // before the second notification) is refused too.
     let link = format!("/setup-password?token={first}");
-    let page = browser.get(&link).await.expect(200, &link);
+    browser
+        .get(&link)
+        .await
+        .expect(410, &link)
+        .has("This password setup link has expired or was already used.");
+    let page = browser.get("/login").await.expect(200, "/login");
     browser
         .submit(
             &page,
@@ -603,7 +597,7 @@ async fn dead_links_say_so(db: Db) {
             .has("expired or was already used")
             .lacks("<form class=\"form\"");
     }
-    let page = browser.get(&link).await;
+    let page = browser.get("/login").await;
     browser
         .submit(
             &page,
@@ -613,6 +607,123 @@ async fn dead_links_say_so(db: Db) {
         .await
         .expect(410, "/confirm-email")
         .has("This email confirmation link has expired or was already used.");
+    app.stop().await;
+}
+
+/// `GET /setup-password` and `GET /confirm-email` check the link against
+/// the customer's state when the page opens (without using it): a used
+/// or expired link shows the "no longer valid" page at once, before
+/// anyone types a password. A live link's page counts nothing; wrong
+/// tokens go through the link throttle as on POST.
+async fn a_dead_link_says_so_when_its_page_opens(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let browser = Browser::new(&app);
+    let dead = |page: &Html, what: &str| {
+        page.has("<h1>This link is no longer valid</h1>")
+            .has(what)
+            .lacks("<form class=\"form\"");
+    };
+    const SETUP_DEAD: &str = "This password setup link has expired or was already used.";
+    const CONFIRM_DEAD: &str = "This email confirmation link has expired or was already used.";
+
+    // A live setup link shows its form, however often it is opened.
+    let id = app.register("eve@example.com").await;
+    app.command(&id, "grant-access", json!({"send_notification": true}))
+        .await
+        .expect(200);
+    let token = app
+        .token_from_mail("eve@example.com", "/setup-password")
+        .await;
+    let link = format!("/setup-password?token={token}");
+    for _ in 0..6 {
+        browser
+            .get(&link)
+            .await
+            .expect(200, &link)
+            .has(r#"id="password""#);
+    }
+    // Used: dead at once.
+    app.call(
+        Method::POST,
+        "/v1/self/setup-password",
+        None,
+        Some(json!({"token": token, "password": PW, "password_confirm": PW})),
+    )
+    .await
+    .expect(200);
+    dead(&browser.get(&link).await.expect(410, &link), SETUP_DEAD);
+
+    // A live confirmation link shows its button; used, it is dead.
+    let session = app.session("eve@example.com", PW).await;
+    app.call(
+        Method::POST,
+        "/v1/self/change-email",
+        Some(&session),
+        Some(json!({"current_password": PW, "new_email": "eve@new.example", "new_email_confirm": "eve@new.example"})),
+    )
+    .await
+    .expect(202);
+    let token = app
+        .token_from_mail("eve@new.example", "/confirm-email")
+        .await;
+    let link = format!("/confirm-email?token={token}");
+    browser
+        .get(&link)
+        .await
+        .expect(200, &link)
+        .has(r#"name="token""#);
+    app.call(
+        Method::POST,
+        "/v1/self/confirm-email",
+        None,
+        Some(json!({"token": token})),
+    )
+    .await
+    .expect(200);
+    dead(&browser.get(&link).await.expect(410, &link), CONFIRM_DEAD);
+
+    // Expired: dead at once, both kinds.
+    let expired = app
+        .customer_with_expired_links("fay@example.com", "fay@new.example")
+        .await;
+    dead(
+        &browser
+            .get(&expired.setup)
+            .await
+            .expect(410, &expired.setup),
+        SETUP_DEAD,
+    );
+    dead(
+        &browser
+            .get(&expired.confirm)
+            .await
+            .expect(410, &expired.confirm),
+        CONFIRM_DEAD,
+    );
+
+    // Wrong tokens on GET count like wrong tokens on POST: the customer's
+    // link soon answers 429, the right token included, until the wait.
+    let gus = app.register("gus@example.com").await;
+    app.command(&gus, "grant-access", json!({"send_notification": true}))
+        .await
+        .expect(200);
+    let right = app
+        .token_from_mail("gus@example.com", "/setup-password")
+        .await;
+    let mut statuses = Vec::new();
+    for n in 0..7 {
+        let wrong = format!("/setup-password?token={gus}.{n:0>32}");
+        statuses.push(browser.get(&wrong).await.status.as_u16());
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert_eq!(
+        browser
+            .get(&format!("/setup-password?token={right}"))
+            .await
+            .status
+            .as_u16(),
+        429
+    );
     app.stop().await;
 }
 
@@ -924,6 +1035,7 @@ crate::on_both_stores!(
     email_change_with_the_confirmation_page,
     temporary_password_leads_to_change_password,
     dead_links_say_so,
+    a_dead_link_says_so_when_its_page_opens,
     forms_need_their_csrf_token,
     headers_and_cookie_flags,
 );
