@@ -169,7 +169,7 @@ impl SqliteStore {
             let payload: String = row.try_get("payload")?;
             let key = KeyState::from_columns(row.try_get("has_key")?, row.try_get("wrapped_key")?);
             let customer = match serde_json::from_str(&payload) {
-                Ok(payload) => common::open_snapshot(keyring, &id, &key, payload),
+                Ok(payload) => common::open_snapshot(keyring, &id, last, &key, payload)?,
                 Err(e) => {
                     common::snapshot_unreadable(&id, &e);
                     None
@@ -268,7 +268,7 @@ impl SqliteStore {
             None
         };
         let sealed = match &key {
-            Some(key) => keys::seal_events(key, &id, append.events)?,
+            Some(key) => keys::seal_events(key, &id, append.expected_version + 1, append.events)?,
             None => append.events.to_vec(),
         };
         let encoded = codec::encode(&sealed, append.expected_version + 1, append.metadata)?;
@@ -316,10 +316,8 @@ impl SqliteStore {
             &id,
             self.options.snapshot_interval,
             keyring,
-            |state| match &key {
-                Some(key) => keys::seal_snapshot(key, &id, state).map(|v| v.to_string()),
-                None => Ok(state.to_string()),
-            },
+            key.as_deref(),
+            |stored| stored.to_string(),
         )
         .await?;
         tx.commit().await?;

@@ -325,6 +325,17 @@ pub async fn dump_all_tables(store: &Store) -> String {
     out
 }
 
+/// The first column of every row `sql` returns, as text (write the
+/// column as `CAST(… AS TEXT)` to read JSON on both databases). Panics if
+/// it fails.
+pub async fn query_texts(store: &Store, sql: &str) -> Vec<String> {
+    let rows = match store {
+        Store::Postgres(s) => sqlx::query_scalar(sql).fetch_all(s.pool()).await,
+        Store::Sqlite(s) => sqlx::query_scalar(sql).fetch_all(s.reader()).await,
+    };
+    rows.unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
 /// The number of rows in `table`. Panics if it cannot be counted.
 pub async fn count_rows(store: &Store, table: &str) -> i64 {
     let sql = format!("SELECT count(*) FROM {table}");
