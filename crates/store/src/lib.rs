@@ -380,6 +380,18 @@ impl Store {
         Ok(done)
     }
 
+    /// After erasing data (a forget and its projection): on SQLite, copies
+    /// the write-ahead log into the database file and truncates it, so no
+    /// older copy of a page stays in the `-wal` file
+    /// ([`sqlite::SqliteStore::purge_wal`]). Nothing on PostgreSQL (its WAL
+    /// and dead tuples go with recycling and vacuum; docs/privacy.md).
+    pub async fn purge_wal(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Postgres(_) => Ok(()),
+            Self::Sqlite(s) => s.purge_wal().await,
+        }
+    }
+
     /// Which database this is: `postgres` or `sqlite`.
     pub fn kind(&self) -> &'static str {
         match self {
