@@ -8,8 +8,8 @@ use access_domain::{
     EmailAddress, Password, Personal, Role, Secret,
 };
 use access_store::testing::{
-    api_caller, count_rows, dump_all_tables, exec_sql, fresh_store, query_texts, run, run_with,
-    test_master_key,
+    api_caller, count_rows, dump_all_tables, exec_sql, fresh_store, insert_sealed_v1_fixture,
+    query_texts, run, run_with, test_master_key,
 };
 use access_store::{ExecuteError, MasterKey, Store, StoreError, StoreOptions};
 use chrono::Utc;
@@ -425,62 +425,8 @@ async fn a_rolled_back_snapshot_does_not_open(store: Store) {
     assert!(err.to_string().contains("does not open"), "{err}");
 }
 
-/// Events, key and snapshot of one customer as the first sealing scheme
-/// wrote them (customer id as the only associated data), under the test
-/// master key: `fixtures/sealed_v1.tsv`.
-async fn insert_first_scheme_fixture(store: &Store) -> CustomerId {
-    let fixture = include_str!("fixtures/sealed_v1.tsv");
-    let mut id = None;
-    for line in fixture.lines() {
-        let fields: Vec<&str> = line.split('\t').collect();
-        if fields[0] == "KEY" {
-            {
-                id = Some(fields[1].parse::<CustomerId>().unwrap());
-                exec_sql(
-                    store,
-                    &format!(
-                        "INSERT INTO customer_keys (customer_id, wrapped_key, created_ms) VALUES ('{}', '{}', 0)",
-                        fields[1], fields[2]
-                    ),
-                )
-                .await;
-            }
-        }
-    }
-    let id = id.unwrap();
-    for line in fixture.lines() {
-        let fields: Vec<&str> = line.split('\t').collect();
-        match fields[0] {
-            "EV" => {
-                exec_sql(
-                    store,
-                    &format!(
-                        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-                         VALUES ('Customer', '{id}', {}, '{}', '{}', '{}', '{}')",
-                        fields[1], fields[2], fields[3], fields[4], fields[5]
-                    ),
-                )
-                .await;
-            }
-            "SNAP" => {
-                exec_sql(
-                    store,
-                    &format!(
-                        "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload) \
-                         VALUES ('Customer', '{id}', {}, 1, '{}')",
-                        fields[1], fields[2]
-                    ),
-                )
-                .await;
-            }
-            _ => {}
-        }
-    }
-    id
-}
-
 async fn data_sealed_with_the_first_scheme_still_opens_and_is_resealed(store: Store) {
-    let id = insert_first_scheme_fixture(&store).await;
+    let id = insert_sealed_v1_fixture(&store).await;
     let check = |store: Store| async move {
         let loaded = store.load(id).await.unwrap();
         assert_eq!(
