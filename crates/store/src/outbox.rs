@@ -128,14 +128,23 @@ impl Store {
                     .await
             })?;
             let state = KeyState::from_columns(wrapped.is_some(), wrapped.flatten());
-            match keys::open_mail(keyring, &entry.customer_id, &state, &entry.id, stored)? {
-                MailBody::Plain(message) => {
+            match keys::open_mail(keyring, &entry.customer_id, &state, &entry.id, stored) {
+                Ok(MailBody::Plain(message)) => {
                     entry.message = Some(message);
                     out.push(entry);
                 }
-                MailBody::Forgotten => {
+                Ok(MailBody::Forgotten) => {
                     tracing::info!(mail_id = %entry.id, "queued mail of a forgotten customer dropped");
                     self.outbox_forgotten(&entry.id).await?;
+                }
+                Err(e) => {
+                    // Altered or moved: never sent, visible as failed.
+                    tracing::error!(mail_id = %entry.id, error = %e, "queued mail does not open");
+                    self.outbox_failed(
+                        &entry.id,
+                        &format!("the stored message does not open: {e}"),
+                    )
+                    .await?;
                 }
             }
         }

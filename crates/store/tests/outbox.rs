@@ -158,6 +158,30 @@ async fn queued_mail_is_sealed_and_opens_only_while_the_customer_is_known(store:
         failed[0].last_error
     );
 
+    // A message moved to another row does not open: failed, never sent.
+    let moved = CustomerId::new_random();
+    register(&store, moved, &[mail("c", moved), mail("d", moved)])
+        .await
+        .unwrap();
+    exec_sql(
+        &store,
+        "UPDATE mail_outbox SET message = (SELECT message FROM mail_outbox WHERE id = 'c') WHERE id = 'd'",
+    )
+    .await;
+    let claimed = store.outbox_claim(now + 2, 60_000, 10).await.unwrap();
+    assert_eq!(
+        claimed.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        ["c"]
+    );
+    let failed = store.outbox_list(Some("failed"), 10).await.unwrap();
+    let d = failed.iter().find(|e| e.id == "d").unwrap();
+    assert!(
+        d.last_error.as_deref().unwrap().contains("does not open"),
+        "{:?}",
+        d.last_error
+    );
+    store.outbox_sent("c", now + 3).await.unwrap();
+
     // A forget cancels the queued mail of its customer.
     let other = CustomerId::new_random();
     register(&store, other, &[mail("b", other)]).await.unwrap();
@@ -165,13 +189,13 @@ async fn queued_mail_is_sealed_and_opens_only_while_the_customer_is_known(store:
         .await
         .unwrap();
     assert!(store
-        .outbox_claim(now + 2, 60_000, 10)
+        .outbox_claim(now + 4, 60_000, 10)
         .await
         .unwrap()
         .is_empty());
     assert_eq!(
         store.outbox_list(Some("failed"), 10).await.unwrap().len(),
-        2
+        3
     );
 }
 
