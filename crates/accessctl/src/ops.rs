@@ -181,12 +181,12 @@ pub async fn seal_legacy(store: &Store) -> anyhow::Result<ExitCode> {
         .context("sealing the personal data of old events")?;
     if done.events == 0 {
         println!(
-            "no event holds personal data in the clear; lookups re-indexed; nothing else changed"
+            "no event holds personal data in the clear or sealed under an older scheme; lookups re-indexed; nothing else changed"
         );
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "sealed the personal data of {} event(s) of {} customer(s)",
+        "sealed the personal data of {} event(s) of {} customer(s) under the current scheme",
         done.events, done.customers
     );
     chain::restart(store)

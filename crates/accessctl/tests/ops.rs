@@ -152,7 +152,38 @@ async fn forget_and_the_master_key_from_the_command_line(store: Store) {
     assert!(!ok && text.contains("master key"), "{text}");
 }
 
+/// `accessctl keys seal-legacy` re-seals data sealed under the first
+/// scheme (bound to the customer only) under the current one, and restarts
+/// the hash chain.
+async fn seal_legacy_reseals_data_of_the_first_scheme(store: Store) {
+    let id = access_store::testing::insert_sealed_v1_fixture(&store).await;
+    let (ok, text) = accessctl(&store, &["keys", "seal-legacy"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(
+            "sealed the personal data of 4 event(s) of 1 customer(s) under the current scheme"
+        ),
+        "{text}"
+    );
+    let dump = access_store::testing::dump_all_tables(&store).await;
+    assert!(!dump.contains("\"v1."), "{dump}");
+    assert_eq!(
+        store
+            .load(id)
+            .await
+            .unwrap()
+            .customer
+            .email()
+            .unwrap()
+            .as_str(),
+        "zqxold.second@example.com"
+    );
+    let (ok, text) = accessctl(&store, &["keys", "seal-legacy"]);
+    assert!(ok && text.contains("nothing else changed"), "{text}");
+}
+
 access_store::on_both_stores!(
     who_had_access_and_the_mail_queue,
-    forget_and_the_master_key_from_the_command_line
+    forget_and_the_master_key_from_the_command_line,
+    seal_legacy_reseals_data_of_the_first_scheme,
 );

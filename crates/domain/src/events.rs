@@ -27,7 +27,9 @@ pub const FORGOTTEN: &str = "[forgotten]";
 /// opens it after reading ([`CustomerEvent::open`]); once the key has been
 /// destroyed (the customer was forgotten) the value opens as
 /// [`Personal::Forgotten`]. Serialized as the bare value when known,
-/// `{"sealed": "v1.…"}` when sealed and `"[forgotten]"` when forgotten; a
+/// `{"sealed": "v2.…"}` when sealed (the prefix names the
+/// sealing scheme; `v1.` values, written before sealed values were bound to
+/// their event and field, still open) and `"[forgotten]"` when forgotten; a
 /// bare value in a stored row (written before encryption) reads as known.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Personal<T> {
@@ -64,13 +66,18 @@ impl<T> Personal<T> {
     }
 }
 
-/// Seals and opens personal data for one customer (implemented by the
-/// store with the customer's data key; the domain does no cryptography).
+/// Seals and opens personal data for one event of one customer
+/// (implemented by the store with the customer's data key; the domain does
+/// no cryptography). `field` names the event's field the value belongs to
+/// (`email`, `name`, `old_email`, `new_email`, `recipient`), so that the
+/// cipher can bind the value to it: a value moved to another field does
+/// not open.
 pub trait PersonalCipher {
-    /// Encrypts the serialized value.
-    fn seal(&self, plain: &[u8]) -> Result<String, PersonalDataError>;
-    /// Decrypts; `Ok(None)` when the customer's key was destroyed.
-    fn open(&self, sealed: &str) -> Result<Option<Vec<u8>>, PersonalDataError>;
+    /// Encrypts the serialized value of `field`.
+    fn seal(&self, field: &str, plain: &[u8]) -> Result<String, PersonalDataError>;
+    /// Decrypts the value of `field`; `Ok(None)` when the customer's key was
+    /// destroyed.
+    fn open(&self, field: &str, sealed: &str) -> Result<Option<Vec<u8>>, PersonalDataError>;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -78,23 +85,31 @@ pub trait PersonalCipher {
 pub struct PersonalDataError(pub String);
 
 impl<T: Serialize + DeserializeOwned> Personal<T> {
-    fn seal_with(&mut self, cipher: &dyn PersonalCipher) -> Result<(), PersonalDataError> {
+    fn seal_with(
+        &mut self,
+        field: &str,
+        cipher: &dyn PersonalCipher,
+    ) -> Result<(), PersonalDataError> {
         if let Self::Known(value) = self {
             let plain = serde_json::to_vec(value)
-                .map_err(|e| PersonalDataError(format!("does not serialize: {e}")))?;
-            *self = Self::Sealed(cipher.seal(&plain)?);
+                .map_err(|e| PersonalDataError(format!("`{field}` does not serialize: {e}")))?;
+            *self = Self::Sealed(cipher.seal(field, &plain)?);
         }
         Ok(())
     }
 
-    fn open_with(&mut self, cipher: &dyn PersonalCipher) -> Result<(), PersonalDataError> {
+    fn open_with(
+        &mut self,
+        field: &str,
+        cipher: &dyn PersonalCipher,
+    ) -> Result<(), PersonalDataError> {
         if let Self::Sealed(sealed) = self {
-            *self = match cipher.open(sealed)? {
+            *self = match cipher.open(field, sealed)? {
                 Some(plain) => Self::Known(serde_json::from_slice(&plain).map_err(|e| {
                     // Only the error's category: its message may quote the
                     // decrypted value.
                     PersonalDataError(format!(
-                        "opened value does not deserialize ({:?})",
+                        "opened `{field}` does not deserialize ({:?})",
                         e.classify()
                     ))
                 })?),
@@ -305,14 +320,15 @@ impl CustomerEvent {
         }
     }
 
-    /// The personal fields of this event, for sealing and opening.
+    /// The personal fields of this event with their names, for sealing and
+    /// opening.
     fn personal_fields(&mut self) -> PersonalFields<'_> {
-        let mut emails: Vec<&mut Personal<EmailAddress>> = Vec::new();
-        let mut names: Vec<&mut Personal<CustomerName>> = Vec::new();
+        let mut emails: Vec<(&'static str, &mut Personal<EmailAddress>)> = Vec::new();
+        let mut names: Vec<(&'static str, &mut Personal<CustomerName>)> = Vec::new();
         match self {
             Self::CustomerRegistered { email, name, .. } => {
-                emails.push(email);
-                names.extend(name.as_mut());
+                emails.push(("email", email));
+                names.extend(name.as_mut().map(|n| ("name", n)));
             }
             Self::EmailChanged {
                 old_email,
@@ -329,10 +345,10 @@ impl CustomerEvent {
                 new_email,
                 ..
             } => {
-                emails.push(old_email);
-                emails.push(new_email);
+                emails.push(("old_email", old_email));
+                emails.push(("new_email", new_email));
             }
-            Self::AccessNotificationSent { recipient, .. } => emails.push(recipient),
+            Self::AccessNotificationSent { recipient, .. } => emails.push(("recipient", recipient)),
             Self::AccessGranted { .. }
             | Self::PasswordSet { .. }
             | Self::PasswordCleared { .. }
@@ -348,11 +364,11 @@ impl CustomerEvent {
     /// Seals every personal field with `cipher` (before storing).
     pub fn seal(&mut self, cipher: &dyn PersonalCipher) -> Result<(), PersonalDataError> {
         let fields = self.personal_fields();
-        for field in fields.emails {
-            field.seal_with(cipher)?;
+        for (name, field) in fields.emails {
+            field.seal_with(name, cipher)?;
         }
-        for field in fields.names {
-            field.seal_with(cipher)?;
+        for (name, field) in fields.names {
+            field.seal_with(name, cipher)?;
         }
         Ok(())
     }
@@ -361,32 +377,39 @@ impl CustomerEvent {
     /// known again, or forgotten when the customer's key is gone.
     pub fn open(&mut self, cipher: &dyn PersonalCipher) -> Result<(), PersonalDataError> {
         let fields = self.personal_fields();
-        for field in fields.emails {
-            field.open_with(cipher)?;
+        for (name, field) in fields.emails {
+            field.open_with(name, cipher)?;
         }
-        for field in fields.names {
-            field.open_with(cipher)?;
+        for (name, field) in fields.names {
+            field.open_with(name, cipher)?;
         }
         Ok(())
     }
 
     /// True when a personal field is still sealed (not opened).
     pub fn has_sealed_fields(&mut self) -> bool {
+        !self.sealed_values().is_empty()
+    }
+
+    /// The stored (sealed) form of every personal field still sealed, for
+    /// the store to tell which scheme each was sealed under.
+    pub fn sealed_values(&mut self) -> Vec<String> {
+        fn sealed<T>(field: &Personal<T>) -> Option<String> {
+            match field {
+                Personal::Sealed(s) => Some(s.clone()),
+                Personal::Known(_) | Personal::Forgotten => None,
+            }
+        }
         let fields = self.personal_fields();
-        fields
-            .emails
-            .iter()
-            .any(|f| matches!(f, Personal::Sealed(_)))
-            || fields
-                .names
-                .iter()
-                .any(|f| matches!(f, Personal::Sealed(_)))
+        let emails = fields.emails.iter().filter_map(|(_, f)| sealed(f));
+        let names = fields.names.iter().filter_map(|(_, f)| sealed(f));
+        emails.chain(names).collect()
     }
 }
 
 struct PersonalFields<'a> {
-    emails: Vec<&'a mut Personal<EmailAddress>>,
-    names: Vec<&'a mut Personal<CustomerName>>,
+    emails: Vec<(&'static str, &'a mut Personal<EmailAddress>)>,
+    names: Vec<(&'static str, &'a mut Personal<CustomerName>)>,
 }
 
 impl DomainEvent for CustomerEvent {
@@ -406,17 +429,23 @@ mod tests {
     /// A reversible stand-in cipher (tests of the field walk only; the
     /// store uses XChaCha20-Poly1305).
     struct Rot(bool);
+    /// The field's name is written in front, and checked when opening.
     impl PersonalCipher for Rot {
-        fn seal(&self, plain: &[u8]) -> Result<String, PersonalDataError> {
-            Ok(hex::encode(
-                plain.iter().map(|b| b ^ 0x5a).collect::<Vec<_>>(),
+        fn seal(&self, field: &str, plain: &[u8]) -> Result<String, PersonalDataError> {
+            Ok(format!(
+                "{field}:{}",
+                hex::encode(plain.iter().map(|b| b ^ 0x5a).collect::<Vec<_>>())
             ))
         }
-        fn open(&self, sealed: &str) -> Result<Option<Vec<u8>>, PersonalDataError> {
+        fn open(&self, field: &str, sealed: &str) -> Result<Option<Vec<u8>>, PersonalDataError> {
             if !self.0 {
                 return Ok(None);
             }
-            let bytes = hex::decode(sealed).map_err(|e| PersonalDataError(e.to_string()))?;
+            let (name, body) = sealed.split_once(':').unwrap_or_default();
+            if name != field {
+                return Err(PersonalDataError(format!("{name} opened as {field}")));
+            }
+            let bytes = hex::decode(body).map_err(|e| PersonalDataError(e.to_string()))?;
             Ok(Some(bytes.iter().map(|b| b ^ 0x5a).collect()))
         }
     }
@@ -470,6 +499,24 @@ mod tests {
             read.open(&Rot(true)).unwrap();
             assert_eq!(read, event);
         }
+    }
+
+    #[test]
+    fn each_personal_field_is_sealed_under_its_own_name() {
+        let mut event = every_event_with_personal_data().remove(1);
+        event.seal(&Rot(true)).unwrap();
+        let CustomerEvent::EmailChanged {
+            old_email,
+            new_email,
+            ..
+        } = &mut event
+        else {
+            panic!("{event:?}")
+        };
+        std::mem::swap(old_email, new_email);
+        assert_eq!(event.sealed_values().len(), 2);
+        let err = event.open(&Rot(true)).unwrap_err();
+        assert!(err.0.contains("opened as old_email"), "{err}");
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! by a worker with retries.
 //!
 //! - [`prepare`] renders a command's mails into outbox rows (called inside
-//!   the command's transaction attempt, so the rows commit with the events).
+//!   the command's transaction attempt, so the rows commit with the events;
+//!   the store seals each message with the customer's data key, so a forget
+//!   shreds queued links too, and opens it only for the worker that claims
+//!   it).
 //! - [`OutboxWorker`] claims due rows (with a lease, so replicas do not
 //!   send the same message twice at once), sends them, and marks them sent
 //!   (clearing the stored message, which holds the link), or schedules a

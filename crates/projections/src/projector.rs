@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use access_domain::CustomerEvent;
 use access_store::{Position, Store, StoreError};
 use chrono::{DateTime, Utc};
 use tokio::sync::{watch, Notify};
@@ -242,6 +243,16 @@ async fn run(
                     match extend_chain(&store, options.batch, chain_at).await {
                         Ok(at) => chain_at = at,
                         Err(e) => return fail(&status, chain::CHECKPOINT, chain_at, &e),
+                    }
+                }
+                if events
+                    .iter()
+                    .any(|e| matches!(e.event, CustomerEvent::CustomerForgotten { .. }))
+                {
+                    // The forgotten customer's rows were just scrubbed: no
+                    // older copy of them may stay in SQLite's -wal file.
+                    if let Err(e) = store.purge_wal().await {
+                        tracing::warn!(projector = name, error = %e, "WAL checkpoint after a forget failed");
                     }
                 }
                 let last_at = events.last().map(|e| e.recorded_at);

@@ -10,9 +10,14 @@
 //!
 //! All encryption is XChaCha20-Poly1305 (RustCrypto's `chacha20poly1305`)
 //! with a fresh random 192-bit nonce per message, so random nonces never
-//! collide in practice; associated data binds each ciphertext to its
-//! customer and purpose, so a ciphertext copied to another customer or field
-//! does not open.
+//! collide in practice. Associated data binds each ciphertext to where it
+//! belongs: a wrapped key to its purpose and subject here
+//! ([`MasterKey::wrap`]); a sealed value to what its caller names
+//! ([`DataKey::seal`]: the store binds personal fields to customer, event
+//! sequence and field, see `access_store::keys`), so a ciphertext copied
+//! anywhere else does not open. Sealed values carry their scheme
+//! ([`SealScheme`]) as a prefix, so values sealed under an older scheme
+//! still open with the associated data of that scheme.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -24,8 +29,40 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 
 const KEY_LEN: usize = 32;
 const NONCE_LEN: usize = 24;
-/// Prefix of every sealed value: the format version.
-const SEALED_PREFIX: &str = "v1.";
+
+/// The scheme a value was sealed under, written as its prefix (`v1.`,
+/// `v2.`). The cipher and format are the same; what the associated data
+/// holds differs, and is the caller's to build for each scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SealScheme {
+    /// The first scheme: the store bound values to the customer only.
+    V1,
+    /// The store binds values to customer, sequence and field.
+    V2,
+}
+
+impl SealScheme {
+    /// The scheme [`DataKey::seal`] writes.
+    pub const CURRENT: Self = Self::V2;
+
+    /// The prefix of values sealed under this scheme.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Self::V1 => "v1.",
+            Self::V2 => "v2.",
+        }
+    }
+
+    /// The scheme of a stored sealed value, from its prefix.
+    pub fn of(sealed: &str) -> Result<Self, KeyError> {
+        [Self::V1, Self::V2]
+            .into_iter()
+            .find(|s| sealed.starts_with(s.prefix()))
+            .ok_or(KeyError::Malformed {
+                what: "sealed value",
+            })
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
@@ -178,23 +215,30 @@ impl DataKey {
         Ok(Self(random::<KEY_LEN>()?))
     }
 
-    /// Seals `plain`, bound to `context` (for example the customer id):
-    /// `v1.` + base64url(nonce || ciphertext).
+    /// Seals `plain` under the current scheme, bound to `context` (the
+    /// associated data: where the value belongs): the scheme's prefix +
+    /// base64url(nonce || ciphertext).
     pub fn seal(&self, context: &[u8], plain: &[u8]) -> Result<String, KeyError> {
+        let scheme = SealScheme::CURRENT;
         Ok(format!(
-            "{SEALED_PREFIX}{}",
+            "{}{}",
+            scheme.prefix(),
             seal_with(&self.0, context, plain)?
         ))
     }
 
-    /// Opens what [`DataKey::seal`] produced with the same `context`.
-    pub fn open(&self, context: &[u8], sealed: &str) -> Result<Vec<u8>, KeyError> {
-        let body = sealed
-            .strip_prefix(SEALED_PREFIX)
-            .ok_or(KeyError::Malformed {
-                what: "sealed value",
-            })?;
-        open_with(&self.0, context, body, "sealed value")
+    /// Opens a sealed value; `context` gives the associated data for the
+    /// scheme the value was sealed under. Fails with
+    /// [`KeyError::WrongKey`] when the key or the associated data differs
+    /// (a value moved elsewhere, or altered).
+    pub fn open(
+        &self,
+        sealed: &str,
+        context: impl FnOnce(SealScheme) -> Vec<u8>,
+    ) -> Result<Vec<u8>, KeyError> {
+        let scheme = SealScheme::of(sealed)?;
+        let body = &sealed[scheme.prefix().len()..];
+        open_with(&self.0, &context(scheme), body, "sealed value")
     }
 
     /// Turns this key into the HMAC key of the email index.
@@ -237,26 +281,52 @@ mod tests {
         let key = DataKey::generate().unwrap();
         let other = DataKey::generate().unwrap();
         let sealed = key.seal(b"customer-1", b"ann@example.com").unwrap();
-        assert!(sealed.starts_with("v1."));
+        assert!(sealed.starts_with("v2."));
         assert!(!sealed.contains("ann"));
+        let context = |c: &'static [u8]| move |_| c.to_vec();
         assert_eq!(
-            key.open(b"customer-1", &sealed).unwrap(),
+            key.open(&sealed, context(b"customer-1")).unwrap(),
             b"ann@example.com"
         );
         assert!(matches!(
-            key.open(b"customer-2", &sealed),
+            key.open(&sealed, context(b"customer-2")),
             Err(KeyError::WrongKey { .. })
         ));
         assert!(matches!(
-            other.open(b"customer-1", &sealed),
+            other.open(&sealed, context(b"customer-1")),
             Err(KeyError::WrongKey { .. })
         ));
         assert!(matches!(
-            key.open(b"customer-1", "v1.@@@"),
+            key.open("v2.@@@", context(b"customer-1")),
+            Err(KeyError::Malformed { .. })
+        ));
+        assert!(matches!(
+            key.open("v9.abc", context(b"customer-1")),
             Err(KeyError::Malformed { .. })
         ));
         // Fresh nonce each time: the same value seals differently.
         assert_ne!(sealed, key.seal(b"customer-1", b"ann@example.com").unwrap());
+    }
+
+    #[test]
+    fn a_value_opens_with_the_context_of_the_scheme_it_was_sealed_under() {
+        let key = DataKey::generate().unwrap();
+        let v1 = format!(
+            "v1.{}",
+            seal_with(&key.0, b"old context", b"ann@example.com").unwrap()
+        );
+        let v2 = key.seal(b"new context", b"ann@example.com").unwrap();
+        let context = |scheme: SealScheme| match scheme {
+            SealScheme::V1 => b"old context".to_vec(),
+            SealScheme::V2 => b"new context".to_vec(),
+        };
+        assert_eq!(SealScheme::of(&v1).unwrap(), SealScheme::V1);
+        assert_eq!(SealScheme::of(&v2).unwrap(), SealScheme::CURRENT);
+        assert_eq!(key.open(&v1, context).unwrap(), b"ann@example.com");
+        assert_eq!(key.open(&v2, context).unwrap(), b"ann@example.com");
+        // The prefix is bound too: relabelled, a value no longer opens.
+        let relabelled = format!("v1.{}", &v2[3..]);
+        assert!(key.open(&relabelled, context).is_err());
     }
 
     #[test]
@@ -271,7 +341,7 @@ mod tests {
         let wrapped = master.wrap("data-key", "c1", &key).unwrap();
         let back = reparsed.unwrap("data-key", "c1", &wrapped).unwrap();
         let sealed = key.seal(b"x", b"secret").unwrap();
-        assert_eq!(back.open(b"x", &sealed).unwrap(), b"secret");
+        assert_eq!(back.open(&sealed, |_| b"x".to_vec()).unwrap(), b"secret");
         assert!(master.unwrap("data-key", "c2", &wrapped).is_err());
         assert!(master.unwrap("email-index", "c1", &wrapped).is_err());
         assert!(matches!(

@@ -134,7 +134,12 @@ pub(crate) fn decode(
         ));
     }
     opener
-        .open_event(&row.aggregate_id, &row.key, &mut event)
+        .open_event(
+            &row.aggregate_id,
+            u64::try_from(row.sequence).unwrap_or_default(),
+            &row.key,
+            &mut event,
+        )
         .map_err(|e| corrupt(&row, e))?;
     let metadata: HashMap<String, String> = serde_json::from_value(row.metadata.clone())
         .map_err(|e| corrupt(&row, format!("metadata is not a string map: {e}")))?;

@@ -274,29 +274,36 @@ pub(crate) fn from_snapshot(
     loaded
 }
 
-/// A customer from its stored snapshot: `None` when it cannot be used
-/// (the key is destroyed, or it no longer opens or deserializes; the
-/// caller then replays every event).
+/// A customer from its stored snapshot at `last_sequence`: `None` when it
+/// cannot be used (the key is destroyed, or it no longer deserializes: the
+/// caller then replays every event). A sealed snapshot that does not open
+/// (altered, or put back from an older state) is
+/// [`StoreError::CorruptSnapshot`]: never used, never silently replaced.
 pub(crate) fn open_snapshot(
     keyring: &Keyring,
     customer_id: &str,
+    last_sequence: i64,
     key: &crate::keys::KeyState,
     payload: serde_json::Value,
-) -> Option<Customer> {
+) -> Result<Option<Customer>, StoreError> {
+    let last_sequence = u64::try_from(last_sequence).unwrap_or_default();
     let mut opener = crate::keys::Opener::new(keyring);
-    let state = match opener.open_snapshot(customer_id, key, payload) {
+    let state = match opener.open_snapshot(customer_id, last_sequence, key, payload) {
         Ok(Some(state)) => state,
-        Ok(None) => return None,
-        Err(e) => {
-            snapshot_unreadable(customer_id, &e);
-            return None;
+        Ok(None) => return Ok(None),
+        Err(detail) => {
+            return Err(StoreError::CorruptSnapshot {
+                customer_id: customer_id.to_string(),
+                last_sequence,
+                detail,
+            })
         }
     };
     match serde_json::from_value(state) {
-        Ok(customer) => Some(customer),
+        Ok(customer) => Ok(Some(customer)),
         Err(e) => {
             snapshot_unreadable(customer_id, &e);
-            None
+            Ok(None)
         }
     }
 }
@@ -307,8 +314,11 @@ pub(crate) fn snapshot_unreadable(customer_id: &str, error: &dyn std::fmt::Displ
 }
 
 /// Everything an append writes after the events, in the same transaction:
-/// reservations, the idempotency record, and a snapshot when one is due.
+/// reservations, the idempotency record, the mail (sealed with `key` when
+/// given) and a snapshot when one is due (sealed with `key` when given;
+/// `snapshot_payload` turns its JSON into what the driver stores).
 /// Returns the customer's new version.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn finish_append<DB, P>(
     conn: &mut DB::Connection,
     append: &Append<'_>,
@@ -316,7 +326,8 @@ pub(crate) async fn finish_append<DB, P>(
     customer_id: &str,
     snapshot_interval: u64,
     keyring: &Keyring,
-    snapshot_payload: impl FnOnce(&serde_json::Value) -> Result<P, StoreError>,
+    key: Option<&crate::keys::DataKey>,
+    snapshot_payload: impl FnOnce(serde_json::Value) -> P,
 ) -> Result<u64, StoreError>
 where
     DB: Database,
@@ -355,6 +366,10 @@ where
     }
     let now_ms = chrono::Utc::now().timestamp_millis();
     for mail in outbox {
+        let message = match key {
+            Some(key) => crate::keys::seal_mail(key, customer_id, &mail.id, &mail.message)?,
+            None => mail.message.clone(),
+        };
         sqlx::query::<DB>(
             "INSERT INTO mail_outbox (id, customer_id, kind, sender, recipient, message, status, attempts, \
              next_attempt_ms, claimed_until_ms, created_ms) VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, 0, $7)",
@@ -364,7 +379,7 @@ where
         .bind(mail.kind.as_str())
         .bind(mail.sender.as_str())
         .bind(mail.recipient.as_str())
-        .bind(mail.message.as_str())
+        .bind(message.as_str())
         .bind(now_ms)
         .execute(&mut *conn)
         .await?;
@@ -373,7 +388,11 @@ where
     if snapshot_due(snapshot_interval, append.expected_version, version) {
         let state = serde_json::to_value(append.after)
             .map_err(|e| StoreError::Database(format!("snapshot does not serialize: {e}")))?;
-        upsert_snapshot::<DB, P>(&mut *conn, customer_id, version, snapshot_payload(&state)?)
+        let stored = match key {
+            Some(key) => crate::keys::seal_snapshot(key, customer_id, version, &state)?,
+            None => state,
+        };
+        upsert_snapshot::<DB, P>(&mut *conn, customer_id, version, snapshot_payload(stored))
             .await?;
     }
     if append.after.is_forgotten() && !append.before.is_forgotten() {

@@ -20,6 +20,16 @@ pub enum StoreError {
         position: i64,
         detail: String,
     },
+    /// A stored snapshot does not open: altered, moved from another
+    /// customer, or an older state put back under a newer sequence. Never
+    /// used; the customer cannot be loaded until it is deleted (the next
+    /// load then replays the events).
+    #[error("corrupt snapshot of customer {customer_id} at sequence {last_sequence}: {detail} (delete the row from `snapshots` once the cause is known; the events are replayed instead)")]
+    CorruptSnapshot {
+        customer_id: String,
+        last_sequence: u64,
+        detail: String,
+    },
     /// The database cannot be reached (connection refused, pool timed out,
     /// server shutting down). Worth retrying later.
     #[error("the database is unavailable: {0}")]
@@ -51,6 +61,7 @@ impl StoreError {
             Self::EmailInUse { .. } => "email_in_use",
             Self::IdempotencyKeyTaken => "idempotency_key_taken",
             Self::Corrupt { .. } => "corrupt_event",
+            Self::CorruptSnapshot { .. } => "corrupt_snapshot",
             Self::Unavailable(_) => "unavailable",
             Self::UnsupportedUrl(_) => "unsupported_database_url",
             Self::Migration(_) => "migration_failed",

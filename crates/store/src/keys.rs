@@ -3,8 +3,25 @@
 //!
 //! Every customer gets a random data key when its first event is written,
 //! stored in `customer_keys` wrapped under the master key. Personal fields
-//! of its events ([`access_domain::Personal`]) and its snapshot are sealed
-//! with that key before they are written and opened after they are read.
+//! of its events ([`access_domain::Personal`]), its snapshot and its queued
+//! mail are sealed with that key before they are written and opened after
+//! they are read.
+//!
+//! What each sealed value is bound to (its associated data, scheme `v2`,
+//! the one written now):
+//!
+//! | value | bound to |
+//! |---|---|
+//! | a personal field of an event | customer id, the event's sequence, the field's name (`email`, `name`, `old_email`, `new_email`, `recipient`) |
+//! | a snapshot | customer id, the snapshot's last sequence |
+//! | a queued mail | customer id, the mail's id |
+//!
+//! So a sealed value copied to another customer, event or field, or an
+//! older snapshot put back under a newer sequence, does not open: it is
+//! reported as corrupt ([`StoreError::Corrupt`],
+//! [`StoreError::CorruptSnapshot`]) and never used. Values sealed under
+//! the first scheme (`v1`, bound to the customer id only) still open;
+//! [`crate::Store::seal_legacy_events`] re-seals them under `v2`.
 //! Forgetting the customer sets the wrapped key to NULL in the same
 //! transaction as the `CustomerForgotten` event: from then on the fields
 //! read as forgotten, everywhere, and nothing else changes (events stay as
@@ -18,7 +35,7 @@ use std::collections::HashMap;
 
 use access_domain::events::{PersonalCipher, PersonalDataError};
 use access_domain::{CustomerEvent, EmailAddress};
-pub use access_security::keys::{DataKey, EmailIndexKey, KeyError, MasterKey};
+pub use access_security::keys::{DataKey, EmailIndexKey, KeyError, MasterKey, SealScheme};
 use serde_json::Value;
 use sqlx::{Database, Decode, Encode, Executor, IntoArguments, Row, Type};
 
@@ -117,47 +134,79 @@ pub(crate) fn live_key(
     }
 }
 
-/// Seals and opens one customer's personal data. The associated data is
-/// the customer id (and a purpose for snapshots), so a sealed value does
-/// not open under another customer.
+/// The associated data of a personal field under `scheme`.
+fn field_context(scheme: SealScheme, customer_id: &str, sequence: u64, field: &str) -> Vec<u8> {
+    match scheme {
+        SealScheme::V1 => customer_id.as_bytes().to_vec(),
+        SealScheme::V2 => format!("access/personal/{customer_id}/{sequence}/{field}").into_bytes(),
+    }
+}
+
+/// The associated data of a snapshot under `scheme`.
+fn snapshot_context(scheme: SealScheme, customer_id: &str, last_sequence: u64) -> Vec<u8> {
+    match scheme {
+        SealScheme::V1 => format!("snapshot/{customer_id}").into_bytes(),
+        SealScheme::V2 => format!("access/snapshot/{customer_id}/{last_sequence}").into_bytes(),
+    }
+}
+
+/// The associated data of a queued mail (sealed under `v2` only; a `v1`
+/// mail was never written, so its context opens nothing).
+fn mail_context(scheme: SealScheme, customer_id: &str, mail_id: &str) -> Vec<u8> {
+    match scheme {
+        SealScheme::V1 => b"access/mail/never-sealed-under-v1".to_vec(),
+        SealScheme::V2 => format!("access/mail/{customer_id}/{mail_id}").into_bytes(),
+    }
+}
+
+/// Seals and opens the personal fields of one event of one customer,
+/// bound to customer id, the event's sequence and the field's name.
 pub(crate) struct CustomerCipher<'k> {
     key: Option<&'k DataKey>,
     customer_id: &'k str,
+    sequence: u64,
 }
 
 impl PersonalCipher for CustomerCipher<'_> {
-    fn seal(&self, plain: &[u8]) -> Result<String, PersonalDataError> {
+    fn seal(&self, field: &str, plain: &[u8]) -> Result<String, PersonalDataError> {
         let key = self.key.ok_or_else(|| {
             PersonalDataError("the customer's key is destroyed: nothing can be sealed".into())
         })?;
-        key.seal(self.customer_id.as_bytes(), plain)
-            .map_err(|e| PersonalDataError(e.to_string()))
+        let context = field_context(SealScheme::CURRENT, self.customer_id, self.sequence, field);
+        key.seal(&context, plain)
+            .map_err(|e| PersonalDataError(format!("`{field}`: {e}")))
     }
 
-    fn open(&self, sealed: &str) -> Result<Option<Vec<u8>>, PersonalDataError> {
+    fn open(&self, field: &str, sealed: &str) -> Result<Option<Vec<u8>>, PersonalDataError> {
         match self.key {
             None => Ok(None),
             Some(key) => key
-                .open(self.customer_id.as_bytes(), sealed)
+                .open(sealed, |scheme| {
+                    field_context(scheme, self.customer_id, self.sequence, field)
+                })
                 .map(Some)
-                .map_err(|e| PersonalDataError(e.to_string())),
+                .map_err(|e| PersonalDataError(format!("`{field}`: {e}"))),
         }
     }
 }
 
-/// Seals every personal field of `events` with `key`.
+/// Seals every personal field of `events` with `key`; the first event gets
+/// `first_sequence`, the next one more, and so on.
 pub(crate) fn seal_events(
     key: &DataKey,
     customer_id: &str,
+    first_sequence: u64,
     events: &[CustomerEvent],
 ) -> Result<Vec<CustomerEvent>, StoreError> {
-    let cipher = CustomerCipher {
-        key: Some(key),
-        customer_id,
-    };
     events
         .iter()
-        .map(|e| {
+        .zip(first_sequence..)
+        .map(|(e, sequence)| {
+            let cipher = CustomerCipher {
+                key: Some(key),
+                customer_id,
+                sequence,
+            };
             let mut sealed = e.clone();
             sealed
                 .seal(&cipher)
@@ -167,22 +216,72 @@ pub(crate) fn seal_events(
         .collect()
 }
 
-fn snapshot_context(customer_id: &str) -> Vec<u8> {
-    format!("snapshot/{customer_id}").into_bytes()
-}
-
-/// The stored form of a snapshot: `{"sealed": "v1.…"}`.
+/// The stored form of a snapshot at `last_sequence`: `{"sealed": "v2.…"}`.
 pub(crate) fn seal_snapshot(
     key: &DataKey,
     customer_id: &str,
+    last_sequence: u64,
     state: &Value,
 ) -> Result<Value, StoreError> {
     let plain = serde_json::to_vec(state)
         .map_err(|e| StoreError::Database(format!("snapshot does not serialize: {e}")))?;
-    let sealed = key
-        .seal(&snapshot_context(customer_id), &plain)
-        .map_err(key_error)?;
+    let context = snapshot_context(SealScheme::CURRENT, customer_id, last_sequence);
+    let sealed = key.seal(&context, &plain).map_err(key_error)?;
     Ok(serde_json::json!({ "sealed": sealed }))
+}
+
+/// Marks a stored mail message as sealed (a rendered message never starts
+/// with it: it starts with a header).
+const SEALED_MAIL: &str = "sealed:";
+
+/// The stored form of a queued mail message: sealed with the customer's
+/// key, bound to customer id and mail id.
+pub(crate) fn seal_mail(
+    key: &DataKey,
+    customer_id: &str,
+    mail_id: &str,
+    message: &str,
+) -> Result<String, StoreError> {
+    let context = mail_context(SealScheme::CURRENT, customer_id, mail_id);
+    let sealed = key.seal(&context, message.as_bytes()).map_err(key_error)?;
+    Ok(format!("{SEALED_MAIL}{sealed}"))
+}
+
+/// What a stored mail message is to the delivery worker.
+pub(crate) enum MailBody {
+    /// Ready to send.
+    Plain(String),
+    /// Sealed with a key that is destroyed: the customer was forgotten.
+    Forgotten,
+}
+
+/// Opens a stored mail message (one written before mail was sealed, or by
+/// a store that does not seal, is returned as it is).
+pub(crate) fn open_mail(
+    keyring: &Keyring,
+    customer_id: &str,
+    state: &KeyState,
+    mail_id: &str,
+    stored: String,
+) -> Result<MailBody, StoreError> {
+    let Some(sealed) = stored.strip_prefix(SEALED_MAIL) else {
+        return Ok(MailBody::Plain(stored));
+    };
+    let key = match state {
+        KeyState::Live(wrapped) => keyring.unwrap_data_key(customer_id, wrapped)?,
+        KeyState::Destroyed => return Ok(MailBody::Forgotten),
+        KeyState::Missing => {
+            return Err(StoreError::Keys(format!(
+                "mail {mail_id} is sealed but customer {customer_id} has no key"
+            )))
+        }
+    };
+    let plain = key
+        .open(sealed, |scheme| mail_context(scheme, customer_id, mail_id))
+        .map_err(|e| StoreError::Keys(format!("mail {mail_id}: {e}")))?;
+    String::from_utf8(plain)
+        .map(MailBody::Plain)
+        .map_err(|_| StoreError::Keys(format!("mail {mail_id}: the opened message is not UTF-8")))
 }
 
 /// Opens events and snapshots of many customers, unwrapping each
@@ -224,6 +323,7 @@ impl<'k> Opener<'k> {
     pub(crate) fn open_event(
         &mut self,
         customer_id: &str,
+        sequence: u64,
         state: &KeyState,
         event: &mut CustomerEvent,
     ) -> Result<(), String> {
@@ -231,15 +331,21 @@ impl<'k> Opener<'k> {
             return Ok(());
         }
         let key = self.key(customer_id, state)?;
-        let cipher = CustomerCipher { key, customer_id };
+        let cipher = CustomerCipher {
+            key,
+            customer_id,
+            sequence,
+        };
         event.open(&cipher).map_err(|e| e.to_string())
     }
 
-    /// The snapshot's state as JSON: `None` when the key is destroyed (the
-    /// caller then replays the events, whose fields read as forgotten).
+    /// The state of the snapshot at `last_sequence` as JSON: `None` when
+    /// the key is destroyed (the caller then replays the events, whose
+    /// fields read as forgotten).
     pub(crate) fn open_snapshot(
         &mut self,
         customer_id: &str,
+        last_sequence: u64,
         state: &KeyState,
         payload: Value,
     ) -> Result<Option<Value>, String> {
@@ -252,7 +358,9 @@ impl<'k> Opener<'k> {
             return Ok(None);
         };
         let plain = key
-            .open(&snapshot_context(customer_id), &sealed)
+            .open(&sealed, |scheme| {
+                snapshot_context(scheme, customer_id, last_sequence)
+            })
             .map_err(|e| e.to_string())?;
         serde_json::from_slice(&plain)
             .map(Some)
@@ -469,9 +577,11 @@ where
 /// What [`seal_legacy_events`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LegacySealed {
-    /// Customers whose events held personal data in the clear.
+    /// Customers whose events held personal data in the clear or sealed
+    /// under an older scheme.
     pub customers: u64,
-    /// Events rewritten with their personal fields sealed.
+    /// Events rewritten with their personal fields sealed under the
+    /// current scheme.
     pub events: u64,
 }
 
@@ -484,14 +594,16 @@ pub(crate) const PERSONAL_TYPES: &[&str] = &[
     "EmailChangeConfirmed",
 ];
 
-/// One customer's events written before encryption, rewritten with their
-/// personal fields sealed (same transaction for all of them). Each row
-/// keeps its type, version and every other field.
+/// One customer's events written before encryption, or sealed under an
+/// older scheme, rewritten with their personal fields sealed under the
+/// current one (same transaction for all of them). `rows` are (global
+/// position, sequence, payload). Each row keeps its type, version and every
+/// other field.
 pub(crate) async fn seal_legacy_customer<DB>(
     conn: &mut DB::Connection,
     keyring: &Keyring,
     customer_id: &str,
-    rows: Vec<(i64, Value)>,
+    rows: Vec<(i64, i64, Value)>,
     update_sql: &str,
 ) -> Result<u64, StoreError>
 where
@@ -504,30 +616,56 @@ where
     for<'r> String: Decode<'r, DB> + Type<DB>,
     for<'a> &'a str: sqlx::ColumnIndex<DB::Row>,
 {
-    let mut plain = Vec::new();
-    for (position, payload) in rows {
+    let wrapped: Option<Option<String>> =
+        sqlx::query::<DB>("SELECT wrapped_key FROM customer_keys WHERE customer_id = $1")
+            .bind(customer_id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .map(|row| row.try_get("wrapped_key"))
+            .transpose()?;
+    // A forgotten customer's sealed values never open again: nothing to
+    // re-seal (values in the clear still are an error below).
+    let destroyed = matches!(wrapped, Some(None));
+    let mut todo = Vec::new();
+    for (position, sequence, payload) in rows {
         let mut event: CustomerEvent = serde_json::from_value(payload).map_err(|e| {
             StoreError::Database(format!(
                 "event at position {position} of customer {customer_id} does not read: {e}"
             ))
         })?;
-        if !event.has_sealed_fields() {
-            plain.push((position, event));
+        let sealed = event.sealed_values();
+        let old_scheme = sealed
+            .iter()
+            .any(|s| SealScheme::of(s).ok() != Some(SealScheme::CURRENT));
+        if sealed.is_empty() || (old_scheme && !destroyed) {
+            todo.push((position, sequence, event));
         }
     }
-    if plain.is_empty() {
+    if todo.is_empty() {
         return Ok(0);
     }
     let key = key_for_append::<DB>(&mut *conn, keyring, customer_id).await?;
     let mut rewritten = 0;
-    for (position, event) in plain {
+    for (position, sequence, mut event) in todo {
         let as_json = |e: &CustomerEvent| {
             serde_json::to_string(e)
                 .map_err(|err| StoreError::Database(format!("event does not serialize: {err}")))
         };
         let before = as_json(&event)?;
-        let sealed = seal_events(&key, customer_id, std::slice::from_ref(&event))?;
-        let after = sealed.first().map(as_json).transpose()?.unwrap_or_default();
+        let cipher = CustomerCipher {
+            key: Some(&key),
+            customer_id,
+            sequence: u64::try_from(sequence).unwrap_or_default(),
+        };
+        let corrupt = |detail: String| StoreError::Corrupt {
+            customer_id: customer_id.to_string(),
+            sequence: u64::try_from(sequence).unwrap_or_default(),
+            position,
+            detail,
+        };
+        event.open(&cipher).map_err(|e| corrupt(e.to_string()))?;
+        event.seal(&cipher).map_err(|e| corrupt(e.to_string()))?;
+        let after = as_json(&event)?;
         if after == before {
             continue;
         }
@@ -539,8 +677,8 @@ where
         rewritten += 1;
     }
     if rewritten > 0 {
-        // Its snapshot was written in the clear too; the next one due is
-        // sealed.
+        // Its snapshot was written in the clear or under the older scheme
+        // too; the next one due is sealed under the current one.
         sqlx::query::<DB>("DELETE FROM snapshots WHERE aggregate_id = $1")
             .bind(customer_id)
             .execute(&mut *conn)

@@ -307,14 +307,18 @@ impl Store {
         }
     }
 
-    /// One-time migration for events written before encryption: seals the
+    /// One-time migration for events written before encryption, or sealed
+    /// under an older scheme (`v1`, bound to the customer only): seals the
     /// personal fields of every such event under its customer's key (made
-    /// now if missing), one transaction per customer. Events keep their
-    /// type, version and every other field; their stored form changes, so
-    /// the hash chain must be recomputed afterwards (`accessctl keys
-    /// seal-legacy` does that). Also rewrites every customer's email lookup
-    /// and reservation rows as keyed hashes. Safe to run again: sealed
-    /// events are left alone.
+    /// now if missing) with the current scheme (bound to customer, sequence
+    /// and field; see [`keys`]), one transaction per customer, and drops
+    /// the customer's snapshot (the next one is sealed anew). Events keep
+    /// their type, version and every other field; their stored form
+    /// changes, so the hash chain must be recomputed afterwards
+    /// (`accessctl keys seal-legacy` does that). Also rewrites every
+    /// customer's email lookup and reservation rows as keyed hashes. Safe
+    /// to run again: events sealed under the current scheme are left
+    /// alone.
     pub async fn seal_legacy_events(&self) -> Result<keys::LegacySealed, StoreError> {
         let keyring = self.keyring()?;
         let customers: Vec<String> = on_pool!(self, read, |p| {
@@ -331,7 +335,7 @@ impl Store {
             .collect::<Vec<_>>()
             .join(", ");
         let select = format!(
-            "SELECT global_position, payload FROM events WHERE aggregate_type = 'Customer' \
+            "SELECT global_position, sequence, payload FROM events WHERE aggregate_type = 'Customer' \
              AND aggregate_id = $1 AND event_type IN ({types}) ORDER BY sequence"
         );
         for customer in customers {
@@ -344,7 +348,7 @@ impl Store {
                     let mut tx = s.pool().begin().await?;
                     common::reindex_customer::<sqlx::Postgres>(&mut tx, keyring, &customer, &state)
                         .await?;
-                    let rows: Vec<(i64, serde_json::Value)> = sqlx::query_as(&select)
+                    let rows: Vec<(i64, i64, serde_json::Value)> = sqlx::query_as(&select)
                         .bind(&customer)
                         .fetch_all(&mut *tx)
                         .await?;
@@ -363,16 +367,18 @@ impl Store {
                     let mut tx = s.writer().begin().await?;
                     common::reindex_customer::<sqlx::Sqlite>(&mut tx, keyring, &customer, &state)
                         .await?;
-                    let rows: Vec<(i64, String)> = sqlx::query_as(&select)
+                    let rows: Vec<(i64, i64, String)> = sqlx::query_as(&select)
                         .bind(&customer)
                         .fetch_all(&mut *tx)
                         .await?;
                     let rows = rows
                         .into_iter()
-                        .map(|(p, text)| {
-                            serde_json::from_str(&text).map(|v| (p, v)).map_err(|e| {
-                                StoreError::Database(format!("payload at {p} is not JSON: {e}"))
-                            })
+                        .map(|(p, sequence, text)| {
+                            serde_json::from_str(&text)
+                                .map(|v| (p, sequence, v))
+                                .map_err(|e| {
+                                    StoreError::Database(format!("payload at {p} is not JSON: {e}"))
+                                })
                         })
                         .collect::<Result<Vec<_>, _>>()?;
                     let n = keys::seal_legacy_customer::<sqlx::Sqlite>(
@@ -393,6 +399,18 @@ impl Store {
             }
         }
         Ok(done)
+    }
+
+    /// After erasing data (a forget and its projection): on SQLite, copies
+    /// the write-ahead log into the database file and truncates it, so no
+    /// older copy of a page stays in the `-wal` file
+    /// ([`sqlite::SqliteStore::purge_wal`]). Nothing on PostgreSQL (its WAL
+    /// and dead tuples go with recycling and vacuum; docs/privacy.md).
+    pub async fn purge_wal(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Postgres(_) => Ok(()),
+            Self::Sqlite(s) => s.purge_wal().await,
+        }
     }
 
     /// Which database this is: `postgres` or `sqlite`.

@@ -5,11 +5,16 @@
 //! workers (replicas) never send the same message at the same time; a
 //! worker that dies mid-send lets the lease run out and the message is sent
 //! again later (at least once, never silently dropped). The rendered
-//! message holds the link's token: it is cleared when the message is sent.
+//! message holds the link's token: it is stored sealed with the customer's
+//! data key (so forgetting the customer shreds it too; see `keys.rs`),
+//! opened only for the worker that claims it, and cleared when it is sent.
+//! A claimed message whose customer was forgotten in the meantime is marked
+//! failed, without its content, and never handed out.
 
 use access_domain::CustomerId;
 use sqlx::Row;
 
+use crate::keys::{self, KeyState, MailBody};
 use crate::{Store, StoreError};
 
 /// A message to record with a command's events.
@@ -46,7 +51,8 @@ pub struct OutboxEntry {
     pub kind: String,
     pub sender: String,
     pub recipient: String,
-    /// `None` once sent.
+    /// `None` once sent. Opened in what [`Store::outbox_claim`] returns;
+    /// as stored (sealed) in [`Store::outbox_list`].
     pub message: Option<String>,
     /// `pending`, `sent` or `failed`.
     pub status: String,
@@ -98,8 +104,71 @@ fn short(error: &str) -> String {
 }
 
 impl Store {
-    /// Claims up to `limit` due messages for `lease_ms`, oldest first.
+    /// Claims up to `limit` due messages for `lease_ms`, oldest first, with
+    /// their messages opened. A message of a forgotten customer is marked
+    /// failed (content erased) and left out.
     pub async fn outbox_claim(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let claimed = self.outbox_claim_sealed(now_ms, lease_ms, limit).await?;
+        let keyring = self.keyring()?;
+        let mut out = Vec::with_capacity(claimed.len());
+        for mut entry in claimed {
+            let Some(stored) = entry.message.take() else {
+                out.push(entry);
+                continue;
+            };
+            let wrapped: Option<Option<String>> = on_pool!(self, read, |p| {
+                sqlx::query_scalar("SELECT wrapped_key FROM customer_keys WHERE customer_id = $1")
+                    .bind(&entry.customer_id)
+                    .fetch_optional(p)
+                    .await
+            })?;
+            let state = KeyState::from_columns(wrapped.is_some(), wrapped.flatten());
+            match keys::open_mail(keyring, &entry.customer_id, &state, &entry.id, stored) {
+                Ok(MailBody::Plain(message)) => {
+                    entry.message = Some(message);
+                    out.push(entry);
+                }
+                Ok(MailBody::Forgotten) => {
+                    tracing::info!(mail_id = %entry.id, "queued mail of a forgotten customer dropped");
+                    self.outbox_forgotten(&entry.id).await?;
+                }
+                Err(e) => {
+                    // Altered or moved: never sent, visible as failed.
+                    tracing::error!(mail_id = %entry.id, error = %e, "queued mail does not open");
+                    self.outbox_failed(
+                        &entry.id,
+                        &format!("the stored message does not open: {e}"),
+                    )
+                    .await?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Marks a message whose customer was forgotten failed, without its
+    /// content or recipient.
+    async fn outbox_forgotten(&self, id: &str) -> Result<(), StoreError> {
+        on_pool!(self, write, |p| {
+            sqlx::query(
+            "UPDATE mail_outbox SET status = 'failed', message = NULL, recipient = '[forgotten]', \
+             last_error = 'cancelled: the customer was forgotten', claimed_until_ms = 0 WHERE id = $1"
+        )
+        .bind(id)
+        .execute(p)
+        .await
+        .map(|_| ())
+        })?;
+        Ok(())
+    }
+
+    /// Claims due messages as stored (sealed).
+    async fn outbox_claim_sealed(
         &self,
         now_ms: i64,
         lease_ms: i64,

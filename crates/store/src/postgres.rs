@@ -133,7 +133,7 @@ impl PgStore {
             let last: i64 = row.try_get("last_sequence")?;
             let payload: serde_json::Value = row.try_get("payload")?;
             let key = KeyState::from_columns(row.try_get("has_key")?, row.try_get("wrapped_key")?);
-            if let Some(customer) = common::open_snapshot(keyring, &id, &key, payload) {
+            if let Some(customer) = common::open_snapshot(keyring, &id, last, &key, payload)? {
                 let newer = self.events_of(customer_id, last).await?;
                 return Ok(Current {
                     loaded: common::from_snapshot(customer, last, newer),
@@ -232,7 +232,7 @@ impl PgStore {
             None
         };
         let sealed = match &key {
-            Some(key) => keys::seal_events(key, &id, append.events)?,
+            Some(key) => keys::seal_events(key, &id, append.expected_version + 1, append.events)?,
             None => append.events.to_vec(),
         };
         let encoded = codec::encode(&sealed, append.expected_version + 1, append.metadata)?;
@@ -274,10 +274,8 @@ impl PgStore {
             &id,
             self.options.snapshot_interval,
             keyring,
-            |state| match &key {
-                Some(key) => keys::seal_snapshot(key, &id, state),
-                None => Ok(state.clone()),
-            },
+            key.as_deref(),
+            |stored| stored,
         )
         .await?;
         tx.commit().await?;

@@ -9,6 +9,10 @@
 //!   on the same file wait up to the busy timeout.
 //! - With one writer at a time, the AUTOINCREMENT position order is the
 //!   commit order, so the feed needs no visibility watermark.
+//! - `secure_delete = ON`: deleted and overwritten content is zeroed in the
+//!   file, not left in free pages or free space of a page; and a forget
+//!   ends with a `wal_checkpoint(TRUNCATE)` ([`SqliteStore::purge_wal`]), so
+//!   the `-wal` file keeps no older copy of a page either (docs/storage.md).
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -64,7 +68,8 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            .pragma("secure_delete", "ON");
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
@@ -88,6 +93,26 @@ impl SqliteStore {
             keyring: None,
             cache: AggregateCache::new(options.aggregate_cache, options.aggregate_cache_ttl),
         })
+    }
+
+    /// Copies the write-ahead log into the database file and truncates it
+    /// (`PRAGMA wal_checkpoint(TRUNCATE)`), so that no older copy of a page,
+    /// holding data since deleted or scrubbed, stays in the `-wal` file.
+    /// Waits for readers up to the busy timeout; a checkpoint they keep from
+    /// completing is logged and tried again at the next forget.
+    pub async fn purge_wal(&self) -> Result<(), StoreError> {
+        let (busy, log, done): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&self.writer)
+            .await?;
+        if busy != 0 {
+            tracing::warn!(
+                wal_frames = log,
+                checkpointed = done,
+                "the WAL checkpoint after a forget did not complete (readers busy): \
+                 deleted data may stay in the -wal file until the next checkpoint"
+            );
+        }
+        Ok(())
     }
 
     /// The writer pool (one connection).
@@ -169,7 +194,7 @@ impl SqliteStore {
             let payload: String = row.try_get("payload")?;
             let key = KeyState::from_columns(row.try_get("has_key")?, row.try_get("wrapped_key")?);
             let customer = match serde_json::from_str(&payload) {
-                Ok(payload) => common::open_snapshot(keyring, &id, &key, payload),
+                Ok(payload) => common::open_snapshot(keyring, &id, last, &key, payload)?,
                 Err(e) => {
                     common::snapshot_unreadable(&id, &e);
                     None
@@ -268,7 +293,7 @@ impl SqliteStore {
             None
         };
         let sealed = match &key {
-            Some(key) => keys::seal_events(key, &id, append.events)?,
+            Some(key) => keys::seal_events(key, &id, append.expected_version + 1, append.events)?,
             None => append.events.to_vec(),
         };
         let encoded = codec::encode(&sealed, append.expected_version + 1, append.metadata)?;
@@ -316,13 +341,18 @@ impl SqliteStore {
             &id,
             self.options.snapshot_interval,
             keyring,
-            |state| match &key {
-                Some(key) => keys::seal_snapshot(key, &id, state).map(|v| v.to_string()),
-                None => Ok(state.to_string()),
-            },
+            key.as_deref(),
+            |stored| stored.to_string(),
         )
         .await?;
         tx.commit().await?;
+        if append.after.is_forgotten() && !append.before.is_forgotten() {
+            // The forget is committed: a checkpoint that fails is only
+            // logged (the projector's, after its scrub, follows).
+            if let Err(e) = self.purge_wal().await {
+                tracing::warn!(error = %e, "WAL checkpoint after a forget failed");
+            }
+        }
         Ok((
             Appended {
                 version,

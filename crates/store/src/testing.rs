@@ -325,6 +325,62 @@ pub async fn dump_all_tables(store: &Store) -> String {
     out
 }
 
+/// The first column of every row `sql` returns, as text (write the
+/// column as `CAST(… AS TEXT)` to read JSON on both databases). Panics if
+/// it fails.
+pub async fn query_texts(store: &Store, sql: &str) -> Vec<String> {
+    let rows = match store {
+        Store::Postgres(s) => sqlx::query_scalar(sql).fetch_all(s.pool()).await,
+        Store::Sqlite(s) => sqlx::query_scalar(sql).fetch_all(s.reader()).await,
+    };
+    rows.unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// Inserts one customer as the first sealing scheme (`v1`: associated data
+/// the customer id only) wrote it, under [`TEST_MASTER_KEY`]: its key, six
+/// events (registered as `zqxold.first@example.com`, name `Ann Zqxold`,
+/// access with a setup link, moved to `zqxold.second@example.com` with a
+/// notice) and its snapshot at sequence 6, as written by the code before
+/// sealed values were bound to their event and field
+/// (`tests/fixtures/sealed_v1.tsv`). Returns its id. Panics on failure.
+pub async fn insert_sealed_v1_fixture(store: &Store) -> CustomerId {
+    let fixture = include_str!("../tests/fixtures/sealed_v1.tsv");
+    let rows: Vec<Vec<&str>> = fixture.lines().map(|l| l.split('\t').collect()).collect();
+    let id = rows
+        .iter()
+        .find(|r| r[0] == "KEY")
+        .and_then(|r| r[1].parse::<CustomerId>().ok())
+        .unwrap_or_else(|| panic!("the fixture names its customer"));
+    // The key first: its row must exist before the events are read.
+    for row in rows.iter().filter(|r| r[0] == "KEY") {
+        exec_sql(
+            store,
+            &format!(
+                "INSERT INTO customer_keys (customer_id, wrapped_key, created_ms) VALUES ('{id}', '{}', 0)",
+                row[2]
+            ),
+        )
+        .await;
+    }
+    for row in &rows {
+        let sql = match row[0] {
+            "EV" => format!(
+                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+                 VALUES ('Customer', '{id}', {}, '{}', '{}', '{}', '{}')",
+                row[1], row[2], row[3], row[4], row[5]
+            ),
+            "SNAP" => format!(
+                "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload) \
+                 VALUES ('Customer', '{id}', {}, 1, '{}')",
+                row[1], row[2]
+            ),
+            _ => continue,
+        };
+        exec_sql(store, &sql).await;
+    }
+    id
+}
+
 /// The number of rows in `table`. Panics if it cannot be counted.
 pub async fn count_rows(store: &Store, table: &str) -> i64 {
     let sql = format!("SELECT count(*) FROM {table}");

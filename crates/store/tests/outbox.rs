@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use access_domain::{Customer, CustomerCommand, CustomerId, EmailAddress};
-use access_store::testing::{api_caller, count_rows};
+use access_store::testing::{api_caller, count_rows, dump_all_tables, exec_sql, run};
 use access_store::{Append, OutboxMessage, Store, StoreError};
 
 fn mail(id: &str, customer_id: CustomerId) -> OutboxMessage {
@@ -118,4 +118,88 @@ async fn messages_commit_with_the_events_and_live_through_delivery(store: Store)
     );
 }
 
-access_store::on_both_stores!(messages_commit_with_the_events_and_live_through_delivery);
+async fn queued_mail_is_sealed_and_opens_only_while_the_customer_is_known(store: Store) {
+    let id = CustomerId::new_random();
+    register(&store, id, &[mail("a", id)]).await.unwrap();
+    // The link is stored only sealed with the customer's key.
+    let dump = dump_all_tables(&store).await;
+    assert!(dump.contains("mail_outbox"), "{dump}");
+    assert!(!dump.contains("token=secret"), "{dump}");
+    assert!(!dump.contains("Subject: hi"), "{dump}");
+    // The worker gets it opened.
+    let now = chrono::Utc::now().timestamp_millis() + 1_000;
+    let claimed = store.outbox_claim(now, 60_000, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].message, Some(mail("a", id).message));
+    store.outbox_retry_later("a", now, "later").await.unwrap();
+
+    // The key is destroyed while the mail is queued (a forget by a replica
+    // that did not cancel it): the mail fails cleanly, without its content.
+    exec_sql(
+        &store,
+        &format!("UPDATE customer_keys SET wrapped_key = NULL, destroyed_ms = 1 WHERE customer_id = '{id}'"),
+    )
+    .await;
+    assert!(store
+        .outbox_claim(now + 1, 60_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let failed = store.outbox_list(Some("failed"), 10).await.unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].message, None);
+    assert!(
+        failed[0]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("forgotten"),
+        "{:?}",
+        failed[0].last_error
+    );
+
+    // A message moved to another row does not open: failed, never sent.
+    let moved = CustomerId::new_random();
+    register(&store, moved, &[mail("c", moved), mail("d", moved)])
+        .await
+        .unwrap();
+    exec_sql(
+        &store,
+        "UPDATE mail_outbox SET message = (SELECT message FROM mail_outbox WHERE id = 'c') WHERE id = 'd'",
+    )
+    .await;
+    let claimed = store.outbox_claim(now + 2, 60_000, 10).await.unwrap();
+    assert_eq!(
+        claimed.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        ["c"]
+    );
+    let failed = store.outbox_list(Some("failed"), 10).await.unwrap();
+    let d = failed.iter().find(|e| e.id == "d").unwrap();
+    assert!(
+        d.last_error.as_deref().unwrap().contains("does not open"),
+        "{:?}",
+        d.last_error
+    );
+    store.outbox_sent("c", now + 3).await.unwrap();
+
+    // A forget cancels the queued mail of its customer.
+    let other = CustomerId::new_random();
+    register(&store, other, &[mail("b", other)]).await.unwrap();
+    run(&store, other, CustomerCommand::ForgetCustomer)
+        .await
+        .unwrap();
+    assert!(store
+        .outbox_claim(now + 4, 60_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store.outbox_list(Some("failed"), 10).await.unwrap().len(),
+        3
+    );
+}
+
+access_store::on_both_stores!(
+    messages_commit_with_the_events_and_live_through_delivery,
+    queued_mail_is_sealed_and_opens_only_while_the_customer_is_known,
+);

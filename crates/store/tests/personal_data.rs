@@ -8,7 +8,8 @@ use access_domain::{
     EmailAddress, Password, Personal, Role, Secret,
 };
 use access_store::testing::{
-    api_caller, count_rows, dump_all_tables, exec_sql, fresh_store, run, run_with, test_master_key,
+    api_caller, count_rows, dump_all_tables, exec_sql, fresh_store, insert_sealed_v1_fixture,
+    query_texts, run, run_with, test_master_key,
 };
 use access_store::{ExecuteError, MasterKey, Store, StoreError, StoreOptions};
 use chrono::Utc;
@@ -305,7 +306,203 @@ access_store::on_both_stores!(
     forgetting_destroys_the_key_of_that_customer_only,
     events_written_before_encryption_still_read,
     snapshots_are_sealed_and_dropped_on_forget with StoreOptions { snapshot_interval: 2, ..StoreOptions::default() },
+    a_sealed_field_swapped_with_another_field_of_its_event_does_not_open,
+    a_sealed_field_moved_to_another_event_does_not_open,
+    a_rolled_back_snapshot_does_not_open with StoreOptions { snapshot_interval: 2, aggregate_cache: 0, ..StoreOptions::default() },
+    data_sealed_with_the_first_scheme_still_opens_and_is_resealed with StoreOptions { snapshot_interval: 2, aggregate_cache: 0, ..StoreOptions::default() },
 );
+
+/// The stored payload of the customer's event at `sequence`.
+async fn stored_payload(store: &Store, id: CustomerId, sequence: u64) -> serde_json::Value {
+    let texts = query_texts(
+        store,
+        &format!(
+            "SELECT CAST(payload AS TEXT) FROM events WHERE aggregate_id = '{id}' AND sequence = {sequence}"
+        ),
+    )
+    .await;
+    serde_json::from_str(&texts[0]).unwrap()
+}
+
+async fn store_payload(store: &Store, id: CustomerId, sequence: u64, payload: &serde_json::Value) {
+    exec_sql(
+        store,
+        &format!(
+            "UPDATE events SET payload = '{payload}' WHERE aggregate_id = '{id}' AND sequence = {sequence}"
+        ),
+    )
+    .await;
+}
+
+/// Every way of reading the customer's events fails with a corrupt event
+/// at `sequence`: the swapped value is never used.
+async fn assert_corrupt_at(store: &Store, id: CustomerId, sequence: u64) {
+    let err = store.events_of(id).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Corrupt { sequence: s, .. } if *s == sequence),
+        "{err:?}"
+    );
+    assert_eq!(err.code(), "corrupt_event");
+    assert!(err.to_string().contains("does not open"), "{err}");
+    let err = store.load_by_replay(id).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Corrupt { sequence: s, .. } if *s == sequence),
+        "{err:?}"
+    );
+}
+
+async fn a_sealed_field_swapped_with_another_field_of_its_event_does_not_open(store: Store) {
+    let id = history(&store, "zqxswap").await;
+    // Event 4 is EmailChanged: its old and new address change places.
+    let mut payload = stored_payload(&store, id, 4).await;
+    let fields = &mut payload["EmailChanged"];
+    let old = fields["old_email"].clone();
+    fields["old_email"] = fields["new_email"].clone();
+    fields["new_email"] = old;
+    store_payload(&store, id, 4, &payload).await;
+    assert_corrupt_at(&store, id, 4).await;
+}
+
+async fn a_sealed_field_moved_to_another_event_does_not_open(store: Store) {
+    let id = history(&store, "zqxmove").await;
+    // The first address (event 1) replaces the recipient of the last
+    // notice (event 6).
+    let registered = stored_payload(&store, id, 1).await;
+    let mut notice = stored_payload(&store, id, 6).await;
+    notice["AccessNotificationSent"]["recipient"] =
+        registered["CustomerRegistered"]["email"].clone();
+    store_payload(&store, id, 6, &notice).await;
+    assert_corrupt_at(&store, id, 6).await;
+    // The same value under the same field name of another event.
+    let id = history(&store, "zqxmove2").await;
+    let first_notice = stored_payload(&store, id, 3).await;
+    let mut notice = stored_payload(&store, id, 6).await;
+    notice["AccessNotificationSent"]["recipient"] =
+        first_notice["AccessNotificationSent"]["recipient"].clone();
+    store_payload(&store, id, 6, &notice).await;
+    assert_corrupt_at(&store, id, 6).await;
+}
+
+async fn a_rolled_back_snapshot_does_not_open(store: Store) {
+    let id = history(&store, "zqxroll").await;
+    let snapshot = |store: Store| async move {
+        query_texts(
+            &store,
+            &format!(
+                "SELECT CAST(last_sequence AS TEXT) || ' ' || CAST(payload AS TEXT) FROM snapshots WHERE aggregate_id = '{id}'"
+            ),
+        )
+        .await
+        .remove(0)
+    };
+    let old = snapshot(store.clone()).await;
+    let (old_sequence, old_payload) = old.split_once(' ').unwrap();
+    // Access revoked afterwards: a newer snapshot replaces the old one.
+    for command in [
+        CustomerCommand::RevokeAccess {
+            reason: Some("left".into()),
+        },
+        CustomerCommand::ChangeEmail {
+            email: email("zqxroll.third@example.com"),
+            credential: Credential::None,
+        },
+    ] {
+        run(&store, id, command).await.unwrap();
+    }
+    let new = snapshot(store.clone()).await;
+    let (new_sequence, _) = new.split_once(' ').unwrap();
+    assert!(new_sequence.parse::<u64>().unwrap() > old_sequence.parse::<u64>().unwrap());
+    // The old sealed state is put back with the new sequence: loading it
+    // would bring the revoked access back.
+    exec_sql(
+        &store,
+        &format!("UPDATE snapshots SET payload = '{old_payload}' WHERE aggregate_id = '{id}'"),
+    )
+    .await;
+    let err = store.load(id).await.unwrap_err();
+    assert_eq!(err.code(), "corrupt_snapshot", "{err:?}");
+    assert!(err.to_string().contains(&id.to_string()), "{err}");
+    assert!(err.to_string().contains("does not open"), "{err}");
+}
+
+async fn data_sealed_with_the_first_scheme_still_opens_and_is_resealed(store: Store) {
+    let id = insert_sealed_v1_fixture(&store).await;
+    let check = |store: Store| async move {
+        let loaded = store.load(id).await.unwrap();
+        assert_eq!(
+            loaded.customer.email().unwrap().as_str(),
+            "zqxold.second@example.com"
+        );
+        assert_eq!(loaded.customer.name().unwrap().as_str(), "Ann Zqxold");
+        assert_eq!(loaded, store.load_by_replay(id).await.unwrap());
+        let fields: Vec<String> = store
+            .events_of(id)
+            .await
+            .unwrap()
+            .iter()
+            .flat_map(|e| personal_fields(&e.event))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "zqxold.first@example.com",
+                "Ann Zqxold",
+                "zqxold.first@example.com",
+                "zqxold.first@example.com",
+                "zqxold.second@example.com",
+                "zqxold.second@example.com",
+            ]
+        );
+    };
+    // The snapshot (at sequence 6) and every event open as they are.
+    check(store.clone()).await;
+    assert!(dump_all_tables(&store).await.contains("\"v1."));
+
+    // The re-seal rewrites every old-scheme value with the current one.
+    let done = store.seal_legacy_events().await.unwrap();
+    assert_eq!((done.customers, done.events), (1, 4));
+    let dump = dump_all_tables(&store).await;
+    assert!(!dump.contains("\"v1."), "{dump}");
+    assert!(!dump.to_lowercase().contains("zqxold"), "{dump}");
+    check(store.clone()).await;
+    assert_eq!(store.seal_legacy_events().await.unwrap().events, 0);
+    // The customer lives on under the current scheme, and can be forgotten.
+    run(
+        &store,
+        id,
+        CustomerCommand::RevokeAccess {
+            reason: Some("left".into()),
+        },
+    )
+    .await
+    .unwrap();
+    run(
+        &store,
+        id,
+        CustomerCommand::ChangeEmail {
+            email: email("zqxold.third@example.com"),
+            credential: Credential::None,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(!dump_all_tables(&store).await.contains("\"v1."));
+    assert_eq!(
+        store.load(id).await.unwrap(),
+        store.load_by_replay(id).await.unwrap()
+    );
+    run(&store, id, CustomerCommand::ForgetCustomer)
+        .await
+        .unwrap();
+    let fields: Vec<String> = store
+        .events_of(id)
+        .await
+        .unwrap()
+        .iter()
+        .flat_map(|e| personal_fields(&e.event))
+        .collect();
+    assert!(fields.iter().all(|f| f == "[forgotten]"), "{fields:?}");
+}
 
 async fn snapshots_are_sealed_and_dropped_on_forget(store: Store) {
     let id = history(&store, "zqxsnap").await;

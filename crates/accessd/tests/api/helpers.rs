@@ -173,6 +173,18 @@ impl TestApp {
         }
     }
 
+    /// Stops the service and hands over its database, which lives on until
+    /// the returned guard drops (to look at the files after a stop).
+    pub async fn stop_keeping_database(mut self) -> TestDatabase {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap().unwrap();
+        }
+        self._db.take().unwrap()
+    }
+
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());

@@ -13,13 +13,13 @@ use serde_json::json;
 use crate::helpers::*;
 
 /// An aiosmtpd server writing what it receives into a Maildir.
-struct SmtpServer {
+pub(crate) struct SmtpServer {
     child: Child,
     _dir: tempfile::TempDir,
     maildir: PathBuf,
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -28,7 +28,7 @@ fn free_port() -> u16 {
 }
 
 impl SmtpServer {
-    fn start(port: u16) -> Self {
+    pub(crate) fn start(port: u16) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let maildir = dir.path().join("maildir");
         let child = Command::new("python3")
@@ -77,7 +77,7 @@ impl SmtpServer {
         out
     }
 
-    async fn wait_for(&self, count: usize) -> Vec<String> {
+    pub(crate) async fn wait_for(&self, count: usize) -> Vec<String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let messages = self.messages();
@@ -110,7 +110,7 @@ fn header<'a>(raw: &'a str, name: &str) -> Option<&'a str> {
         .map(|l| l[name.len() + 1..].trim())
 }
 
-async fn mail_status(app: &TestApp, status: &str) -> Vec<serde_json::Value> {
+pub(crate) async fn mail_status(app: &TestApp, status: &str) -> Vec<serde_json::Value> {
     app.get(&format!("/v1/mail?status={status}"), ADMIN)
         .await
         .expect(200)

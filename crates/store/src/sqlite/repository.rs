@@ -27,7 +27,9 @@ fn to_persistence(err: StoreError) -> PersistenceError {
     match err {
         StoreError::Conflict { .. } => PersistenceError::OptimisticLockError,
         StoreError::Unavailable(m) => PersistenceError::ConnectionError(m.into()),
-        StoreError::Corrupt { .. } => PersistenceError::DeserializationError(Box::new(err)),
+        StoreError::Corrupt { .. } | StoreError::CorruptSnapshot { .. } => {
+            PersistenceError::DeserializationError(Box::new(err))
+        }
         other => PersistenceError::UnknownError(Box::new(other)),
     }
 }
