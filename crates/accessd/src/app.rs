@@ -198,8 +198,9 @@ pub async fn start(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Running, StartupError> {
-    let trusted_proxies = Arc::new(crate::client_ip::TrustedProxies::parse(
+    let trusted_proxies = Arc::new(crate::client_ip::TrustedProxies::new(
         &config.trusted_proxies,
+        config.forwarded_header,
     )?);
     let shown_url = access_store::redact_url(&config.database_url);
     let store_error = |source| StartupError::Store {

@@ -2,13 +2,16 @@
 //!
 //! A request's TCP peer is the client, unless the peer is one of the
 //! operator's trusted proxies (`ACCESS_TRUSTED_PROXIES`). Then the client
-//! is the right-most address of RFC 7239 `Forwarded: for=` (or, without
-//! it, `X-Forwarded-For`) that is not itself a trusted proxy: every proxy
+//! is the right-most address of the header the proxy writes
+//! (`ACCESS_FORWARDED_HEADER`: `X-Forwarded-For` by default, or RFC 7239
+//! `Forwarded: for=`) that is not itself a trusted proxy: every proxy
 //! appends the address it saw, so the entries right of the client come
 //! from proxies we trust and everything left of it is the client's own
-//! word. From an untrusted peer the headers are ignored (anyone can send
-//! them). A malformed entry met before the client is found makes the peer
-//! the client (logged once, at debug).
+//! word. Only that one header is read: a proxy appends to one and passes
+//! the other through, so the other is whatever the client wrote. From an
+//! untrusted peer the header is ignored (anyone can send it). A malformed
+//! entry met before the client is found makes the peer the client (logged
+//! once, at debug).
 //!
 //! The headers are parsed here by hand: the crates that parse `Forwarded`
 //! do not walk the chain against a set of trusted networks, which is the
@@ -20,9 +23,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use axum::http::HeaderMap;
 use ipnet::IpNet;
 
-/// The networks of the proxies in front of the service.
+/// The header the trusted proxies append the client's address to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, …` (nginx, HAProxy, AWS, most).
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client, for=proxy1, …`.
+    Forwarded,
+}
+
+/// The networks of the proxies in front of the service, and the header
+/// they write.
 #[derive(Debug, Clone, Default)]
-pub struct TrustedProxies(Vec<IpNet>);
+pub struct TrustedProxies {
+    nets: Vec<IpNet>,
+    header: ForwardedHeader,
+}
 
 /// `ACCESS_TRUSTED_PROXIES` that cannot be read.
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +47,17 @@ pub struct TrustedProxies(Vec<IpNet>);
 pub struct TrustedProxiesError(String);
 
 impl TrustedProxies {
-    /// Comma-separated CIDRs or single addresses; empty: none.
+    /// Comma-separated CIDRs or single addresses (empty: none), whose
+    /// proxies write `header`.
+    pub fn new(spec: &str, header: ForwardedHeader) -> Result<Self, TrustedProxiesError> {
+        Ok(Self {
+            header,
+            ..Self::parse(spec)?
+        })
+    }
+
+    /// Comma-separated CIDRs or single addresses; empty: none; the proxies
+    /// write `X-Forwarded-For`.
     pub fn parse(spec: &str) -> Result<Self, TrustedProxiesError> {
         spec.split(',')
             .map(str::trim)
@@ -41,12 +68,15 @@ impl TrustedProxies {
                     .map_err(|_| TrustedProxiesError(s.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()
-            .map(Self)
+            .map(|nets| Self {
+                nets,
+                header: ForwardedHeader::default(),
+            })
     }
 
     fn trusts(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
-        self.0.iter().any(|net| net.contains(&ip))
+        self.nets.iter().any(|net| net.contains(&ip))
     }
 
     /// The client of a request from `peer` with these headers.
@@ -55,7 +85,7 @@ impl TrustedProxies {
         if !self.trusts(peer) {
             return peer;
         }
-        let chain = forwarded_chain(headers);
+        let chain = forwarded_chain(headers, self.header);
         for entry in chain.iter().rev() {
             match entry {
                 Some(ip) if self.trusts(*ip) => continue,
@@ -81,27 +111,19 @@ fn malformed_once() {
     }
 }
 
-/// The addresses named by `Forwarded` (if present) or `X-Forwarded-For`,
-/// left to right over all header lines; `None` for an entry that is not
-/// an address (`unknown`, an obfuscated name, garbage).
-fn forwarded_chain(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    let forwarded: Vec<&str> = headers
-        .get_all("forwarded")
-        .iter()
-        .map(|v| v.to_str().unwrap_or("\u{0}"))
-        .collect();
-    if !forwarded.is_empty() {
-        return forwarded
-            .iter()
-            .flat_map(|line| line.split(','))
-            .map(forwarded_for)
-            .collect();
-    }
+/// The addresses named by the proxies' header, left to right over all its
+/// lines; `None` for an entry that is not an address (`unknown`, an
+/// obfuscated name, garbage).
+fn forwarded_chain(headers: &HeaderMap, header: ForwardedHeader) -> Vec<Option<IpAddr>> {
+    let (name, entry): (&str, fn(&str) -> Option<IpAddr>) = match header {
+        ForwardedHeader::Forwarded => ("forwarded", forwarded_for),
+        ForwardedHeader::XForwardedFor => ("x-forwarded-for", |e| node(e.trim())),
+    };
     headers
-        .get_all("x-forwarded-for")
+        .get_all(name)
         .iter()
         .flat_map(|v| v.to_str().unwrap_or("\u{0}").split(','))
-        .map(|entry| node(entry.trim()))
+        .map(entry)
         .collect()
 }
 
@@ -212,8 +234,8 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_wins_and_its_forms_are_read() {
-        let t = TrustedProxies::parse("10.0.0.0/8").unwrap();
+    fn forwarded_is_read_when_the_proxies_write_it() {
+        let t = TrustedProxies::new("10.0.0.0/8", ForwardedHeader::Forwarded).unwrap();
         let h = headers(&[
             ("x-forwarded-for", "198.51.100.1"),
             (
@@ -224,6 +246,24 @@ mod tests {
         assert_eq!(t.client(ip("10.0.0.2"), &h), ip("2001:db8:cafe::17"));
         let h = headers(&[("forwarded", "proto=https;for=\"192.0.2.60:8080\"")]);
         assert_eq!(t.client(ip("10.0.0.2"), &h), ip("192.0.2.60"));
+        // The other header is the client's word.
+        let h = headers(&[("x-forwarded-for", "198.51.100.1")]);
+        assert_eq!(t.client(ip("10.0.0.2"), &h), ip("10.0.0.2"));
+    }
+
+    #[test]
+    fn a_client_supplied_forwarded_header_does_not_beat_the_proxys_x_forwarded_for() {
+        let t = TrustedProxies::parse("10.0.0.0/8").unwrap();
+        let h = headers(&[
+            ("forwarded", "for=198.51.100.77"),
+            ("x-forwarded-for", "203.0.113.9"),
+        ]);
+        assert_eq!(t.client(ip("10.0.0.2"), &h), ip("203.0.113.9"));
+        let h = headers(&[
+            ("forwarded", "for=unknown"),
+            ("x-forwarded-for", "203.0.113.9"),
+        ]);
+        assert_eq!(t.client(ip("10.0.0.2"), &h), ip("203.0.113.9"));
     }
 
     #[test]
@@ -233,8 +273,9 @@ mod tests {
             let h = headers(&[("x-forwarded-for", value)]);
             assert_eq!(t.client(ip("10.0.0.2"), &h), ip("10.0.0.2"), "{value}");
         }
+        let f = TrustedProxies::new("10.0.0.0/8", ForwardedHeader::Forwarded).unwrap();
         let h = headers(&[("forwarded", "for=unknown")]);
-        assert_eq!(t.client(ip("10.0.0.2"), &h), ip("10.0.0.2"));
+        assert_eq!(f.client(ip("10.0.0.2"), &h), ip("10.0.0.2"));
         // Garbage left of the client is the client's own word: ignored.
         let h = headers(&[("x-forwarded-for", "garbage, 203.0.113.1")]);
         assert_eq!(t.client(ip("10.0.0.2"), &h), ip("203.0.113.1"));
@@ -262,6 +303,6 @@ mod tests {
     fn bad_settings_are_named() {
         let err = TrustedProxies::parse("10.0.0.0/8, nonsense").unwrap_err();
         assert!(err.to_string().contains("`nonsense`"));
-        assert!(TrustedProxies::parse(" , ").unwrap().0.is_empty());
+        assert!(TrustedProxies::parse(" , ").unwrap().nets.is_empty());
     }
 }

@@ -189,10 +189,20 @@ pub struct Config {
     /// Load balancers and proxies in front of this service, as
     /// comma-separated CIDRs (e.g. `10.0.0.0/8, ::1/128`); empty: none.
     /// For a request from one of them, the client is the right-most
-    /// address of `Forwarded: for=` or `X-Forwarded-For` that is not
-    /// itself a trusted proxy; from anyone else those headers are ignored.
+    /// address of `ACCESS_FORWARDED_HEADER` that is not itself a trusted
+    /// proxy; from anyone else the header is ignored.
     #[arg(long, env = "ACCESS_TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: String,
+
+    /// The header the trusted proxies append the client's address to
+    /// (only this one is read: the other is whatever the client sent).
+    #[arg(
+        long,
+        env = "ACCESS_FORWARDED_HEADER",
+        value_enum,
+        default_value = "x-forwarded-for"
+    )]
+    pub forwarded_header: crate::client_ip::ForwardedHeader,
 
     /// Password checks allowed per client address per minute (IPv6: per
     /// /64).

@@ -40,10 +40,24 @@ pub struct SoftLock {
 /// What a reservation decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reserved {
-    /// The check may go ahead; it is already counted.
-    Go,
+    /// The check may go ahead; it is already counted: the account before
+    /// and after.
+    Go {
+        before: AccountAttempts,
+        after: AccountAttempts,
+    },
     /// The account is locked for this long.
     Wait(Duration),
+}
+
+/// A password check that may go ahead, counted; report its end with
+/// [`Throttle::succeeded`] or [`Throttle::undecided`] (a wrong password
+/// needs nothing: it stays counted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    account: String,
+    before: AccountAttempts,
+    after: AccountAttempts,
 }
 
 impl SoftLock {
@@ -65,27 +79,31 @@ impl SoftLock {
             Some(step) => now_ms.saturating_add(lock_ms(step)),
             None => current.locked_until_ms,
         };
+        let after = AccountAttempts {
+            failures,
+            locked_until_ms,
+        };
         (
-            AccountAttempts {
-                failures,
-                locked_until_ms,
+            after,
+            Reserved::Go {
+                before: current,
+                after,
             },
-            Reserved::Go,
         )
     }
 
     /// A check that ended without judging the password (a database error,
-    /// another refusal before the password was compared): its count is
-    /// given back, and the lock it set with it.
-    pub fn refund(&self, current: AccountAttempts) -> AccountAttempts {
-        let failures = current.failures.saturating_sub(1);
+    /// another refusal before the password was compared, a live link's page
+    /// opened): when nothing was counted since, the account is put back
+    /// exactly as it was before the check, lock included; otherwise only
+    /// its count is given back (the later checks' lock stays).
+    pub fn refund(&self, current: AccountAttempts, reserved: &Reservation) -> AccountAttempts {
+        if current == reserved.after {
+            return reserved.before;
+        }
         AccountAttempts {
-            failures,
-            locked_until_ms: if failures < self.free_failures {
-                0
-            } else {
-                current.locked_until_ms
-            },
+            failures: current.failures.saturating_sub(1),
+            ..current
         }
     }
 }
@@ -140,7 +158,7 @@ impl Throttle {
         account: &str,
         address: Option<IpAddr>,
         now: DateTime<Utc>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<Reservation, ApiError> {
         if let Some(ip) = address {
             let key = crate::client_ip::limit_key(ip);
             if let Err(not_until) = self.addresses.check_key(&key) {
@@ -156,26 +174,32 @@ impl Throttle {
             .update_account_attempts(account, now_ms, |current| lock.reserve(current, now_ms))
             .await?;
         match reserved {
-            Reserved::Go => Ok(()),
+            Reserved::Go { before, after } => Ok(Reservation {
+                account: account.to_string(),
+                before,
+                after,
+            }),
             Reserved::Wait(wait) => Err(wait_error(wait)),
         }
     }
 
     /// A right password: the account's count is forgotten. Failing to
     /// forget it is logged; the login goes ahead.
-    pub async fn succeeded(&self, account: &str) {
-        if let Err(e) = self.store.clear_account_attempts(account).await {
+    pub async fn succeeded(&self, reserved: &Reservation) {
+        if let Err(e) = self.store.clear_account_attempts(&reserved.account).await {
             tracing::warn!(error = %e, "could not reset an account's password checks");
         }
     }
 
-    /// A check that ended before the password was judged: its count is
-    /// given back.
-    pub async fn undecided(&self, account: &str, now: DateTime<Utc>) {
+    /// A check that ended before the password was judged: it is given
+    /// back ([`SoftLock::refund`]).
+    pub async fn undecided(&self, reserved: &Reservation, now: DateTime<Utc>) {
         let lock = self.lock;
         let result = self
             .store
-            .update_account_attempts(account, millis(now), |current| (lock.refund(current), ()))
+            .update_account_attempts(&reserved.account, millis(now), |current| {
+                (lock.refund(current, reserved), ())
+            })
             .await;
         if let Err(e) = result {
             tracing::warn!(error = %e, "could not give back a password check");
@@ -202,15 +226,30 @@ mod tests {
         reserved
     }
 
+    fn went(r: Reserved) -> bool {
+        matches!(r, Reserved::Go { .. })
+    }
+
+    fn reservation(r: Reserved) -> Reservation {
+        match r {
+            Reserved::Go { before, after } => Reservation {
+                account: "a".into(),
+                before,
+                after,
+            },
+            Reserved::Wait(_) => panic!("locked"),
+        }
+    }
+
     #[test]
     fn delays_grow_after_the_free_checks() {
         let lock = SoftLock::new(3);
         let mut s = AccountAttempts::default();
-        assert_eq!(run(lock, &mut s, 0), Reserved::Go);
-        assert_eq!(run(lock, &mut s, 0), Reserved::Go);
+        assert!(went(run(lock, &mut s, 0)));
+        assert!(went(run(lock, &mut s, 0)));
         // The third check goes ahead and, being counted before its result
         // is known, locks the account for 1 s at once.
-        assert_eq!(run(lock, &mut s, 0), Reserved::Go);
+        assert!(went(run(lock, &mut s, 0)));
         assert_eq!(
             run(lock, &mut s, 0),
             Reserved::Wait(Duration::from_millis(1000))
@@ -220,7 +259,7 @@ mod tests {
             Reserved::Wait(Duration::from_millis(600))
         );
         // After the wait: one more check, then 2 s.
-        assert_eq!(run(lock, &mut s, 1000), Reserved::Go);
+        assert!(went(run(lock, &mut s, 1000)));
         assert_eq!(
             run(lock, &mut s, 1000),
             Reserved::Wait(Duration::from_millis(2000))
@@ -232,9 +271,7 @@ mod tests {
     fn in_flight_checks_use_up_the_allowance() {
         let lock = SoftLock::new(3);
         let mut s = AccountAttempts::default();
-        let went = (0..30)
-            .filter(|_| run(lock, &mut s, 5) == Reserved::Go)
-            .count();
+        let went = (0..30).filter(|_| went(run(lock, &mut s, 5))).count();
         assert_eq!(went, 3);
     }
 
@@ -255,15 +292,32 @@ mod tests {
     }
 
     #[test]
-    fn an_undecided_check_is_given_back() {
-        let lock = SoftLock::new(2);
-        let mut s = AccountAttempts::default();
-        run(lock, &mut s, 0);
-        run(lock, &mut s, 0); // second: locks
-        assert!(s.locked_until_ms > 0);
-        s = lock.refund(s);
-        assert_eq!(s.failures, 1);
-        assert_eq!(run(lock, &mut s, 0), Reserved::Go);
+    fn an_undecided_check_is_given_back_lock_included() {
+        let lock = SoftLock::new(3);
+        // Three earlier wrong guesses whose lock has run out.
+        let before = AccountAttempts {
+            failures: 3,
+            locked_until_ms: 1_000,
+        };
+        let (after, reserved) = lock.reserve(before, 10_000);
+        assert!(
+            after.locked_until_ms > 10_000,
+            "the check locks the next one"
+        );
+        let r = reservation(reserved);
+        assert_eq!(lock.refund(after, &r), before);
+        // Another check was counted meanwhile: only the count is given
+        // back, that check's lock stays.
+        let (later, _) = lock.reserve(
+            AccountAttempts {
+                locked_until_ms: 0,
+                ..after
+            },
+            10_000,
+        );
+        let refunded = lock.refund(later, &r);
+        assert_eq!(refunded.failures, later.failures - 1);
+        assert_eq!(refunded.locked_until_ms, later.locked_until_ms);
     }
 
     #[test]

@@ -15,14 +15,16 @@ use crate::{
 /// holds makes the insert do nothing, which is `EmailInUse` (and the
 /// caller's transaction rolls back). Another customer's pending change
 /// whose link expired no longer holds its address: the claim releases it
-/// first, in the same transaction. `now` is the command's time (its
-/// events'), so that the fake clock of tests rules here too.
+/// first, in the same transaction. `now` decides which pending changes
+/// have expired: a command's own time (so a test's fake clock rules), or
+/// today for a re-index.
 pub(crate) async fn write_reservations<DB>(
     conn: &mut DB::Connection,
     keyring: &Keyring,
     customer_id: &str,
     before: &Customer,
     after: &Customer,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), StoreError>
 where
     DB: Database,
@@ -32,7 +34,6 @@ where
     for<'q> i64: Encode<'q, DB> + Type<DB>,
     for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
 {
-    let now = after.updated_at().unwrap_or_else(chrono::Utc::now);
     let wanted = reservations(after, now);
     if reservations(before, now) == wanted {
         return Ok(());
@@ -108,6 +109,9 @@ where
         customer_id,
         &Customer::default(),
         customer,
+        // Today, not the customer's last change: a pending change that has
+        // expired since holds nothing (its address may be another's now).
+        chrono::Utc::now(),
     )
     .await?;
     if let Some(email) = customer.email() {
@@ -346,6 +350,8 @@ where
         customer_id,
         append.before,
         append.after,
+        // The command's time (its events' `at`), so a fake clock rules.
+        append.after.updated_at().unwrap_or_else(chrono::Utc::now),
     )
     .await?;
     let email = append.after.email().map(|e| e.normalized());

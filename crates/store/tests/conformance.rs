@@ -403,6 +403,108 @@ async fn login_emails_are_unique_under_concurrency(store: Store) {
     );
 }
 
+/// A password check counted while a right password clears the account
+/// (another tab, the owner logging in during a guessing run) neither
+/// fails nor loses its count: the row is created or locked in one
+/// statement. (PostgreSQL: on SQLite the writer lock already serializes.)
+async fn an_attempt_racing_a_reset_is_counted(store: Store) {
+    use access_store::AccountAttempts;
+    let Store::Postgres(pg) = &store else { return };
+    let bump = |a: AccountAttempts| {
+        (
+            AccountAttempts {
+                failures: a.failures + 1,
+                ..a
+            },
+            a.failures + 1,
+        )
+    };
+    store
+        .update_account_attempts("ann@example.com", 0, bump)
+        .await
+        .unwrap();
+    // A reset holds the row while the next check arrives.
+    let mut reset = pg.pool().begin().await.unwrap();
+    sqlx::query("SELECT failures FROM login_attempts FOR UPDATE")
+        .fetch_all(&mut *reset)
+        .await
+        .unwrap();
+    let racing = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .update_account_attempts("ann@example.com", 1, bump)
+                .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    sqlx::query("DELETE FROM login_attempts")
+        .execute(&mut *reset)
+        .await
+        .unwrap();
+    reset.commit().await.unwrap();
+    let counted = racing.await.unwrap();
+    assert_eq!(counted.unwrap(), 1, "counted afresh after the reset");
+}
+
+/// Re-indexing (`accessctl keys seal-legacy`) judges expiry by today, not
+/// by the customer's last change: a customer whose last event is its
+/// (since expired) email-change request does not take back an address
+/// another customer has claimed meanwhile.
+async fn a_reindex_does_not_take_back_a_released_address(store: Store) {
+    use chrono::{Duration, TimeZone};
+    let t0 = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap();
+    let run_at = |id, command, hours| {
+        let store = store.clone();
+        async move { run_with(&store, id, command, &meta(), t0 + Duration::hours(hours)).await }
+    };
+    let pw = "correct-Horse-battery-9";
+    let (a, cmd) = register("alice@example.com");
+    run_at(a, cmd, 0).await.unwrap();
+    run_at(a, grant_with_link(), 0).await.unwrap();
+    run_at(
+        a,
+        CustomerCommand::SetPassword {
+            password: Password::parse(pw, &[]).unwrap(),
+            password_confirm: Secret::new(pw),
+            send_notification: false,
+        },
+        0,
+    )
+    .await
+    .unwrap();
+    run_at(
+        a,
+        CustomerCommand::RequestEmailChange {
+            current_password: Secret::new(pw),
+            new_email: email("target@example.com"),
+            new_email_confirm: email("target@example.com"),
+        },
+        0,
+    )
+    .await
+    .unwrap();
+    let (b, cmd) = register("target@example.com");
+    run_at(b, cmd, 25).await.unwrap();
+    run_at(b, grant_with_link(), 25).await.unwrap();
+    let resealed = store.seal_legacy_events().await;
+    assert!(resealed.is_ok(), "{resealed:?}");
+    assert_eq!(
+        store
+            .email_holder(&email("target@example.com"))
+            .await
+            .unwrap(),
+        Some(b)
+    );
+    assert_eq!(
+        store
+            .email_holder(&email("alice@example.com"))
+            .await
+            .unwrap(),
+        Some(a)
+    );
+}
+
 /// An unconfirmed self-service email change stops holding its target once
 /// its link expired: another customer can claim the address (which
 /// releases the old reservation in the claim's transaction); the old link
@@ -832,6 +934,8 @@ access_store::on_both_stores!(
     login_emails_are_unique_under_concurrency,
     a_pending_email_change_reserves_its_target,
     an_expired_email_change_no_longer_holds_its_address,
+    a_reindex_does_not_take_back_a_released_address,
+    an_attempt_racing_a_reset_is_counted,
     idempotency_records_are_stored_with_the_events,
     corrupt_rows_give_clear_errors_naming_customer_and_position,
     sessions_api_keys_and_lookup_by_email,

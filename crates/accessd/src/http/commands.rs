@@ -222,11 +222,17 @@ impl KeysInFlight {
             .entry(key.clone())
             .or_default()
             .clone();
+        // Declared before the wait: if the request is cancelled while it
+        // waits, the wait (and its share of the lock) is dropped first,
+        // then this, which forgets the key when nobody else holds it.
+        let entry = Entry {
+            owner: self.clone(),
+            key,
+        };
         match tokio::time::timeout(wait, lock.lock_owned()).await {
             Ok(guard) => Ok(KeyGuard {
-                owner: self.clone(),
-                key,
                 guard: Some(guard),
+                _entry: entry,
             }),
             Err(_) => Err(ApiError {
                 retry_after: Some(1),
@@ -240,27 +246,38 @@ impl KeysInFlight {
     }
 }
 
-struct KeyGuard {
+/// A key's place in the map; forgets the key on drop when no request
+/// holds or waits for it any more.
+struct Entry {
     owner: Arc<KeysInFlight>,
     key: String,
-    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
-impl Drop for KeyGuard {
+impl Drop for Entry {
     fn drop(&mut self) {
-        drop(self.guard.take());
         let mut running = self
             .owner
             .running
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Nobody else holds or waits for it: forget the key.
         if running
             .get(&self.key)
             .is_some_and(|lock| Arc::strong_count(lock) == 1)
         {
             running.remove(&self.key);
         }
+    }
+}
+
+/// A held key: the lock first, then the entry (fields drop in order).
+struct KeyGuard {
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+    _entry: Entry,
+}
+
+impl Drop for KeyGuard {
+    fn drop(&mut self) {
+        drop(self.guard.take());
     }
 }
 
@@ -426,4 +443,42 @@ pub fn credential(
 /// Parses a value with a domain parser, as a 422 with its code.
 pub fn parse<T>(result: Result<T, ValueError>) -> Result<T, ApiError> {
     result.map_err(ApiError::from)
+}
+
+#[cfg(test)]
+mod keys_in_flight_tests {
+    use super::*;
+
+    fn len(keys: &KeysInFlight) -> usize {
+        keys.running.lock().unwrap().len()
+    }
+
+    #[tokio::test]
+    async fn keys_are_forgotten_when_their_requests_end_or_give_up() {
+        let keys = Arc::new(KeysInFlight::default());
+        let held = keys.hold("k".into(), Duration::from_secs(1)).await.unwrap();
+        // Another request with the key times out with 409.
+        let err = keys
+            .hold("k".into(), Duration::from_millis(10))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(err.code, "idempotency_key_in_use");
+        assert_eq!(err.retry_after, Some(1));
+        // A third waits; the first ends, and the third's client goes away
+        // before it runs again (one thread: nothing runs in between).
+        let waiting = tokio::spawn({
+            let keys = keys.clone();
+            async move { keys.hold("k".into(), Duration::from_secs(30)).await.is_ok() }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(len(&keys), 1);
+        drop(held);
+        waiting.abort();
+        let _ = waiting.await;
+        assert_eq!(len(&keys), 0, "nobody holds or waits: the key is forgotten");
+        let again = keys.hold("k".into(), Duration::from_secs(1)).await.unwrap();
+        drop(again);
+        assert_eq!(len(&keys), 0);
+    }
 }

@@ -20,6 +20,7 @@ use crate::http::dto::*;
 use crate::http::extract::{ClientAddress, CommandHeaders, JsonBody, RequestId};
 use crate::links;
 use crate::state::AppState;
+use crate::throttle::Reservation;
 
 fn invalid_credentials() -> ApiError {
     ApiError::new(
@@ -92,7 +93,7 @@ pub(crate) async fn check_login(
         |_| raw_email.trim().to_lowercase(),
         |e| e.normalized().to_string(),
     );
-    state
+    let reserved = state
         .throttle()
         .attempt(&account, address, state.now())
         .await?;
@@ -100,7 +101,7 @@ pub(crate) async fn check_login(
     let checked = verify_login(state, &account, &password).await;
     match checked {
         Ok(Some((found, rehash))) => {
-            state.throttle().succeeded(&account).await;
+            state.throttle().succeeded(&reserved).await;
             if rehash {
                 upgrade_password_hash(state, found.0, password, request_id).await;
             }
@@ -108,7 +109,7 @@ pub(crate) async fn check_login(
         }
         Ok(None) => Err(invalid_credentials()),
         Err(e) => {
-            state.throttle().undecided(&account, state.now()).await;
+            state.throttle().undecided(&reserved, state.now()).await;
             Err(e)
         }
     }
@@ -178,11 +179,15 @@ async fn upgrade_password_hash(
 /// lock: a wrong password stays counted, a right one resets it, and any
 /// other refusal gives the check back (the command may have stopped
 /// before the password was compared).
-async fn note_password_check(state: &AppState, account: &str, refusal: Option<&'static str>) {
+async fn note_password_check(
+    state: &AppState,
+    reserved: &Reservation,
+    refusal: Option<&'static str>,
+) {
     match refusal {
         Some("wrong_password") => {}
-        None => state.throttle().succeeded(account).await,
-        Some(_) => state.throttle().undecided(account, state.now()).await,
+        None => state.throttle().succeeded(reserved).await,
+        Some(_) => state.throttle().undecided(reserved, state.now()).await,
     }
 }
 
@@ -278,7 +283,7 @@ pub(crate) async fn request_email_change(
     new_email_confirm: EmailAddress,
     request: impl FnOnce(CustomerCommand) -> CommandRequest,
 ) -> ApiResult<Outcome> {
-    state
+    let reserved = state
         .throttle()
         .attempt(&session.customer_id.to_string(), address, state.now())
         .await?;
@@ -287,10 +292,9 @@ pub(crate) async fn request_email_change(
         new_email,
         new_email_confirm,
     };
-    let account = session.customer_id.to_string();
     let result = commands::execute(state, request(command)).await;
     // Only the error code crosses the await (a response is not `Sync`).
-    note_password_check(state, &account, result.as_ref().err().map(|e| e.code)).await;
+    note_password_check(state, &reserved, result.as_ref().err().map(|e| e.code)).await;
     result
 }
 
@@ -360,7 +364,7 @@ pub(crate) async fn change_password_and_reopen(
         .map(|e| e.as_str().to_string())
         .unwrap_or_default();
     let new_password = new_password(new_password_raw, &[login.as_str()])?;
-    state
+    let reserved = state
         .throttle()
         .attempt(&session.customer_id.to_string(), address, state.now())
         .await?;
@@ -379,10 +383,9 @@ pub(crate) async fn change_password_and_reopen(
         success: StatusCode::OK,
         shape: Default::default(),
     };
-    let account = session.customer_id.to_string();
     let result = commands::execute(state, request).await;
     // Only the error code crosses the await (a response is not `Sync`).
-    note_password_check(state, &account, result.as_ref().err().map(|e| e.code)).await;
+    note_password_check(state, &reserved, result.as_ref().err().map(|e| e.code)).await;
     let Outcome::Executed(executed) = result? else {
         return Err(ApiError::internal("replay without an idempotency key"));
     };
@@ -418,7 +421,7 @@ pub(crate) async fn run_link(
     // A wrong link counts against the customer it names and the client's
     // address, so tokens cannot be guessed quickly; a right one resets.
     let account = format!("link:{customer_id}");
-    state
+    let reserved = state
         .throttle()
         .attempt(&account, address, state.now())
         .await?;
@@ -439,8 +442,8 @@ pub(crate) async fn run_link(
     .await;
     match result.as_ref().err().map(|e| e.code) {
         Some("invalid_token") => {}
-        None => state.throttle().succeeded(&account).await,
-        Some(_) => state.throttle().undecided(&account, state.now()).await,
+        None => state.throttle().succeeded(&reserved).await,
+        Some(_) => state.throttle().undecided(&reserved, state.now()).await,
     }
     result
 }

@@ -81,21 +81,21 @@ async fn live_link(
         return Ok(None);
     };
     let account = format!("link:{customer_id}");
-    state
+    let reserved = state
         .throttle()
         .attempt(&account, address, state.now())
         .await?;
     let loaded = match state.store().load(customer_id).await {
         Ok(loaded) => loaded,
         Err(e) => {
-            state.throttle().undecided(&account, state.now()).await;
+            state.throttle().undecided(&reserved, state.now()).await;
             return Err(e.into());
         }
     };
     match loaded.customer.link_status(purpose, &secret, state.now()) {
         // A live link is no wrong guess: the check is given back.
         LinkStatus::Live => {
-            state.throttle().undecided(&account, state.now()).await;
+            state.throttle().undecided(&reserved, state.now()).await;
             Ok(Some(token))
         }
         // A dead one stays counted, like a wrong token.

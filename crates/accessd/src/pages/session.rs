@@ -1,12 +1,12 @@
 //! The pages' session: the token of a customer session (the same sessions
 //! as the API's Bearer tokens) in the `access_session` cookie, checked by
 //! [`crate::auth::session_of_token`]. Cookies are read and written with the
-//! `cookie` crate (through axum-extra's `CookieJar`), not by hand.
+//! `cookie` crate (re-exported by axum-extra), not by hand.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
-use axum_extra::extract::cookie::{Cookie, CookieJar};
+use axum_extra::extract::cookie::Cookie;
 
 use super::PageError;
 use crate::auth::{session_of_token, CustomerSession};
@@ -18,10 +18,17 @@ pub const COOKIE: &str = "access_session";
 pub(crate) use axum_extra::extract::cookie::SameSite;
 
 /// The value of a request's cookie, if it has a non-empty one (surrounding
-/// double quotes removed; of several with that name, the last).
+/// double quotes removed). Of several with that name, the first: browsers
+/// send the most specific (longest path, oldest) first, and a cookie
+/// tossed in later from a sibling domain must not override ours.
 pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    CookieJar::from_headers(headers)
-        .get(name)
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)
         .map(|c| c.value_trimmed().to_string())
         .filter(|v| !v.is_empty())
 }
@@ -144,5 +151,15 @@ mod tests {
         );
         assert_eq!(cookie(&quoted, "access_session").as_deref(), Some("tok"));
         assert_eq!(cookie(&quoted, "empty"), None);
+    }
+
+    #[test]
+    fn of_two_cookies_with_one_name_the_first_counts() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("access_csrf=ours; access_csrf=tossed"),
+        );
+        assert_eq!(cookie(&headers, "access_csrf").as_deref(), Some("ours"));
     }
 }

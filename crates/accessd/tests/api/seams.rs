@@ -43,14 +43,18 @@ async fn clients_behind_a_trusted_proxy_have_separate_limits(db: Db) {
     assert_eq!(login_via_proxy(&app, 3, "203.0.113.1").await, 429);
     // Another client behind the same proxy still has its whole quota.
     assert_eq!(login_via_proxy(&app, 4, "203.0.113.2").await, 401);
-    // RFC 7239 `Forwarded` names the client as well.
+    // A `Forwarded` header the proxy passed through is the client's word:
+    // it does not override what the proxy appended to X-Forwarded-For.
     let forwarded = app
         .call_with(
             Method::POST,
             "/v1/self/sessions",
             None,
             Some(json!({"email": "nobody9@example.com", "password": PW})),
-            &[("forwarded", "for=203.0.113.1;proto=https")],
+            &[
+                ("forwarded", "for=198.51.100.200"),
+                ("x-forwarded-for", "203.0.113.1"),
+            ],
         )
         .await;
     assert_eq!(forwarded.status.as_u16(), 429);
