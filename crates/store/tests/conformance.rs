@@ -403,6 +403,30 @@ async fn login_emails_are_unique_under_concurrency(store: Store) {
     );
 }
 
+/// alice@example.com with access and a password, asking at `at` to move
+/// to target@example.com; her id and the validation link's token.
+async fn alice_moving_to_target(store: &Store, at: chrono::DateTime<Utc>) -> (CustomerId, Secret) {
+    let pw = "correct-Horse-battery-9";
+    let (a, cmd) = register("alice@example.com");
+    run_with(store, a, cmd, &meta(), at).await.unwrap();
+    run_with(store, a, grant_with_link(), &meta(), at)
+        .await
+        .unwrap();
+    let set = CustomerCommand::SetPassword {
+        password: Password::parse(pw, &[]).unwrap(),
+        password_confirm: Secret::new(pw),
+        send_notification: false,
+    };
+    run_with(store, a, set, &meta(), at).await.unwrap();
+    let request = CustomerCommand::RequestEmailChange {
+        current_password: Secret::new(pw),
+        new_email: email("target@example.com"),
+        new_email_confirm: email("target@example.com"),
+    };
+    let requested = run_with(store, a, request, &meta(), at).await.unwrap();
+    (a, requested.issued_tokens[0].token.clone())
+}
+
 /// A password check counted while a right password clears the account
 /// (another tab, the owner logging in during a guessing run) neither
 /// fails nor loses its count: the row is created or locked in one
@@ -458,32 +482,8 @@ async fn a_reindex_does_not_take_back_a_released_address(store: Store) {
         let store = store.clone();
         async move { run_with(&store, id, command, &meta(), t0 + Duration::hours(hours)).await }
     };
-    let pw = "correct-Horse-battery-9";
-    let (a, cmd) = register("alice@example.com");
-    run_at(a, cmd, 0).await.unwrap();
-    run_at(a, grant_with_link(), 0).await.unwrap();
-    run_at(
-        a,
-        CustomerCommand::SetPassword {
-            password: Password::parse(pw, &[]).unwrap(),
-            password_confirm: Secret::new(pw),
-            send_notification: false,
-        },
-        0,
-    )
-    .await
-    .unwrap();
-    run_at(
-        a,
-        CustomerCommand::RequestEmailChange {
-            current_password: Secret::new(pw),
-            new_email: email("target@example.com"),
-            new_email_confirm: email("target@example.com"),
-        },
-        0,
-    )
-    .await
-    .unwrap();
+    // Her last event is the request, whose link has long expired.
+    let (a, _) = alice_moving_to_target(&store, t0).await;
     let (b, cmd) = register("target@example.com");
     run_at(b, cmd, 25).await.unwrap();
     run_at(b, grant_with_link(), 25).await.unwrap();
@@ -518,32 +518,7 @@ async fn an_expired_email_change_no_longer_holds_its_address(store: Store) {
         async move { run_with(&store, id, command, &meta(), at(hours)).await }
     };
     let pw = "correct-Horse-battery-9";
-    let (a, cmd) = register("alice@example.com");
-    run_at(a, cmd, 0).await.unwrap();
-    run_at(a, grant_with_link(), 0).await.unwrap();
-    run_at(
-        a,
-        CustomerCommand::SetPassword {
-            password: Password::parse(pw, &[]).unwrap(),
-            password_confirm: Secret::new(pw),
-            send_notification: false,
-        },
-        0,
-    )
-    .await
-    .unwrap();
-    let requested = run_at(
-        a,
-        CustomerCommand::RequestEmailChange {
-            current_password: Secret::new(pw),
-            new_email: email("target@example.com"),
-            new_email_confirm: email("target@example.com"),
-        },
-        0,
-    )
-    .await
-    .unwrap();
-    let link = requested.issued_tokens[0].token.clone();
+    let (a, link) = alice_moving_to_target(&store, at(0)).await;
     let (b, cmd) = register("target@example.com");
     run_at(b, cmd, 1).await.unwrap();
     // While the link lives, the address is held.

@@ -174,18 +174,7 @@ async fn the_soft_lock_is_shared_by_replicas(db: Db) {
 async fn one_idempotency_key_in_parallel_has_one_effect_and_one_answer(db: Db) {
     let app = TestApp::spawn(db).await;
     let id = app.register("parallel@example.com").await;
-    let path = format!("/v1/customers/{id}/grant-access");
-    let body = json!({"password": PW2, "password_confirm": PW2});
-    let calls = (0..8).map(|_| {
-        app.call_with(
-            Method::POST,
-            &path,
-            Some(SERVICE),
-            Some(body.clone()),
-            &[("idempotency-key", "grant-once")],
-        )
-    });
-    let answers = join_all(calls).await;
+    let answers = grants_with_one_key(&[&app], &id).await;
     same_answers_one_grant(&app, &id, &answers).await;
     app.stop().await;
 }
@@ -197,11 +186,19 @@ async fn one_idempotency_key_over_two_replicas_has_one_effect_and_one_answer(db:
     let app = TestApp::spawn(db).await;
     let other = app.replica(|_| {}).await;
     let id = app.register("parallel2@example.com").await;
+    let answers = grants_with_one_key(&[&app, &other], &id).await;
+    same_answers_one_grant(&app, &id, &answers).await;
+    other.stop().await;
+    app.stop().await;
+}
+
+/// Eight grants with a password and one idempotency key at once, spread
+/// over `replicas`.
+async fn grants_with_one_key(replicas: &[&TestApp], id: &str) -> Vec<Answer> {
     let path = format!("/v1/customers/{id}/grant-access");
     let body = json!({"password": PW2, "password_confirm": PW2});
     let calls = (0..8).map(|n| {
-        let replica = if n % 2 == 0 { &app } else { &other };
-        replica.call_with(
+        replicas[n % replicas.len()].call_with(
             Method::POST,
             &path,
             Some(SERVICE),
@@ -209,10 +206,7 @@ async fn one_idempotency_key_over_two_replicas_has_one_effect_and_one_answer(db:
             &[("idempotency-key", "grant-once")],
         )
     });
-    let answers = join_all(calls).await;
-    same_answers_one_grant(&app, &id, &answers).await;
-    other.stop().await;
-    app.stop().await;
+    join_all(calls).await
 }
 
 async fn same_answers_one_grant(app: &TestApp, id: &str, answers: &[Answer]) {
