@@ -18,7 +18,7 @@ pub struct AppState(Arc<Inner>);
 
 pub struct Inner {
     pub store: Store,
-    /// Template for per-command services (`CustomerServices::fresh`).
+    /// The aggregate's services (stateless: one serves every command).
     pub services: CustomerServices,
     pub keys: KeyRing,
     pub mailer: Mailer,
@@ -47,9 +47,9 @@ impl AppState {
         &self.0.store
     }
 
-    /// Fresh services for one command.
-    pub fn services(&self) -> CustomerServices {
-        self.0.services.fresh()
+    /// The aggregate's services (hashing, tokens, time), for every command.
+    pub fn services(&self) -> &CustomerServices {
+        &self.0.services
     }
 
     pub fn keys(&self) -> &KeyRing {

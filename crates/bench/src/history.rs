@@ -112,7 +112,8 @@ async fn history(
         let new = state
             .decide(command, &services)
             .await
-            .map_err(|e| anyhow!("customer {id}: {what} refused: {e}"))?;
+            .map_err(|e| anyhow!("customer {id}: {what} refused: {e}"))?
+            .events;
         for event in &new {
             cqrs_es::Aggregate::apply(&mut state, event.clone());
         }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::commands::{Credential, CustomerCommand};
 use crate::error::CustomerError;
 use crate::events::{CustomerEvent, PasswordClearedReason, Personal, SetupLink};
-use crate::services::{CustomerServices, TokenPurpose};
+use crate::services::{CustomerServices, IssuedToken, TokenPurpose};
 use crate::values::{
     CustomerId, CustomerName, EmailAddress, Password, PasswordHash, Role, Secret, TokenDigest,
 };
@@ -44,6 +44,15 @@ pub enum LinkStatus {
     /// Not a link of this customer's: used, voided by a newer link or a
     /// change, or never issued.
     Dead,
+}
+
+/// What a command decided: its events, and the plain tokens it issued
+/// (which never go into events: the caller builds the links in the mails
+/// from them after the commit, then drops them).
+#[derive(Debug, Clone, Default)]
+pub struct Decision {
+    pub events: Vec<CustomerEvent>,
+    pub issued: Vec<IssuedToken>,
 }
 
 /// Why a customer holds an email address (see `Customer::reserved_emails`).
@@ -264,6 +273,7 @@ impl Customer {
         services: &CustomerServices,
         now: DateTime<Utc>,
         had_password: bool,
+        issued: &mut Vec<IssuedToken>,
     ) -> Result<Vec<CustomerEvent>, CustomerError> {
         match credential {
             Credential::None => Err(CustomerError::LoginHasNoPassword {
@@ -298,7 +308,7 @@ impl Customer {
                         at: now,
                     });
                 }
-                events.push(Self::setup_link_notification(login, services, now));
+                events.push(Self::setup_link_notification(login, services, now, issued));
                 Ok(events)
             }
         }
@@ -308,24 +318,39 @@ impl Customer {
         login: &EmailAddress,
         services: &CustomerServices,
         now: DateTime<Utc>,
+        issued: &mut Vec<IssuedToken>,
     ) -> CustomerEvent {
-        let (token_digest, expires_at) =
-            services.issue_token(TokenPurpose::PasswordSetup, login, now);
+        let token = services.issue_token(TokenPurpose::PasswordSetup, login, now);
+        let setup_link = SetupLink {
+            token_digest: token.digest.clone(),
+            expires_at: token.expires_at,
+        };
+        issued.push(token);
         CustomerEvent::AccessNotificationSent {
             recipient: Personal::Known(login.clone()),
-            setup_link: Some(SetupLink {
-                token_digest,
-                expires_at,
-            }),
+            setup_link: Some(setup_link),
             at: now,
         }
     }
 
-    /// Decides which events a command produces. Does not change `self`.
+    /// Decides what a command does: the events it produces and the plain
+    /// tokens it issued (for the links in the mails; the events keep only
+    /// their digests). Does not change `self`.
     pub async fn decide(
         &self,
         command: CustomerCommand,
         services: &CustomerServices,
+    ) -> Result<Decision, CustomerError> {
+        let mut issued = Vec::new();
+        let events = self.decide_events(command, services, &mut issued).await?;
+        Ok(Decision { events, issued })
+    }
+
+    async fn decide_events(
+        &self,
+        command: CustomerCommand,
+        services: &CustomerServices,
+        issued: &mut Vec<IssuedToken>,
     ) -> Result<Vec<CustomerEvent>, CustomerError> {
         let now = services.now();
         if self.forgotten {
@@ -368,8 +393,15 @@ impl Customer {
                 // With access, a new login email is like a new access.
                 let mut events = vec![changed];
                 events.extend(
-                    Self::credential_events(credential, &email, services, now, self.has_password())
-                        .await?,
+                    Self::credential_events(
+                        credential,
+                        &email,
+                        services,
+                        now,
+                        self.has_password(),
+                        issued,
+                    )
+                    .await?,
                 );
                 Ok(events)
             }
@@ -381,7 +413,8 @@ impl Customer {
                 }
                 let mut events = vec![CustomerEvent::AccessGranted { role, at: now }];
                 events.extend(
-                    Self::credential_events(credential, login, services, now, false).await?,
+                    Self::credential_events(credential, login, services, now, false, issued)
+                        .await?,
                 );
                 Ok(events)
             }
@@ -397,12 +430,22 @@ impl Customer {
                     password_confirm,
                     send_notification,
                 };
-                Self::credential_events(credential, login, services, now, self.has_password()).await
+                Self::credential_events(
+                    credential,
+                    login,
+                    services,
+                    now,
+                    self.has_password(),
+                    issued,
+                )
+                .await
             }
 
             CustomerCommand::SendAccessNotification => {
                 let login = self.require_access()?;
-                Ok(vec![Self::setup_link_notification(login, services, now)])
+                Ok(vec![Self::setup_link_notification(
+                    login, services, now, issued,
+                )])
             }
 
             CustomerCommand::RevokeAccess { reason } => {
@@ -427,8 +470,9 @@ impl Customer {
                 if *current == new_email {
                     return Err(CustomerError::EmailUnchanged);
                 }
-                let (token_digest, expires_at) =
-                    services.issue_token(TokenPurpose::EmailChange, &new_email, now);
+                let token = services.issue_token(TokenPurpose::EmailChange, &new_email, now);
+                let (token_digest, expires_at) = (token.digest.clone(), token.expires_at);
+                issued.push(token);
                 Ok(vec![CustomerEvent::EmailChangeRequested {
                     old_email: Personal::Known(current.clone()),
                     new_email: Personal::Known(new_email),
@@ -529,7 +573,9 @@ impl Aggregate for Customer {
         services: &Self::Services,
         sink: &EventSink<Self>,
     ) -> Result<(), Self::Error> {
-        let events = self.decide(command, services).await?;
+        // cqrs-es's own path (its test framework): the plain tokens are
+        // dropped; the service uses `decide` and takes them.
+        let events = self.decide(command, services).await?.events;
         for event in events {
             sink.write(event, self).await;
         }

@@ -289,7 +289,7 @@ fn change_email_with_access_and_setup_link_voids_the_old_password_and_sends_a_li
 async fn the_old_password_stops_working_after_an_email_change_with_setup_link() {
     let services = services_at(now());
     let mut c = state(with_access());
-    let events = c
+    let decision = c
         .decide(
             CustomerCommand::ChangeEmail {
                 email: email(NEW),
@@ -299,7 +299,7 @@ async fn the_old_password_stops_working_after_an_email_change_with_setup_link() 
         )
         .await
         .unwrap();
-    for e in events {
+    for e in decision.events {
         c.apply(e);
     }
     let err = c
@@ -314,7 +314,7 @@ async fn the_old_password_stops_working_after_an_email_change_with_setup_link() 
         .await
         .unwrap_err();
     assert_eq!(err, CustomerError::WrongPassword);
-    let issued = services.take_issued_tokens();
+    let issued = decision.issued;
     assert_eq!(issued.len(), 1);
     assert_eq!(issued[0].recipient, email(NEW));
     assert_eq!(issued[0].purpose, TokenPurpose::PasswordSetup);
@@ -559,7 +559,8 @@ async fn the_setup_link_lifetime_is_configurable() {
     let events = state(with_access())
         .decide(CustomerCommand::SendAccessNotification, &services)
         .await
-        .unwrap();
+        .unwrap()
+        .events;
     match &events[0] {
         CustomerEvent::AccessNotificationSent {
             setup_link: Some(link),
@@ -1013,6 +1014,7 @@ fn events_never_contain_a_plain_password_or_token() {
         .build()
         .unwrap();
     let mut all = Vec::new();
+    let mut tokens = Vec::new();
     rt.block_on(async {
         let mut c = state(vec![registered()]);
         for cmd in [
@@ -1026,14 +1028,14 @@ fn events_never_contain_a_plain_password_or_token() {
                 credential: Credential::SetupLink,
             },
         ] {
-            let events = c.decide(cmd, &services).await.unwrap();
-            for e in events {
+            let decision = c.decide(cmd, &services).await.unwrap();
+            tokens.extend(decision.issued);
+            for e in decision.events {
                 all.push(e.clone());
                 c.apply(e);
             }
         }
     });
-    let tokens = services.take_issued_tokens();
     assert_eq!(tokens.len(), 2);
     let json = serde_json::to_string(&all).unwrap();
     for t in &tokens {

@@ -23,7 +23,7 @@ pub mod services;
 pub mod upcasting;
 pub mod values;
 
-pub use aggregate::{Customer, LinkStatus, PendingEmailChange, ReservationKind};
+pub use aggregate::{Customer, Decision, LinkStatus, PendingEmailChange, ReservationKind};
 pub use commands::{Credential, CustomerCommand};
 pub use error::CustomerError;
 pub use events::{CustomerEvent, PasswordClearedReason, Personal, SetupLink};

@@ -4,7 +4,7 @@
 //! traits. `access-security` implements them for production (argon2id, the
 //! OS random generator, the system clock); tests use fakes.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 
@@ -82,16 +82,16 @@ pub struct IssuedToken {
     pub expires_at: DateTime<Utc>,
 }
 
-/// The services handed to the aggregate for one command.
-///
-/// Create one per command execution: it collects the plain tokens that the
-/// command issued (`take_issued_tokens`), which must never go into events.
+/// The services handed to the aggregate: hashing, tokens, time, link
+/// lifetimes. Cheap to clone (shared adapters); holds no state of its own,
+/// so one serves every command (the tokens a command issues come back in
+/// its [`crate::Decision`]).
+#[derive(Clone)]
 pub struct CustomerServices {
     hasher: Arc<dyn PasswordHasher>,
     tokens: Arc<dyn TokenGenerator>,
     clock: Arc<dyn Clock>,
     lifetimes: LinkLifetimes,
-    issued: Mutex<Vec<IssuedToken>>,
 }
 
 impl CustomerServices {
@@ -106,19 +106,7 @@ impl CustomerServices {
             tokens,
             clock,
             lifetimes,
-            issued: Mutex::new(Vec::new()),
         }
-    }
-
-    /// A fresh set of services sharing the same adapters (for the next
-    /// command, or a retry of this one).
-    pub fn fresh(&self) -> Self {
-        Self::new(
-            self.hasher.clone(),
-            self.tokens.clone(),
-            self.clock.clone(),
-            self.lifetimes,
-        )
     }
 
     pub fn hasher(&self) -> &dyn PasswordHasher {
@@ -133,45 +121,27 @@ impl CustomerServices {
         self.lifetimes
     }
 
-    /// Issues a token: returns its digest and expiry for the event, and keeps
-    /// the plain token for the caller.
+    /// Issues a token for a link: the plain token (for the mail), its
+    /// digest and expiry (for the event).
     pub(crate) fn issue_token(
         &self,
         purpose: TokenPurpose,
         recipient: &EmailAddress,
         now: DateTime<Utc>,
-    ) -> (TokenDigest, DateTime<Utc>) {
+    ) -> IssuedToken {
         let token = self.tokens.generate();
         let digest = TokenDigest::of(token.expose());
         let lifetime = match purpose {
             TokenPurpose::PasswordSetup => self.lifetimes.setup_link,
             TokenPurpose::EmailChange => self.lifetimes.email_change,
         };
-        let expires_at = now + lifetime;
-        self.issued
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(IssuedToken {
-                purpose,
-                recipient: recipient.clone(),
-                token,
-                digest: digest.clone(),
-                expires_at,
-            });
-        (digest, expires_at)
-    }
-
-    /// The tokens issued so far by the command, in order (a copy).
-    pub fn issued_tokens(&self) -> Vec<IssuedToken> {
-        self.issued
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    /// The tokens issued so far by the command, in order. Empties the list.
-    pub fn take_issued_tokens(&self) -> Vec<IssuedToken> {
-        std::mem::take(&mut *self.issued.lock().unwrap_or_else(PoisonError::into_inner))
+        IssuedToken {
+            purpose,
+            recipient: recipient.clone(),
+            token,
+            digest,
+            expires_at: now + lifetime,
+        }
     }
 }
 

@@ -1093,8 +1093,10 @@ async fn run(script: &Script) -> Result<Vec<(&'static str, String)>, String> {
         let expected = model.decide(&act, now);
         let command = act.command();
         let name = command.name();
-        let actual = customer.decide(command, &services).await;
-        let taken = services.take_issued_tokens();
+        let (actual, taken) = match customer.decide(command, &services).await {
+            Ok(decision) => (Ok(decision.events), decision.issued),
+            Err(e) => (Err(e), Vec::new()),
+        };
         let at = format!("step {i} `{step:?}`, resolved as {act:?}, at {now}");
 
         let outcome = match (expected, actual) {

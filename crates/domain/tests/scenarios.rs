@@ -693,7 +693,7 @@ async fn run(scenario: &Scenario) -> Result<(), Failure> {
 
     let services = services_at(now);
     let outcome = match command {
-        Ok(command) => customer.decide(command, &services).await,
+        Ok(command) => customer.decide(command, &services).await.map(|d| d.events),
         Err(refused) => Err(refused),
     };
 

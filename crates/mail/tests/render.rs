@@ -234,11 +234,11 @@ async fn run(
     services: &CustomerServices,
     command: CustomerCommand,
 ) -> (Vec<CustomerEvent>, Vec<access_domain::IssuedToken>) {
-    let events = customer.decide(command, services).await.unwrap();
-    for event in &events {
+    let decision = customer.decide(command, services).await.unwrap();
+    for event in &decision.events {
         customer.apply(event.clone());
     }
-    (events, services.take_issued_tokens())
+    (decision.events, decision.issued)
 }
 
 fn assert_no_secret(eml: &str, what: &str) {

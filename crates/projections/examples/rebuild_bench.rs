@@ -242,7 +242,8 @@ async fn history(
         let new = state
             .decide(command, &services)
             .await
-            .map_err(|e| format!("customer {id}: {what} refused: {e}"))?;
+            .map_err(|e| format!("customer {id}: {what} refused: {e}"))?
+            .events;
         events.extend(new);
         // The state after, as the store would load it.
         state = access_store::replay(events.iter().cloned()).customer;

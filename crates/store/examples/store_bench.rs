@@ -222,12 +222,12 @@ async fn decide(
     services: &CustomerServices,
     id: CustomerId,
 ) -> Result<(Vec<CustomerEvent>, Customer)> {
-    let services = services.fresh();
     let what = label(&command);
     let events = state
-        .decide(command, &services)
+        .decide(command, services)
         .await
-        .map_err(|e| format!("customer {id}: {what} refused: {e}"))?;
+        .map_err(|e| format!("customer {id}: {what} refused: {e}"))?
+        .events;
     let mut after = state.clone();
     for event in &events {
         cqrs_es::Aggregate::apply(&mut after, event.clone());

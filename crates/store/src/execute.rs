@@ -3,7 +3,7 @@
 
 use access_domain::{
     CommandMetadata, CustomerCommand, CustomerError, CustomerEvent, CustomerId, CustomerServices,
-    IssuedToken,
+    Decision, IssuedToken,
 };
 
 use std::sync::Arc;
@@ -131,17 +131,16 @@ impl Store {
                     });
                 }
             }
-            let services = services.fresh();
             let decided = loaded
                 .customer
-                .decide(execution.command.clone(), &services)
+                .decide(execution.command.clone(), services)
                 .await;
             // A refusal, or a command with nothing to write, appends no
             // event: no sequence check would catch a stale cached state.
             // Check the version (one query) and decide again on the
             // database's state if it moved (another replica granted access,
             // changed the password, forgot the customer, …).
-            if from_cache && !matches!(&decided, Ok(events) if !events.is_empty()) {
+            if from_cache && !matches!(&decided, Ok(d) if !d.events.is_empty()) {
                 if let Some(cache) = cache {
                     if self.version_of(id).await? != loaded.version {
                         cache.stale(&id);
@@ -149,7 +148,7 @@ impl Store {
                     }
                 }
             }
-            let events = decided?;
+            let Decision { events, issued } = decided?;
             let mut after = loaded.customer.clone();
             for event in &events {
                 cqrs_es::Aggregate::apply(&mut after, event.clone());
@@ -164,7 +163,7 @@ impl Store {
             let mail = outbox(&OutboxInput {
                 customer_id: id,
                 events: &events,
-                issued_tokens: &services.issued_tokens(),
+                issued_tokens: &issued,
                 after: &after,
             })
             .map_err(ExecuteError::Outbox)?;
@@ -213,7 +212,7 @@ impl Store {
                         version: appended.version,
                         events,
                         last_position: appended.last_position,
-                        issued_tokens: services.take_issued_tokens(),
+                        issued_tokens: issued,
                     });
                 }
                 Err(StoreError::Conflict { .. })

@@ -118,7 +118,8 @@ async fn conflicts_are_detected_and_leave_nothing_behind(store: Store) {
         .customer
         .decide(CustomerCommand::SendAccessNotification, &services)
         .await
-        .unwrap();
+        .unwrap()
+        .events;
     let append = |_attempt: &'static str| Append {
         customer_id: id,
         expected_version: loaded.version,

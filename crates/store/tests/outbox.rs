@@ -32,7 +32,8 @@ async fn register(
             &access_store::testing::fake_services(chrono::Utc::now()),
         )
         .await
-        .unwrap();
+        .unwrap()
+        .events;
     let after = access_store::replay(events.clone()).customer;
     store
         .append_with_outbox(

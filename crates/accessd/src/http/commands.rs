@@ -330,7 +330,6 @@ async fn run(
     let name = request.command.name();
     let metadata = CommandMetadata::new(request.actor.clone(), request.request_id.clone())
         .with_reason(request.reason.clone());
-    let services = state.services();
     let idempotency = request
         .headers
         .idempotency_key
@@ -348,7 +347,7 @@ async fn run(
     let result = state
         .store()
         .execute_with_outbox(
-            &services,
+            state.services(),
             Execution {
                 customer_id,
                 command: request.command.clone(),
