@@ -15,9 +15,9 @@ use chrono::Utc;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::auth::{ApiKey, KeyRing, KeySpecError};
+use crate::auth::{ApiKey, ApiKeys, KeySpecError};
+use crate::command_mail::CommandMail;
 use crate::config::Config;
-use crate::mailer::Mailer;
 use crate::metrics::Metrics;
 use crate::state::{AppState, Inner};
 use crate::throttle::Throttle;
@@ -81,7 +81,7 @@ impl Running {
 async fn load_keys(
     config: &Config,
     store: &Store,
-) -> Result<(KeyRing, Option<String>), StartupError> {
+) -> Result<(ApiKeys, Option<String>), StartupError> {
     let mut keys = Vec::new();
     if let Some(spec) = &config.api_keys {
         keys.extend(ApiKey::parse_list(spec)?);
@@ -126,7 +126,7 @@ async fn load_keys(
             None => tracing::warn!(name = %s.name, "stored API key unreadable; ignored"),
         }
     }
-    Ok((KeyRing::new(keys), created))
+    Ok((ApiKeys::new(keys), created))
 }
 
 /// Largest request head (request line and headers) accepted; a larger
@@ -331,10 +331,10 @@ pub async fn start(
                 lease: Duration::from_secs(config.mail_lease_secs.max(1)),
                 ..access_mail::outbox::RetryPolicy::default()
             },
-            crate::mailer::outcome_counter(metrics.clone()),
+            crate::command_mail::outcome_counter(metrics.clone()),
         )
     });
-    let mailer = Mailer::new(templates, settings, public_url.clone(), worker);
+    let mail = CommandMail::new(templates, settings, public_url.clone(), worker);
     let throttle = Throttle::new(
         store.clone(),
         config.login_attempts_per_account,
@@ -344,7 +344,7 @@ pub async fn start(
         store,
         services,
         keys,
-        mailer,
+        mail,
         metrics,
         throttle,
         trusted_proxies,

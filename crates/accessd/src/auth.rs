@@ -134,11 +134,11 @@ impl ApiKey {
 
 /// The known API keys.
 #[derive(Clone, Debug, Default)]
-pub struct KeyRing {
+pub struct ApiKeys {
     keys: Vec<ApiKey>,
 }
 
-impl KeyRing {
+impl ApiKeys {
     pub fn new(keys: Vec<ApiKey>) -> Self {
         Self { keys }
     }
@@ -366,7 +366,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(keys.len(), 3);
-        let ring = KeyRing::new(keys);
+        let ring = ApiKeys::new(keys);
         assert_eq!(
             ring.authenticate("fedcba9876543210fedc").unwrap().name,
             "audit"

@@ -10,7 +10,7 @@
 //!   (idempotency, `If-Match`, mail after the commit).
 //! - [`auth`]: API keys and roles as types; customer sessions.
 //! - [`error`]: the one HTTP error type.
-//! - [`mailer`], [`links`]: the emails a command calls for and their links.
+//! - [`command_mail`], [`link_token`]: the emails a command calls for and the tokens in their links.
 //! - [`pages`]: the customers' server-rendered pages behind those links
 //!   (setup password, confirm email, login, account).
 //! - [`metrics`], [`throttle`], [`openapi`].
@@ -18,11 +18,11 @@
 pub mod app;
 pub mod auth;
 pub mod client_ip;
+pub mod command_mail;
 pub mod config;
 pub mod error;
 pub mod http;
-pub mod links;
-pub mod mailer;
+pub mod link_token;
 pub mod metrics;
 pub mod openapi;
 pub mod pages;

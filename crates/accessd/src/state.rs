@@ -7,8 +7,8 @@ use access_domain::{CustomerServices, PasswordHash};
 use access_store::Store;
 use chrono::{DateTime, Duration, Utc};
 
-use crate::auth::KeyRing;
-use crate::mailer::Mailer;
+use crate::auth::ApiKeys;
+use crate::command_mail::CommandMail;
 use crate::metrics::Metrics;
 use crate::throttle::Throttle;
 
@@ -20,8 +20,8 @@ pub struct Inner {
     pub store: Store,
     /// The aggregate's services (stateless: one serves every command).
     pub services: CustomerServices,
-    pub keys: KeyRing,
-    pub mailer: Mailer,
+    pub keys: ApiKeys,
+    pub mail: CommandMail,
     pub metrics: Metrics,
     pub throttle: Throttle,
     /// Idempotency keys of requests running in this process.
@@ -52,12 +52,12 @@ impl AppState {
         &self.0.services
     }
 
-    pub fn keys(&self) -> &KeyRing {
+    pub fn keys(&self) -> &ApiKeys {
         &self.0.keys
     }
 
-    pub fn mailer(&self) -> &Mailer {
-        &self.0.mailer
+    pub fn mail(&self) -> &CommandMail {
+        &self.0.mail
     }
 
     pub fn metrics(&self) -> &Metrics {

@@ -151,8 +151,8 @@ impl Throttle {
     /// Before a password check: takes one check from the address's quota
     /// and from the account's allowance (the check is counted now, before
     /// any hashing), or `too_many_attempts` with `Retry-After`. After the
-    /// check, call [`Throttle::succeeded`], [`Throttle::failed`] or
-    /// [`Throttle::undecided`].
+    /// check, call [`Throttle::succeeded`] or [`Throttle::undecided`] (a
+    /// wrong password needs nothing: it stays counted).
     pub async fn attempt(
         &self,
         account: &str,

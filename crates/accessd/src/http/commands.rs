@@ -170,7 +170,7 @@ pub fn fingerprint(method: &str, path: &str, body_digest: &str) -> String {
     ))
 }
 
-fn replay(record: &IdempotencyRecord, fingerprint: &str) -> ApiResult<Response> {
+fn replay_stored(record: &IdempotencyRecord, fingerprint: &str) -> ApiResult<Response> {
     if record.request_digest != fingerprint {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -294,7 +294,7 @@ pub async fn execute(state: &AppState, request: CommandRequest) -> ApiResult<Out
     };
     if let Some(key) = &request.headers.idempotency_key {
         if let Some(record) = state.store().idempotency_lookup(&caller, key).await? {
-            return replay(&record, &request.fingerprint).map(Outcome::Replayed);
+            return replay_stored(&record, &request.fingerprint).map(Outcome::Replayed);
         }
     }
     let name = request.command.name();
@@ -309,7 +309,7 @@ pub async fn execute(state: &AppState, request: CommandRequest) -> ApiResult<Out
     // gets that request's answer.
     if let Some(key) = key {
         if let Some(record) = state.store().idempotency_lookup(&caller, &key).await? {
-            return replay(&record, &fingerprint).map(Outcome::Replayed);
+            return replay_stored(&record, &fingerprint).map(Outcome::Replayed);
         }
     }
     let err = match err {
@@ -362,7 +362,7 @@ async fn run(
                     headers: reply.headers,
                 }
             },
-            |input| state.mailer().prepare(input),
+            |input| state.mail().prepare(input),
         )
         .await;
     if result.is_ok() {
@@ -370,7 +370,7 @@ async fn run(
         if let Some(projector) = state.projector() {
             projector.nudge();
         }
-        state.mailer().nudge();
+        state.mail().nudge();
     }
     result
 }

@@ -111,7 +111,7 @@ fn chain_part(state: &AppState) -> PartState {
 }
 
 fn mail_part(state: &AppState) -> PartState {
-    let Some(worker) = state.mailer().worker() else {
+    let Some(worker) = state.mail().worker() else {
         return PartState::new("disabled");
     };
     let status = worker.status();

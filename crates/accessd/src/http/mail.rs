@@ -115,7 +115,7 @@ pub async fn retry(
         .outbox_requeue(&id, Utc::now().timestamp_millis())
         .await?
     {
-        state.mailer().nudge();
+        state.mail().nudge();
         Ok(StatusCode::ACCEPTED)
     } else {
         Err(ApiError::new(

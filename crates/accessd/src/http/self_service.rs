@@ -18,7 +18,7 @@ use crate::http::commands::{
 };
 use crate::http::dto::*;
 use crate::http::extract::{ClientAddress, CommandHeaders, JsonBody, RequestId};
-use crate::links;
+use crate::link_token;
 use crate::state::AppState;
 use crate::throttle::Reservation;
 
@@ -400,7 +400,7 @@ pub(crate) async fn change_password_and_reopen(
 
 /// The customer and secret of a link token, or `invalid_token`.
 pub(crate) fn link_command(raw: &str) -> ApiResult<(access_domain::CustomerId, Secret)> {
-    links::split(raw).ok_or_else(|| {
+    link_token::split(raw).ok_or_else(|| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_token",

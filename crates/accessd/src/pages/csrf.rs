@@ -138,7 +138,7 @@ where
     type Rejection = PageError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        if !same_origin(req.headers(), state.mailer().public_url()) {
+        if !same_origin(req.headers(), state.mail().public_url()) {
             tracing::info!("form refused: cross-origin POST");
             return Err(PageError::Csrf);
         }

@@ -20,7 +20,7 @@ use super::session::clear_session_cookie;
 use super::{message_page, see_other, Field, Form, Page, PageError, Status};
 use crate::http::extract::{ClientAddress, RequestId};
 use crate::http::self_service;
-use crate::links;
+use crate::link_token;
 use crate::state::AppState;
 
 #[derive(Debug, Default, Deserialize)]
@@ -58,7 +58,7 @@ fn link_expired(link: Link) -> Page {
 
 /// The token of a link, when it has the shape of one.
 fn usable_token(raw: Option<&str>) -> Option<String> {
-    raw.filter(|t| links::split(t).is_some())
+    raw.filter(|t| link_token::split(t).is_some())
         .map(|t| t.trim().to_string())
 }
 
@@ -77,7 +77,7 @@ async fn live_link(
     let Some(token) = usable_token(raw) else {
         return Ok(None);
     };
-    let Some((customer_id, secret)) = links::split(&token) else {
+    let Some((customer_id, secret)) = link_token::split(&token) else {
         return Ok(None);
     };
     let account = format!("link:{customer_id}");

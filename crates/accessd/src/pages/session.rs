@@ -41,7 +41,7 @@ fn page_cookie(state: &AppState, name: &str, value: &str, same_site: SameSite) -
         .http_only(true)
         .same_site(same_site)
         .path("/")
-        .secure(state.mailer().public_url().starts_with("https://"))
+        .secure(state.mail().public_url().starts_with("https://"))
         .build()
 }
 

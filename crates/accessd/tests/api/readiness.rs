@@ -105,7 +105,7 @@ async fn readyz_answers_503_when_the_hash_chain_failed(db: Db) {
 async fn readyz_answers_503_when_the_mail_worker_stopped(db: Db) {
     let app = TestApp::spawn(db).await;
     readyz_until(&app, 200).await.expect(200);
-    app.state.mailer().worker().unwrap().stop();
+    app.state.mail().worker().unwrap().stop();
     let answer = readyz_until(&app, 503).await.expect(503);
     assert!(answer.message().contains("mail worker"), "{}", answer.body);
     assert_eq!(

@@ -10,16 +10,16 @@ use access_mail::{MailSettings, Templates};
 use access_store::{OutboxInput, OutboxMessage};
 use chrono::Utc;
 
-use crate::links;
+use crate::link_token;
 
-pub struct Mailer {
+pub struct CommandMail {
     templates: Templates,
     settings: MailSettings,
     public_url: String,
     worker: Option<OutboxWorker>,
 }
 
-impl Mailer {
+impl CommandMail {
     pub fn new(
         templates: Templates,
         settings: MailSettings,
@@ -42,7 +42,7 @@ impl Mailer {
     pub fn prepare(&self, input: &OutboxInput<'_>) -> Result<Vec<OutboxMessage>, String> {
         let customer_id = input.customer_id;
         let link_token = move |t: &IssuedToken| IssuedToken {
-            token: links::join(customer_id, &t.token),
+            token: link_token::join(customer_id, &t.token),
             ..t.clone()
         };
         prepare(
