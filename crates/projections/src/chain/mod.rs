@@ -17,6 +17,7 @@
 //! [`extend`] hashes the events not hashed yet, in batches, each batch with
 //! the chain's checkpoint (`projector_checkpoints`, name `chain`) in one
 //! transaction. Several processes may extend at once: the checkpoint row is
+//! locked, and a batch that finds it moved writes nothing.
 //!
 //! Where things are:
 //! - `recipe`: the hash of one stored event ([`event_hash`], over
