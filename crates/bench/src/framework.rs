@@ -15,7 +15,7 @@ use postgres_es::PostgresCqrs;
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgPoolOptions;
 
-use crate::util::Latencies;
+use crate::report::Latencies;
 use crate::Phase;
 
 /// The postgres-es schema (its `db/init.sql`), events table only.

@@ -10,8 +10,8 @@ use anyhow::{bail, Context, Result};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 
+use crate::report::Latencies;
 use crate::service::ADMIN_KEY;
-use crate::util::Latencies;
 use crate::Phase;
 
 /// A password zxcvbn accepts.
@@ -451,8 +451,8 @@ pub async fn wrong_logins(
     base: &str,
     email: &str,
     n: usize,
-) -> Result<crate::util::Latencies> {
-    let mut latencies = crate::util::Latencies::new();
+) -> Result<crate::report::Latencies> {
+    let mut latencies = crate::report::Latencies::new();
     let url = format!("{base}/v1/self/sessions");
     for _ in 0..n {
         let t = Instant::now();

@@ -16,9 +16,9 @@
 mod framework;
 mod history;
 mod http;
+mod report;
 mod scenarios;
 mod service;
-mod util;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -26,7 +26,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 
-use crate::util::Latencies;
+use crate::report::Latencies;
 
 /// The benchmark of issue 7 (see docs/performance.md).
 #[derive(Parser, Debug, Clone)]
@@ -169,9 +169,9 @@ async fn main() -> Result<()> {
     println!("  accessd:  {}", binary.display());
     println!(
         "  machine:  nproc {}, cpu {}, loadavg at start {}",
-        util::nproc(),
-        util::cpu_model(),
-        util::loadavg()
+        report::nproc(),
+        report::cpu_model(),
+        report::loadavg()
     );
     if cfg!(debug_assertions) {
         println!("  WARNING:  debug build of the load generator; use --release for real numbers");
@@ -229,8 +229,8 @@ async fn main() -> Result<()> {
 
     println!(
         "== summary (nproc {}, loadavg at end {}, {:.0} s) ==",
-        util::nproc(),
-        util::loadavg(),
+        report::nproc(),
+        report::loadavg(),
         started.elapsed().as_secs_f64()
     );
     for t in &targets {

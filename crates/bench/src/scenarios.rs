@@ -12,8 +12,8 @@ use sqlx::postgres::PgPoolOptions;
 
 use crate::framework::Framework;
 use crate::http::{self, LagProbe, Mix};
+use crate::report::{f0, f2, mib, print_table, Latencies};
 use crate::service::{own_cpu_seconds, Service, ServiceOptions};
-use crate::util::{f0, f2, mib, print_table, Latencies};
 use crate::{Args, Phase, Target};
 
 /// The level the targets of scenario 1 are read at.
@@ -225,7 +225,7 @@ pub async fn commands(args: &Args, options: &ServiceOptions) -> Result<Vec<Targe
         });
         println!(
             "  level {clients} done (loadavg {})",
-            crate::util::loadavg()
+            crate::report::loadavg()
         );
     }
     let level = target_level(args);
@@ -554,7 +554,7 @@ fn argon2_baseline(threads: usize, duration: Duration) -> Result<(f64, f64)> {
 
 pub async fn login(args: &Args, options: &ServiceOptions) -> Result<Vec<Target>> {
     println!("== scenario 7: login (sessions per second) vs a bare argon2id verification loop ==");
-    let threads = crate::util::nproc();
+    let threads = crate::report::nproc();
     println!(
         "  {LOGIN_CLIENTS} clients logging in as {LOGIN_CUSTOMERS} customers (right password, \
          POST /v1/self/sessions), {} s; baseline: {threads} threads verifying with the same \

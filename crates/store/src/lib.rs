@@ -55,12 +55,12 @@ macro_rules! on_pool {
 pub mod accounts;
 mod cache;
 mod codec;
-mod common;
 pub mod error;
 pub mod execute;
 pub mod keys;
 pub mod login_attempts;
 pub mod outbox;
+mod portable;
 pub mod postgres;
 pub mod sqlite;
 #[cfg(feature = "testing")]

@@ -17,9 +17,9 @@ use sqlx::{PgPool, QueryBuilder, Row};
 
 use crate::cache::{AggregateCache, Current};
 use crate::codec::{self, RawRow, AGGREGATE_TYPE};
-use crate::common;
 use crate::error::{classify, StoreError, Violation};
 use crate::keys::{self, KeyState, Keyring, MasterKey, Opener};
+use crate::portable;
 use crate::{
     replay, Append, Appended, IdempotencyRecord, Loaded, Position, RecordedEvent, StoreOptions,
 };
@@ -133,10 +133,10 @@ impl PgStore {
             let last: i64 = row.try_get("last_sequence")?;
             let payload: serde_json::Value = row.try_get("payload")?;
             let key = KeyState::from_columns(row.try_get("has_key")?, row.try_get("wrapped_key")?);
-            if let Some(customer) = common::open_snapshot(keyring, &id, last, &key, payload)? {
+            if let Some(customer) = portable::open_snapshot(keyring, &id, last, &key, payload)? {
                 let newer = self.events_of(customer_id, last).await?;
                 return Ok(Current {
-                    loaded: common::from_snapshot(customer, last, newer),
+                    loaded: portable::from_snapshot(customer, last, newer),
                     key: key_of(&key)?,
                 });
             }
@@ -267,7 +267,7 @@ impl PgStore {
             }
         }
 
-        let version = common::finish_append::<DB, _>(
+        let version = portable::finish_append::<DB, _>(
             &mut tx,
             &append,
             outbox,
@@ -292,7 +292,7 @@ impl PgStore {
         &self,
         email: &EmailAddress,
     ) -> Result<Option<CustomerId>, StoreError> {
-        common::email_holder::<DB, _>(&self.pool, &self.keyring()?.email_key(email)).await
+        portable::email_holder::<DB, _>(&self.pool, &self.keyring()?.email_key(email)).await
     }
 
     pub async fn idempotency_lookup(
@@ -300,12 +300,12 @@ impl PgStore {
         caller: &str,
         key: &str,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        common::idempotency_lookup::<DB, _>(&self.pool, caller, key).await
+        portable::idempotency_lookup::<DB, _>(&self.pool, caller, key).await
     }
 
     pub async fn idempotency_save(&self, record: &IdempotencyRecord) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        common::insert_idempotency::<DB>(&mut tx, record, None).await?;
+        portable::insert_idempotency::<DB>(&mut tx, record, None).await?;
         tx.commit().await?;
         Ok(())
     }

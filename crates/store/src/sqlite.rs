@@ -27,9 +27,9 @@ use sqlx::{QueryBuilder, Row, SqlitePool};
 
 use crate::cache::{AggregateCache, Current};
 use crate::codec::{self, RawRow, AGGREGATE_TYPE};
-use crate::common;
 use crate::error::{classify, StoreError, Violation};
 use crate::keys::{self, KeyState, Keyring, MasterKey, Opener};
+use crate::portable;
 use crate::{
     replay, Append, Appended, IdempotencyRecord, Loaded, Position, RecordedEvent, StoreOptions,
 };
@@ -194,16 +194,16 @@ impl SqliteStore {
             let payload: String = row.try_get("payload")?;
             let key = KeyState::from_columns(row.try_get("has_key")?, row.try_get("wrapped_key")?);
             let customer = match serde_json::from_str(&payload) {
-                Ok(payload) => common::open_snapshot(keyring, &id, last, &key, payload)?,
+                Ok(payload) => portable::open_snapshot(keyring, &id, last, &key, payload)?,
                 Err(e) => {
-                    common::snapshot_unreadable(&id, &e);
+                    portable::snapshot_unreadable(&id, &e);
                     None
                 }
             };
             if let Some(customer) = customer {
                 let newer = self.events_of(customer_id, last).await?;
                 return Ok(Current {
-                    loaded: common::from_snapshot(customer, last, newer),
+                    loaded: portable::from_snapshot(customer, last, newer),
                     key: key_of(&key)?,
                 });
             }
@@ -334,7 +334,7 @@ impl SqliteStore {
             last_position = last.map(|global| Position { tx: 0, global });
         }
 
-        let version = common::finish_append::<DB, _>(
+        let version = portable::finish_append::<DB, _>(
             &mut tx,
             &append,
             outbox,
@@ -366,7 +366,7 @@ impl SqliteStore {
         &self,
         email: &EmailAddress,
     ) -> Result<Option<CustomerId>, StoreError> {
-        common::email_holder::<DB, _>(&self.reader, &self.keyring()?.email_key(email)).await
+        portable::email_holder::<DB, _>(&self.reader, &self.keyring()?.email_key(email)).await
     }
 
     pub async fn idempotency_lookup(
@@ -374,12 +374,12 @@ impl SqliteStore {
         caller: &str,
         key: &str,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        common::idempotency_lookup::<DB, _>(&self.reader, caller, key).await
+        portable::idempotency_lookup::<DB, _>(&self.reader, caller, key).await
     }
 
     pub async fn idempotency_save(&self, record: &IdempotencyRecord) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
-        common::insert_idempotency::<DB>(&mut tx, record, None).await?;
+        portable::insert_idempotency::<DB>(&mut tx, record, None).await?;
         tx.commit().await?;
         Ok(())
     }

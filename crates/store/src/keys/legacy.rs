@@ -9,7 +9,7 @@ use super::key_store::key_for_append;
 use super::sealing::CustomerCipher;
 use super::{Keyring, SealScheme};
 use crate::error::StoreError;
-use crate::{common, Store};
+use crate::{portable, Store};
 
 impl Store {
     /// One-time migration for events written before encryption, or sealed
@@ -51,8 +51,10 @@ impl Store {
             let n = match self {
                 Self::Postgres(s) => {
                     let mut tx = s.pool().begin().await?;
-                    common::reindex_customer::<sqlx::Postgres>(&mut tx, keyring, &customer, &state)
-                        .await?;
+                    portable::reindex_customer::<sqlx::Postgres>(
+                        &mut tx, keyring, &customer, &state,
+                    )
+                    .await?;
                     let rows: Vec<(i64, i64, serde_json::Value)> = sqlx::query_as(&select)
                         .bind(&customer)
                         .fetch_all(&mut *tx)
@@ -70,7 +72,7 @@ impl Store {
                 }
                 Self::Sqlite(s) => {
                     let mut tx = s.writer().begin().await?;
-                    common::reindex_customer::<sqlx::Sqlite>(&mut tx, keyring, &customer, &state)
+                    portable::reindex_customer::<sqlx::Sqlite>(&mut tx, keyring, &customer, &state)
                         .await?;
                     let rows: Vec<(i64, i64, String)> = sqlx::query_as(&select)
                         .bind(&customer)
