@@ -2,10 +2,12 @@
 //! The same document is committed as `docs/openapi.json`; a test fails when
 //! that copy is stale (`ACCESS_UPDATE_OPENAPI=1` rewrites it).
 
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::error::{ErrorBody, ErrorDetail};
+use crate::error::{ApiError, ErrorBody, ErrorDetail};
 use crate::http::{audit, customers, dto, health, history, mail, self_service};
 
 struct Security;
@@ -64,7 +66,7 @@ impl Modify for Security {
         health::healthz,
         health::readyz,
         health::metrics,
-        health::openapi,
+        openapi,
     ),
     components(schemas(
         ErrorBody, ErrorDetail,
@@ -90,4 +92,13 @@ pub fn document_json() -> Result<String, serde_json::Error> {
     let mut json = ApiDoc::openapi().to_pretty_json()?;
     json.push('\n');
     Ok(json)
+}
+
+/// This API's OpenAPI 3.1 document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, content_type = "application/json", body = Object)))]
+pub async fn openapi() -> Response {
+    match document_json() {
+        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Err(e) => ApiError::internal(e).into_response(),
+    }
 }

@@ -22,6 +22,7 @@
 //! appear only inside links in the bodies; `Debug` output and errors hide
 //! them.
 
+pub mod deliver;
 pub mod eml;
 pub mod error;
 pub mod kinds;
@@ -38,11 +39,12 @@ use chrono::{DateTime, Utc};
 /// [`Transport::send`], re-exported so callers need not depend on lettre.
 pub use lettre;
 
+pub use deliver::Transport;
 pub use eml::{extract_link, extract_token, parse_eml, EmlPart, ParsedEml};
 pub use error::MailError;
 pub use kinds::{mails_for, MailKind, OutgoingMail, CONFIRM_EMAIL_PATH, SETUP_PASSWORD_PATH};
 pub use templates::{template_file_names, MailSettings, RenderedMail, Templates, KIND_HEADER};
-pub use transport::{FileTransport, MailTarget, MemoryTransport, Transport};
+pub use transport::{FileTransport, MailTarget, MemoryTransport};
 
 /// Templates, settings and a transport: renders and sends mails.
 pub struct Mailer {

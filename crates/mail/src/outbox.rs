@@ -23,8 +23,8 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
+use crate::deliver::Transport;
 use crate::templates::{MailSettings, Templates};
-use crate::transport::Transport;
 use crate::{mails_for, MailError};
 
 /// Renders the mails a decided command calls for, as outbox rows. The

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use lettre::Message;
 
+use crate::deliver::Transport;
 use crate::error::MailError;
 
 /// Where mail goes, parsed from the `ACCESS_MAIL` setting:
@@ -119,18 +120,6 @@ impl fmt::Debug for MailTarget {
             Self::Smtp(url) => f.debug_tuple("Smtp").field(&redact_url(url)).finish(),
         }
     }
-}
-
-/// Delivers rendered messages.
-#[async_trait::async_trait]
-pub trait Transport: Send + Sync {
-    async fn send(&self, message: &Message) -> Result<(), MailError>;
-
-    /// Delivers an already formatted message (from the outbox): `id` names
-    /// it (the file name, or nothing for SMTP), `from`/`to` are the
-    /// envelope.
-    async fn send_raw(&self, id: &str, from: &str, to: &str, bytes: &[u8])
-        -> Result<(), MailError>;
 }
 
 /// Writes each message to `DIR/<message-id>.eml` (the `Message-ID` without

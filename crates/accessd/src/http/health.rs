@@ -1,4 +1,5 @@
-//! Liveness, readiness, metrics and the OpenAPI document.
+//! Liveness, readiness and metrics (the OpenAPI document is served by
+//! `crate::openapi`).
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -146,15 +147,6 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             text,
         )
             .into_response(),
-        Err(e) => ApiError::internal(e).into_response(),
-    }
-}
-
-/// This API's OpenAPI 3.1 document.
-#[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, content_type = "application/json", body = Object)))]
-pub async fn openapi() -> Response {
-    match crate::openapi::document_json() {
-        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
         Err(e) => ApiError::internal(e).into_response(),
     }
 }
