@@ -181,7 +181,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .on_failure(());
 
     api.layer(axum::middleware::from_fn_with_state(
-        state.clone(),
+        state.metrics().clone(),
         crate::metrics::track,
     ))
     .layer(axum::middleware::from_fn_with_state(
