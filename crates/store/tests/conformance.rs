@@ -346,11 +346,7 @@ async fn login_emails_are_unique_under_concurrency(store: Store) {
     }
     assert_eq!(winners.len(), 1, "exactly one customer may hold the login");
     assert_eq!(store.count_events().await.unwrap(), before + 2);
-    let holder = store
-        .email_holder(&email("SHARED@example.com"))
-        .await
-        .unwrap();
-    assert_eq!(holder, Some(winners[0]));
+    assert_eq!(holder(&store, "SHARED@example.com").await, Some(winners[0]));
 
     // A revoke frees the address for another customer.
     run(
@@ -360,22 +356,10 @@ async fn login_emails_are_unique_under_concurrency(store: Store) {
     )
     .await
     .unwrap();
-    assert_eq!(
-        store
-            .email_holder(&email("shared@example.com"))
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(holder(&store, "shared@example.com").await, None);
     let other = *ids.iter().find(|i| **i != winners[0]).unwrap();
     run(&store, other, grant_with_link()).await.unwrap();
-    assert_eq!(
-        store
-            .email_holder(&email("shared@example.com"))
-            .await
-            .unwrap(),
-        Some(other)
-    );
+    assert_eq!(holder(&store, "shared@example.com").await, Some(other));
 
     // An email change frees the old address and takes the new one.
     run(
@@ -388,20 +372,13 @@ async fn login_emails_are_unique_under_concurrency(store: Store) {
     )
     .await
     .unwrap();
-    assert_eq!(
-        store
-            .email_holder(&email("shared@example.com"))
-            .await
-            .unwrap(),
-        None
-    );
-    assert_eq!(
-        store
-            .email_holder(&email("moved@example.com"))
-            .await
-            .unwrap(),
-        Some(other)
-    );
+    assert_eq!(holder(&store, "shared@example.com").await, None);
+    assert_eq!(holder(&store, "moved@example.com").await, Some(other));
+}
+
+/// Who holds `address` as a login (or pending change target).
+async fn holder(store: &Store, address: &str) -> Option<CustomerId> {
+    store.email_holder(&email(address)).await.unwrap()
 }
 
 /// alice@example.com with access and a password, asking at `at` to move
@@ -490,20 +467,8 @@ async fn a_reindex_does_not_take_back_a_released_address(store: Store) {
     run_at(b, grant_with_link(), 25).await.unwrap();
     let resealed = store.seal_legacy_events().await;
     assert!(resealed.is_ok(), "{resealed:?}");
-    assert_eq!(
-        store
-            .email_holder(&email("target@example.com"))
-            .await
-            .unwrap(),
-        Some(b)
-    );
-    assert_eq!(
-        store
-            .email_holder(&email("alice@example.com"))
-            .await
-            .unwrap(),
-        Some(a)
-    );
+    assert_eq!(holder(&store, "target@example.com").await, Some(b));
+    assert_eq!(holder(&store, "alice@example.com").await, Some(a));
 }
 
 /// An unconfirmed self-service email change stops holding its target once
@@ -530,13 +495,7 @@ async fn an_expired_email_change_no_longer_holds_its_address(store: Store) {
     );
     // Once it expired (24 hours), B can claim it.
     run_at(b, grant_with_link(), 25).await.unwrap();
-    assert_eq!(
-        store
-            .email_holder(&email("target@example.com"))
-            .await
-            .unwrap(),
-        Some(b)
-    );
+    assert_eq!(holder(&store, "target@example.com").await, Some(b));
     // A's state shows the change as expired.
     let before = store.load(a).await.unwrap();
     let pending = before.customer.pending_email_change().unwrap();
@@ -555,20 +514,8 @@ async fn an_expired_email_change_no_longer_holds_its_address(store: Store) {
     let after = store.load(a).await.unwrap();
     assert_eq!(after.version, before.version);
     assert_eq!(after.customer.email(), Some(&email("alice@example.com")));
-    assert_eq!(
-        store
-            .email_holder(&email("alice@example.com"))
-            .await
-            .unwrap(),
-        Some(a)
-    );
-    assert_eq!(
-        store
-            .email_holder(&email("target@example.com"))
-            .await
-            .unwrap(),
-        Some(b)
-    );
+    assert_eq!(holder(&store, "alice@example.com").await, Some(a));
+    assert_eq!(holder(&store, "target@example.com").await, Some(b));
     // A's other commands are not blocked by the address it no longer holds.
     run_at(a, CustomerCommand::SendAccessNotification, 27)
         .await

@@ -68,7 +68,7 @@ impl ReplyShape {
         .unwrap_or_default();
         Reply {
             status,
-            headers: vec![(header::ETAG.to_string(), format!("\"{version}\""))],
+            headers: vec![(header::ETAG.to_string(), etag(version))],
             body,
         }
     }
@@ -399,9 +399,14 @@ pub fn answer_as(outcome: Outcome, success: StatusCode, shape: &ReplyShape) -> R
     }
 }
 
+/// The ETag of a customer at `version`: `"<version>"`.
+fn etag(version: u64) -> String {
+    format!("\"{version}\"")
+}
+
 /// Adds `ETag: "<version>"`.
 pub fn with_etag(mut response: Response, version: u64) -> Response {
-    if let Ok(value) = HeaderValue::from_str(&format!("\"{version}\"")) {
+    if let Ok(value) = HeaderValue::from_str(&etag(version)) {
         response.headers_mut().insert(header::ETAG, value);
     }
     response
