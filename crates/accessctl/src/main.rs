@@ -17,6 +17,7 @@ use access_store::{MasterKey, Store, StoreOptions};
 mod chain;
 mod export;
 mod replay;
+mod scenarios;
 
 /// The default embedded database, as `accessd` uses it.
 const DEFAULT_DATABASE_URL: &str = "sqlite://access.db";
@@ -72,6 +73,12 @@ enum Command {
     /// Load a customer's exported events into a scratch store and show the
     /// resulting access state and audit trail (needs no database).
     Replay(replay::ReplayArgs),
+    /// Scenario files (given events, a command, then events or an error):
+    /// check them against the rules of this build (needs no database).
+    Scenarios {
+        #[command(subcommand)]
+        command: scenarios::ScenariosCommand,
+    },
     /// Erase a customer's personal data (right to erasure): revokes access,
     /// destroys the customer's data key and records CustomerForgotten.
     /// Irreversible.
@@ -159,6 +166,9 @@ async fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     if let Command::Replay(args) = &cli.command {
         return replay::run(args).await;
+    }
+    if let Command::Scenarios { command } = &cli.command {
+        return scenarios::run(command).await;
     }
     if let Command::Keys {
         command: KeysCommand::Generate,
@@ -263,6 +273,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             command: KeysCommand::SealLegacy,
         } => return ops::seal_legacy(&store).await,
         Command::Replay(_)
+        | Command::Scenarios { .. }
         | Command::Keys {
             command: KeysCommand::Generate,
         } => {}

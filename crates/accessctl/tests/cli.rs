@@ -595,3 +595,65 @@ fn secrets_are_never_printed() {
         }
     }
 }
+
+/// `accessctl scenarios run`: the repository's scenario files pass with the
+/// shipped binary, and a wrong file fails with exit 1, the two event lists
+/// side by side and a JUnit report, all without a database.
+#[test]
+fn scenario_files_run_without_cargo_and_report_in_junit() {
+    const NO_DATABASE: &str = "mysql://nowhere/none";
+    let repo_scenarios = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/scenarios");
+    let out = accessctl(NO_DATABASE, &["scenarios", "run", repo_scenarios]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(last.ends_with(" passed, 0 failed"), "{stdout}");
+    assert!(
+        stdout.contains("ok    grant-access-with-setup-link.yaml"),
+        "{stdout}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("wrong.yaml"),
+        "name: Granting access with a setup link (the link is forgotten here)\n\
+         given:\n  - CustomerRegistered:\n      customer_id: 6f1f4d1e-8f6b-4c39-9a59-0c3b7c1e2a10\n      \
+         email: ann@example.com\n      at: 2026-11-20T09:00:00Z\n\
+         when:\n  command: GrantAccess\n  send_notification: true\n\
+         then:\n  events:\n    - AccessGranted: {}\n",
+    )
+    .unwrap();
+    let junit = dir.path().join("report.xml");
+    let out = accessctl(
+        NO_DATABASE,
+        &[
+            "scenarios",
+            "run",
+            dir.path().to_str().unwrap(),
+            "--junit",
+            junit.to_str().unwrap(),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("FAIL  wrong.yaml"), "{stdout}");
+    assert!(stdout.contains("#   expected"), "{stdout}");
+    assert!(
+        stdout.trim_end().ends_with("0 passed, 1 failed"),
+        "{stdout}"
+    );
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.contains(r#"<testcase name="wrong.yaml""#) && xml.contains("<failure"),
+        "{xml}"
+    );
+
+    let out = accessctl(NO_DATABASE, &["scenarios", "run", "/no/such/dir"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot read /no/such/dir"), "{stderr}");
+}
