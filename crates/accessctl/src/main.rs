@@ -29,7 +29,8 @@ const DEFAULT_DATABASE_URL: &str = "sqlite://access.db";
     about = "Operate and audit the access service"
 )]
 struct Cli {
-    /// `sqlite://FILE` or `postgres://…` (the same database as accessd).
+    /// `sqlite://FILE` or `postgres://…` (the same database as accessd;
+    /// several PostgreSQL hosts `postgres://h1,h2/db`: the writable one).
     /// Its value is never shown in help (it may hold a password).
     #[arg(long, env = "ACCESS_DATABASE_URL", hide_env_values = true, default_value = DEFAULT_DATABASE_URL, global = true)]
     database_url: String,

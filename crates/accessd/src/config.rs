@@ -24,7 +24,9 @@ pub enum LogFormat {
     about = "The access service: portal logins of customers, as events"
 )]
 pub struct Config {
-    /// `sqlite://FILE` (created if missing) or `postgres://…`.
+    /// `sqlite://FILE` (created if missing) or `postgres://…`; several
+    /// PostgreSQL hosts (`postgres://h1:5432,h2:5432/db`): the one that
+    /// accepts writes, followed across a failover.
     #[arg(
         long,
         env = "ACCESS_DATABASE_URL",

@@ -118,11 +118,15 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::WorkerCrashed => Self::Unavailable(err.to_string()),
             sqlx::Error::Database(db) => {
                 // 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03
-                // cannot_connect_now, 08xxx connection exceptions; SQLite 5
-                // and 6 (busy, locked) after the busy timeout.
+                // cannot_connect_now, 08xxx connection exceptions, 25006
+                // read_only_sql_transaction (a primary demoted to standby
+                // under an open connection: the pool follows the new
+                // primary, see pg_hosts.rs); SQLite 5 and 6 (busy, locked)
+                // after the busy timeout.
                 let code = db.code().unwrap_or_default();
                 if code.starts_with("57P")
                     || code.starts_with("08")
+                    || code == "25006"
                     || code == "5"
                     || code == "6"
                     || code == "517"

@@ -60,6 +60,7 @@ pub mod execute;
 pub mod keys;
 pub mod login_attempts;
 pub mod outbox;
+pub mod pg_hosts;
 mod portable;
 pub mod postgres;
 pub mod sqlite;

@@ -19,6 +19,7 @@ use crate::cache::{AggregateCache, Current};
 use crate::codec::{self, RawRow, AGGREGATE_TYPE};
 use crate::error::{classify, StoreError, Violation};
 use crate::keys::{self, KeyState, Keyring, MasterKey, Opener};
+use crate::pg_hosts;
 use crate::portable;
 use crate::{
     replay, Append, Appended, IdempotencyRecord, Loaded, Position, RecordedEvent, StoreOptions,
@@ -36,6 +37,8 @@ pub struct PgStore {
     options: StoreOptions,
     keyring: Option<Arc<Keyring>>,
     cache: Option<Arc<AggregateCache>>,
+    /// Follows the primary when the URL names several hosts.
+    _monitor: Option<Arc<pg_hosts::Monitor>>,
 }
 
 /// Every event column, with the customer's key (to open personal data).
@@ -45,19 +48,53 @@ const SELECT_EVENT: &str = "SELECT global_position, tx_id::text AS tx, aggregate
      FROM events LEFT JOIN customer_keys k ON k.customer_id = events.aggregate_id";
 
 impl PgStore {
+    /// Connects (lazily) to `url`; with a host list (libpq's
+    /// `postgres://h1:p1,h2:p2/db`), to whichever host accepts writes, and
+    /// follows it when it moves ([`crate::pg_hosts`]).
     pub async fn connect(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
-        let connect = PgConnectOptions::from_str(url)
-            .map_err(|e| StoreError::UnsupportedUrl(format!("{}: {e}", crate::redact_url(url))))?
-            .application_name("accessd");
-        let pool = PgPoolOptions::new()
+        let hosts = pg_hosts::split_hosts(url)?
+            .iter()
+            .map(|single| {
+                PgConnectOptions::from_str(single)
+                    .map(|o| o.application_name("accessd"))
+                    .map_err(|e| {
+                        StoreError::UnsupportedUrl(format!("{}: {e}", crate::redact_url(url)))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let first = hosts
+            .first()
+            .cloned()
+            .ok_or_else(|| StoreError::UnsupportedUrl(crate::redact_url(url)))?;
+        let mut pool_options = PgPoolOptions::new()
             .max_connections(options.max_connections.max(1))
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_lazy_with(connect);
+            .acquire_timeout(Duration::from_secs(5));
+        let several = hosts.len() > 1;
+        let switches = pg_hosts::Switches::new();
+        if several {
+            let outdated = switches.clone();
+            pool_options = pool_options
+                .after_connect(|connection, _| {
+                    Box::pin(async move {
+                        match pg_hosts::is_primary(connection).await? {
+                            true => Ok(()),
+                            false => Err(pg_hosts::standby_refused()),
+                        }
+                    })
+                })
+                .before_acquire(move |_, meta| {
+                    let outdated = outdated.outdated(meta.age);
+                    Box::pin(async move { Ok(!outdated) })
+                });
+        }
+        let pool = pool_options.connect_lazy_with(first);
+        let monitor = several.then(|| pg_hosts::spawn_monitor(pool.clone(), hosts, switches));
         Ok(Self {
             pool,
             options,
             keyring: None,
             cache: AggregateCache::new(options.aggregate_cache, options.aggregate_cache_ttl),
+            _monitor: monitor,
         })
     }
 

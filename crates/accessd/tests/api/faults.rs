@@ -102,6 +102,7 @@ fn start_load(
     seen: Arc<Mutex<Vec<Seen>>>,
     started: Instant,
     tag: &'static str,
+    pause: Duration,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     (0..workers)
         .map(|w| {
@@ -113,6 +114,9 @@ fn start_load(
                     .unwrap();
                 let mut n = 0;
                 while !stop.load(Ordering::Relaxed) {
+                    if n > 0 && !pause.is_zero() {
+                        tokio::time::sleep(pause).await;
+                    }
                     n += 1;
                     let url = base.lock().unwrap().clone();
                     let email = format!("{tag}-{w}-{n}@example.com");
@@ -282,7 +286,15 @@ async fn database_restart_under_load_answers_503_then_recovers() {
     let stop = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(Mutex::new(Vec::new()));
     let started = Instant::now();
-    let load = start_load(base, 6, stop.clone(), seen.clone(), started, "outage");
+    let load = start_load(
+        base,
+        6,
+        stop.clone(),
+        seen.clone(),
+        started,
+        "outage",
+        Duration::ZERO,
+    );
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     let down_at = started.elapsed();
@@ -496,6 +508,7 @@ async fn sigkill_under_load_loses_and_duplicates_nothing() {
         seen.clone(),
         started,
         "crash",
+        Duration::ZERO,
     );
     tokio::time::sleep(Duration::from_millis(2500)).await;
     first.kill();
@@ -736,4 +749,234 @@ async fn two_replicas_under_contended_load() {
     assert_eq!(sent, issued, "setup mails sent vs links issued");
     assert!(a.terminate().success());
     assert!(b.terminate().success());
+}
+
+/// Runs one statement on the server at `url` (a single host).
+async fn on_server(url: &str, sql: &str) -> Vec<String> {
+    let store = access_store::Store::connect(url, access_store::StoreOptions::default())
+        .await
+        .unwrap();
+    access_store::testing::query_texts(&store, sql).await
+}
+
+/// Makes `primary` wait for `standby1` at every commit (synchronous
+/// replication), and waits until that standby streams synchronously.
+async fn make_synchronous(primary: &Cluster) {
+    on_server(
+        &primary.url(),
+        "ALTER SYSTEM SET synchronous_standby_names = 'standby1'",
+    )
+    .await;
+    on_server(&primary.url(), "SELECT pg_reload_conf()::text").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let states = on_server(
+            &primary.url(),
+            "SELECT sync_state::text FROM pg_stat_replication WHERE application_name = 'standby1'",
+        )
+        .await;
+        if states.iter().any(|s| s == "sync") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "standby1 never became synchronous: {states:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Promotes `standby` after its primary crashed; until a new standby
+/// attaches it commits alone (else every commit would wait forever for a
+/// synchronous standby that is gone).
+async fn promote_alone(standby: &Arc<Cluster>) {
+    let promoted = standby.clone();
+    tokio::task::spawn_blocking(move || promoted.promote())
+        .await
+        .unwrap();
+    on_server(
+        &standby.url(),
+        "ALTER SYSTEM SET synchronous_standby_names = ''",
+    )
+    .await;
+    on_server(&standby.url(), "SELECT pg_reload_conf()::text").await;
+}
+
+/// The first acknowledged command sent after `at`.
+fn first_success_after(seen: &Arc<Mutex<Vec<Seen>>>, at: Duration) -> Option<Duration> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.at >= at && (200..300).contains(&s.status) && s.what != "read")
+        .map(|s| s.at + s.took)
+        .min()
+}
+
+async fn wait_for_success_after(seen: &Arc<Mutex<Vec<Seen>>>, at: Duration) -> Duration {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(first) = first_success_after(seen, at) {
+            return first;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no command acknowledged after the failover"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Issue 20: a primary with a synchronous standby, accessd given both hosts
+/// in libpq's syntax. Under load the primary crashes and the standby is
+/// promoted; later the old primary comes back as a standby (on its old
+/// port) and the service fails over again, back the other way. Every
+/// acknowledged command is stored once, the projections, the audit trail
+/// and the hash chain are complete, and the time from each crash to the
+/// first acknowledged command on the new primary is printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_to_the_synchronous_standby_loses_no_acknowledged_command() {
+    let first = Arc::new(
+        tokio::task::spawn_blocking(Cluster::start_primary)
+            .await
+            .unwrap(),
+    );
+    let second = {
+        let primary = first.clone();
+        Arc::new(
+            tokio::task::spawn_blocking(move || Cluster::standby_of(&primary))
+                .await
+                .unwrap(),
+        )
+    };
+    make_synchronous(&first).await;
+    let (port_a, port_b) = (first.port, second.port);
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{port_a},127.0.0.1:{port_b}/postgres?target_session_attrs=read-write"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let mail_dir = dir.path().join("mail");
+    let mut accessd = spawn_accessd(
+        dir.path(),
+        "failover",
+        &[
+            ("ACCESS_DATABASE_URL", url.clone()),
+            keys(),
+            ("ACCESS_MAIL", format!("file:{}", mail_dir.display())),
+            ("ACCESS_REQUEST_TIMEOUT_SECS", "10".into()),
+            ("ACCESS_READ_WAIT_MS", "1000".into()),
+            ("ACCESS_LOG", "warn".into()),
+        ],
+    )
+    .await;
+    let base = Arc::new(Mutex::new(accessd.base.clone()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let started = Instant::now();
+    // Paced (a pause between a worker's rounds), so that checking every
+    // command afterwards stays short.
+    let load = start_load(
+        base,
+        4,
+        stop.clone(),
+        seen.clone(),
+        started,
+        "failover",
+        Duration::from_millis(250),
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Round 1: the first primary crashes, the standby takes over.
+    let crash_1 = started.elapsed();
+    {
+        let primary = first.clone();
+        tokio::task::spawn_blocking(move || primary.crash())
+            .await
+            .unwrap();
+    }
+    promote_alone(&second).await;
+    let back_1 = wait_for_success_after(&seen, crash_1).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // The old primary comes back as a standby of the new one, on its old
+    // port (the service's host list does not change).
+    drop(first);
+    let third = {
+        let primary = second.clone();
+        Arc::new(
+            tokio::task::spawn_blocking(move || Cluster::standby_on(&primary, port_a))
+                .await
+                .unwrap(),
+        )
+    };
+    make_synchronous(&second).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Round 2: back the other way.
+    let crash_2 = started.elapsed();
+    {
+        let primary = second.clone();
+        tokio::task::spawn_blocking(move || primary.crash())
+            .await
+            .unwrap();
+    }
+    promote_alone(&third).await;
+    let back_2 = wait_for_success_after(&seen, crash_2).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+    let seen = seen.lock().unwrap().clone();
+
+    let mut problems = Vec::new();
+    for s in &seen {
+        let fine = (200..300).contains(&s.status)
+            || (s.status == 503 && s.code == "unavailable" && s.retry_after);
+        if !fine {
+            problems.push(format!("{s:?}"));
+        }
+    }
+    let (acknowledged, lost, duplicated, in_doubt, in_doubt_stored) =
+        check_commands(&accessd.base, &seen).await;
+    let (mails, mails_lost, mails_twice) = check_catch_up(&accessd.base, &seen, &mail_dir).await;
+
+    // The hash chain over the history on the last primary is intact.
+    let store = access_store::Store::connect(&third.url(), access_store::StoreOptions::default())
+        .await
+        .unwrap()
+        .unlock(access_store::testing::test_master_key())
+        .await
+        .unwrap();
+    let chain = access_projections::chain::verify(&store, None)
+        .await
+        .unwrap();
+    println!(
+        "failover under load: {} requests, {acknowledged} commands acknowledged, lost {lost}, duplicated {duplicated}; \
+         {} answered 503 (with Retry-After), {} other failures; first acknowledged command {:.2}s after the first \
+         crash and {:.2}s after the second; {in_doubt} commands not acknowledged ({in_doubt_stored} of them stored); \
+         {mails} setup mails expected, {mails_lost} lost, {mails_twice} sent twice; chain: {} events, intact {}",
+        seen.len(),
+        seen.iter().filter(|s| s.status == 503).count(),
+        problems.len(),
+        (back_1 - crash_1).as_secs_f64(),
+        (back_2 - crash_2).as_secs_f64(),
+        chain.events,
+        chain.is_intact(),
+    );
+    assert!(
+        problems.is_empty(),
+        "{} bad answers:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+    assert_eq!(
+        (lost, duplicated),
+        (0, 0),
+        "acknowledged commands lost or doubled"
+    );
+    assert_eq!(mails_lost, 0, "setup mails of acknowledged grants lost");
+    assert!(chain.is_intact(), "hash chain: {chain:?}");
+    assert!(acknowledged > 20, "too little load: {acknowledged}");
+    assert!(accessd.terminate().success());
 }

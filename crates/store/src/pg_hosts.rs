@@ -1,0 +1,260 @@
+//! Several PostgreSQL hosts, one primary: libpq's multi-host URLs
+//! (`postgres://user@h1:5432,h2:5432/db?target_session_attrs=read-write`)
+//! for a primary with a standby, and failover without a restart.
+//!
+//! sqlx connects to one host per connection and rejects a host list
+//! ("invalid port number"), so the store picks the host itself:
+//!
+//! - [`split_hosts`] cuts the host list into one single-host URL per host
+//!   (each then parsed by sqlx itself). Written by hand: the `url` crate
+//!   cannot parse a host list either, and tokio-postgres, which can, would be
+//!   a second PostgreSQL driver for this one split.
+//! - Every new pooled connection checks `pg_is_in_recovery()` and is refused
+//!   when the host is a standby (or a demoted primary), so no command ever
+//!   runs on a read-only server.
+//! - A monitor task keeps one connection to the current host and asks it
+//!   every [`PROBE_EVERY`] whether it still accepts writes. When it does not
+//!   (gone, or in recovery), the monitor tries every host in turn until one
+//!   does, points the pool at it (`Pool::set_connect_options`) and marks the
+//!   time of the switch: connections opened before it are dropped at their
+//!   next checkout instead of being handed out. Meanwhile commands fail as
+//!   `Unavailable` (503 with `Retry-After`) and background loops retry.
+//! - The monitor ends when the last clone of the store is dropped.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{ConnectOptions, PgPool};
+
+use crate::StoreError;
+
+/// How often the monitor asks the current host whether it is the primary.
+pub const PROBE_EVERY: Duration = Duration::from_millis(250);
+
+/// How long one probe may take (connect and query).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The single-host URLs of a libpq URL with a host list, in order (one URL
+/// for an ordinary URL). `target_session_attrs` is dropped: the store always
+/// wants the host that accepts writes.
+pub fn split_hosts(url: &str) -> Result<Vec<String>, StoreError> {
+    let bad = |why: &str| StoreError::UnsupportedUrl(format!("{}: {why}", crate::redact_url(url)));
+    let Some(scheme_end) = url.find("://") else {
+        return Ok(vec![url.to_string()]);
+    };
+    let (scheme, rest) = url.split_at(scheme_end + 3);
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let (userinfo, hosts) = match authority.rfind('@') {
+        Some(at) => (&authority[..=at], &authority[at + 1..]),
+        None => ("", authority),
+    };
+    let tail = drop_parameter(tail, "target_session_attrs");
+    if !hosts.contains(',') {
+        return Ok(vec![format!("{scheme}{userinfo}{hosts}{tail}")]);
+    }
+    hosts
+        .split(',')
+        .map(|host| {
+            if host.is_empty() {
+                Err(bad("an empty host in the host list"))
+            } else {
+                Ok(format!("{scheme}{userinfo}{host}{tail}"))
+            }
+        })
+        .collect()
+}
+
+/// `tail` (path and query) without the query parameter `name`.
+fn drop_parameter(tail: &str, name: &str) -> String {
+    let Some((path, query)) = tail.split_once('?') else {
+        return tail.to_string();
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| pair.split('=').next() != Some(name))
+        .collect();
+    if kept.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{}", kept.join("&"))
+    }
+}
+
+/// When the pool last moved to another host; connections older than that
+/// are not handed out again.
+#[derive(Debug)]
+pub(crate) struct Switches {
+    since: Instant,
+    /// Milliseconds after `since` of the last switch (0: none yet).
+    last_ms: AtomicU64,
+}
+
+impl Switches {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            since: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        })
+    }
+
+    /// Whether a connection opened `age` ago predates the last switch.
+    pub(crate) fn outdated(&self, age: Duration) -> bool {
+        let last = self.last_ms.load(Ordering::Acquire);
+        if last == 0 {
+            return false;
+        }
+        let opened = self.since.elapsed().saturating_sub(age);
+        opened < Duration::from_millis(last)
+    }
+
+    fn mark(&self) {
+        let now = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(now.max(1), Ordering::Release);
+    }
+}
+
+/// Whether the server behind `connection` accepts writes.
+pub(crate) async fn is_primary(connection: &mut PgConnection) -> Result<bool, sqlx::Error> {
+    let in_recovery: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
+        .fetch_one(connection)
+        .await?;
+    Ok(!in_recovery)
+}
+
+/// The refusal of a new connection to a standby (an I/O error, so the store
+/// reports `Unavailable` and callers retry).
+pub(crate) fn standby_refused() -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::other(
+        "the database host is a standby (read-only): waiting for the primary",
+    ))
+}
+
+async fn probe(options: &PgConnectOptions) -> Option<PgConnection> {
+    let attempt = async {
+        let mut connection = options.connect().await.ok()?;
+        match is_primary(&mut connection).await {
+            Ok(true) => Some(connection),
+            _ => None,
+        }
+    };
+    tokio::time::timeout(PROBE_TIMEOUT, attempt)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// The monitor task; it stops when the last clone of the store that
+/// started it is dropped.
+#[derive(Debug)]
+pub(crate) struct Monitor(tokio::task::JoinHandle<()>);
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Starts following the primary among `hosts` for `pool`.
+pub(crate) fn spawn_monitor(
+    pool: PgPool,
+    hosts: Vec<PgConnectOptions>,
+    switches: Arc<Switches>,
+) -> Arc<Monitor> {
+    Arc::new(Monitor(tokio::spawn(follow_primary(pool, hosts, switches))))
+}
+
+/// The monitor's loop (see the module header).
+async fn follow_primary(pool: PgPool, hosts: Vec<PgConnectOptions>, switches: Arc<Switches>) {
+    let mut current = 0usize;
+    let mut watch: Option<PgConnection> = None;
+    loop {
+        tokio::time::sleep(PROBE_EVERY).await;
+        let healthy = match watch.as_mut() {
+            Some(connection) => matches!(
+                tokio::time::timeout(PROBE_TIMEOUT, is_primary(connection)).await,
+                Ok(Ok(true))
+            ),
+            None => false,
+        };
+        if healthy {
+            continue;
+        }
+        watch = None;
+        // The current host first (a restart keeps it primary), then the others.
+        for offset in 0..hosts.len() {
+            let candidate = (current + offset) % hosts.len();
+            if let Some(connection) = probe(&hosts[candidate]).await {
+                if candidate != current {
+                    tracing::warn!(
+                        from = current,
+                        to = candidate,
+                        "the primary database moved to another host: following it"
+                    );
+                    pool.set_connect_options(hosts[candidate].clone());
+                    switches.mark();
+                    current = candidate;
+                }
+                watch = Some(connection);
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_list_becomes_one_url_per_host_without_target_session_attrs() {
+        assert_eq!(
+            split_hosts(
+                "postgres://app:pw@10.0.0.1:5432,10.0.0.2:5433/access?target_session_attrs=read-write&sslmode=require"
+            )
+            .unwrap(),
+            [
+                "postgres://app:pw@10.0.0.1:5432/access?sslmode=require",
+                "postgres://app:pw@10.0.0.2:5433/access?sslmode=require",
+            ]
+        );
+        assert_eq!(
+            split_hosts("postgresql://h1,h2:6000?target_session_attrs=read-write").unwrap(),
+            ["postgresql://h1", "postgresql://h2:6000"]
+        );
+        assert_eq!(
+            split_hosts("postgres://[::1]:5432,[::2]:5432/db").unwrap(),
+            ["postgres://[::1]:5432/db", "postgres://[::2]:5432/db"]
+        );
+    }
+
+    #[test]
+    fn an_ordinary_url_stays_one_host() {
+        assert_eq!(
+            split_hosts("postgres://u@h:5432/db?sslmode=disable").unwrap(),
+            ["postgres://u@h:5432/db?sslmode=disable"]
+        );
+    }
+
+    #[test]
+    fn an_empty_host_in_the_list_is_refused_without_the_password() {
+        let err = split_hosts("postgres://u:secret@h1,,h3/db")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("empty host"), "{err}");
+        assert!(!err.contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn connections_opened_before_a_switch_are_outdated() {
+        let switches = Switches::new();
+        assert!(!switches.outdated(Duration::from_secs(3600)));
+        std::thread::sleep(Duration::from_millis(20));
+        switches.mark();
+        // Opened long before the switch: outdated; opened just now: kept.
+        assert!(switches.outdated(Duration::from_secs(10)));
+        assert!(!switches.outdated(Duration::ZERO));
+    }
+}
