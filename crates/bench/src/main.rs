@@ -1,30 +1,41 @@
-//! `access-bench`: the benchmark of issue 7. Sets up its own databases,
-//! runs the real `accessd` binary as a child process, runs every scenario
-//! next to its same-run baseline, prints tables and one summary line per
-//! target (`target NAME: measured X, goal Y, PASS|FAIL`).
+//! `access-bench`: the benchmark of issue 7 and the project's one
+//! benchmark harness. Sets up its own databases, runs the real `accessd`
+//! binary as a child process, runs every scenario next to its same-run
+//! baseline, prints tables and one summary line per target
+//! (`target NAME: measured X, goal Y, PASS|FAIL`).
 //!
 //! ```text
 //! cargo build --release -p accessd -p access-bench
-//! target/release/access-bench            # the full run (minutes)
-//! target/release/access-bench --smoke    # everything tiny (seconds)
+//! target/release/access-bench                  # the full run (minutes)
+//! target/release/access-bench --smoke          # everything tiny (seconds)
+//! target/release/access-bench --scenarios 8,9  # the store alone (no accessd needed)
 //! ```
 //!
 //! PostgreSQL: databases are created on the server named by
 //! `--database-url` (default `ACCESS_TEST_DATABASE_URL`, else
 //! `postgres://postgres@127.0.0.1:5432/postgres`) and dropped at the end.
+//!
+//! A tour: [`scenarios`] holds one module per scenario; they drive
+//! `accessd` through [`service`] (the child process) and [`http`] (the
+//! load generator), or the store directly through [`history`] (the
+//! generated customers), [`feed`] (full reads) and [`sql`] (raw counts);
+//! [`framework`] is scenario 1's baseline; [`report`] the histograms and
+//! tables.
 
+mod feed;
 mod framework;
 mod history;
 mod http;
 mod report;
 mod scenarios;
 mod service;
+mod sql;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 
 use crate::report::Latencies;
 
@@ -74,10 +85,50 @@ pub struct Args {
     #[arg(long = "accessd-env", value_name = "KEY=VALUE")]
     pub accessd_env: Vec<String>,
 
-    /// Scenarios to run (1..=7; 3 runs with 1, 5 with 4).
-    #[arg(long, value_delimiter = ',', default_value = "1,2,4,6,7")]
+    /// Scenarios to run (1..=9; 3 runs with 1, 5 with 4). 8 and 9 use
+    /// the store directly and need no `accessd`.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,6,7,8,9")]
     pub scenarios: Vec<u32>,
+
+    /// The databases of scenarios 8 and 9.
+    #[arg(long, value_delimiter = ',', default_value = "postgres,sqlite")]
+    pub stores: Vec<StoreKind>,
+
+    /// Events in each store of scenarios 8 and 9 (filled up to this).
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub store_events: u64,
+
+    /// Seconds per append phase of scenario 8 (1 and 16 writers).
+    #[arg(long, default_value_t = 5.0)]
+    pub append_seconds: f64,
+
+    /// Appends per append phase of scenario 8, at most.
+    #[arg(long, default_value_t = 50_000)]
+    pub max_appends: u64,
+
+    /// Batch sizes of scenario 8's full reads of the feed (one read each).
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000", value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch: Vec<u32>,
 }
+
+/// A database kind of scenarios 8 and 9.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    Postgres,
+    Sqlite,
+}
+
+impl StoreKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreKind::Postgres => "postgres",
+            StoreKind::Sqlite => "sqlite",
+        }
+    }
+}
+
+/// The scenarios that run `accessd`.
+const SERVICE_SCENARIOS: [u32; 5] = [1, 2, 4, 6, 7];
 
 impl Args {
     fn adjusted(mut self) -> Self {
@@ -86,8 +137,25 @@ impl Args {
             self.seconds = 1.0;
             self.events = 3000;
             self.audit_requests = 20;
+            self.store_events = 2000;
+            self.append_seconds = 0.5;
+            self.max_appends = 2000;
         }
         self
+    }
+
+    fn validate(&self) -> Result<()> {
+        if let Some(n) = self.scenarios.iter().find(|n| !(1..=9).contains(*n)) {
+            anyhow::bail!("--scenarios: no scenario {n} (1..=9)");
+        }
+        if !(self.append_seconds > 0.0 && self.append_seconds.is_finite()) {
+            anyhow::bail!("--append-seconds {}: must be positive", self.append_seconds);
+        }
+        Ok(())
+    }
+
+    fn needs_accessd(&self) -> bool {
+        self.scenarios.iter().any(|n| SERVICE_SCENARIOS.contains(n))
     }
 
     pub fn duration(&self) -> Duration {
@@ -154,10 +222,11 @@ pub struct Target {
 async fn main() -> Result<()> {
     let raw: Vec<String> = std::env::args().collect();
     let args = Args::parse().adjusted();
+    args.validate()?;
     // The test-database helpers read the server from the environment.
     std::env::set_var("ACCESS_TEST_DATABASE_URL", args.server_url());
     let binary = args.accessd_binary()?;
-    if !binary.is_file() {
+    if args.needs_accessd() && !binary.is_file() {
         anyhow::bail!(
             "no accessd binary at {} (build it: cargo build --release -p accessd, or pass --accessd)",
             binary.display()
@@ -186,6 +255,16 @@ async fn main() -> Result<()> {
         args.scenarios,
         if args.smoke { " (smoke)" } else { "" }
     );
+    if args.scenarios.iter().any(|n| [8, 9].contains(n)) {
+        println!(
+            "  store:    stores {:?}, {} events, append phases {} s or {} appends, read batches {:?}",
+            args.stores.iter().map(|k| k.name()).collect::<Vec<_>>(),
+            args.store_events,
+            args.append_seconds,
+            args.max_appends,
+            args.batch
+        );
+    }
     if !args.accessd_env.is_empty() {
         println!("  accessd env: {}", args.accessd_env.join(" "));
     }
@@ -212,19 +291,25 @@ async fn main() -> Result<()> {
     let mut targets = Vec::new();
     let started = std::time::Instant::now();
     if args.scenarios.contains(&1) {
-        targets.extend(scenarios::commands(&args, &options).await?);
+        targets.extend(scenarios::commands::commands(&args, &options).await?);
     }
     if args.scenarios.contains(&2) {
-        targets.extend(scenarios::hashing(&args, &options).await?);
+        targets.extend(scenarios::hashing::hashing(&args, &options).await?);
     }
     if args.scenarios.contains(&7) {
-        targets.extend(scenarios::login(&args, &options).await?);
+        targets.extend(scenarios::login::login(&args, &options).await?);
     }
     if args.scenarios.contains(&6) {
-        targets.extend(scenarios::sqlite(&args, &options).await?);
+        targets.extend(scenarios::commands::sqlite(&args, &options).await?);
     }
     if args.scenarios.contains(&4) {
-        targets.extend(scenarios::rebuild_and_audit(&args, &options).await?);
+        targets.extend(scenarios::rebuild::rebuild_and_audit(&args, &options).await?);
+    }
+    if args.scenarios.contains(&8) {
+        targets.extend(scenarios::store::store(&args).await?);
+    }
+    if args.scenarios.contains(&9) {
+        targets.extend(scenarios::feed_rebuild::feed_rebuild(&args).await?);
     }
 
     println!(

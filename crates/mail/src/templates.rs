@@ -2,13 +2,18 @@
 //!
 //! Each kind has three minijinja templates, embedded in the binary from
 //! `crates/mail/templates/`: `<kind>.subject.txt`, `<kind>.txt` and
-//! `<kind>.html`, where `<kind>` is [`MailKind::template_name`]. The bodies
-//! extend `layout.txt` and `layout.html`. An operator can replace any of
-//! these files with [`Templates::with_override_dir`].
+//! `<kind>.html`, where `<kind>` is
+//! [`MailKind::template_name`](crate::kinds::MailKind::template_name). The
+//! bodies extend `layout.txt` and `layout.html`. An operator can replace
+//! any of these files with [`Templates::with_override_dir`].
 //!
 //! `.html` templates are auto-escaped. Undefined variables are errors (a
 //! typo in an override must not silently drop a link). No template ever
 //! receives a password: the mails have none to give.
+//!
+//! Here: the templates (embedded and overridden) and the message they
+//! render into; `environment.rs` is minijinja's setup and its errors,
+//! `context.rs` the variables each kind of mail is given.
 
 use std::path::Path;
 use std::time::SystemTime;
@@ -19,10 +24,21 @@ use lettre::message::header::{ContentTransferEncoding, ContentType, HeaderName, 
 use lettre::message::{Body, Mailbox, MultiPart, SinglePart};
 use lettre::{Address, Message};
 use minijinja::value::Value;
-use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+use minijinja::Environment;
 
 use crate::error::MailError;
-use crate::kinds::{redact_link, MailKind, OutgoingMail};
+#[cfg(test)]
+use crate::kinds::MailKind;
+use crate::kinds::OutgoingMail;
+
+mod context;
+mod environment;
+
+use context::{context_pairs, sample_mails};
+pub use context::{expires_in_phrase, format_utc};
+#[cfg(test)]
+use environment::escape_html;
+use environment::{new_environment, template_error};
 
 /// The header naming the kind of a mail (its template name), so that a
 /// reader of the `.eml` files can pick mails by kind.
@@ -385,234 +401,6 @@ fn body(content: String) -> Result<Body, MailError> {
     }
     Body::new_with_encoding(content, ContentTransferEncoding::Base64)
         .map_err(|_| MailError::Build("the body could not be encoded".into()))
-}
-
-fn new_environment() -> Environment<'static> {
-    let mut env = Environment::new();
-    env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env.set_auto_escape_callback(|name| {
-        if name.ends_with(".html") {
-            AutoEscape::Html
-        } else {
-            AutoEscape::None
-        }
-    });
-    if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
-        .trim_blocks(true)
-        .lstrip_blocks(true)
-        .build()
-    {
-        env.set_syntax(syntax);
-    }
-    // HTML escaping of `& < > " '` only: minijinja's default also escapes
-    // `/`, which is valid but turns links in the HTML source into
-    // `https:&#x2f;&#x2f;…`, hard to copy by hand.
-    env.set_formatter(|out, state, value| {
-        if matches!(state.auto_escape(), AutoEscape::Html) && !value.is_safe() {
-            if let Some(s) = value.as_str() {
-                return out
-                    .write_str(&escape_html(s))
-                    .map_err(minijinja::Error::from);
-            }
-        }
-        minijinja::escape_formatter(out, state, value)
-    });
-    env
-}
-
-/// Escapes `& < > " '` for HTML text and attribute values.
-pub(crate) fn escape_html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#x27;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// A template error, without the link (which holds a token) in its text.
-fn template_error(name: &str, e: &minijinja::Error, link: Option<&str>) -> MailError {
-    let mut message = e.kind().to_string();
-    if let Some(detail) = e.detail() {
-        message.push_str(": ");
-        message.push_str(detail);
-    }
-    if let Some(line) = e.line() {
-        let file = e.name().unwrap_or(name);
-        message.push_str(&format!(" (in {file} line {line})"));
-    }
-    if let Some(link) = link {
-        message = message.replace(link, &redact_link(link));
-        if let Some((_, query)) = link.split_once('?') {
-            message = message.replace(query, "[REDACTED]");
-        }
-    }
-    MailError::Template {
-        name: name.to_string(),
-        message,
-    }
-}
-
-/// A UTC date time for humans: `2025-03-15 09:30 UTC`.
-pub fn format_utc(at: DateTime<Utc>) -> String {
-    at.format("%Y-%m-%d %H:%M UTC").to_string()
-}
-
-/// How long until `expires_at`, as a phrase: `in 24 hours`,
-/// `in 1 hour 30 minutes`, `in 3 days`, `in less than a minute`, or
-/// `already expired`. Rounded to the minute.
-pub fn expires_in_phrase(expires_at: DateTime<Utc>, now: DateTime<Utc>) -> String {
-    let left = expires_at - now;
-    if left <= Duration::zero() {
-        return "already expired".to_string();
-    }
-    let minutes = (left.num_seconds() + 30) / 60;
-    if minutes == 0 {
-        return "in less than a minute".to_string();
-    }
-    let plural = |n: i64, unit: &str| {
-        if n == 1 {
-            format!("1 {unit}")
-        } else {
-            format!("{n} {unit}s")
-        }
-    };
-    let (days, hours, mins) = (minutes / 1440, minutes % 1440 / 60, minutes % 60);
-    let phrase = if minutes >= 2 * 1440 {
-        if hours == 0 {
-            plural(days, "day")
-        } else {
-            format!("{} {}", plural(days, "day"), plural(hours, "hour"))
-        }
-    } else if minutes >= 60 {
-        let hours = minutes / 60;
-        if mins == 0 {
-            plural(hours, "hour")
-        } else {
-            format!("{} {}", plural(hours, "hour"), plural(mins, "minute"))
-        }
-    } else {
-        plural(mins, "minute")
-    };
-    format!("in {phrase}")
-}
-
-/// The variables of a mail's templates.
-///
-/// Every template: `product_name`, `to` (the recipient), `kind`, `now`
-/// (UTC, formatted); the text and HTML bodies also get `subject`. Per kind:
-/// - `access_notification_with_link`: `login`, `link`, `expires_at`,
-///   `expires_in`
-/// - `access_notice`: `login`
-/// - `email_change_validation`: `old_email`, `new_email`, `link`,
-///   `expires_at`, `expires_in`
-/// - `email_change_notice`: `old_email`, `new_email`
-/// - `password_changed_notice`: `login`
-fn context_pairs(
-    mail: &OutgoingMail,
-    settings: &MailSettings,
-    now: DateTime<Utc>,
-) -> Vec<(&'static str, Value)> {
-    let s = |v: &dyn std::fmt::Display| Value::from(v.to_string());
-    let mut pairs = vec![
-        ("product_name", Value::from(settings.product_name.clone())),
-        ("to", s(&mail.to)),
-        ("kind", Value::from(mail.kind.template_name())),
-        ("now", Value::from(format_utc(now))),
-    ];
-    let link_pairs = |link: &str, expires_at: DateTime<Utc>| {
-        [
-            ("link", Value::from(link.to_string())),
-            ("expires_at", Value::from(format_utc(expires_at))),
-            (
-                "expires_in",
-                Value::from(expires_in_phrase(expires_at, now)),
-            ),
-        ]
-    };
-    match &mail.kind {
-        MailKind::AccessNotificationWithLink {
-            login,
-            link,
-            expires_at,
-        } => {
-            pairs.push(("login", s(login)));
-            pairs.extend(link_pairs(link, *expires_at));
-        }
-        MailKind::AccessNotice { login } | MailKind::PasswordChangedNotice { login } => {
-            pairs.push(("login", s(login)));
-        }
-        MailKind::EmailChangeValidation {
-            old_email,
-            new_email,
-            link,
-            expires_at,
-        } => {
-            pairs.push(("old_email", s(old_email)));
-            pairs.push(("new_email", s(new_email)));
-            pairs.extend(link_pairs(link, *expires_at));
-        }
-        MailKind::EmailChangeNotice {
-            old_email,
-            new_email,
-        } => {
-            pairs.push(("old_email", s(old_email)));
-            pairs.push(("new_email", s(new_email)));
-        }
-    }
-    pairs
-}
-
-/// One mail of each kind, with sample values (to check templates).
-fn sample_mails(now: DateTime<Utc>) -> Vec<OutgoingMail> {
-    let (Ok(old), Ok(new)) = (
-        access_domain::EmailAddress::parse("old.address@example.com"),
-        access_domain::EmailAddress::parse("new.address@example.com"),
-    ) else {
-        return Vec::new();
-    };
-    let expires_at = now + Duration::hours(24);
-    let link = |path: &str| format!("https://portal.example.com{path}?token=sample-token");
-    vec![
-        OutgoingMail {
-            to: old.clone(),
-            kind: MailKind::AccessNotificationWithLink {
-                login: old.clone(),
-                link: link(crate::kinds::SETUP_PASSWORD_PATH),
-                expires_at,
-            },
-        },
-        OutgoingMail {
-            to: old.clone(),
-            kind: MailKind::AccessNotice { login: old.clone() },
-        },
-        OutgoingMail {
-            to: new.clone(),
-            kind: MailKind::EmailChangeValidation {
-                old_email: old.clone(),
-                new_email: new.clone(),
-                link: link(crate::kinds::CONFIRM_EMAIL_PATH),
-                expires_at,
-            },
-        },
-        OutgoingMail {
-            to: old.clone(),
-            kind: MailKind::EmailChangeNotice {
-                old_email: old.clone(),
-                new_email: new,
-            },
-        },
-        OutgoingMail {
-            to: old.clone(),
-            kind: MailKind::PasswordChangedNotice { login: old },
-        },
-    ]
 }
 
 #[cfg(test)]

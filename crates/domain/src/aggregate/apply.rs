@@ -1,0 +1,140 @@
+//! cqrs-es's `Aggregate` for the customer: `apply`, how each event
+//! changes the state (it never fails), and `handle`, which decides through
+//! `Customer::decide`.
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+
+use crate::commands::CustomerCommand;
+use crate::error::CustomerError;
+use crate::events::{CustomerEvent, Personal};
+use crate::services::CustomerServices;
+
+use super::{Customer, PendingEmailChange};
+
+impl Aggregate for Customer {
+    const TYPE: &'static str = "Customer";
+    type Command = CustomerCommand;
+    type Event = CustomerEvent;
+    type Error = CustomerError;
+    type Services = CustomerServices;
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        // cqrs-es's own path (its test framework): the plain tokens are
+        // dropped; the service uses `decide` and takes them.
+        let events = self.decide(command, services).await?.events;
+        for event in events {
+            sink.write(event, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        self.updated_at = Some(event.at());
+        if matches!(
+            event,
+            CustomerEvent::EmailChanged { .. }
+                | CustomerEvent::PasswordSet { .. }
+                | CustomerEvent::PasswordCleared { .. }
+                | CustomerEvent::AccessRevoked { .. }
+                | CustomerEvent::EmailChangeConfirmed { .. }
+                | CustomerEvent::PasswordSetupCompleted { .. }
+                | CustomerEvent::PasswordChanged { .. }
+                | CustomerEvent::CustomerForgotten { .. }
+        ) {
+            self.login_epoch += 1;
+        }
+        match event {
+            CustomerEvent::CustomerRegistered {
+                customer_id,
+                email,
+                name,
+                ..
+            } => {
+                self.id = Some(customer_id);
+                self.email = email.into_known();
+                self.name = name.and_then(Personal::into_known);
+            }
+            CustomerEvent::EmailChanged { new_email, .. } => {
+                self.email = new_email.into_known();
+                // A self-service request was made for the old login.
+                self.pending_email_change = None;
+            }
+            CustomerEvent::AccessGranted { role, .. } => {
+                self.access = Some(role);
+            }
+            CustomerEvent::PasswordSet {
+                password_hash,
+                temporary,
+                ..
+            } => {
+                self.password = Some(password_hash);
+                self.must_change_password = temporary;
+                self.setup_link = None;
+            }
+            CustomerEvent::PasswordCleared { .. } => {
+                self.password = None;
+                self.must_change_password = false;
+            }
+            CustomerEvent::AccessNotificationSent { setup_link, .. } => {
+                if let Some(link) = setup_link {
+                    // A new link voids every earlier one.
+                    self.setup_link = Some(link);
+                }
+            }
+            CustomerEvent::AccessRevoked { .. } => {
+                self.access = None;
+                self.password = None;
+                self.must_change_password = false;
+                self.setup_link = None;
+                self.pending_email_change = None;
+            }
+            CustomerEvent::EmailChangeRequested {
+                new_email,
+                token_digest,
+                expires_at,
+                ..
+            } => {
+                // A newer request replaces an older one.
+                self.pending_email_change =
+                    new_email.into_known().map(|new_email| PendingEmailChange {
+                        new_email,
+                        token_digest,
+                        expires_at,
+                    });
+            }
+            CustomerEvent::EmailChangeConfirmed { new_email, .. } => {
+                self.email = new_email.into_known();
+                self.pending_email_change = None;
+            }
+            CustomerEvent::PasswordSetupCompleted { password_hash, .. } => {
+                self.password = Some(password_hash);
+                self.must_change_password = false;
+                self.setup_link = None;
+            }
+            CustomerEvent::PasswordChanged { password_hash, .. } => {
+                self.password = Some(password_hash);
+                self.must_change_password = false;
+                self.setup_link = None;
+            }
+            CustomerEvent::PasswordRehashed { password_hash, .. } => {
+                // Same password, same login: no new epoch, flags unchanged.
+                self.password = Some(password_hash);
+            }
+            CustomerEvent::CustomerForgotten { .. } => {
+                *self = Self {
+                    id: self.id,
+                    login_epoch: self.login_epoch,
+                    updated_at: self.updated_at,
+                    forgotten: true,
+                    ..Self::default()
+                };
+            }
+        }
+    }
+}
