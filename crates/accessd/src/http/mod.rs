@@ -8,6 +8,7 @@ pub mod extract;
 pub mod health;
 pub mod history;
 pub mod mail;
+mod refusals;
 pub mod self_service;
 
 use std::time::Duration;
