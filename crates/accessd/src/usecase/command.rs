@@ -258,6 +258,27 @@ pub async fn answer(state: &AppState, request: CommandRequest) -> Result<Reply, 
     Ok(execute(state, request).await?.reply(success, &shape))
 }
 
+/// Revokes a customer's access (`RevokeAccess`, answered 200) and frees
+/// its sessions at once: they would end at their next use anyway. A
+/// replay frees them too.
+pub async fn revoke_access(
+    state: &AppState,
+    actor: Actor,
+    customer_id: CustomerId,
+    reason: Option<String>,
+    origin: Origin,
+) -> Result<Reply, CommandError> {
+    let command = CustomerCommand::RevokeAccess {
+        reason: reason.clone(),
+    };
+    let request = CommandRequest::new(actor, customer_id, command, origin).reason(reason);
+    let reply = answer(state, request).await?;
+    if reply.status.is_success() {
+        state.store().delete_sessions_of(customer_id).await?;
+    }
+    Ok(reply)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
