@@ -374,9 +374,15 @@ pub async fn start(
         })
     };
 
+    // The pages and the OpenAPI document sit above the API's routes (they
+    // use its handlers and extractors), so they are put together here.
+    let others = axum::Router::new()
+        .route("/openapi.json", axum::routing::get(crate::openapi::openapi))
+        .merge(crate::pages::router());
     let router = crate::http::router(
         state.clone(),
         Duration::from_secs(config.request_timeout_secs.max(1)),
+        others,
     );
     let server = tokio::spawn(serve(
         listener,

@@ -7,24 +7,24 @@
 //!   only run for a `service` or `admin` key; the extractor refuses anyone
 //!   else before the handler starts (401 `unauthenticated` for a missing or
 //!   unknown key, 403 `forbidden` for a known key without the role).
-//! - Customers open a session with their email and password; the session
-//!   token is a Bearer token on `/v1/self/*`. A session ends when the
-//!   customer's login changes (email, password, access): see
-//!   `Customer::login_epoch`.
+//! - The extractor needs only the keys ([`ApiKeys`], taken from the
+//!   router's state through `FromRef`), not the whole state.
+//! - Customers' sessions are [`crate::usecase::session`]; their Bearer
+//!   tokens on `/v1/self/*` are read by the extractors in
+//!   [`crate::http::extract`].
 
 use std::marker::PhantomData;
 
-use access_domain::{Actor, ApiRole, CustomerId};
-use access_store::Loaded;
+use std::sync::Arc;
+
+use access_domain::{Actor, ApiRole};
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use axum::http::StatusCode;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
-use crate::state::AppState;
 
 /// One API key: its name (the actor in events), role and secret digest.
 #[derive(Clone)]
@@ -132,15 +132,16 @@ impl ApiKey {
     }
 }
 
-/// The known API keys.
+/// The known API keys. Cheap to clone (the extractor takes a copy from
+/// the state for each request).
 #[derive(Clone, Debug, Default)]
 pub struct ApiKeys {
-    keys: Vec<ApiKey>,
+    keys: Arc<[ApiKey]>,
 }
 
 impl ApiKeys {
     pub fn new(keys: Vec<ApiKey>) -> Self {
-        Self { keys }
+        Self { keys: keys.into() }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -157,7 +158,7 @@ impl ApiKeys {
     pub fn authenticate(&self, secret: &str) -> Option<&ApiKey> {
         let presented = digest(secret);
         let mut found = None;
-        for key in &self.keys {
+        for key in self.keys.iter() {
             if bool::from(key.digest.ct_eq(&presented)) {
                 found = Some(key);
             }
@@ -248,15 +249,14 @@ impl<P, S> FromRequestParts<S> for Caller<P>
 where
     P: Permission,
     S: Send + Sync,
-    AppState: FromRef<S>,
+    ApiKeys: FromRef<S>,
 {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let state = AppState::from_ref(state);
+        let keys = ApiKeys::from_ref(state);
         let secret = bearer(parts).ok_or_else(ApiError::unauthenticated)?;
-        let key = state
-            .keys()
+        let key = keys
             .authenticate(secret)
             .ok_or_else(ApiError::unauthenticated)?;
         if !P::allows(key.role) {
@@ -267,91 +267,6 @@ where
             role: key.role,
             _permission: PhantomData,
         })
-    }
-}
-
-/// A customer with a valid session (possibly with a temporary password).
-pub struct CustomerSession {
-    pub customer_id: CustomerId,
-    pub token_digest: String,
-    pub loaded: Loaded,
-}
-
-impl CustomerSession {
-    pub fn actor(&self) -> Actor {
-        Actor::Customer {
-            customer_id: self.customer_id,
-        }
-    }
-}
-
-impl<S> FromRequestParts<S> for CustomerSession
-where
-    S: Send + Sync,
-    AppState: FromRef<S>,
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let state = AppState::from_ref(state);
-        let token = bearer(parts).ok_or_else(ApiError::unauthenticated)?;
-        session_of_token(&state, token)
-            .await?
-            .ok_or_else(ApiError::unauthenticated)
-    }
-}
-
-/// The customer session of a token (a Bearer token, or the pages' session
-/// cookie), when it is valid now: not expired, and opened under the
-/// customer's current login. An expired or ended session is deleted and
-/// gives `None`.
-pub async fn session_of_token(
-    state: &AppState,
-    token: &str,
-) -> Result<Option<CustomerSession>, ApiError> {
-    let token_digest = hex::encode(digest(token));
-    let Some(session) = state.store().find_session(&token_digest).await? else {
-        return Ok(None);
-    };
-    if session.expires_at <= state.now() {
-        state.store().delete_session(&token_digest).await?;
-        return Ok(None);
-    }
-    let loaded = state.store().load(session.customer_id).await?;
-    let current =
-        loaded.customer.has_access() && loaded.customer.login_epoch() == session.login_epoch;
-    if !current {
-        // The login changed since the session opened: it has ended.
-        state.store().delete_session(&token_digest).await?;
-        return Ok(None);
-    }
-    Ok(Some(CustomerSession {
-        customer_id: session.customer_id,
-        token_digest,
-        loaded,
-    }))
-}
-
-/// A customer with a valid session and no pending password change.
-pub struct ActiveCustomer(pub CustomerSession);
-
-impl<S> FromRequestParts<S> for ActiveCustomer
-where
-    S: Send + Sync,
-    AppState: FromRef<S>,
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let session = CustomerSession::from_request_parts(parts, state).await?;
-        if session.loaded.customer.must_change_password() {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "must_change_password",
-                "the password is temporary: change it first (POST /v1/self/change-password)",
-            ));
-        }
-        Ok(Self(session))
     }
 }
 

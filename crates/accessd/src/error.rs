@@ -74,6 +74,15 @@ impl ApiError {
         )
     }
 
+    /// The email is the login of another customer.
+    pub fn email_in_use() -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            "email_in_use",
+            "this email address is the login of another customer",
+        )
+    }
+
     pub fn too_many_attempts(retry_after: u64) -> Self {
         Self {
             retry_after: Some(retry_after.max(1)),
@@ -146,11 +155,7 @@ impl From<StoreError> for ApiError {
                 "concurrent_modification",
                 "the customer was changed by another request at the same time; retry",
             ),
-            StoreError::EmailInUse { .. } => Self::new(
-                StatusCode::CONFLICT,
-                "email_in_use",
-                "this email address is the login of another customer",
-            ),
+            StoreError::EmailInUse { .. } => Self::email_in_use(),
             StoreError::Unavailable(detail) => {
                 tracing::warn!(error = %detail, "store unavailable");
                 Self::unavailable()

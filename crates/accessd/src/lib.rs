@@ -4,16 +4,21 @@
 //! - [`config`]: every setting, as a flag and an environment variable.
 //! - [`app`]: start-up (store, keys, hasher, mail, listener) and graceful
 //!   shutdown.
-//! - [`http`]: the routes; [`http::customers`] for upstream services and
-//!   auditors, [`http::self_service`] for customers, [`http::health`] for
-//!   operations; [`http::commands`] runs a command for a request
-//!   (idempotency, `If-Match`, mail after the commit).
-//! - [`auth`]: API keys and roles as types; customer sessions.
+//! - [`usecase`]: the application layer: run a command (idempotency,
+//!   `If-Match`, the outbox), log in, sessions, the customer's own
+//!   commands, the links; typed results and errors.
+//! - [`http`]: the JSON adapter: routes; [`http::customers`] for upstream
+//!   services and auditors, [`http::self_service`] for customers,
+//!   [`http::health`] for operations; [`http::commands`] turns a request
+//!   into a command's origin and a reply into a response.
+//! - [`pages`]: the HTML adapter: the customers' server-rendered pages
+//!   behind the links in their emails (setup password, confirm email,
+//!   login, account).
+//! - [`state`]: the shared state, above the parts it holds.
+//! - [`auth`]: API keys and roles as types.
 //! - [`error`]: the one HTTP error type.
 //! - [`command_mail`], [`link_token`]: the emails a command calls for and the tokens in their links.
-//! - [`pages`]: the customers' server-rendered pages behind those links
-//!   (setup password, confirm email, login, account).
-//! - [`metrics`], [`throttle`], [`openapi`].
+//! - [`metrics`], [`throttle`], [`keys_in_flight`], [`client_ip`], [`openapi`].
 
 pub mod app;
 pub mod auth;
@@ -22,12 +27,14 @@ pub mod command_mail;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod keys_in_flight;
 pub mod link_token;
 pub mod metrics;
 pub mod openapi;
 pub mod pages;
 pub mod state;
 pub mod throttle;
+pub mod usecase;
 
 pub use app::{start, Running, StartupError};
 pub use config::{Config, LogFormat};

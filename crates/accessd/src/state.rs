@@ -1,14 +1,19 @@
 //! The shared state of the service: store, services, keys, mail, metrics,
-//! throttles.
+//! throttles. It lives above the parts it holds: none of them imports it.
+//! An extractor that needs one part takes it through `FromRef` (the API
+//! keys: [`ApiKeys`]).
 
 use std::sync::Arc;
 
 use access_domain::{CustomerServices, PasswordHash};
 use access_store::Store;
+use axum::extract::FromRef;
 use chrono::{DateTime, Duration, Utc};
 
 use crate::auth::ApiKeys;
+use crate::client_ip::TrustedProxies;
 use crate::command_mail::CommandMail;
+use crate::keys_in_flight::KeysInFlight;
 use crate::metrics::Metrics;
 use crate::throttle::Throttle;
 
@@ -25,9 +30,9 @@ pub struct Inner {
     pub metrics: Metrics,
     pub throttle: Throttle,
     /// Idempotency keys of requests running in this process.
-    pub keys_in_flight: Arc<crate::http::commands::KeysInFlight>,
+    pub keys_in_flight: Arc<KeysInFlight>,
     /// Proxies whose `Forwarded` / `X-Forwarded-For` name the client.
-    pub trusted_proxies: Arc<crate::client_ip::TrustedProxies>,
+    pub trusted_proxies: Arc<TrustedProxies>,
     pub session_ttl: Duration,
     /// A real hash of a random password, verified against when a login
     /// names an unknown email, so both cases take as long.
@@ -36,6 +41,12 @@ pub struct Inner {
     pub projector: Option<access_projections::Projector>,
     /// Longest wait of a read for the projections.
     pub read_wait: std::time::Duration,
+}
+
+impl FromRef<AppState> for ApiKeys {
+    fn from_ref(state: &AppState) -> Self {
+        state.keys().clone()
+    }
 }
 
 impl AppState {
@@ -68,11 +79,11 @@ impl AppState {
         &self.0.throttle
     }
 
-    pub fn keys_in_flight(&self) -> &Arc<crate::http::commands::KeysInFlight> {
+    pub fn keys_in_flight(&self) -> &Arc<KeysInFlight> {
         &self.0.keys_in_flight
     }
 
-    pub fn trusted_proxies(&self) -> Arc<crate::client_ip::TrustedProxies> {
+    pub fn trusted_proxies(&self) -> Arc<TrustedProxies> {
         self.0.trusted_proxies.clone()
     }
 

@@ -20,12 +20,10 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use access_store::{AccountAttempts, Store};
+use access_store::{AccountAttempts, Store, StoreError};
 use chrono::{DateTime, Utc};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-
-use crate::error::ApiError;
 
 /// The longest wait a soft lock imposes.
 pub const MAX_LOCK: Duration = Duration::from_secs(15 * 60);
@@ -126,10 +124,23 @@ fn per_minute(n: u32) -> Quota {
     Quota::per_minute(NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN))
 }
 
-/// 429 with the wait in whole seconds, rounded up (at least 1).
-fn wait_error(wait: Duration) -> ApiError {
+/// Why a password check may not go ahead.
+#[derive(Debug, thiserror::Error)]
+pub enum ThrottleError {
+    /// The account or the client address must wait this many seconds.
+    #[error("too many password attempts; try again in {retry_after} s")]
+    TooManyAttempts { retry_after: u64 },
+    /// The account's count could not be read or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The wait in whole seconds, rounded up (at least 1).
+fn wait_error(wait: Duration) -> ThrottleError {
     let secs = u64::try_from(wait.as_millis().div_ceil(1000)).unwrap_or(u64::MAX);
-    ApiError::too_many_attempts(secs.max(1))
+    ThrottleError::TooManyAttempts {
+        retry_after: secs.max(1),
+    }
 }
 
 fn millis(now: DateTime<Utc>) -> i64 {
@@ -150,7 +161,7 @@ impl Throttle {
 
     /// Before a password check: takes one check from the address's quota
     /// and from the account's allowance (the check is counted now, before
-    /// any hashing), or `too_many_attempts` with `Retry-After`. After the
+    /// any hashing), or [`ThrottleError::TooManyAttempts`]. After the
     /// check, call [`Throttle::succeeded`] or [`Throttle::undecided`] (a
     /// wrong password needs nothing: it stays counted).
     pub async fn attempt(
@@ -158,7 +169,7 @@ impl Throttle {
         account: &str,
         address: Option<IpAddr>,
         now: DateTime<Utc>,
-    ) -> Result<Reservation, ApiError> {
+    ) -> Result<Reservation, ThrottleError> {
         if let Some(ip) = address {
             let key = crate::client_ip::limit_key(ip);
             if let Err(not_until) = self.addresses.check_key(&key) {
@@ -322,8 +333,12 @@ mod tests {
 
     #[test]
     fn waits_are_whole_seconds_rounded_up() {
-        assert_eq!(wait_error(Duration::from_millis(1)).retry_after, Some(1));
-        assert_eq!(wait_error(Duration::from_millis(1000)).retry_after, Some(1));
-        assert_eq!(wait_error(Duration::from_millis(1500)).retry_after, Some(2));
+        let seconds = |ms| match wait_error(Duration::from_millis(ms)) {
+            ThrottleError::TooManyAttempts { retry_after } => retry_after,
+            ThrottleError::Store(e) => panic!("{e}"),
+        };
+        assert_eq!(seconds(1), 1);
+        assert_eq!(seconds(1000), 1);
+        assert_eq!(seconds(1500), 2);
     }
 }

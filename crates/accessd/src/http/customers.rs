@@ -15,6 +15,7 @@ use crate::http::commands::{self, credential, new_password, parse, CommandContex
 use crate::http::dto::*;
 use crate::http::extract::{customer_id, JsonBody, PathId};
 use crate::state::AppState;
+use crate::usecase::command;
 
 /// Register a customer (without access).
 #[utoipa::path(post, path = "/v1/customers", tag = "commands",
@@ -240,27 +241,10 @@ pub async fn revoke_access(
     body: JsonBody<ReasonRequest>,
 ) -> ApiResult<Response> {
     let id = customer_id(&id)?;
-    let reason = body.value.reason;
-    let command = CustomerCommand::RevokeAccess {
-        reason: reason.clone(),
-    };
-    let response = commands::respond(
-        &state,
-        ctx.request(
-            caller.actor(),
-            id,
-            command,
-            reason,
-            &body.digest,
-            StatusCode::OK,
-        ),
-    )
-    .await?;
-    if response.status().is_success() {
-        // Sessions would end at their next use anyway; free them now.
-        state.store().delete_sessions_of(id).await?;
-    }
-    Ok(response)
+    let origin = ctx.origin(&body.digest);
+    let reply =
+        command::revoke_access(&state, caller.actor(), id, body.value.reason, origin).await?;
+    Ok(reply.into_response())
 }
 
 /// Forget the customer (right to erasure): access is revoked, the

@@ -10,6 +10,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+/// The answers of use cases, in the shape they are stored and replayed in.
+pub use crate::usecase::reply::{CommandResponse, EmailChangeAccepted};
+pub use crate::usecase::session::SessionResponse;
+
 /// `POST /v1/customers`
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -76,15 +80,6 @@ pub struct ForgetRequest {
     /// Why the customer is forgotten (required; kept in the event's
     /// metadata and the audit trail, so it must not hold personal data).
     pub reason: String,
-}
-
-/// A command's success.
-#[derive(Serialize, Deserialize, ToSchema, Debug)]
-pub struct CommandResponse {
-    #[schema(value_type = String, format = Uuid)]
-    pub customer_id: CustomerId,
-    /// The customer's version after the command (also the `ETag`).
-    pub version: u64,
 }
 
 /// A customer's access, as `GET /v1/customers/{id}` shows it.
@@ -206,15 +201,6 @@ pub struct SessionRequest {
     pub password: String,
 }
 
-/// A new customer session.
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct SessionResponse {
-    /// Bearer token for `/v1/self/*`.
-    pub token: String,
-    pub expires_at: DateTime<Utc>,
-    pub must_change_password: bool,
-}
-
 /// `POST /v1/self/change-email`
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -222,16 +208,6 @@ pub struct SelfChangeEmailRequest {
     pub current_password: String,
     pub new_email: String,
     pub new_email_confirm: String,
-}
-
-/// The notice's confirmation of a self-service email change.
-#[derive(Serialize, Deserialize, ToSchema, Debug)]
-pub struct EmailChangeAccepted {
-    #[schema(example = "Validation email sent successfully.")]
-    pub message: String,
-    pub detail: String,
-    pub pending_email: String,
-    pub version: u64,
 }
 
 /// `POST /v1/self/change-password`

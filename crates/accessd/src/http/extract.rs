@@ -1,11 +1,11 @@
 //! Request extractors with our error shape: JSON bodies (content type,
 //! size, syntax, unknown fields), path ids, the request id, `If-Match`,
-//! `Idempotency-Key`, the client address.
+//! `Idempotency-Key`, the client address, the customer's session.
 
 use std::net::{IpAddr, SocketAddr};
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
@@ -14,7 +14,10 @@ use sha2::{Digest, Sha256};
 
 use access_domain::CustomerId;
 
+use crate::auth::bearer;
 use crate::error::ApiError;
+use crate::state::AppState;
+use crate::usecase::session::{self, CustomerSession};
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -234,6 +237,47 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
                 .get::<ConnectInfo<SocketAddr>>()
                 .map(|ConnectInfo(addr)| addr.ip())
         })))
+    }
+}
+
+impl<S> FromRequestParts<S> for CustomerSession
+where
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    /// The session of the Bearer token (401 `unauthenticated` without a
+    /// valid one).
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
+        let token = bearer(parts).ok_or_else(ApiError::unauthenticated)?;
+        session::of_token(&state, token)
+            .await?
+            .ok_or_else(ApiError::unauthenticated)
+    }
+}
+
+/// A customer with a valid session and no pending password change.
+pub struct ActiveCustomer(pub CustomerSession);
+
+impl<S> FromRequestParts<S> for ActiveCustomer
+where
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let session = CustomerSession::from_request_parts(parts, state).await?;
+        if session.loaded.customer.must_change_password() {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "must_change_password",
+                "the password is temporary: change it first (POST /v1/self/change-password)",
+            ));
+        }
+        Ok(Self(session))
     }
 }
 

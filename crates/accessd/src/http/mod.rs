@@ -8,6 +8,7 @@ pub mod extract;
 pub mod health;
 pub mod history;
 pub mod mail;
+mod refusals;
 pub mod self_service;
 
 use std::time::Duration;
@@ -89,8 +90,11 @@ async fn bounded_request_id(mut request: AxumRequest) -> AxumRequest {
 /// content of any kind, never framed). The pages set their own.
 pub const API_CONTENT_SECURITY_POLICY: &str = "default-src 'none'; frame-ancestors 'none'";
 
-/// The whole service.
-pub fn router(state: AppState, request_timeout: Duration) -> Router {
+/// The whole service: the API's routes and `others` (routes defined
+/// elsewhere: the pages, the OpenAPI document) behind one set of
+/// middleware (request ids, tracing, metrics, time limit, security
+/// headers).
+pub fn router(state: AppState, request_timeout: Duration, others: Router<AppState>) -> Router {
     let api = Router::new()
         .route(
             "/v1/customers",
@@ -147,8 +151,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
-        .route("/openapi.json", get(crate::openapi::openapi))
-        .merge(crate::pages::router())
+        .merge(others)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
 

@@ -1,7 +1,7 @@
 //! `/account`: the customer's home and settings (Change Email, Change
 //! Password).
 
-use access_domain::EmailAddress;
+use access_domain::{EmailAddress, ValueError};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -11,14 +11,16 @@ use super::csrf::{CsrfField, CsrfToken, PageForm};
 use super::login::NoticeQuery;
 use super::session::{session_cookie, ActivePageSession, PageSession};
 use super::{
-    notice, see_other, too_many_attempts, with_retry_after, Field, Form, Page, PageError, Status,
+    notice, refused, see_other, too_many_attempts, with_retry_after, Field, Form, Page, PageError,
+    Status,
 };
-use crate::error::ApiError;
-use crate::http::commands::CommandRequest;
 use crate::http::dto::CustomerView;
-use crate::http::extract::{ClientAddress, CommandHeaders, RequestId};
-use crate::http::self_service;
+use crate::http::extract::{ClientAddress, RequestId};
 use crate::state::AppState;
+use crate::usecase::account::{self, EmailChange, PasswordChange};
+use crate::usecase::command::Origin;
+use crate::usecase::reply::EmailChangeAccepted;
+use crate::usecase::SelfServiceError;
 
 const PASSWORD_HINT: &str = "At least 10 characters. A few unrelated words make a strong password; avoid your email address and common phrases.";
 
@@ -108,7 +110,7 @@ pub(crate) async fn change_email_form(
         .sent
         .and(view.pending_email.as_deref())
         .map(|pending| {
-            let accepted = self_service::email_change_accepted(pending, view.version);
+            let accepted = EmailChangeAccepted::new(pending, view.version);
             Status::success(accepted.message, Some(accepted.detail))
         });
     change_email_page(csrf, view.email, change_email_fields("", ""))
@@ -157,65 +159,44 @@ pub(crate) async fn change_email(
             .code(StatusCode::UNPROCESSABLE_ENTITY)
             .render());
     };
-    let customer = &session.0;
-    let result = self_service::request_email_change(
-        &state,
-        customer,
-        address,
-        value.current_password,
+    let change = EmailChange {
+        current_password: value.current_password,
         new_email,
-        confirm,
-        |command| CommandRequest {
-            actor: customer.actor(),
-            request_id: request_id.0,
-            reason: None,
-            customer_id: customer.customer_id,
-            command,
-            headers: CommandHeaders::default(),
-            fingerprint: String::new(),
-            success: StatusCode::ACCEPTED,
-            shape: Default::default(),
-        },
-    )
-    .await
-    .map(|_| ());
-    match result {
-        Ok(()) => Ok(see_other("/account/change-email?sent=1", Vec::new())),
-        Err(err) => {
-            let retry_after = err.retry_after;
-            let status = err.status;
-            let field = match err.code {
-                "wrong_password" => Some(("current_password", WRONG_PASSWORD.to_string())),
-                "email_mismatch" => Some((
-                    "new_email_confirm",
-                    "The two email addresses do not match.".to_string(),
-                )),
-                "email_unchanged" => Some((
-                    "new_email",
-                    "This is already your login email. Enter a different address.".to_string(),
-                )),
-                "email_in_use" => Some((
-                    "new_email",
-                    "This email address is already used by another account.".to_string(),
-                )),
-                "invalid_email" => Some(("new_email", INVALID_EMAIL.to_string())),
-                "too_many_attempts" => {
-                    form.form_error(too_many_attempts(retry_after));
-                    None
-                }
-                _ => return Err(err.into()),
-            };
-            if let Some((id, message)) = field {
-                form.error(id, message);
-            }
-            Ok(with_retry_after(
-                change_email_page(csrf, login_email, form)
-                    .code(status)
-                    .render(),
-                retry_after,
-            ))
+        new_email_confirm: confirm,
+    };
+    let origin = Origin::plain(request_id.0);
+    let result = account::request_email_change(&state, &session.0, address, change, origin).await;
+    let Err(err) = result else {
+        return Ok(see_other("/account/change-email?sent=1", Vec::new()));
+    };
+    match &err {
+        SelfServiceError::WrongPassword => form.error("current_password", WRONG_PASSWORD),
+        SelfServiceError::EmailMismatch => {
+            form.error("new_email_confirm", "The two email addresses do not match.")
         }
+        SelfServiceError::EmailUnchanged => form.error(
+            "new_email",
+            "This is already your login email. Enter a different address.",
+        ),
+        SelfServiceError::EmailInUse => form.error(
+            "new_email",
+            "This email address is already used by another account.",
+        ),
+        SelfServiceError::Invalid(ValueError::InvalidEmail(_)) => {
+            form.error("new_email", INVALID_EMAIL)
+        }
+        SelfServiceError::TooManyAttempts { retry_after } => {
+            form.form_error(too_many_attempts(Some(*retry_after)))
+        }
+        _ => return Err(err.into()),
     }
+    let (status, retry_after) = refused(err);
+    Ok(with_retry_after(
+        change_email_page(csrf, login_email, form)
+            .code(status)
+            .render(),
+        retry_after,
+    ))
 }
 
 const INVALID_EMAIL: &str = "Enter an email address in the correct format, like name@example.com.";
@@ -301,49 +282,47 @@ pub(crate) async fn change_password(
             .code(StatusCode::UNPROCESSABLE_ENTITY)
             .render());
     }
-    let result = self_service::change_password_and_reopen(
-        &state,
-        &session.0,
-        address,
-        request_id,
-        value.current_password,
-        &value.new_password,
-        value.new_password_confirm,
-    )
-    .await;
-    match result {
-        Ok((_, new_session)) => Ok(see_other(
-            "/account?notice=password_changed",
-            vec![session_cookie(&state, &new_session.token)],
-        )),
-        Err(err) => {
-            let (retry_after, status) = (err.retry_after, err.status);
-            match err.code {
-                "wrong_password" => form.error("current_password", WRONG_PASSWORD),
-                "weak_password" => form.error("new_password", weak_password(&err)),
-                "password_mismatch" => form.error(
-                    "new_password_confirm",
-                    "The two new passwords do not match.",
-                ),
-                "too_many_attempts" => form.form_error(too_many_attempts(retry_after)),
-                _ => return Err(err.into()),
-            }
-            Ok(with_retry_after(
-                change_password_page(csrf, &session, form)
-                    .code(status)
-                    .render(),
-                retry_after,
+    let change = PasswordChange {
+        current_password: value.current_password,
+        new_password: value.new_password,
+        new_password_confirm: value.new_password_confirm,
+    };
+    let result = account::change_password(&state, &session.0, address, request_id.0, change).await;
+    let err = match result {
+        Ok((_, new_session)) => {
+            return Ok(see_other(
+                "/account?notice=password_changed",
+                vec![session_cookie(&state, &new_session.token)],
             ))
         }
+        Err(err) => err,
+    };
+    match &err {
+        SelfServiceError::WrongPassword => form.error("current_password", WRONG_PASSWORD),
+        SelfServiceError::Invalid(ValueError::WeakPassword(why)) => {
+            form.error("new_password", weak_password(why))
+        }
+        SelfServiceError::PasswordMismatch => form.error(
+            "new_password_confirm",
+            "The two new passwords do not match.",
+        ),
+        SelfServiceError::TooManyAttempts { retry_after } => {
+            form.form_error(too_many_attempts(Some(*retry_after)))
+        }
+        _ => return Err(err.into()),
     }
+    let (status, retry_after) = refused(err);
+    Ok(with_retry_after(
+        change_password_page(csrf, &session, form)
+            .code(status)
+            .render(),
+        retry_after,
+    ))
 }
 
-/// The message of `weak_password`, as a sentence for the field.
-pub(crate) fn weak_password(err: &ApiError) -> String {
-    let why = err
-        .message
-        .strip_prefix("weak password: ")
-        .unwrap_or(&err.message);
+/// Why a password is weak (`ValueError::WeakPassword`), as a sentence
+/// for the field.
+pub(crate) fn weak_password(why: &str) -> String {
     let why = why.trim_end_matches('.');
     format!("Choose a stronger password: {why}.")
 }

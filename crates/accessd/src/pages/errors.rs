@@ -30,6 +30,12 @@ impl From<ApiError> for PageError {
     }
 }
 
+impl From<crate::usecase::SelfServiceError> for PageError {
+    fn from(err: crate::usecase::SelfServiceError) -> Self {
+        Self::Api(err.into())
+    }
+}
+
 impl From<access_store::StoreError> for PageError {
     fn from(err: access_store::StoreError) -> Self {
         Self::Api(err.into())
@@ -55,6 +61,13 @@ impl IntoResponse for PageError {
             Self::Api(err) => error_page(err).render(),
         }
     }
+}
+
+/// The status and the wait (`Retry-After`) of a refusal shown on its
+/// form: the API's, from the one translation of the use cases' errors.
+pub(crate) fn refused(err: crate::usecase::SelfServiceError) -> (StatusCode, Option<u64>) {
+    let api = ApiError::from(err);
+    (api.status, api.retry_after)
 }
 
 /// An unexpected API error as a page (the details are in the logs).

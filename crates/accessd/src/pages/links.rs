@@ -3,12 +3,10 @@
 //! email). A GET only shows a form with the token in a hidden field (mail
 //! scanners open links); the form's POST uses the token. The GET checks the
 //! link against the customer's state without using it
-//! ([`access_domain::Customer::link_status`], the rule the command uses):
-//! a used, expired or voided link shows the "no longer valid" page at once.
+//! ([`crate::usecase::links::live_token`]): a used, expired or voided link
+//! shows the "no longer valid" page at once.
 
-use std::net::IpAddr;
-
-use access_domain::{LinkStatus, TokenPurpose};
+use access_domain::{TokenPurpose, ValueError};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -17,11 +15,11 @@ use serde::Deserialize;
 use super::account::weak_password;
 use super::csrf::{CsrfField, CsrfToken, PageForm};
 use super::session::clear_session_cookie;
-use super::{message_page, see_other, Field, Form, Page, PageError, Status};
+use super::{message_page, refused, see_other, Field, Form, Page, PageError, Status};
 use crate::http::extract::{ClientAddress, RequestId};
-use crate::http::self_service;
-use crate::link_token;
 use crate::state::AppState;
+use crate::usecase::links::{self, live_token, usable_token};
+use crate::usecase::SelfServiceError;
 
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct TokenQuery {
@@ -54,53 +52,6 @@ fn link_expired(link: Link) -> Page {
             ask => ask,
             login => matches!(link, Link::Confirm),
         })
-}
-
-/// The token of a link, when it has the shape of one.
-fn usable_token(raw: Option<&str>) -> Option<String> {
-    raw.filter(|t| link_token::split(t).is_some())
-        .map(|t| t.trim().to_string())
-}
-
-/// The token of a link whose page is opened, when the link is live now:
-/// checked against the customer's state without using it. The check goes
-/// through the link throttle like the link's POST (`run_link`: same
-/// account key, same order), so tokens cannot be probed faster by opening
-/// pages: a link that is not live counts as a wrong token; a live one is
-/// given back (the POST that uses it resets the count).
-async fn live_link(
-    state: &AppState,
-    address: Option<IpAddr>,
-    raw: Option<&str>,
-    purpose: TokenPurpose,
-) -> Result<Option<String>, PageError> {
-    let Some(token) = usable_token(raw) else {
-        return Ok(None);
-    };
-    let Some((customer_id, secret)) = link_token::split(&token) else {
-        return Ok(None);
-    };
-    let account = format!("link:{customer_id}");
-    let reserved = state
-        .throttle()
-        .attempt(&account, address, state.now())
-        .await?;
-    let loaded = match state.store().load(customer_id).await {
-        Ok(loaded) => loaded,
-        Err(e) => {
-            state.throttle().undecided(&reserved, state.now()).await;
-            return Err(e.into());
-        }
-    };
-    match loaded.customer.link_status(purpose, &secret, state.now()) {
-        // A live link is no wrong guess: the check is given back.
-        LinkStatus::Live => {
-            state.throttle().undecided(&reserved, state.now()).await;
-            Ok(Some(token))
-        }
-        // A dead one stays counted, like a wrong token.
-        LinkStatus::Expired | LinkStatus::Dead => Ok(None),
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -149,7 +100,7 @@ pub(crate) async fn setup_password_form(
     csrf: CsrfToken,
     Query(query): Query<TokenQuery>,
 ) -> Result<Response, PageError> {
-    let live = live_link(
+    let live = live_token(
         &state,
         address,
         query.token.as_deref(),
@@ -187,34 +138,30 @@ pub(crate) async fn setup_password(
             .code(StatusCode::UNPROCESSABLE_ENTITY)
             .render());
     }
-    let result = match self_service::setup_password_command(
+    let result = links::setup_password(
+        &state,
+        request_id.0,
+        address,
         &value.token,
         &value.password,
         value.password_confirm,
-    ) {
-        Ok((customer_id, command)) => {
-            self_service::run_link(&state, request_id, address, customer_id, command)
-                .await
-                .map(|_| ())
-        }
-        Err(err) => Err(err),
+    )
+    .await;
+    let Err(err) = result else {
+        return Ok(see_other("/login?notice=password_set", Vec::new()));
     };
-    match result {
-        Ok(()) => Ok(see_other("/login?notice=password_set", Vec::new())),
-        Err(err) => {
-            match err.code {
-                "invalid_token" => return Ok(link_expired(Link::Setup).render()),
-                "weak_password" => form.error("password", weak_password(&err)),
-                "password_mismatch" => {
-                    form.error("password_confirm", "The two passwords do not match.")
-                }
-                _ => return Err(err.into()),
-            }
-            Ok(setup_page(csrf, &value.token, form)
-                .code(err.status)
-                .render())
+    match &err {
+        SelfServiceError::InvalidToken => return Ok(link_expired(Link::Setup).render()),
+        SelfServiceError::Invalid(ValueError::WeakPassword(why)) => {
+            form.error("password", weak_password(why))
         }
+        SelfServiceError::PasswordMismatch => {
+            form.error("password_confirm", "The two passwords do not match.")
+        }
+        _ => return Err(err.into()),
     }
+    let (status, _) = refused(err);
+    Ok(setup_page(csrf, &value.token, form).code(status).render())
 }
 
 // ---------------------------------------------------------------------------
@@ -243,7 +190,7 @@ pub(crate) async fn confirm_email_form(
     csrf: CsrfToken,
     Query(query): Query<TokenQuery>,
 ) -> Result<Response, PageError> {
-    let live = live_link(
+    let live = live_token(
         &state,
         address,
         query.token.as_deref(),
@@ -269,20 +216,10 @@ pub(crate) async fn confirm_email(
     form: PageForm<ConfirmEmailForm>,
 ) -> Result<Response, PageError> {
     let value = form.value;
-    let (customer_id, token) = match self_service::link_command(&value.token) {
-        Ok(parts) => parts,
-        Err(_) => return Ok(link_expired(Link::Confirm).render()),
-    };
-    let command = access_domain::CustomerCommand::ConfirmEmailChange { token };
-    let result = self_service::run_link(&state, request_id, address, customer_id, command).await;
+    let result = links::confirm_email(&state, request_id.0, address, &value.token).await;
     match result {
-        Ok(_) => {
-            let loaded = state.store().load(customer_id).await?;
-            let email = loaded
-                .customer
-                .email()
-                .map(|e| e.as_str().to_string())
-                .unwrap_or_default();
+        Ok((customer_id, _)) => {
+            let email = links::login_email(&state, customer_id).await?;
             Ok(Page::new("email_confirmed.html", "Email address confirmed")
                 .status(Some(Status::success(
                     format!("Your login email is now {email}."),
@@ -292,9 +229,9 @@ pub(crate) async fn confirm_email(
                 .cookie(clear_session_cookie(&state))
                 .render())
         }
-        Err(err) if err.code == "invalid_token" => Ok(link_expired(Link::Confirm).render()),
-        Err(err) if err.code == "email_in_use" => Ok(message_page(
-            err.status,
+        Err(SelfServiceError::InvalidToken) => Ok(link_expired(Link::Confirm).render()),
+        Err(err @ SelfServiceError::EmailInUse) => Ok(message_page(
+            refused(err).0,
             "This address is no longer available",
             &[
                 "The new email address has meanwhile become the login of another account, so the change cannot be completed.",

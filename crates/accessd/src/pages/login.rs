@@ -8,10 +8,9 @@ use serde::Deserialize;
 use super::csrf::{CsrfField, CsrfToken, PageForm};
 use super::session::{clear_session_cookie, cookie, session_cookie, COOKIE};
 use super::{notice, see_other, too_many_attempts, with_retry_after, Field, Form, Page, PageError};
-use crate::auth::{digest, session_of_token};
 use crate::http::extract::{ClientAddress, RequestId};
-use crate::http::self_service;
 use crate::state::AppState;
+use crate::usecase::{login, session, SelfServiceError};
 
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct NoticeQuery {
@@ -66,7 +65,7 @@ pub(crate) async fn show(
     Query(query): Query<NoticeQuery>,
 ) -> Result<Response, PageError> {
     if let Some(token) = cookie(&headers, COOKIE) {
-        if session_of_token(&state, &token).await?.is_some() {
+        if session::of_token(&state, &token).await?.is_some() {
             return Ok(see_other("/account", Vec::new()));
         }
     }
@@ -94,11 +93,9 @@ pub(crate) async fn submit(
             .code(StatusCode::UNPROCESSABLE_ENTITY)
             .render());
     }
-    match self_service::check_login(&state, address, &value.email, value.password, &request_id)
-        .await
-    {
+    match login::check_login(&state, address, &value.email, value.password, &request_id.0).await {
         Ok((id, loaded)) => {
-            let session = self_service::open(&state, &loaded.customer, id).await?;
+            let session = session::open(&state, &loaded.customer, id).await?;
             let to = if session.must_change_password {
                 "/account/change-password"
             } else {
@@ -106,18 +103,22 @@ pub(crate) async fn submit(
             };
             Ok(see_other(to, vec![session_cookie(&state, &session.token)]))
         }
-        Err(err) if err.code == "invalid_credentials" => {
+        Err(SelfServiceError::InvalidCredentials) => {
             form.error(
                 "password",
                 "The email address or the password is incorrect.",
             );
-            Ok(login_page(csrf, form).code(err.status).render())
+            Ok(login_page(csrf, form)
+                .code(StatusCode::UNAUTHORIZED)
+                .render())
         }
-        Err(err) if err.code == "too_many_attempts" => {
-            form.form_error(too_many_attempts(err.retry_after));
+        Err(SelfServiceError::TooManyAttempts { retry_after }) => {
+            form.form_error(too_many_attempts(Some(retry_after)));
             Ok(with_retry_after(
-                login_page(csrf, form).code(err.status).render(),
-                err.retry_after,
+                login_page(csrf, form)
+                    .code(StatusCode::TOO_MANY_REQUESTS)
+                    .render(),
+                Some(retry_after),
             ))
         }
         Err(err) => Err(err.into()),
@@ -131,10 +132,7 @@ pub(crate) async fn logout(
     _form: PageForm<TokenOnly>,
 ) -> Result<Response, PageError> {
     if let Some(token) = cookie(&headers, COOKIE) {
-        state
-            .store()
-            .delete_session(&hex::encode(digest(&token)))
-            .await?;
+        session::end(&state, &token).await?;
     }
     Ok(see_other(
         "/login?notice=signed_out",

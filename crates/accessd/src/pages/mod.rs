@@ -12,12 +12,12 @@
 //! | `GET /account/change-password`, `POST …` | change the password |
 //! | `GET /assets/site.css` | the stylesheet |
 //!
-//! The domain and HTTP logic is the API's: commands run through
-//! [`crate::http::commands::execute`], logins, email and password changes
-//! and link tokens through the shared functions of
-//! [`crate::http::self_service`], sessions through
-//! [`crate::auth::session_of_token`]. The pages only translate error codes
-//! into messages next to the fields.
+//! The logic is the API's: logins, sessions, email and password changes
+//! and links run through the use cases of [`crate::usecase`] (the same
+//! ones the JSON endpoints of [`crate::http::self_service`] call). The
+//! pages only parse forms and turn the use cases' typed errors
+//! ([`crate::usecase::SelfServiceError`]) into messages next to the
+//! fields.
 //!
 //! # Stable element ids (for browser tests)
 //!
@@ -87,7 +87,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::state::AppState;
 
-pub(crate) use errors::{too_many_attempts, with_retry_after, PageError};
+pub(crate) use errors::{refused, too_many_attempts, with_retry_after, PageError};
 pub(crate) use forms::{notice, Field, Form, Status};
 pub(crate) use templates::{message_page, see_other, Page};
 

@@ -1,6 +1,6 @@
 //! The pages' session: the token of a customer session (the same sessions
 //! as the API's Bearer tokens) in the `access_session` cookie, checked by
-//! [`crate::auth::session_of_token`]. Cookies are read and written with the
+//! [`crate::usecase::session::of_token`]. Cookies are read and written with the
 //! `cookie` crate (re-exported by axum-extra), not by hand.
 
 use axum::extract::FromRequestParts;
@@ -9,8 +9,8 @@ use axum::http::HeaderMap;
 use axum_extra::extract::cookie::Cookie;
 
 use super::PageError;
-use crate::auth::{session_of_token, CustomerSession};
 use crate::state::AppState;
+use crate::usecase::session::{of_token, CustomerSession};
 
 /// The session cookie.
 pub const COOKIE: &str = "access_session";
@@ -70,12 +70,7 @@ pub(crate) struct PageSession(pub CustomerSession);
 impl PageSession {
     /// The customer's login email.
     pub(crate) fn login_email(&self) -> String {
-        self.0
-            .loaded
-            .customer
-            .email()
-            .map(|e| e.as_str().to_string())
-            .unwrap_or_default()
+        self.0.login_email()
     }
 }
 
@@ -92,7 +87,7 @@ impl FromRequestParts<AppState> for PageSession {
                 cookies: Vec::new(),
             });
         };
-        match session_of_token(state, &token).await? {
+        match of_token(state, &token).await? {
             Some(session) => Ok(Self(session)),
             None => Err(PageError::Redirect {
                 to: "/login?notice=session_ended",

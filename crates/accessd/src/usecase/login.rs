@@ -1,0 +1,110 @@
+//! Logging in: an email and a password give the customer whose login it
+//! is (then [`super::session::open`] opens a session). Throttled per
+//! account and client address; the check is counted before the hash is
+//! computed.
+
+use std::net::IpAddr;
+
+use access_domain::{Actor, CustomerCommand, CustomerId, EmailAddress, Secret};
+use access_store::Loaded;
+
+use super::command::{self, CommandRequest, Origin};
+use super::error::SelfServiceError;
+use crate::state::AppState;
+
+/// Checks a login's email and password (for the API and the pages).
+/// Known, unknown and malformed emails take the same path: the same
+/// statements (`Store::load_login`) and one argon2 verification, against a
+/// decoy hash made with the current parameters when there is no customer.
+/// The customer whose login it is, or
+/// [`SelfServiceError::InvalidCredentials`].
+pub async fn check_login(
+    state: &AppState,
+    address: Option<IpAddr>,
+    raw_email: &str,
+    password: String,
+    request_id: &str,
+) -> Result<(CustomerId, Loaded), SelfServiceError> {
+    let account = EmailAddress::parse(raw_email).map_or_else(
+        |_| raw_email.trim().to_lowercase(),
+        |e| e.normalized().to_string(),
+    );
+    let reserved = state
+        .throttle()
+        .attempt(&account, address, state.now())
+        .await?;
+    let password = Secret::new(password);
+    let checked = verify_login(state, &account, &password).await;
+    match checked {
+        Ok(Some((found, rehash))) => {
+            state.throttle().succeeded(&reserved).await;
+            if rehash {
+                upgrade_password_hash(state, found.0, password, request_id).await;
+            }
+            Ok(found)
+        }
+        Ok(None) => Err(SelfServiceError::InvalidCredentials),
+        Err(e) => {
+            state.throttle().undecided(&reserved, state.now()).await;
+            Err(e)
+        }
+    }
+}
+
+/// The customer with access whose login `account` is and whose password
+/// `password` is (and whether its hash needs upgrading), or None.
+async fn verify_login(
+    state: &AppState,
+    account: &str,
+    password: &Secret,
+) -> Result<Option<((CustomerId, Loaded), bool)>, SelfServiceError> {
+    let found = state
+        .store()
+        .load_login(account)
+        .await?
+        .filter(|(_, l)| l.customer.has_access());
+    let hash = found
+        .as_ref()
+        .and_then(|(_, l)| l.customer.password_hash().cloned())
+        .unwrap_or_else(|| state.decoy_hash().clone());
+    let services = state.services();
+    let matches = services
+        .hasher()
+        .verify(password, &hash)
+        .await
+        .map_err(|e| SelfServiceError::Internal(e.to_string()))?;
+    Ok(found
+        .filter(|(_, l)| matches && l.customer.has_password())
+        .map(|found| (found, services.hasher().needs_rehash(&hash))))
+}
+
+/// After a successful login with a hash made under older parameters: the
+/// password is hashed again with the current ones (`PasswordRehashed`, by
+/// the system, audited). The login goes ahead if this fails (it is tried
+/// again at the next login); the failure is logged without the password.
+async fn upgrade_password_hash(
+    state: &AppState,
+    customer_id: CustomerId,
+    password: Secret,
+    request_id: &str,
+) {
+    let request = CommandRequest::new(
+        Actor::System {
+            name: "login".to_string(),
+        },
+        customer_id,
+        CustomerCommand::UpgradePasswordHash { password },
+        Origin::plain(request_id.to_string()),
+    )
+    .reason(Some(
+        "password hash upgraded to the current parameters".to_string(),
+    ));
+    match command::execute(state, request).await {
+        Ok(_) => tracing::info!(%customer_id, "password hash upgraded at login"),
+        Err(err) => tracing::warn!(
+            %customer_id,
+            code = err.code(),
+            "password hash not upgraded at login; tried again at the next one"
+        ),
+    }
+}
