@@ -129,7 +129,7 @@ fn mail_part(state: &AppState) -> PartState {
 }
 
 /// Prometheus metrics (text exposition).
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, content_type = "text/plain", body = String)))]
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, content_type = "application/openmetrics-text", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     if let Some(projector) = state.projector() {
         state.metrics().projector(&projector.status(), state.now());
@@ -141,8 +141,10 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         Ok(text) => (
             StatusCode::OK,
             [(
+                // prometheus-client writes OpenMetrics text (ending in
+                // `# EOF`): say so, as Prometheus expects.
                 header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
             )],
             text,
         )

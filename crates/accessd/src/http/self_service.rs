@@ -4,7 +4,7 @@
 
 use access_domain::EmailAddress;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
@@ -34,7 +34,12 @@ pub async fn create_session(
     let (id, loaded) =
         login::check_login(&state, address, &req.email, req.password, &request_id.0).await?;
     let session = session::open(&state, &loaded.customer, id).await?;
-    Ok((StatusCode::CREATED, Json(session)).into_response())
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, "/v1/self/sessions/current")],
+        Json(session),
+    )
+        .into_response())
 }
 
 /// End the current session.

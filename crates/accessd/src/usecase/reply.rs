@@ -73,12 +73,23 @@ impl ReplyShape {
             }
         }
         .unwrap_or_default();
+        let mut headers = vec![(header::ETAG.to_string(), etag(version))];
+        if status == StatusCode::CREATED {
+            // RFC 9110 §15.3.2: where the new resource is (kept in the
+            // stored reply, so a replay names it too).
+            headers.push((header::LOCATION.to_string(), customer_location(customer_id)));
+        }
         Reply {
             status,
-            headers: vec![(header::ETAG.to_string(), etag(version))],
+            headers,
             body,
         }
     }
+}
+
+/// The path of a customer's resource: `/v1/customers/<id>`.
+pub fn customer_location(customer_id: CustomerId) -> String {
+    format!("/v1/customers/{customer_id}")
 }
 
 /// The ETag of a customer at `version`: `"<version>"`.

@@ -529,6 +529,83 @@ async fn client_request_ids_are_bounded(db: Db) {
     app.stop().await;
 }
 
+/// HTTP conventions clients and their generators expect (issue 18): `201`
+/// with `Location` (kept by an idempotent replay, with its `ETag`), `401`
+/// with `WWW-Authenticate: Bearer`, and `/metrics` served with the content
+/// type of what it is (OpenMetrics text, ending in `# EOF`).
+async fn http_conventions_clients_expect(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let key = [("idempotency-key", "conventions-1")];
+    let created = app
+        .call_with(
+            Method::POST,
+            "/v1/customers",
+            Some(SERVICE),
+            Some(json!({"email": "conventions@example.com"})),
+            &key,
+        )
+        .await
+        .expect(201);
+    let id = created.body["customer_id"].as_str().unwrap().to_string();
+    let location = created.headers["location"].to_str().unwrap().to_string();
+    assert_eq!(location, format!("/v1/customers/{id}"));
+    app.get(&location, SERVICE).await.expect(200);
+    let replay = app
+        .call_with(
+            Method::POST,
+            "/v1/customers",
+            Some(SERVICE),
+            Some(json!({"email": "conventions@example.com"})),
+            &key,
+        )
+        .await
+        .expect(201);
+    assert_eq!(replay.headers["idempotent-replayed"], "true");
+    assert_eq!(replay.headers["location"], location.as_str());
+    assert_eq!(replay.headers["etag"], created.headers["etag"]);
+
+    app.customer_with_password("conventions-login@example.com")
+        .await;
+    let login = app
+        .call(
+            Method::POST,
+            "/v1/self/sessions",
+            None,
+            Some(json!({"email": "conventions-login@example.com", "password": PW})),
+        )
+        .await
+        .expect(201);
+    assert_eq!(login.headers["location"], "/v1/self/sessions/current");
+
+    for unauthorized in [
+        app.get("/v1/customers", "no-such-key-0123456789abcdef")
+            .await,
+        app.call(Method::GET, &location, None, None).await,
+        app.call(Method::GET, "/v1/self", None, None).await,
+    ] {
+        assert_eq!(unauthorized.status, 401);
+        let challenge = unauthorized.headers["www-authenticate"].to_str().unwrap();
+        assert!(challenge.starts_with("Bearer"), "{challenge}");
+    }
+
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap();
+    let content_type = metrics.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let text = metrics.text().await.unwrap();
+    assert!(
+        content_type.starts_with("application/openmetrics-text; version=1.0.0"),
+        "{content_type}"
+    );
+    assert!(text.trim_end().ends_with("# EOF"), "{text}");
+}
+
 crate::on_both_stores!(
     every_error_code_of_the_contract,
     password_checks_are_throttled,
@@ -538,6 +615,7 @@ crate::on_both_stores!(
     reads_events_and_lookup,
     request_ids_operations_and_docs,
     client_request_ids_are_bounded,
+    http_conventions_clients_expect,
 );
 
 /// The committed OpenAPI document matches the code
