@@ -34,6 +34,7 @@ pub mod openapi;
 pub mod pages;
 pub mod state;
 pub mod throttle;
+pub mod trace_context;
 pub mod usecase;
 
 pub use app::{start, Running, StartupError};

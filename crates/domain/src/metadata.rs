@@ -67,6 +67,9 @@ pub struct CommandMetadata {
     pub actor: Actor,
     pub request_id: String,
     pub reason: Option<String>,
+    /// The W3C trace id of the request that caused the events, when the
+    /// caller sent one (`traceparent`): follows a command across services.
+    pub correlation_id: Option<String>,
 }
 
 /// Keys used in the event metadata map.
@@ -77,6 +80,7 @@ pub mod keys {
     pub const ACTOR_CUSTOMER: &str = "actor_customer_id";
     pub const REQUEST_ID: &str = "request_id";
     pub const REASON: &str = "reason";
+    pub const CORRELATION_ID: &str = "correlation_id";
 }
 
 /// Why a stored metadata map could not be read back.
@@ -90,7 +94,13 @@ impl CommandMetadata {
             actor,
             request_id: request_id.into(),
             reason: None,
+            correlation_id: None,
         }
+    }
+
+    pub fn with_correlation(mut self, correlation_id: Option<String>) -> Self {
+        self.correlation_id = correlation_id;
+        self
     }
 
     pub fn with_reason(mut self, reason: Option<String>) -> Self {
@@ -119,6 +129,9 @@ impl CommandMetadata {
         map.insert(keys::REQUEST_ID.into(), self.request_id.clone());
         if let Some(reason) = &self.reason {
             map.insert(keys::REASON.into(), reason.clone());
+        }
+        if let Some(correlation) = &self.correlation_id {
+            map.insert(keys::CORRELATION_ID.into(), correlation.clone());
         }
         map
     }
@@ -156,6 +169,7 @@ impl CommandMetadata {
             actor,
             request_id: get(keys::REQUEST_ID)?,
             reason: map.get(keys::REASON).cloned(),
+            correlation_id: map.get(keys::CORRELATION_ID).cloned(),
         })
     }
 }
@@ -182,6 +196,13 @@ mod tests {
                 CommandMetadata::new(actor, "req-1").with_reason(Some("asked by phone".into()));
             let back = CommandMetadata::from_map(&meta.to_map()).unwrap();
             assert_eq!(back, meta);
+            let traced = meta.with_correlation(Some("4bf92f3577b34da6a3ce929d0e0e4736".into()));
+            let map = traced.to_map();
+            assert_eq!(
+                map.get(keys::CORRELATION_ID).map(String::as_str),
+                Some("4bf92f3577b34da6a3ce929d0e0e4736")
+            );
+            assert_eq!(CommandMetadata::from_map(&map).unwrap(), traced);
         }
     }
 

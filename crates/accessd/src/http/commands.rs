@@ -45,6 +45,9 @@ impl IntoResponse for Reply {
 /// idempotency fingerprint).
 pub struct CommandContext {
     pub request_id: String,
+    /// The caller's trace id (`traceparent`), kept as the events'
+    /// correlation id.
+    pub correlation_id: Option<String>,
     pub headers: CommandHeaders,
     method: String,
     path: String,
@@ -59,8 +62,13 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for CommandContext {
     ) -> Result<Self, Self::Rejection> {
         let request_id = crate::http::extract::RequestId::from_request_parts(parts, state).await?;
         let headers = CommandHeaders::from_request_parts(parts, state).await?;
+        let correlation_id = parts
+            .extensions
+            .get::<crate::trace_context::TraceContext>()
+            .and_then(crate::trace_context::TraceContext::correlation_id);
         Ok(Self {
             request_id: request_id.0,
+            correlation_id,
             headers,
             method: parts.method.to_string(),
             path: parts.uri.path().to_string(),
@@ -75,6 +83,7 @@ impl CommandContext {
         let fingerprint = fingerprint(&self.method, &self.path, body_digest);
         Origin {
             request_id: self.request_id,
+            correlation_id: self.correlation_id,
             expected_version: self.headers.if_match,
             idempotency: self
                 .headers

@@ -169,7 +169,11 @@ pub fn router(state: AppState, request_timeout: Duration, others: Router<AppStat
                 .extensions()
                 .get::<axum::extract::MatchedPath>()
                 .map_or("unmatched", axum::extract::MatchedPath::as_str);
-            tracing::info_span!("request", method = %request.method(), route = %route, request_id = %request_id)
+            let trace_id = request
+                .extensions()
+                .get::<crate::trace_context::TraceContext>()
+                .map_or("", |t| t.trace_id.as_str());
+            tracing::info_span!("request", method = %request.method(), route = %route, request_id = %request_id, trace_id = %trace_id)
         })
         .on_request(())
         .on_response(
@@ -230,6 +234,8 @@ pub fn router(state: AppState, request_timeout: Duration, others: Router<AppStat
     ))
     .layer(PropagateRequestIdLayer::new(REQUEST_ID))
     .layer(trace)
+    // Outside the trace layer, so the request's span carries the trace id.
+    .layer(axum::middleware::from_fn(crate::trace_context::propagate))
     .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
     .layer(axum::middleware::map_request(bounded_request_id))
     .with_state(state)

@@ -24,6 +24,8 @@ use crate::state::AppState;
 #[derive(Debug, Clone, Default)]
 pub struct Origin {
     pub request_id: String,
+    /// The caller's W3C trace id, stored as the events' correlation id.
+    pub correlation_id: Option<String>,
     /// The version from `If-Match`: the command runs only on it.
     pub expected_version: Option<u64>,
     /// The `Idempotency-Key`, with the fingerprint of the request.
@@ -206,7 +208,8 @@ async fn run(
 ) -> Result<Executed, ExecuteError> {
     let name = request.command.name();
     let metadata = CommandMetadata::new(request.actor.clone(), request.origin.request_id.clone())
-        .with_reason(request.reason.clone());
+        .with_reason(request.reason.clone())
+        .with_correlation(request.origin.correlation_id.clone());
     let idempotency = request
         .origin
         .idempotency

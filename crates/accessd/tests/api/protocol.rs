@@ -606,6 +606,69 @@ async fn http_conventions_clients_expect(db: Db) {
     assert!(text.trim_end().ends_with("# EOF"), "{text}");
 }
 
+/// W3C trace context (issue 18): a command sent with `traceparent` keeps
+/// its trace id as the correlation id of the events it causes, and every
+/// answer carries a `traceparent` of the request's trace (a new one when
+/// the caller sent none or an invalid one).
+async fn trace_context_follows_a_command(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let sent = format!("00-{trace}-00f067aa0ba902b7-01");
+    let created = app
+        .call_with(
+            Method::POST,
+            "/v1/customers",
+            Some(SERVICE),
+            Some(json!({"email": "traced@example.com"})),
+            &[("traceparent", sent.as_str())],
+        )
+        .await
+        .expect(201);
+    let answered = created.headers["traceparent"].to_str().unwrap().to_string();
+    assert!(answered.starts_with(&format!("00-{trace}-")), "{answered}");
+    assert!(answered.ends_with("-01") && answered != sent, "{answered}");
+    let id = created.body["customer_id"].as_str().unwrap().to_string();
+
+    // A command without one: a new trace in the answer, no correlation id.
+    let untraced = app
+        .command(&id, "grant-access", json!({"send_notification": true}))
+        .await
+        .expect(200);
+    let fresh = untraced.headers["traceparent"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(fresh.len(), 55, "{fresh}");
+    assert!(!fresh.contains(trace), "{fresh}");
+    // An invalid one is ignored, not stored.
+    app.call_with(
+        Method::POST,
+        &format!("/v1/customers/{id}/revoke-access"),
+        Some(SERVICE),
+        Some(json!({})),
+        &[("traceparent", "00-not-a-trace-01")],
+    )
+    .await
+    .expect(200);
+
+    let events = app
+        .get(&format!("/v1/customers/{id}/events"), AUDITOR)
+        .await
+        .expect(200);
+    let correlations: Vec<Value> = events.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["metadata"]["correlation_id"].clone())
+        .collect();
+    assert_eq!(
+        correlations,
+        [json!(trace), Value::Null, Value::Null, Value::Null],
+        "{}",
+        events.body
+    );
+}
+
 crate::on_both_stores!(
     every_error_code_of_the_contract,
     password_checks_are_throttled,
@@ -616,6 +679,7 @@ crate::on_both_stores!(
     request_ids_operations_and_docs,
     client_request_ids_are_bounded,
     http_conventions_clients_expect,
+    trace_context_follows_a_command,
 );
 
 /// The committed OpenAPI document matches the code
