@@ -119,6 +119,13 @@ impl AggregateCache {
         self.entries.remove(id);
     }
 
+    /// Drops every entry (the database moved to another host, which may
+    /// lack the newest commits of the old one if replication was not
+    /// synchronous: a cached state could then be ahead of the store).
+    pub(crate) fn clear(&self) {
+        self.entries.clear();
+    }
+
     /// A cached state was stale: drop it.
     pub(crate) fn stale(&self, id: &CustomerId) {
         self.stale.fetch_add(1, Ordering::Relaxed);

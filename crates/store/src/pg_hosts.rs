@@ -9,20 +9,32 @@
 //!   (each then parsed by sqlx itself). Written by hand: the `url` crate
 //!   cannot parse a host list either, and tokio-postgres, which can, would be
 //!   a second PostgreSQL driver for this one split.
-//! - Every new pooled connection checks `pg_is_in_recovery()` and is refused
-//!   when the host is a standby (or a demoted primary), so no command ever
-//!   runs on a read-only server.
+//! - At start the hosts are tried in order (as libpq does) and the pool
+//!   starts on the first that accepts writes.
+//! - Every new pooled connection checks that it reached the host the pool
+//!   currently follows (server address and port) and that this host is not
+//!   in recovery; otherwise it is refused. A connect that began before a
+//!   switch and finished after it therefore never joins the pool.
 //! - A monitor task keeps one connection to the current host and asks it
 //!   every [`PROBE_EVERY`] whether it still accepts writes. When it does not
 //!   (gone, or in recovery), the monitor tries every host in turn until one
 //!   does, points the pool at it (`Pool::set_connect_options`) and marks the
 //!   time of the switch: connections opened before it are dropped at their
-//!   next checkout instead of being handed out. Meanwhile commands fail as
-//!   `Unavailable` (503 with `Retry-After`) and background loops retry.
+//!   next checkout instead of being handed out, and the aggregate cache is
+//!   emptied (after a failover with lost commits it could be ahead of the
+//!   new primary). Meanwhile commands fail as `Unavailable` (503 with
+//!   `Retry-After`; a request may first wait up to the pool's acquire
+//!   timeout) and background loops retry.
+//! - What this cannot fence: an old primary that still accepts writes
+//!   after another host was promoted (split brain). A transaction already
+//!   running on it may still commit there; with synchronous replication
+//!   such a commit waits for its standby, which now follows nobody, so it
+//!   is never acknowledged. Stop (fence) the old primary before promoting:
+//!   pg_auto_failover does.
 //! - The monitor ends when the last clone of the store is dropped.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnectOptions, PgConnection};
@@ -83,20 +95,23 @@ fn drop_parameter(tail: &str, name: &str) -> String {
     }
 }
 
-/// When the pool last moved to another host; connections older than that
-/// are not handed out again.
+/// The host the pool follows, and when it last moved; connections older
+/// than the move, or connected to another host, are not used.
 #[derive(Debug)]
-pub(crate) struct Switches {
+pub(crate) struct Following {
     since: Instant,
     /// Milliseconds after `since` of the last switch (0: none yet).
     last_ms: AtomicU64,
+    /// (host, port) of the followed server.
+    target: Mutex<(String, u16)>,
 }
 
-impl Switches {
-    pub(crate) fn new() -> Arc<Self> {
+impl Following {
+    pub(crate) fn new(target: &PgConnectOptions) -> Arc<Self> {
         Arc::new(Self {
             since: Instant::now(),
             last_ms: AtomicU64::new(0),
+            target: Mutex::new(host_port(target)),
         })
     }
 
@@ -110,10 +125,77 @@ impl Switches {
         opened < Duration::from_millis(last)
     }
 
-    fn mark(&self) {
+    fn target(&self) -> (String, u16) {
+        self.target
+            .lock()
+            .map(|t| t.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+
+    fn switch_to(&self, target: &PgConnectOptions) {
+        match self.target.lock() {
+            Ok(mut t) => *t = host_port(target),
+            Err(poisoned) => *poisoned.into_inner() = host_port(target),
+        }
         let now = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_ms.store(now.max(1), Ordering::Release);
     }
+
+    /// Checks a new connection: it must reach the followed host, and that
+    /// host must accept writes.
+    pub(crate) async fn admit(&self, connection: &mut PgConnection) -> Result<(), sqlx::Error> {
+        let (host, port) = self.target();
+        let (address, server_port): (Option<String>, Option<i32>) =
+            sqlx::query_as("SELECT host(inet_server_addr()), inet_server_port()")
+                .fetch_one(&mut *connection)
+                .await?;
+        let same_host = match (address, server_port) {
+            // A Unix socket: the target is its directory.
+            (None, _) | (_, None) => host.starts_with('/'),
+            (Some(address), Some(server_port)) => {
+                i32::from(port) == server_port && resolves_to(&host, port, &address).await
+            }
+        };
+        if !same_host {
+            return Err(sqlx::Error::Io(std::io::Error::other(
+                "the connection reached a database host the pool no longer follows",
+            )));
+        }
+        if !is_primary(connection).await? {
+            return Err(standby_refused());
+        }
+        Ok(())
+    }
+}
+
+fn host_port(options: &PgConnectOptions) -> (String, u16) {
+    (options.get_host().to_string(), options.get_port())
+}
+
+/// Whether `host` (a name or an address) is `address`.
+async fn resolves_to(host: &str, port: u16, address: &str) -> bool {
+    let Ok(wanted) = address.parse::<std::net::IpAddr>() else {
+        return false;
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+        return ip == wanted;
+    }
+    match tokio::net::lookup_host((bare, port)).await {
+        Ok(mut addresses) => addresses.any(|a| a.ip() == wanted),
+        Err(_) => false,
+    }
+}
+
+/// The first of `hosts` that accepts writes, tried in order (None when
+/// none answers as a primary now).
+pub(crate) async fn first_primary(hosts: &[PgConnectOptions]) -> Option<usize> {
+    for (i, host) in hosts.iter().enumerate() {
+        if probe(host).await.is_some() {
+            return Some(i);
+        }
+    }
+    None
 }
 
 /// Whether the server behind `connection` accepts writes.
@@ -157,18 +239,28 @@ impl Drop for Monitor {
     }
 }
 
-/// Starts following the primary among `hosts` for `pool`.
+/// Starts following the primary among `hosts` (the pool starts on
+/// `hosts[current]`) for `pool`; `cache` is emptied at each switch.
 pub(crate) fn spawn_monitor(
     pool: PgPool,
     hosts: Vec<PgConnectOptions>,
-    switches: Arc<Switches>,
+    current: usize,
+    following: Arc<Following>,
+    cache: Option<Arc<crate::cache::AggregateCache>>,
 ) -> Arc<Monitor> {
-    Arc::new(Monitor(tokio::spawn(follow_primary(pool, hosts, switches))))
+    Arc::new(Monitor(tokio::spawn(follow_primary(
+        pool, hosts, current, following, cache,
+    ))))
 }
 
 /// The monitor's loop (see the module header).
-async fn follow_primary(pool: PgPool, hosts: Vec<PgConnectOptions>, switches: Arc<Switches>) {
-    let mut current = 0usize;
+async fn follow_primary(
+    pool: PgPool,
+    hosts: Vec<PgConnectOptions>,
+    mut current: usize,
+    following: Arc<Following>,
+    cache: Option<Arc<crate::cache::AggregateCache>>,
+) {
     let mut watch: Option<PgConnection> = None;
     loop {
         tokio::time::sleep(PROBE_EVERY).await;
@@ -193,8 +285,11 @@ async fn follow_primary(pool: PgPool, hosts: Vec<PgConnectOptions>, switches: Ar
                         to = candidate,
                         "the primary database moved to another host: following it"
                     );
+                    following.switch_to(&hosts[candidate]);
                     pool.set_connect_options(hosts[candidate].clone());
-                    switches.mark();
+                    if let Some(cache) = &cache {
+                        cache.clear();
+                    }
                     current = candidate;
                 }
                 watch = Some(connection);
@@ -249,12 +344,27 @@ mod tests {
 
     #[test]
     fn connections_opened_before_a_switch_are_outdated() {
-        let switches = Switches::new();
-        assert!(!switches.outdated(Duration::from_secs(3600)));
+        let first: PgConnectOptions = "postgres://h1:5432/db".parse().unwrap();
+        let second: PgConnectOptions = "postgres://h2:5433/db".parse().unwrap();
+        let following = Following::new(&first);
+        assert_eq!(following.target(), ("h1".to_string(), 5432));
+        assert!(!following.outdated(Duration::from_secs(3600)));
         std::thread::sleep(Duration::from_millis(20));
-        switches.mark();
+        following.switch_to(&second);
+        assert_eq!(following.target(), ("h2".to_string(), 5433));
         // Opened long before the switch: outdated; opened just now: kept.
-        assert!(switches.outdated(Duration::from_secs(10)));
-        assert!(!switches.outdated(Duration::ZERO));
+        assert!(following.outdated(Duration::from_secs(10)));
+        assert!(!following.outdated(Duration::ZERO));
+    }
+
+    #[tokio::test]
+    async fn hosts_resolve_to_their_addresses() {
+        assert!(resolves_to("127.0.0.1", 5432, "127.0.0.1").await);
+        assert!(resolves_to("[::1]", 5432, "::1").await);
+        assert!(!resolves_to("127.0.0.1", 5432, "127.0.0.2").await);
+        assert!(!resolves_to("127.0.0.1", 5432, "not an address").await);
+        let localhost = resolves_to("localhost", 5432, "127.0.0.1").await
+            || resolves_to("localhost", 5432, "::1").await;
+        assert!(localhost);
     }
 }

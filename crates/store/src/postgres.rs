@@ -62,38 +62,46 @@ impl PgStore {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let first = hosts
-            .first()
-            .cloned()
-            .ok_or_else(|| StoreError::UnsupportedUrl(crate::redact_url(url)))?;
+        if hosts.is_empty() {
+            return Err(StoreError::UnsupportedUrl(crate::redact_url(url)));
+        }
         let mut pool_options = PgPoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(Duration::from_secs(5));
-        let several = hosts.len() > 1;
-        let switches = pg_hosts::Switches::new();
-        if several {
-            let outdated = switches.clone();
+        let cache = AggregateCache::new(options.aggregate_cache, options.aggregate_cache_ttl);
+        let mut monitor = None;
+        let pool = if hosts.len() == 1 {
+            pool_options.connect_lazy_with(hosts[0].clone())
+        } else {
+            // Start where writes are accepted now (else on the first host;
+            // the monitor moves the pool once a primary answers).
+            let current = pg_hosts::first_primary(&hosts).await.unwrap_or(0);
+            let following = pg_hosts::Following::new(&hosts[current]);
+            let (admit, outdated) = (following.clone(), following.clone());
             pool_options = pool_options
-                .after_connect(|connection, _| {
-                    Box::pin(async move {
-                        match pg_hosts::is_primary(connection).await? {
-                            true => Ok(()),
-                            false => Err(pg_hosts::standby_refused()),
-                        }
-                    })
+                .after_connect(move |connection, _| {
+                    let admit = admit.clone();
+                    Box::pin(async move { admit.admit(connection).await })
                 })
                 .before_acquire(move |_, meta| {
                     let outdated = outdated.outdated(meta.age);
                     Box::pin(async move { Ok(!outdated) })
                 });
-        }
-        let pool = pool_options.connect_lazy_with(first);
-        let monitor = several.then(|| pg_hosts::spawn_monitor(pool.clone(), hosts, switches));
+            let pool = pool_options.connect_lazy_with(hosts[current].clone());
+            monitor = Some(pg_hosts::spawn_monitor(
+                pool.clone(),
+                hosts,
+                current,
+                following,
+                cache.clone(),
+            ));
+            pool
+        };
         Ok(Self {
             pool,
             options,
             keyring: None,
-            cache: AggregateCache::new(options.aggregate_cache, options.aggregate_cache_ttl),
+            cache,
             _monitor: monitor,
         })
     }

@@ -277,7 +277,13 @@ pub async fn revoke_access(
     let request = CommandRequest::new(actor, customer_id, command, origin).reason(reason);
     let reply = answer(state, request).await?;
     if reply.status.is_success() {
-        state.store().delete_sessions_of(customer_id).await?;
+        // The revoke is committed: answer it even when freeing the
+        // sessions fails (they grant nothing any more: a session is
+        // checked against the customer's access at each use), so a retry
+        // without an idempotency key does not meet `no_access`.
+        if let Err(e) = state.store().delete_sessions_of(customer_id).await {
+            tracing::warn!(%customer_id, error = %e, "revoked, but freeing the customer's sessions failed; they end at their next use");
+        }
     }
     Ok(reply)
 }

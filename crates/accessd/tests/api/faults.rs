@@ -896,7 +896,31 @@ async fn failover_to_the_synchronous_standby_loses_no_acknowledged_command() {
     }
     promote_alone(&second).await;
     let back_1 = wait_for_success_after(&seen, crash_1).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // A replica started now, with the first host of its list down, starts
+    // on the new primary and takes commands.
+    let mut late = spawn_accessd(
+        dir.path(),
+        "failover-late",
+        &[
+            ("ACCESS_DATABASE_URL", url.clone()),
+            keys(),
+            ("ACCESS_MAIL", format!("file:{}", mail_dir.display())),
+            ("ACCESS_LOG", "warn".into()),
+        ],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let registered = client
+        .post(format!("{}/v1/customers", late.base))
+        .bearer_auth(SERVICE_KEY)
+        .json(&json!({"email": "late-replica@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 201, "{}", late.logs());
+    assert!(late.terminate().success());
+    tokio::time::sleep(Duration::from_secs(1)).await;
 
     // The old primary comes back as a standby of the new one, on its old
     // port (the service's host list does not change).
