@@ -39,7 +39,8 @@ use clap::{Parser, ValueEnum};
 
 use crate::report::Latencies;
 
-/// The benchmark of issue 7 (see docs/performance.md).
+/// The project's benchmark harness: the scenarios of issue 7 and the
+/// store on its own (see docs/performance.md).
 #[derive(Parser, Debug, Clone)]
 #[command(name = "access-bench", version)]
 pub struct Args {
