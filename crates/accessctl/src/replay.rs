@@ -11,6 +11,7 @@
 //! at a time (consecutive events with the same metadata), the way the
 //! service wrote them. The scratch store is deleted at the end.
 
+use access_store::prelude::*;
 use std::collections::HashMap;
 use std::io::BufRead;
 use std::path::PathBuf;

@@ -12,6 +12,7 @@
 //!   customer's login changes (email, password, access): see
 //!   `Customer::login_epoch`.
 
+use access_store::prelude::*;
 use std::marker::PhantomData;
 
 use access_domain::{Actor, ApiRole, CustomerId};

@@ -1,6 +1,7 @@
 //! The shared state of the service: store, services, keys, mail, metrics,
 //! throttles.
 
+use access_store::prelude::*;
 use std::sync::Arc;
 
 use access_domain::{CustomerServices, PasswordHash};

@@ -2,6 +2,7 @@
 //! own append (the bulk equivalent of the write path), the plain read of
 //! the events table, and the rebuild of the projections.
 
+use access_store::prelude::*;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

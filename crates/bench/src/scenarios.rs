@@ -1,5 +1,6 @@
 //! The scenarios of issue 7, each next to its same-run baseline.
 
+use access_store::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -727,10 +728,9 @@ pub async fn rebuild_and_audit(args: &Args, options: &ServiceOptions) -> Result<
         .store(StoreOptions::default())
         .await
         .map_err(|e| anyhow!("open the store: {e}"))?;
-    let Store::Postgres(pg) = &store else {
+    let Some(pool) = access_store::testing::postgres_pool(&store) else {
         bail!("expected a PostgreSQL store");
     };
-    let pool = pg.pool().clone();
 
     let fill = crate::history::fill(&store, args.events).await?;
     println!(
@@ -904,11 +904,5 @@ pub async fn rebuild_and_audit(args: &Args, options: &ServiceOptions) -> Result<
 }
 
 async fn store_close(store: &Store) {
-    match store {
-        Store::Postgres(s) => s.pool().close().await,
-        Store::Sqlite(s) => {
-            s.writer().close().await;
-            s.reader().close().await;
-        }
-    }
+    store.close().await
 }

@@ -28,6 +28,7 @@
 //!   run.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use access_store::prelude::*;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -246,7 +247,7 @@ async fn history(
             .events;
         events.extend(new);
         // The state after, as the store would load it.
-        state = access_store::replay(events.iter().cloned()).customer;
+        state = access_store::Loaded::from_events(events.iter().cloned()).customer;
     }
     if events.len() as u64 != k {
         return Err(format!("customer history has {} events, wanted {k}", events.len()).into());
@@ -440,15 +441,13 @@ struct Rebuilt {
 }
 
 async fn count(store: &Store, sql: &str) -> Result<u64> {
-    let n = match store {
-        Store::Postgres(s) => sqlx::query_scalar::<_, i64>(sql).fetch_one(s.pool()).await,
-        Store::Sqlite(s) => {
-            sqlx::query_scalar::<_, i64>(sql)
-                .fetch_one(s.reader())
-                .await
-        }
-    }
-    .map_err(|e| format!("{sql}: {e}"))?;
+    let n = store
+        .sql()
+        .read_optional(&access_store::sql::Query::new(sql))
+        .await
+        .and_then(|row| row.map(|r| r.int("n")).transpose())
+        .map_err(|e| format!("{sql}: {e}"))?
+        .unwrap_or(0);
     Ok(u64::try_from(n)?)
 }
 
@@ -464,14 +463,18 @@ async fn rebuild_and_verify(store: &Store, fill: &Fill) -> Result<Rebuilt> {
     .map_err(|e| format!("rebuild after {replayed} events: {e}"))?;
     let wall = started.elapsed();
 
-    let audit_rows = count(store, "SELECT count(*) FROM audit_trail").await?;
-    let state_rows = count(store, "SELECT count(*) FROM access_state").await?;
+    let audit_rows = count(store, "SELECT count(*) AS n FROM audit_trail").await?;
+    let state_rows = count(store, "SELECT count(*) AS n FROM access_state").await?;
     let distinct_states = count(
         store,
         "SELECT count(DISTINCT customer_id) FROM access_state",
     )
     .await?;
-    let streams = count(store, "SELECT count(DISTINCT aggregate_id) FROM events").await?;
+    let streams = count(
+        store,
+        "SELECT count(DISTINCT aggregate_id) AS n FROM events",
+    )
+    .await?;
     let head = store.head().await?;
     let checkpoint = db::checkpoint(store, LIVE.checkpoint).await?;
 
@@ -536,29 +539,19 @@ impl Report {
 }
 
 async fn database_version(store: &Store) -> String {
-    let result = match store {
-        Store::Postgres(s) => {
-            sqlx::query_scalar::<_, String>("SHOW server_version")
-                .fetch_one(s.pool())
-                .await
-        }
-        Store::Sqlite(s) => {
-            sqlx::query_scalar::<_, String>("SELECT sqlite_version()")
-                .fetch_one(s.reader())
-                .await
-        }
+    let sql = match store.kind() {
+        "postgres" => "SHOW server_version",
+        _ => "SELECT sqlite_version()",
     };
-    result.unwrap_or_else(|e| format!("unknown ({e})"))
+    access_store::testing::query_texts(store, sql)
+        .await
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| "unknown".into())
 }
 
 async fn close(store: &Store) {
-    match store {
-        Store::Postgres(s) => s.pool().close().await,
-        Store::Sqlite(s) => {
-            s.writer().close().await;
-            s.reader().close().await;
-        }
-    }
+    store.close().await
 }
 
 async fn bench(kind: Kind, args: &Args) -> Result<Report> {

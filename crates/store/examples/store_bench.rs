@@ -23,6 +23,7 @@
 //!   through `Store::read_feed` once per batch size in `--batch`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use access_store::prelude::*;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -659,29 +660,19 @@ struct Report {
 }
 
 async fn database_version(store: &Store) -> String {
-    let result = match store {
-        Store::Postgres(s) => {
-            sqlx::query_scalar::<_, String>("SHOW server_version")
-                .fetch_one(s.pool())
-                .await
-        }
-        Store::Sqlite(s) => {
-            sqlx::query_scalar::<_, String>("SELECT sqlite_version()")
-                .fetch_one(s.reader())
-                .await
-        }
+    let sql = match store.kind() {
+        "postgres" => "SHOW server_version",
+        _ => "SELECT sqlite_version()",
     };
-    result.unwrap_or_else(|e| format!("unknown ({e})"))
+    access_store::testing::query_texts(store, sql)
+        .await
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| "unknown".into())
 }
 
 async fn close(store: &Store) {
-    match store {
-        Store::Postgres(s) => s.pool().close().await,
-        Store::Sqlite(s) => {
-            s.writer().close().await;
-            s.reader().close().await;
-        }
-    }
+    store.close().await
 }
 
 async fn bench(kind: Kind, args: &Args) -> Result<Report> {

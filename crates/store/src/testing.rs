@@ -15,8 +15,11 @@ use access_domain::{
 };
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, Connection};
+use sqlx::{ConnectOptions, Connection, PgPool, SqlitePool};
 
+use crate::postgres::Postgres;
+use crate::sql::pools_of;
+use crate::sqlite::Sqlite;
 use crate::{ExecuteError, Executed, Execution, MasterKey, Store, StoreError, StoreOptions};
 
 /// The master key of test databases (64 hex characters; tests only).
@@ -249,12 +252,61 @@ pub async fn sample_history(store: &Store, n: usize) -> CustomerId {
     id
 }
 
+/// The driver's own pools of a test store, for raw SQL.
+enum Pools {
+    Postgres(PgPool),
+    Sqlite {
+        writer: SqlitePool,
+        reader: SqlitePool,
+    },
+}
+
+fn pools(store: &Store) -> Pools {
+    if let Some(pg) = pools_of::<Postgres>(store.sql()) {
+        return Pools::Postgres(pg.writer.clone());
+    }
+    match pools_of::<Sqlite>(store.sql()) {
+        Some(lite) => Pools::Sqlite {
+            writer: lite.writer.clone(),
+            reader: lite.reader.clone(),
+        },
+        None => panic!("a store on neither PostgreSQL nor SQLite"),
+    }
+}
+
+/// The PostgreSQL pool of a test store (`None` on SQLite), for tests that
+/// hold PostgreSQL locks or use postgres-es themselves.
+pub fn postgres_pool(store: &Store) -> Option<PgPool> {
+    pools_of::<Postgres>(store.sql()).map(|p| p.writer.clone())
+}
+
+/// The URL of a test store's database (without a password), for tests
+/// that start the binaries on it.
+pub fn database_url(store: &Store) -> String {
+    match pools(store) {
+        Pools::Postgres(pool) => {
+            let opts = pool.connect_options();
+            format!(
+                "postgres://{}@{}:{}/{}",
+                opts.get_username(),
+                opts.get_host(),
+                opts.get_port(),
+                opts.get_database().unwrap_or_default()
+            )
+        }
+        Pools::Sqlite { writer, .. } => format!(
+            "sqlite://{}",
+            writer.connect_options().get_filename().display()
+        ),
+    }
+}
+
 /// Runs raw SQL on either database (to corrupt or forge rows on purpose).
 /// Panics if it fails.
 pub async fn exec_sql(store: &Store, sql: &str) {
-    let done = match store {
-        Store::Postgres(s) => sqlx::query(sql).execute(s.pool()).await.map(drop),
-        Store::Sqlite(s) => sqlx::query(sql).execute(s.writer()).await.map(drop),
+    let done = match pools(store) {
+        Pools::Postgres(pool) => sqlx::query(sql).execute(&pool).await.map(drop),
+        Pools::Sqlite { writer, .. } => sqlx::query(sql).execute(&writer).await.map(drop),
     };
     if let Err(e) = done {
         panic!("{sql}: {e}");
@@ -267,19 +319,19 @@ pub async fn exec_sql(store: &Store, sql: &str) {
 pub async fn dump_all_tables(store: &Store) -> String {
     use sqlx::Row as _;
     let mut out = String::new();
-    match store {
-        Store::Postgres(s) => {
+    match pools(store) {
+        Pools::Postgres(pool) => {
             let tables: Vec<String> = sqlx::query_scalar(
                 "SELECT table_name::text FROM information_schema.tables \
                  WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY 1",
             )
-            .fetch_all(s.pool())
+            .fetch_all(&pool)
             .await
             .unwrap_or_else(|e| panic!("listing tables: {e}"));
             for table in tables {
                 let rows: Vec<String> =
                     sqlx::query_scalar(&format!("SELECT t::text FROM \"{table}\" t"))
-                        .fetch_all(s.pool())
+                        .fetch_all(&pool)
                         .await
                         .unwrap_or_else(|e| panic!("reading {table}: {e}"));
                 for row in rows {
@@ -287,17 +339,17 @@ pub async fn dump_all_tables(store: &Store) -> String {
                 }
             }
         }
-        Store::Sqlite(s) => {
+        Pools::Sqlite { reader, .. } => {
             let tables: Vec<String> = sqlx::query_scalar(
                 "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY 1",
             )
-            .fetch_all(s.reader())
+            .fetch_all(&reader)
             .await
             .unwrap_or_else(|e| panic!("listing tables: {e}"));
             for table in tables {
                 let columns: Vec<String> =
                     sqlx::query(&format!("SELECT name FROM pragma_table_info('{table}')"))
-                        .fetch_all(s.reader())
+                        .fetch_all(&reader)
                         .await
                         .unwrap_or_else(|e| panic!("columns of {table}: {e}"))
                         .iter()
@@ -313,7 +365,7 @@ pub async fn dump_all_tables(store: &Store) -> String {
                     .join(" || '|' || ");
                 let rows: Vec<String> =
                     sqlx::query_scalar(&format!("SELECT {expr} FROM \"{table}\""))
-                        .fetch_all(s.reader())
+                        .fetch_all(&reader)
                         .await
                         .unwrap_or_else(|e| panic!("reading {table}: {e}"));
                 for row in rows {
@@ -329,9 +381,9 @@ pub async fn dump_all_tables(store: &Store) -> String {
 /// column as `CAST(… AS TEXT)` to read JSON on both databases). Panics if
 /// it fails.
 pub async fn query_texts(store: &Store, sql: &str) -> Vec<String> {
-    let rows = match store {
-        Store::Postgres(s) => sqlx::query_scalar(sql).fetch_all(s.pool()).await,
-        Store::Sqlite(s) => sqlx::query_scalar(sql).fetch_all(s.reader()).await,
+    let rows = match pools(store) {
+        Pools::Postgres(pool) => sqlx::query_scalar(sql).fetch_all(&pool).await,
+        Pools::Sqlite { reader, .. } => sqlx::query_scalar(sql).fetch_all(&reader).await,
     };
     rows.unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
@@ -384,9 +436,9 @@ pub async fn insert_sealed_v1_fixture(store: &Store) -> CustomerId {
 /// The number of rows in `table`. Panics if it cannot be counted.
 pub async fn count_rows(store: &Store, table: &str) -> i64 {
     let sql = format!("SELECT count(*) FROM {table}");
-    let counted = match store {
-        Store::Postgres(s) => sqlx::query_scalar(&sql).fetch_one(s.pool()).await,
-        Store::Sqlite(s) => sqlx::query_scalar(&sql).fetch_one(s.reader()).await,
+    let counted = match pools(store) {
+        Pools::Postgres(pool) => sqlx::query_scalar(&sql).fetch_one(&pool).await,
+        Pools::Sqlite { reader, .. } => sqlx::query_scalar(&sql).fetch_one(&reader).await,
     };
     counted.unwrap_or_else(|e| panic!("{sql}: {e}"))
 }

@@ -3,6 +3,7 @@
 
 use access_domain::{Actor, CommandMetadata, CustomerCommand, CustomerId, Secret, ValueError};
 use access_domain::{Credential, Password};
+use access_store::prelude::*;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,6 +1,7 @@
 //! Endpoints for customers: sessions, their own email and password, and
 //! the links from their emails.
 
+use access_store::prelude::*;
 use std::net::IpAddr;
 
 use access_domain::{Actor, CustomerCommand, CustomerId, EmailAddress, Secret};

@@ -6,6 +6,7 @@
 //! ([`access_domain::Customer::link_status`], the rule the command uses):
 //! a used, expired or voided link shows the "no longer valid" page at once.
 
+use access_store::prelude::*;
 use std::net::IpAddr;
 
 use access_domain::{LinkStatus, TokenPurpose};

@@ -1,5 +1,6 @@
 //! `/login` and `/logout`.
 
+use access_store::prelude::*;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
