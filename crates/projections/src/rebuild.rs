@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use access_domain::CustomerEvent;
 use access_store::prelude::*;
-use access_store::sql::Query;
+use access_store::sql::{Query, TableCopy};
 use access_store::{Position, Store};
 use chrono::Utc;
 use futures::TryStreamExt;
@@ -52,20 +52,34 @@ async fn fresh_rebuild_tables(store: &Store, generation: i64) -> Result<(), Proj
         tx.execute(&Query::new(format!("DROP TABLE IF EXISTS {table}")))
             .await?;
     }
-    tx.clone_table(LIVE.access_state, REBUILD.access_state, true, generation)
-        .await?;
-    tx.clone_table(LIVE.audit_trail, REBUILD.audit_trail, false, generation)
-        .await?;
+    tx.clone_table(
+        copy(LIVE.access_state, REBUILD.access_state, generation),
+        true,
+    )
+    .await?;
+    tx.clone_table(
+        copy(LIVE.audit_trail, REBUILD.audit_trail, generation),
+        false,
+    )
+    .await?;
     tx.drop_checkpoint(REBUILD.checkpoint).await?;
     tx.commit().await?;
     Ok(())
+}
+
+fn copy<'a>(live: &'a str, new: &'a str, generation: i64) -> TableCopy<'a> {
+    TableCopy {
+        live,
+        new,
+        generation,
+    }
 }
 
 /// Gives the rebuilt audit trail the live one's indexes (and primary key
 /// on PostgreSQL), read from the catalog so they follow the migrations.
 async fn index_rebuild_tables(store: &Store, generation: i64) -> Result<(), ProjectionError> {
     let mut tx = store.sql().begin().await?;
-    tx.copy_indexes(LIVE.audit_trail, REBUILD.audit_trail, generation)
+    tx.copy_indexes(copy(LIVE.audit_trail, REBUILD.audit_trail, generation))
         .await?;
     tx.commit().await?;
     Ok(())

@@ -10,19 +10,19 @@
 //!
 //! What is PostgreSQL's own here: the feed's order (inserting transaction,
 //! then position) and its visibility watermark, `json` and `timestamptz`
-//! columns, row locks (`FOR UPDATE [SKIP LOCKED]`), `COPY` for bulk loads,
-//! tables cloned with `LIKE` and indexes copied from the catalog, and its
-//! error codes.
+//! columns, claiming rows others have not locked (`FOR UPDATE SKIP LOCKED`),
+//! `COPY` for bulk loads, tables cloned with `LIKE` and indexes copied from
+//! the catalog, and its error codes. (Its WAL and dead tuples go with recycling and vacuum:
+//! nothing to do after a forget; docs/privacy.md.)
 
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
-use futures::future::BoxFuture;
+use chrono::SecondsFormat;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgQueryResult, PgRow};
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{PgConnection, Row};
 
-use crate::sql::dialect::SqlxQuery;
+use crate::sql::dialect::{Connecting, Native, SqlxQuery, TableCopy};
 use crate::sql::{Dialect, Fragments, Fut, Query, Value};
 use crate::{Position, StoreError};
 
@@ -31,30 +31,23 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/post
 /// PostgreSQL's dialect.
 pub struct Postgres;
 
-const FRAGMENTS: Fragments = Fragments {
-    event_tx: "tx_id::text",
-    feed_order: "tx_id, global_position",
-    feed_order_desc: "tx_id DESC, global_position DESC",
-    recorded_at_default: true,
-    json_as_text: "::text",
-    text_as_json: "::json",
-    for_update: " FOR UPDATE",
-    skip_locked: " FOR UPDATE SKIP LOCKED",
-};
-
 impl Dialect for Postgres {
     type DB = sqlx::Postgres;
     const KIND: &'static str = "postgres";
     const BULK_COPY: bool = true;
+    const SQL: &'static Fragments = &Fragments {
+        event_tx: "tx_id::text",
+        feed_order: "tx_id, global_position",
+        feed_order_desc: "tx_id DESC, global_position DESC",
+        recorded_at_default: true,
+        json_as_text: "::text",
+        text_as_json: "::json",
+        skip_locked: " FOR UPDATE SKIP LOCKED",
+    };
+    const SNAPSHOT_READ: Option<&'static str> =
+        Some("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ");
 
-    fn fragments() -> &'static Fragments {
-        &FRAGMENTS
-    }
-
-    fn connect(
-        url: &str,
-        max_connections: u32,
-    ) -> BoxFuture<'_, Result<(PgPool, PgPool), StoreError>> {
+    fn connect(url: &str, max_connections: u32) -> Connecting<'_, sqlx::Postgres> {
         Box::pin(async move {
             let connect = PgConnectOptions::from_str(url)
                 .map_err(|e| {
@@ -71,10 +64,6 @@ impl Dialect for Postgres {
 
     fn migrator() -> &'static sqlx::migrate::Migrator {
         &MIGRATOR
-    }
-
-    fn snapshot_read() -> Option<&'static str> {
-        Some("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
     }
 
     fn rows_affected(done: &PgQueryResult) -> u64 {
@@ -98,26 +87,20 @@ impl Dialect for Postgres {
             .push(") AND tx_id < pg_snapshot_xmin(pg_current_snapshot())");
     }
 
-    fn bind_json<'q>(
-        q: SqlxQuery<'q, sqlx::Postgres>,
-        value: Option<serde_json::Value>,
-    ) -> SqlxQuery<'q, sqlx::Postgres> {
-        q.bind(value)
+    /// JSON as `json` (sqlx sends `jsonb`, cast on assignment), times as
+    /// `timestamptz`.
+    fn bind<'q>(q: SqlxQuery<'q, sqlx::Postgres>, value: Native) -> SqlxQuery<'q, sqlx::Postgres> {
+        match value {
+            Native::Json(json) => q.bind(json),
+            Native::Stamp(t) => q.bind(t),
+        }
     }
 
-    fn read_json(row: &PgRow, column: &str) -> Result<Option<serde_json::Value>, sqlx::Error> {
-        row.try_get(column)
-    }
-
-    fn bind_stamp<'q>(
-        q: SqlxQuery<'q, sqlx::Postgres>,
-        value: Option<DateTime<Utc>>,
-    ) -> SqlxQuery<'q, sqlx::Postgres> {
-        q.bind(value)
-    }
-
-    fn read_stamp(row: &PgRow, column: &str) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-        row.try_get(column)
+    fn read(row: &PgRow, column: &str, json: bool) -> Result<Native, sqlx::Error> {
+        Ok(match json {
+            true => Native::Json(row.try_get(column)?),
+            false => Native::Stamp(row.try_get(column)?),
+        })
     }
 
     fn copy_in<'c>(
@@ -138,11 +121,10 @@ impl Dialect for Postgres {
 
     fn clone_table<'c>(
         conn: &'c mut PgConnection,
-        live: &'c str,
-        new: &'c str,
+        copy: TableCopy<'c>,
         indexes: bool,
-        _generation: i64,
     ) -> Fut<'c, ()> {
+        let TableCopy { live, new, .. } = copy;
         Box::pin(async move {
             let excluding = if indexes { "" } else { " EXCLUDING INDEXES" };
             sqlx::query(&format!(
@@ -157,12 +139,8 @@ impl Dialect for Postgres {
     /// The primary key and indexes of `live`, read from the catalog (so
     /// they follow the migrations), given to `new` under names PostgreSQL
     /// picks.
-    fn copy_indexes<'c>(
-        conn: &'c mut PgConnection,
-        live: &'c str,
-        new: &'c str,
-        _generation: i64,
-    ) -> Fut<'c, ()> {
+    fn copy_indexes<'c>(conn: &'c mut PgConnection, copy: TableCopy<'c>) -> Fut<'c, ()> {
+        let TableCopy { live, new, .. } = copy;
         Box::pin(async move {
             let primary: Option<String> = sqlx::query_scalar(
                 "SELECT pg_get_constraintdef(oid) FROM pg_constraint \
@@ -198,12 +176,6 @@ impl Dialect for Postgres {
             }
             Ok(())
         })
-    }
-
-    /// Nothing: PostgreSQL's WAL and dead tuples go with recycling and
-    /// vacuum (docs/privacy.md).
-    fn after_forget(_writer: &PgPool) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async { Ok(()) })
     }
 }
 
@@ -259,4 +231,27 @@ fn copy_text(rows: &[Vec<Value>]) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_text_escapes_what_the_format_escapes_and_writes_null_as_backslash_n() {
+        let at = chrono::DateTime::parse_from_rfc3339("2026-01-02T03:04:05.5Z")
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .unwrap();
+        let rows = vec![vec![
+            Value::Int(Some(7)),
+            Value::Text(Some("a\tb\\c\nd\re".into())),
+            Value::Text(None),
+            Value::Bool(Some(true)),
+            Value::stamp(at),
+        ]];
+        assert_eq!(
+            copy_text(&rows),
+            "7\ta\\tb\\\\c\\nd\\re\t\\N\tt\t2026-01-02T03:04:05.500000Z\n"
+        );
+    }
 }

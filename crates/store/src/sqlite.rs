@@ -31,8 +31,8 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, SqliteConnection, SqlitePool};
 
-use crate::sql::dialect::SqlxQuery;
-use crate::sql::{Dialect, Fragments, Fut, Query, Value};
+use crate::sql::dialect::{Connecting, Native, SqlxQuery, TableCopy};
+use crate::sql::{Dialect, Fragments, Fut, Query};
 use crate::{Position, StoreError};
 
 mod repository;
@@ -46,17 +46,6 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// SQLite's dialect.
 pub struct Sqlite;
-
-const FRAGMENTS: Fragments = Fragments {
-    event_tx: "'0'",
-    feed_order: "global_position",
-    feed_order_desc: "global_position DESC",
-    recorded_at_default: false,
-    json_as_text: "",
-    text_as_json: "",
-    for_update: "",
-    skip_locked: "",
-};
 
 /// A timestamp as SQLite stores it: always 6 fractional digits, `Z`.
 fn stamp_text(t: DateTime<Utc>) -> String {
@@ -73,16 +62,10 @@ fn decode_error(column: &str, detail: String) -> sqlx::Error {
 impl Dialect for Sqlite {
     type DB = sqlx::Sqlite;
     const KIND: &'static str = "sqlite";
-    const BULK_COPY: bool = false;
+    const SQL: &'static Fragments = &Fragments::ONE_WRITER;
+    const SNAPSHOT_READ: Option<&'static str> = None;
 
-    fn fragments() -> &'static Fragments {
-        &FRAGMENTS
-    }
-
-    fn connect(
-        url: &str,
-        max_connections: u32,
-    ) -> BoxFuture<'_, Result<(SqlitePool, SqlitePool), StoreError>> {
+    fn connect(url: &str, max_connections: u32) -> Connecting<'_, sqlx::Sqlite> {
         Box::pin(async move {
             let connect = SqliteConnectOptions::from_str(url)
                 .map_err(|e| StoreError::UnsupportedUrl(format!("{url}: {e}")))?
@@ -117,10 +100,6 @@ impl Dialect for Sqlite {
         &MIGRATOR
     }
 
-    fn snapshot_read() -> Option<&'static str> {
-        None
-    }
-
     fn rows_affected(done: &SqliteQueryResult) -> u64 {
         done.rows_affected()
     }
@@ -133,57 +112,42 @@ impl Dialect for Sqlite {
         q.push(" AND global_position > ").push_bind(after.global);
     }
 
-    fn bind_json<'q>(
-        q: SqlxQuery<'q, sqlx::Sqlite>,
-        value: Option<serde_json::Value>,
-    ) -> SqlxQuery<'q, sqlx::Sqlite> {
-        q.bind(value.map(|v| v.to_string()))
+    /// JSON as its text, times as [`stamp_text`].
+    fn bind<'q>(q: SqlxQuery<'q, sqlx::Sqlite>, value: Native) -> SqlxQuery<'q, sqlx::Sqlite> {
+        q.bind(match value {
+            Native::Json(json) => json.map(|v| v.to_string()),
+            Native::Stamp(t) => t.map(stamp_text),
+        })
     }
 
-    fn read_json(row: &SqliteRow, column: &str) -> Result<Option<serde_json::Value>, sqlx::Error> {
-        row.try_get::<Option<String>, _>(column)?
-            .map(|text| {
-                serde_json::from_str(&text).map_err(|e| decode_error(column, e.to_string()))
-            })
-            .transpose()
-    }
-
-    fn bind_stamp<'q>(
-        q: SqlxQuery<'q, sqlx::Sqlite>,
-        value: Option<DateTime<Utc>>,
-    ) -> SqlxQuery<'q, sqlx::Sqlite> {
-        q.bind(value.map(stamp_text))
-    }
-
-    fn read_stamp(row: &SqliteRow, column: &str) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-        row.try_get::<Option<String>, _>(column)?
-            .map(|raw| {
-                DateTime::parse_from_rfc3339(&raw)
-                    .map(|t| t.with_timezone(&Utc))
-                    .map_err(|e| decode_error(column, format!("timestamp `{raw}`: {e}")))
-            })
-            .transpose()
-    }
-
-    fn copy_in<'c>(
-        _conn: &'c mut SqliteConnection,
-        _table: &'c str,
-        _columns: &'c str,
-        _rows: &'c [Vec<Value>],
-    ) -> Fut<'c, ()> {
-        Box::pin(async { Err(sqlx::Error::Protocol("SQLite has no COPY".into())) })
+    fn read(row: &SqliteRow, column: &str, json: bool) -> Result<Native, sqlx::Error> {
+        let text: Option<String> = row.try_get(column)?;
+        if json {
+            let parse = |text: String| serde_json::from_str(&text);
+            return text
+                .map(parse)
+                .transpose()
+                .map(Native::Json)
+                .map_err(|e| decode_error(column, e.to_string()));
+        }
+        text.map(|raw| {
+            DateTime::parse_from_rfc3339(&raw)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|e| decode_error(column, format!("timestamp `{raw}`: {e}")))
+        })
+        .transpose()
+        .map(Native::Stamp)
     }
 
     /// The table's DDL from `sqlite_master` under the new name (keys come
     /// with it: SQLite cannot add them later).
     fn clone_table<'c>(
         conn: &'c mut SqliteConnection,
-        live: &'c str,
-        new: &'c str,
+        copy: TableCopy<'c>,
         indexes: bool,
-        generation: i64,
     ) -> Fut<'c, ()> {
         Box::pin(async move {
+            let TableCopy { live, new, .. } = copy;
             let ddl: String = sqlx::query_scalar(
                 "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = $1",
             )
@@ -194,7 +158,7 @@ impl Dialect for Sqlite {
                 .execute(&mut *conn)
                 .await?;
             if indexes {
-                Self::copy_indexes(conn, live, new, generation).await?;
+                Self::copy_indexes(conn, copy).await?;
             }
             Ok(())
         })
@@ -203,12 +167,12 @@ impl Dialect for Sqlite {
     /// The indexes of `live` from `sqlite_master`, on `new`, named
     /// `ix<generation>_<new>_<n>`: index names are global in SQLite and
     /// stay with a table that is renamed.
-    fn copy_indexes<'c>(
-        conn: &'c mut SqliteConnection,
-        live: &'c str,
-        new: &'c str,
-        generation: i64,
-    ) -> Fut<'c, ()> {
+    fn copy_indexes<'c>(conn: &'c mut SqliteConnection, copy: TableCopy<'c>) -> Fut<'c, ()> {
+        let TableCopy {
+            live,
+            new,
+            generation,
+        } = copy;
         Box::pin(async move {
             let definitions: Vec<String> = sqlx::query_scalar(
                 "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = $1 \

@@ -16,7 +16,8 @@ use sqlx::{
     Type,
 };
 
-use super::dialect::{Conn, DbRow, SqlxQuery};
+use super::dialect::{Conn, DbRow, Native, SqlxQuery};
+use super::TableCopy;
 use super::{Db, Dialect, Fragments, Fut, Kind, Query, Row, RowData, Value};
 use crate::{Position, StoreError};
 
@@ -75,8 +76,8 @@ where
             Kind::Text => Value::Text(row.try_get(column)?),
             Kind::Bool => Value::Bool(row.try_get(column)?),
             Kind::DateTime => Value::DateTime(row.try_get(column)?),
-            Kind::Json => Value::Json(D::read_json(row, column)?),
-            Kind::Stamp => Value::Stamp(D::read_stamp(row, column)?),
+            Kind::Json => D::read(row, column, true)?.into(),
+            Kind::Stamp => D::read(row, column, false)?.into(),
         })
     }
 
@@ -93,8 +94,8 @@ where
                 Value::Text(v) => query.bind(v),
                 Value::Bool(v) => query.bind(v),
                 Value::DateTime(v) => query.bind(v),
-                Value::Json(v) => D::bind_json(query, v),
-                Value::Stamp(v) => D::bind_stamp(query, v),
+                Value::Json(v) => D::bind(query, Native::Json(v)),
+                Value::Stamp(v) => D::bind(query, Native::Stamp(v)),
             };
         }
         query
@@ -141,14 +142,8 @@ pub(crate) trait TxDriver: Send {
         columns: &'a str,
         rows: &'a [Vec<Value>],
     ) -> Fut<'a, ()>;
-    fn clone_table<'a>(
-        &'a mut self,
-        live: &'a str,
-        new: &'a str,
-        indexes: bool,
-        generation: i64,
-    ) -> Fut<'a, ()>;
-    fn copy_indexes<'a>(&'a mut self, live: &'a str, new: &'a str, generation: i64) -> Fut<'a, ()>;
+    fn clone_table<'a>(&'a mut self, copy: TableCopy<'a>, indexes: bool) -> Fut<'a, ()>;
+    fn copy_indexes<'a>(&'a mut self, copy: TableCopy<'a>) -> Fut<'a, ()>;
     fn commit(self: Box<Self>) -> Fut<'static, ()>;
 }
 
@@ -164,7 +159,7 @@ impl<D: Bridge> Driver for Pools<D> {
     }
 
     fn fragments(&self) -> &'static Fragments {
-        D::fragments()
+        D::SQL
     }
 
     fn fetch<'a>(&'a self, write: bool, q: &'a Query) -> Fut<'a, Vec<Row>> {
@@ -186,7 +181,7 @@ impl<D: Bridge> Driver for Pools<D> {
         Box::pin(async move {
             let pool = if read { &self.reader } else { &self.writer };
             let mut tx = pool.begin().await?;
-            if let (true, Some(sql)) = (read, D::snapshot_read()) {
+            if let (true, Some(sql)) = (read, D::SNAPSHOT_READ) {
                 D::execute_on(&mut *tx, &Query::new(sql)).await?;
             }
             Ok(Box::new(TxOf::<D>(tx)) as Box<dyn TxDriver>)
@@ -261,18 +256,12 @@ impl<D: Bridge> TxDriver for TxOf<D> {
         })
     }
 
-    fn clone_table<'a>(
-        &'a mut self,
-        live: &'a str,
-        new: &'a str,
-        indexes: bool,
-        generation: i64,
-    ) -> Fut<'a, ()> {
-        D::clone_table(&mut *self.0, live, new, indexes, generation)
+    fn clone_table<'a>(&'a mut self, copy: TableCopy<'a>, indexes: bool) -> Fut<'a, ()> {
+        D::clone_table(&mut *self.0, copy, indexes)
     }
 
-    fn copy_indexes<'a>(&'a mut self, live: &'a str, new: &'a str, generation: i64) -> Fut<'a, ()> {
-        D::copy_indexes(&mut *self.0, live, new, generation)
+    fn copy_indexes<'a>(&'a mut self, copy: TableCopy<'a>) -> Fut<'a, ()> {
+        D::copy_indexes(&mut *self.0, copy)
     }
 
     fn commit(self: Box<Self>) -> Fut<'static, ()> {

@@ -23,7 +23,7 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 
 use crate::{Position, StoreError};
-pub use dialect::{Dialect, Fragments};
+pub use dialect::{Dialect, Fragments, TableCopy};
 pub(crate) use driver::{connect, pools_of, Driver, TxDriver};
 
 /// A value bound to a statement or read from a column (`None`: NULL).
@@ -342,28 +342,21 @@ impl Tx {
         self.0.bulk_insert(table, columns, rows).await
     }
 
-    /// Creates `new` with the columns (and keys) of `live`, and with its
-    /// indexes when `indexes` (else add them later with
-    /// [`Tx::copy_indexes`]). `generation` makes index names unique.
+    /// Creates `copy.new` with the columns (and keys) of `copy.live`, and
+    /// with its indexes when `indexes` (else add them later with
+    /// [`Tx::copy_indexes`]).
     pub async fn clone_table(
         &mut self,
-        live: &str,
-        new: &str,
+        copy: TableCopy<'_>,
         indexes: bool,
-        generation: i64,
     ) -> Result<(), sqlx::Error> {
-        self.0.clone_table(live, new, indexes, generation).await
+        self.0.clone_table(copy, indexes).await
     }
 
-    /// Gives `new` the indexes (and, where the database can add it later,
-    /// the primary key) of `live`, read from the catalog.
-    pub async fn copy_indexes(
-        &mut self,
-        live: &str,
-        new: &str,
-        generation: i64,
-    ) -> Result<(), sqlx::Error> {
-        self.0.copy_indexes(live, new, generation).await
+    /// Gives `copy.new` the indexes (and, where the database can add it
+    /// later, the primary key) of `copy.live`, read from the catalog.
+    pub async fn copy_indexes(&mut self, copy: TableCopy<'_>) -> Result<(), sqlx::Error> {
+        self.0.copy_indexes(copy).await
     }
 
     pub async fn commit(self) -> Result<(), sqlx::Error> {
@@ -373,3 +366,24 @@ impl Tx {
 
 /// A boxed future of the driver.
 pub(crate) type Fut<'a, T> = BoxFuture<'a, Result<T, sqlx::Error>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_numbered_after_the_bound_arguments() {
+        let mut q = Query::new("INSERT INTO t (a, b) ").bind(1_i64);
+        q.push_values([("x", true), ("y", false)], |(s, b)| {
+            vec![s.into(), b.into()]
+        });
+        q.push(" WHERE c").push_in(["p", "q"]);
+        assert_eq!(
+            q.sql(),
+            "INSERT INTO t (a, b) VALUES ($2, $3), ($4, $5) WHERE c IN ($6, $7)"
+        );
+        assert_eq!(q.args.len(), 7);
+        assert_eq!(q.args[0], Value::Int(Some(1)));
+        assert_eq!(q.args[6], Value::Text(Some("q".into())));
+    }
+}
