@@ -22,6 +22,7 @@ use chrono::SecondsFormat;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgQueryResult, PgRow};
 use sqlx::{PgConnection, Row};
 
+use crate::error::ErrorCode;
 use crate::sql::dialect::{Connecting, Native, SqlxQuery, TableCopy};
 use crate::sql::{Dialect, Fragments, Fut, Query, Value};
 use crate::{Position, StoreError};
@@ -68,6 +69,16 @@ impl Dialect for Postgres {
 
     fn rows_affected(done: &PgQueryResult) -> u64 {
         done.rows_affected()
+    }
+
+    /// SQLSTATE 23505 unique_violation; 57P01 admin_shutdown, 57P02
+    /// crash_shutdown, 57P03 cannot_connect_now, 08xxx connection
+    /// exceptions.
+    fn code_says(code: &str, what: ErrorCode) -> bool {
+        match what {
+            ErrorCode::UniqueViolation => code == "23505",
+            ErrorCode::Unavailable => code.starts_with("57P") || code.starts_with("08"),
+        }
     }
 
     fn is_missing_table(err: &sqlx::Error) -> bool {

@@ -31,6 +31,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, SqliteConnection, SqlitePool};
 
+use crate::error::ErrorCode;
 use crate::sql::dialect::{Connecting, Native, SqlxQuery, TableCopy};
 use crate::sql::{Dialect, Fragments, Fut, Query};
 use crate::{Position, StoreError};
@@ -102,6 +103,16 @@ impl Dialect for Sqlite {
 
     fn rows_affected(done: &SqliteQueryResult) -> u64 {
         done.rows_affected()
+    }
+
+    /// Extended codes 1555 (primary key) and 2067 (unique); 5 and 6 (busy,
+    /// locked) and 517 (busy snapshot) after the busy timeout.
+    fn code_says(code: &str, what: ErrorCode) -> bool {
+        let codes: &[&str] = match what {
+            ErrorCode::UniqueViolation => &["1555", "2067"],
+            ErrorCode::Unavailable => &["5", "6", "517"],
+        };
+        codes.contains(&code)
     }
 
     fn is_missing_table(err: &sqlx::Error) -> bool {

@@ -11,6 +11,7 @@ use sqlx::{Database, Pool};
 use chrono::{DateTime, Utc};
 
 use super::{Fut, Query, Value};
+use crate::error::ErrorCode;
 use crate::{Position, StoreError};
 
 /// A statement of the dialect's driver, being bound.
@@ -109,6 +110,9 @@ pub trait Dialect: Send + Sync + 'static {
     fn migrator() -> &'static sqlx::migrate::Migrator;
 
     fn rows_affected(done: &<Self::DB as Database>::QueryResult) -> u64;
+
+    /// Whether one of the database's error codes says `what`.
+    fn code_says(code: &str, what: ErrorCode) -> bool;
 
     /// Whether `err` says a table does not exist.
     fn is_missing_table(err: &sqlx::Error) -> bool;
