@@ -6,6 +6,7 @@
 //! service cannot keep it running. A file is written next to its target and
 //! renamed into place, so readers never see half an export.
 
+use access_store::prelude::*;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;

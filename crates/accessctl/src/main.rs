@@ -9,6 +9,7 @@
 mod ops;
 mod rebuild;
 
+use access_store::prelude::*;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 

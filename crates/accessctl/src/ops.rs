@@ -1,5 +1,6 @@
 //! `accessctl audit who-had-access` and `accessctl mail …`.
 
+use access_store::prelude::*;
 use std::process::ExitCode;
 
 use access_store::Store;

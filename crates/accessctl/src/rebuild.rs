@@ -1,6 +1,7 @@
 //! `accessctl rebuild [--check]`: replay every event into fresh projection
 //! tables and swap them in, or rebuild aside and compare.
 
+use access_store::prelude::*;
 use std::process::ExitCode;
 use std::time::Duration;
 

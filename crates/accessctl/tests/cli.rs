@@ -451,6 +451,7 @@ mod audit_export_and_replay {
 /// `accessctl audit digest` and `accessctl audit verify` (the hash chain).
 mod audit_chain {
     use access_domain::{CustomerCommand, CustomerId, EmailAddress};
+    use access_store::prelude::*;
     use access_store::testing::{exec_sql, run, TestDatabase};
     use access_store::{Store, StoreOptions};
 
@@ -524,12 +525,12 @@ mod audit_chain {
             // Plain SQL: one payload altered, one event deleted.
             let at = positions(&store, 4).await;
             let (altered, removed) = (at[1], at[2]);
-            let rewrite = match &store {
-                Store::Postgres(_) => format!(
+            let rewrite = match store.kind() {
+                "postgres" => format!(
                     "UPDATE events SET payload = (payload::jsonb || '{{\"by\":\"mallory\"}}')::json \
                      WHERE global_position = {altered}"
                 ),
-                Store::Sqlite(_) => format!(
+                _ => format!(
                     "UPDATE events SET payload = json_set(payload, '$.by', 'mallory') \
                      WHERE global_position = {altered}"
                 ),

@@ -1,6 +1,7 @@
 //! `accessctl audit who-had-access` and `accessctl mail list|retry`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use access_store::prelude::*;
 use std::process::Command;
 
 use access_domain::{Credential, CustomerCommand, CustomerId, EmailAddress, Role};
@@ -8,22 +9,7 @@ use access_store::testing::{exec_sql, run};
 use access_store::{OutboxMessage, Store};
 
 fn accessctl(store: &Store, args: &[&str]) -> (bool, String) {
-    let url = match store {
-        Store::Postgres(s) => {
-            let opts = s.pool().connect_options();
-            format!(
-                "postgres://{}@{}:{}/{}",
-                opts.get_username(),
-                opts.get_host(),
-                opts.get_port(),
-                opts.get_database().unwrap_or_default()
-            )
-        }
-        Store::Sqlite(s) => format!(
-            "sqlite://{}",
-            s.writer().connect_options().get_filename().display()
-        ),
-    };
+    let url = access_store::testing::database_url(store);
     let out = Command::new(env!("CARGO_BIN_EXE_accessctl"))
         .args(args)
         .env("ACCESS_DATABASE_URL", url)

@@ -1,6 +1,7 @@
 //! Start-up: store, keys, hasher, mail, the listener; then serve until
 //! told to stop, finishing requests in flight.
 
+use access_store::prelude::*;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::str::FromStr;

@@ -3,6 +3,7 @@
 //! An extractor that needs one part takes it through `FromRef` (the API
 //! keys: [`ApiKeys`]).
 
+use access_store::prelude::*;
 use std::sync::Arc;
 
 use access_domain::{CustomerServices, PasswordHash};

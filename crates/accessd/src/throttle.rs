@@ -15,6 +15,7 @@
 //!   process: behind N replicas a client gets up to N times the quota
 //!   (docs/security.md).
 
+use access_store::prelude::*;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;

@@ -2,6 +2,7 @@
 //! of the events table (scenario 4, PostgreSQL) and `Store::read_feed`
 //! from the start in batches (scenarios 8 and 9, both databases).
 
+use access_store::prelude::*;
 use std::time::{Duration, Instant};
 
 use access_store::{Position, Store};

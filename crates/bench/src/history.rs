@@ -5,6 +5,7 @@
 //! `Store::append` (the bulk equivalent of the write path), from
 //! [`FILL_WRITERS`] concurrent writers.
 
+use access_store::prelude::*;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -14,6 +14,7 @@
 //!   sends the message again once the lease runs out: at least once, never
 //!   silently dropped.
 
+use access_store::prelude::*;
 use std::sync::Arc;
 use std::time::Duration;
 

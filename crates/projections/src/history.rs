@@ -1,6 +1,7 @@
 //! Time travel: the access state as it was at an instant, by replaying the
 //! events up to it (the projections hold only the present).
 
+use access_store::prelude::*;
 use std::collections::HashMap;
 
 use access_domain::CustomerId;

@@ -1,6 +1,7 @@
 //! The catch-up projector: reads the store's feed from its checkpoint and
 //! writes each batch of rows together with the new checkpoint.
 
+use access_store::prelude::*;
 use std::sync::Arc;
 use std::time::Duration;
 

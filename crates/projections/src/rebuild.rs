@@ -12,13 +12,14 @@
 use std::time::{Duration, Instant};
 
 use access_domain::CustomerEvent;
+use access_store::prelude::*;
+use access_store::sql::{Query, TableCopy};
 use access_store::{Position, Store};
 use chrono::Utc;
 use futures::TryStreamExt;
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 
-use crate::db::{self, on_store, LIVE, REBUILD};
+use crate::db::{self, LIVE, REBUILD};
 use crate::ProjectionError;
 
 /// Events read per batch while rebuilding.
@@ -39,122 +40,48 @@ impl RebuildReport {
 }
 
 /// Drops and recreates the rebuild tables with the live tables' shape.
-async fn fresh_rebuild_tables(store: &Store) -> Result<(), ProjectionError> {
-    // Index names get a generation suffix: after a swap the live tables
-    // carry the rebuild tables' index names.
-    let generation = Utc::now().timestamp_millis();
-    on_store!(store, write, |pool, _ts, _get_ts, pg| {
-        let mut tx = pool.begin().await?;
-        for table in [REBUILD.access_state, REBUILD.audit_trail] {
-            sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
-                .execute(&mut *tx)
-                .await?;
-        }
-        if pg {
-            // The audit trail's indexes (its primary key too) are built
-            // after the bulk load (`index_rebuild_tables`): one sort each
-            // instead of a million random inserts into four B-trees. The
-            // state table keeps its own: the upsert needs the key.
-            sqlx::query(&format!(
-                "CREATE TABLE {} (LIKE {} INCLUDING ALL)",
-                REBUILD.access_state, LIVE.access_state
-            ))
-            .execute(&mut *tx)
+/// The audit trail's indexes (its primary key too, where the database can
+/// add it later) are built after the bulk load ([`index_rebuild_tables`]):
+/// one sort each instead of a million random inserts into four B-trees.
+/// The state table keeps its own: the upsert needs the key. `generation`
+/// makes index names unique (after a swap the live tables carry the
+/// rebuild tables' index names).
+async fn fresh_rebuild_tables(store: &Store, generation: i64) -> Result<(), ProjectionError> {
+    let mut tx = store.sql().begin().await?;
+    for table in [REBUILD.access_state, REBUILD.audit_trail] {
+        tx.execute(&Query::new(format!("DROP TABLE IF EXISTS {table}")))
             .await?;
-            sqlx::query(&format!(
-                "CREATE TABLE {} (LIKE {} INCLUDING ALL EXCLUDING INDEXES)",
-                REBUILD.audit_trail, LIVE.audit_trail
-            ))
-            .execute(&mut *tx)
-            .await?;
-        } else {
-            for (new, live) in [
-                (REBUILD.access_state, LIVE.access_state),
-                (REBUILD.audit_trail, LIVE.audit_trail),
-            ] {
-                let ddl: String = sqlx::query_scalar(
-                    "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = $1",
-                )
-                .bind(live)
-                .fetch_one(&mut *tx)
-                .await?;
-                let ddl = ddl.replacen(live, new, 1);
-                sqlx::query(&ddl).execute(&mut *tx).await?;
-            }
-            let indexes = [
-                format!(
-                    "CREATE INDEX ix{generation}_state_email ON {} (email_key)",
-                    REBUILD.access_state
-                ),
-                format!(
-                    "CREATE INDEX ix{generation}_audit_order ON {} (tx, position)",
-                    REBUILD.audit_trail
-                ),
-                format!(
-                    "CREATE INDEX ix{generation}_audit_customer ON {} (customer_id, tx, position)",
-                    REBUILD.audit_trail
-                ),
-                format!(
-                    "CREATE INDEX ix{generation}_audit_at ON {} (at)",
-                    REBUILD.audit_trail
-                ),
-            ];
-            for index in indexes {
-                sqlx::query(&index).execute(&mut *tx).await?;
-            }
-        }
-        sqlx::query("DELETE FROM projector_checkpoints WHERE name = $1")
-            .bind(REBUILD.checkpoint)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
-    })
+    }
+    tx.clone_table(
+        copy(LIVE.access_state, REBUILD.access_state, generation),
+        true,
+    )
+    .await?;
+    tx.clone_table(
+        copy(LIVE.audit_trail, REBUILD.audit_trail, generation),
+        false,
+    )
+    .await?;
+    tx.drop_checkpoint(REBUILD.checkpoint).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
-/// Gives the rebuilt audit trail the live one's primary key and indexes
-/// (PostgreSQL; on SQLite they exist from the start), read from the
-/// catalog so they follow the migrations.
-async fn index_rebuild_tables(store: &Store) -> Result<(), ProjectionError> {
-    let access_store::Store::Postgres(pg) = store else {
-        return Ok(());
-    };
-    let live = LIVE.audit_trail;
-    let rebuilt = REBUILD.audit_trail;
-    let pool = pg.pool();
-    let primary: Option<String> = sqlx::query_scalar(
-        "SELECT pg_get_constraintdef(oid) FROM pg_constraint \
-         WHERE conrelid = $1::regclass AND contype = 'p'",
-    )
-    .bind(live)
-    .fetch_optional(pool)
-    .await?;
-    let indexes: Vec<(String, bool)> = sqlx::query_as(
-        "SELECT pg_get_indexdef(indexrelid), indisunique FROM pg_index \
-         WHERE indrelid = $1::regclass AND NOT indisprimary ORDER BY indexrelid",
-    )
-    .bind(live)
-    .fetch_all(pool)
-    .await?;
-    if let Some(primary) = primary {
-        sqlx::query(&format!("ALTER TABLE {rebuilt} ADD {primary}"))
-            .execute(pool)
-            .await?;
+fn copy<'a>(live: &'a str, new: &'a str, generation: i64) -> TableCopy<'a> {
+    TableCopy {
+        live,
+        new,
+        generation,
     }
-    for (definition, unique) in indexes {
-        // `CREATE [UNIQUE] INDEX name ON schema.table USING method (…)`:
-        // the same method and columns on the rebuilt table, named by
-        // PostgreSQL (no clash with the live table's names).
-        let Some((_, using)) = definition.split_once(" USING ") else {
-            return Err(ProjectionError::Corrupt(format!(
-                "index definition without USING: {definition}"
-            )));
-        };
-        let unique = if unique { "UNIQUE " } else { "" };
-        sqlx::query(&format!("CREATE {unique}INDEX ON {rebuilt} USING {using}"))
-            .execute(pool)
-            .await?;
-    }
+}
+
+/// Gives the rebuilt audit trail the live one's indexes (and primary key
+/// on PostgreSQL), read from the catalog so they follow the migrations.
+async fn index_rebuild_tables(store: &Store, generation: i64) -> Result<(), ProjectionError> {
+    let mut tx = store.sql().begin().await?;
+    tx.copy_indexes(copy(LIVE.audit_trail, REBUILD.audit_trail, generation))
+        .await?;
+    tx.commit().await?;
     Ok(())
 }
 
@@ -166,7 +93,8 @@ async fn bulk_replay(
     until: Option<Position>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(Position, u64), ProjectionError> {
-    fresh_rebuild_tables(store).await?;
+    let generation = Utc::now().timestamp_millis();
+    fresh_rebuild_tables(store, generation).await?;
     let mut forgotten = Vec::new();
     let reached = replay_into_rebuild(
         store,
@@ -177,7 +105,7 @@ async fn bulk_replay(
         progress,
     )
     .await?;
-    index_rebuild_tables(store).await?;
+    index_rebuild_tables(store, generation).await?;
     db::scrub_forgotten(store, REBUILD, &forgotten).await?;
     Ok(reached)
 }
@@ -357,56 +285,28 @@ pub async fn swap_in(
 /// unless the live checkpoint is already further: then nothing changes
 /// and the live checkpoint is returned.
 async fn swap(store: &Store, position: Position) -> Result<Option<Position>, ProjectionError> {
-    db::ensure_checkpoint(store, LIVE.checkpoint).await?;
-    on_store!(store, write, |pool, ts, _get_ts, _pg| {
-        let mut tx = pool.begin().await?;
-        // Hold the live projector off while the tables change: a write
-        // first takes the row lock (PostgreSQL) or the database's write
-        // lock (SQLite) before the checkpoint is read.
-        let row = sqlx::query(
-            "UPDATE projector_checkpoints SET updated_at = updated_at WHERE name = $1 \
-             RETURNING tx, position",
-        )
-        .bind(LIVE.checkpoint)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(row) = row {
-            let live = Position {
-                tx: u64::try_from(row.try_get::<i64, _>("tx")?).unwrap_or_default(),
-                global: row.try_get("position")?,
-            };
-            if live > position {
-                return Ok(Some(live));
-            }
-        }
-        for (live, rebuilt) in [
-            (LIVE.access_state, REBUILD.access_state),
-            (LIVE.audit_trail, REBUILD.audit_trail),
+    let mut tx = store.sql().begin().await?;
+    // Hold the live projector off while the tables change.
+    let live = tx.lock_checkpoint(LIVE.checkpoint).await?;
+    if live > position {
+        return Ok(Some(live));
+    }
+    for (live, rebuilt) in [
+        (LIVE.access_state, REBUILD.access_state),
+        (LIVE.audit_trail, REBUILD.audit_trail),
+    ] {
+        for statement in [
+            format!("ALTER TABLE {live} RENAME TO {live}_old"),
+            format!("ALTER TABLE {rebuilt} RENAME TO {live}"),
+            format!("DROP TABLE {live}_old"),
         ] {
-            sqlx::query(&format!("ALTER TABLE {live} RENAME TO {live}_old"))
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(&format!("ALTER TABLE {rebuilt} RENAME TO {live}"))
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(&format!("DROP TABLE {live}_old"))
-                .execute(&mut *tx)
-                .await?;
+            tx.execute(&Query::new(statement)).await?;
         }
-        sqlx::query("UPDATE projector_checkpoints SET tx = $1, position = $2, updated_at = $3 WHERE name = $4")
-            .bind(i64::try_from(position.tx).unwrap_or(i64::MAX))
-            .bind(position.global)
-            .bind(ts(Utc::now()))
-            .bind(LIVE.checkpoint)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM projector_checkpoints WHERE name = $1")
-            .bind(REBUILD.checkpoint)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(None)
-    })
+    }
+    tx.set_checkpoint(LIVE.checkpoint, position).await?;
+    tx.drop_checkpoint(REBUILD.checkpoint).await?;
+    tx.commit().await?;
+    Ok(None)
 }
 
 /// Digests of the two projections.
@@ -438,72 +338,59 @@ async fn digests_of(
     store: &Store,
     tables: db::Tables,
 ) -> Result<(Digests, Position), ProjectionError> {
-    on_store!(store, read, |pool, _ts, get_ts, pg| {
-        // One transaction: the checkpoint and the rows of the same moment.
-        let mut tx = pool.begin().await?;
-        if pg {
-            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                .execute(&mut *tx)
-                .await?;
-        }
-        let position = {
-            let row = sqlx::query("SELECT tx, position FROM projector_checkpoints WHERE name = $1")
-                .bind(tables.checkpoint)
-                .fetch_optional(&mut *tx)
-                .await?;
-            match row {
-                None => Position::START,
-                Some(row) => Position {
-                    tx: u64::try_from(row.try_get::<i64, _>("tx")?).unwrap_or_default(),
-                    global: row.try_get("position")?,
-                },
-            }
-        };
-        let mut state_hash = Sha256::new();
-        let mut state_rows = 0u64;
-        let sql = format!(
-            "SELECT {} FROM {} ORDER BY customer_id",
-            db::STATE_COLUMNS,
-            tables.access_state
+    // One transaction: the checkpoint and the rows of the same moment.
+    let mut tx = store.sql().begin_read().await?;
+    let position = match tx
+        .fetch_optional(
+            &Query::new("SELECT tx, position FROM projector_checkpoints WHERE name = $1")
+                .bind(tables.checkpoint),
+        )
+        .await?
+    {
+        Some(row) => row.position("tx", "position")?,
+        None => Position::START,
+    };
+    let state = Query::new(format!(
+        "SELECT {} FROM {} ORDER BY customer_id",
+        db::STATE_COLUMNS,
+        tables.access_state
+    ));
+    let (access_state, access_state_rows) = digest(tx.stream(&state), db::state_row).await?;
+    let audit = Query::new(format!(
+        "SELECT {} FROM {} ORDER BY tx, position",
+        db::AUDIT_COLUMNS,
+        tables.audit_trail
+    ));
+    let (audit_trail, audit_trail_rows) = digest(tx.stream(&audit), db::audit_from_row).await?;
+    tx.commit().await?;
+    Ok((
+        Digests {
+            access_state,
+            audit_trail,
+            access_state_rows,
+            audit_trail_rows,
+        },
+        position,
+    ))
+}
+
+/// The SHA-256 of rows read as `T`, each as its JSON form and a newline,
+/// and their number.
+async fn digest<T: serde::Serialize>(
+    mut rows: futures::stream::BoxStream<'_, Result<access_store::sql::Row, sqlx::Error>>,
+    read: impl Fn(&access_store::sql::Row) -> Result<T, ProjectionError>,
+) -> Result<(String, u64), ProjectionError> {
+    let mut hash = Sha256::new();
+    let mut count = 0u64;
+    while let Some(row) = rows.try_next().await? {
+        hash.update(
+            serde_json::to_vec(&read(&row)?)
+                .map_err(|e| ProjectionError::Corrupt(e.to_string()))?,
         );
-        let mut rows = sqlx::query(&sql).fetch(&mut *tx);
-        while let Some(row) = rows.try_next().await? {
-            let state = db::state_row!(&row, get_ts);
-            state_hash.update(
-                serde_json::to_vec(&state).map_err(|e| ProjectionError::Corrupt(e.to_string()))?,
-            );
-            state_hash.update(b"\n");
-            state_rows += 1;
-        }
-        let mut audit_hash = Sha256::new();
-        let mut audit_rows = 0u64;
-        drop(rows);
-        let sql = format!(
-            "SELECT {} FROM {} ORDER BY tx, position",
-            db::AUDIT_COLUMNS,
-            tables.audit_trail
-        );
-        let mut rows = sqlx::query(&sql).fetch(&mut *tx);
-        while let Some(row) = rows.try_next().await? {
-            let audit = db::audit_from_row!(&row, get_ts);
-            audit_hash.update(
-                serde_json::to_vec(&audit).map_err(|e| ProjectionError::Corrupt(e.to_string()))?,
-            );
-            audit_hash.update(b"\n");
-            audit_rows += 1;
-        }
-        drop(rows);
-        tx.commit().await?;
-        Ok((
-            Digests {
-                access_state: hex::encode(state_hash.finalize()),
-                audit_trail: hex::encode(audit_hash.finalize()),
-                access_state_rows: state_rows,
-                audit_trail_rows: audit_rows,
-            },
-            position,
-        ))
-    })
+        hash.update(b"\n");
+        count += 1;
+    }
+    Ok((hex::encode(hash.finalize()), count))
 }
 
 /// Rebuilds aside up to the live checkpoint and compares digests. The
@@ -529,18 +416,12 @@ pub async fn check(
 }
 
 async fn drop_rebuild_tables(store: &Store) -> Result<(), ProjectionError> {
-    on_store!(store, write, |pool, _ts, _get_ts, _pg| {
-        let mut tx = pool.begin().await?;
-        for table in [REBUILD.access_state, REBUILD.audit_trail] {
-            sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query("DELETE FROM projector_checkpoints WHERE name = $1")
-            .bind(REBUILD.checkpoint)
-            .execute(&mut *tx)
+    let mut tx = store.sql().begin().await?;
+    for table in [REBUILD.access_state, REBUILD.audit_trail] {
+        tx.execute(&Query::new(format!("DROP TABLE IF EXISTS {table}")))
             .await?;
-        tx.commit().await?;
-        Ok(())
-    })
+    }
+    tx.drop_checkpoint(REBUILD.checkpoint).await?;
+    tx.commit().await?;
+    Ok(())
 }

@@ -6,6 +6,7 @@
 //! current.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use access_store::prelude::*;
 use std::time::Duration;
 
 use access_domain::CustomerId;
@@ -57,8 +58,8 @@ fn found(report: &chain::VerifyReport) -> Vec<(i64, ProblemKind)> {
 /// Leaves a gap of 10 positions before the next event (as aborted
 /// transactions do on PostgreSQL), so that a row can be slipped in later.
 async fn leave_a_gap(store: &Store) {
-    match store {
-        Store::Postgres(_) => {
+    match store.kind() {
+        "postgres" => {
             exec_sql(
                 store,
                 "SELECT setval(pg_get_serial_sequence('events', 'global_position'), \
@@ -66,7 +67,7 @@ async fn leave_a_gap(store: &Store) {
             )
             .await
         }
-        Store::Sqlite(_) => {
+        _ => {
             exec_sql(
                 store,
                 "UPDATE sqlite_sequence SET seq = seq + 10 WHERE name = 'events'",
@@ -79,12 +80,12 @@ async fn leave_a_gap(store: &Store) {
 /// Backdates a stored EmailChanged event to 1926, as someone with SQL
 /// access would.
 async fn backdate_email_change(store: &Store, global: i64) {
-    let sql = match store {
-        Store::Postgres(_) => format!(
+    let sql = match store.kind() {
+        "postgres" => format!(
             "UPDATE events SET payload = jsonb_set(payload::jsonb, '{{EmailChanged,at}}', \
              '\"1926-01-01T00:00:00Z\"')::json WHERE global_position = {global}"
         ),
-        Store::Sqlite(_) => format!(
+        _ => format!(
             "UPDATE events SET payload = json_set(payload, '$.EmailChanged.at', \
              '1926-01-01T00:00:00Z') WHERE global_position = {global}"
         ),
@@ -206,15 +207,15 @@ async fn an_inserted_event_is_named(store: Store) {
 
     // A forged event in the gap, sorting between a and the next customer.
     let forged = CustomerId::new_random();
-    let sql = match &store {
-        Store::Postgres(_) => format!(
+    let sql = match store.kind() {
+        "postgres" => format!(
             "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
              payload, metadata, global_position, tx_id) OVERRIDING SYSTEM VALUE \
              SELECT aggregate_type, '{forged}', 1, event_type, event_version, payload, metadata, \
              {slipped_in}, tx_id FROM events WHERE global_position = {}",
             last_of_a.position.global
         ),
-        Store::Sqlite(_) => format!(
+        _ => format!(
             "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
              payload, metadata, global_position) \
              SELECT aggregate_type, '{forged}', 1, event_type, event_version, payload, metadata, \

@@ -2,6 +2,7 @@
 //! projectors at once, errors stop it, read-your-writes, audit queries.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use access_store::prelude::*;
 use std::time::Duration;
 
 use access_projections::{db, AuditFilter, Projector, ProjectorOptions};

@@ -2,6 +2,7 @@
 //! stream against a committed expected file. On both stores.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use access_store::prelude::*;
 use std::time::Duration;
 
 use access_domain::{
@@ -158,12 +159,12 @@ async fn rebuild_swaps_in_identical_tables_while_the_projector_runs(store: Store
 
     // The rebuilt audit trail has the migrations' primary key and indexes
     // (on PostgreSQL they are built after the bulk load).
-    if let Store::Postgres(pg) = &store {
+    if let Some(pool) = access_store::testing::postgres_pool(&store) {
         let indexes: Vec<(String, bool)> = sqlx::query_as(
             "SELECT regexp_replace(pg_get_indexdef(indexrelid), '^.* USING ', ''), indisprimary \
              FROM pg_index WHERE indrelid = 'audit_trail'::regclass ORDER BY 1",
         )
-        .fetch_all(pg.pool())
+        .fetch_all(&pool)
         .await
         .unwrap();
         assert_eq!(
@@ -407,7 +408,7 @@ async fn rebuild_handles_batches_with_thousands_of_customers(store: Store) {
             name: None,
             at: day(1),
         }];
-        let after = access_store::replay(events.clone()).customer;
+        let after = access_store::Loaded::from_events(events.clone()).customer;
         store
             .append(access_store::Append {
                 customer_id: id,

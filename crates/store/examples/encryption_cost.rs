@@ -15,6 +15,7 @@
 //! setup link = 3 commands, 6 events, 6 personal fields.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use access_store::prelude::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

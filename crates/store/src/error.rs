@@ -82,15 +82,34 @@ pub(crate) enum Violation {
     Other,
 }
 
-/// Classifies an sqlx error: a unique violation (by constraint name on
-/// PostgreSQL, SQLSTATE 23505; by message on SQLite, extended codes 1555
-/// and 2067), or an outage.
+/// Whether a database error code, of either database, says `what`. The
+/// codes are each dialect's (`postgres.rs`, `sqlite.rs`); they do not
+/// overlap (SQLSTATEs are five characters, SQLite's codes numbers), so an
+/// error is classified without knowing which database it came from.
+fn code_says(code: &str, what: ErrorCode) -> bool {
+    use crate::sql::Dialect as _;
+    crate::postgres::Postgres::code_says(code, what) || crate::sqlite::Sqlite::code_says(code, what)
+}
+
+/// What a database error code can say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// A unique index refused a row.
+    UniqueViolation,
+    /// The database cannot serve now (shutting down, not reachable,
+    /// locked past the busy timeout): worth retrying later.
+    Unavailable,
+}
+
+/// Classifies an sqlx error: a unique violation (named by its constraint,
+/// or by the message where the database gives no constraint name).
 pub(crate) fn classify(err: &sqlx::Error) -> Option<Violation> {
     let sqlx::Error::Database(db) = err else {
         return None;
     };
-    let code = db.code();
-    let unique = matches!(code.as_deref(), Some("23505") | Some("1555") | Some("2067"));
+    let unique = db
+        .code()
+        .is_some_and(|code| code_says(&code, ErrorCode::UniqueViolation));
     if !unique {
         return None;
     }
@@ -117,20 +136,8 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::PoolClosed
             | sqlx::Error::WorkerCrashed => Self::Unavailable(err.to_string()),
             sqlx::Error::Database(db) => {
-                // 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03
-                // cannot_connect_now, 08xxx connection exceptions, 25006
-                // read_only_sql_transaction (a primary demoted to standby
-                // under an open connection: the pool follows the new
-                // primary, see pg_hosts.rs); SQLite 5 and 6 (busy, locked)
-                // after the busy timeout.
                 let code = db.code().unwrap_or_default();
-                if code.starts_with("57P")
-                    || code.starts_with("08")
-                    || code == "25006"
-                    || code == "5"
-                    || code == "6"
-                    || code == "517"
-                {
+                if code_says(&code, ErrorCode::Unavailable) {
                     Self::Unavailable(err.to_string())
                 } else {
                     Self::Database(err.to_string())

@@ -9,7 +9,7 @@ use access_domain::{
 use std::sync::Arc;
 
 use crate::cache::Current;
-use crate::{Append, IdempotencyRecord, Loaded, Position, Store, StoreError};
+use crate::{Append, EventStore, IdempotencyRecord, Loaded, Position, Store, StoreError};
 
 /// How often a command meeting a concurrent write is decided again on fresh
 /// state before it gives up with a conflict.
@@ -120,7 +120,7 @@ impl Store {
             }
             let current = match cached {
                 Some(current) => current,
-                None => Arc::new(self.load_current(id).await?),
+                None => Arc::new(self.load_current(id, true).await?),
             };
             let loaded = &current.loaded;
             if let Some(expected) = execution.expected_version {

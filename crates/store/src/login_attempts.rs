@@ -1,10 +1,11 @@
-//! The soft lock's state per account, in the database so every replica
-//! sees the same count: one row per account (its key is an HMAC of the
+//! [`LoginAttempts`]: the soft lock's state per account, in the database
+//! so every replica sees the same count: one row per account (its key is an HMAC of the
 //! account's name, never the name), read and written under a row lock in
 //! one short transaction. The policy (how many, how long) is the caller's.
 
-use sqlx::{Database, Encode, Executor, IntoArguments, Type};
+use async_trait::async_trait;
 
+use crate::sql::Query;
 use crate::{Store, StoreError};
 
 /// An account's password checks since its last success.
@@ -29,90 +30,74 @@ const RESERVE: &str =
 const UPDATE: &str =
     "UPDATE login_attempts SET failures = $2, locked_until = $3, updated_at = $4 WHERE account_key = $1";
 
-impl Store {
+/// The soft lock's counts per account.
+#[async_trait]
+pub trait LoginAttempts: Send + Sync {
     /// Reads the account's attempts and writes what `decide` makes of
     /// them, atomically across processes: concurrent calls for one account
     /// queue on its row. `now_ms` is the caller's clock.
-    pub async fn update_account_attempts<R>(
+    async fn update_account_attempts<R, F>(
         &self,
         account: &str,
         now_ms: i64,
-        decide: impl FnOnce(AccountAttempts) -> (AccountAttempts, R),
-    ) -> Result<R, StoreError> {
-        let key = self.keyring()?.email_key_text(account);
-        match self {
-            Self::Postgres(s) => {
-                let mut tx = s.pool().begin().await?;
-                let result =
-                    read_modify_write::<sqlx::Postgres, R>(&mut tx, &key, now_ms, decide).await?;
-                tx.commit().await?;
-                Ok(result)
-            }
-            Self::Sqlite(s) => {
-                let mut tx = s.writer().begin().await?;
-                let result =
-                    read_modify_write::<sqlx::Sqlite, R>(&mut tx, &key, now_ms, decide).await?;
-                tx.commit().await?;
-                Ok(result)
-            }
-        }
-    }
+        decide: F,
+    ) -> Result<R, StoreError>
+    where
+        R: Send,
+        F: FnOnce(AccountAttempts) -> (AccountAttempts, R) + Send;
 
     /// Forgets the account's attempts (a right password).
-    pub async fn clear_account_attempts(&self, account: &str) -> Result<(), StoreError> {
-        let key = self.keyring()?.email_key_text(account);
-        on_pool!(self, write, |p| sqlx::query(
-            "DELETE FROM login_attempts WHERE account_key = $1"
-        )
-        .bind(&key)
-        .execute(p)
-        .await
-        .map(|_| ()))?;
-        Ok(())
-    }
+    async fn clear_account_attempts(&self, account: &str) -> Result<(), StoreError>;
 
     /// Deletes accounts neither locked nor touched since `before_ms`;
     /// returns how many.
-    pub async fn purge_account_attempts(&self, before_ms: i64) -> Result<u64, StoreError> {
-        let done = on_pool!(self, write, |p| sqlx::query(
-            "DELETE FROM login_attempts WHERE updated_at < $1 AND locked_until < $1"
-        )
-        .bind(before_ms)
-        .execute(p)
-        .await
-        .map(|r| r.rows_affected()))?;
-        Ok(done)
-    }
+    async fn purge_account_attempts(&self, before_ms: i64) -> Result<u64, StoreError>;
 }
 
-async fn read_modify_write<DB, R>(
-    conn: &mut DB::Connection,
-    key: &str,
-    now_ms: i64,
-    decide: impl FnOnce(AccountAttempts) -> (AccountAttempts, R),
-) -> Result<R, StoreError>
-where
-    DB: Database,
-    for<'q> <DB as Database>::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-    (i64, i64): for<'r> sqlx::FromRow<'r, DB::Row>,
-{
-    let (failures, locked): (i64, i64) = sqlx::query_as::<DB, (i64, i64)>(RESERVE)
-        .bind(key)
-        .bind(now_ms)
-        .fetch_one(&mut *conn)
-        .await?;
-    let (next, result) = decide(attempts(failures, locked));
-    sqlx::query::<DB>(UPDATE)
-        .bind(key)
-        .bind(i64::from(next.failures))
-        .bind(next.locked_until_ms)
-        .bind(now_ms)
-        .execute(&mut *conn)
-        .await?;
-    Ok(result)
+#[async_trait]
+impl LoginAttempts for Store {
+    async fn update_account_attempts<R, F>(
+        &self,
+        account: &str,
+        now_ms: i64,
+        decide: F,
+    ) -> Result<R, StoreError>
+    where
+        R: Send,
+        F: FnOnce(AccountAttempts) -> (AccountAttempts, R) + Send,
+    {
+        let key = self.keyring()?.email_key_text(account);
+        let mut tx = self.db.begin().await?;
+        let row = tx
+            .fetch_optional(&Query::new(RESERVE).bind(&key).bind(now_ms))
+            .await?
+            .ok_or_else(|| {
+                StoreError::Database("the login attempts row was not returned".into())
+            })?;
+        let (next, result) = decide(attempts(row.int("failures")?, row.int("locked_until")?));
+        let update = Query::new(UPDATE)
+            .bind(&key)
+            .bind(i64::from(next.failures))
+            .bind(next.locked_until_ms)
+            .bind(now_ms);
+        tx.execute(&update).await?;
+        tx.commit().await?;
+        Ok(result)
+    }
+
+    async fn clear_account_attempts(&self, account: &str) -> Result<(), StoreError> {
+        let key = self.keyring()?.email_key_text(account);
+        let q = Query::new("DELETE FROM login_attempts WHERE account_key = $1").bind(key);
+        self.db.execute(&q).await?;
+        Ok(())
+    }
+
+    async fn purge_account_attempts(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let q =
+            Query::new("DELETE FROM login_attempts WHERE updated_at < $1 AND locked_until < $1")
+                .bind(before_ms);
+        Ok(self.db.execute(&q).await?)
+    }
 }
 
 fn attempts(failures: i64, locked_until_ms: i64) -> AccountAttempts {

@@ -1,4 +1,4 @@
-//! The mail outbox: messages written in the same transaction as the events
+//! [`Outbox`]: the mail outbox: messages written in the same transaction as the events
 //! that call for them, then claimed, sent and marked by a delivery worker.
 //!
 //! A message is claimed with a lease (`claimed_until_ms`), so several
@@ -12,9 +12,10 @@
 //! failed, without its content, and never handed out.
 
 use access_domain::CustomerId;
-use sqlx::Row;
+use async_trait::async_trait;
 
 use crate::keys::{self, KeyState, MailBody};
+use crate::sql::{Query, Row};
 use crate::{Store, StoreError};
 
 /// A message to record with a command's events.
@@ -51,8 +52,8 @@ pub struct OutboxEntry {
     pub kind: String,
     pub sender: String,
     pub recipient: String,
-    /// `None` once sent. Opened in what [`Store::outbox_claim`] returns;
-    /// as stored (sealed) in [`Store::outbox_list`].
+    /// `None` once sent. Opened in what [`Outbox::outbox_claim`] returns;
+    /// as stored (sealed) in [`Outbox::outbox_list`].
     pub message: Option<String>,
     /// `pending`, `sent` or `failed`.
     pub status: String,
@@ -78,24 +79,21 @@ impl std::fmt::Debug for OutboxEntry {
 const COLUMNS: &str = "id, customer_id, kind, sender, recipient, message, status, attempts, \
     next_attempt_ms, last_error, created_ms, sent_ms";
 
-macro_rules! entry {
-    ($row:expr) => {{
-        let row = $row;
-        OutboxEntry {
-            id: row.try_get("id")?,
-            customer_id: row.try_get("customer_id")?,
-            kind: row.try_get("kind")?,
-            sender: row.try_get("sender")?,
-            recipient: row.try_get("recipient")?,
-            message: row.try_get("message")?,
-            status: row.try_get("status")?,
-            attempts: u32::try_from(row.try_get::<i32, _>("attempts")?).unwrap_or_default(),
-            next_attempt_ms: row.try_get("next_attempt_ms")?,
-            last_error: row.try_get("last_error")?,
-            created_ms: row.try_get("created_ms")?,
-            sent_ms: row.try_get("sent_ms")?,
-        }
-    }};
+fn entry(row: &Row) -> Result<OutboxEntry, StoreError> {
+    Ok(OutboxEntry {
+        id: row.text("id")?,
+        customer_id: row.text("customer_id")?,
+        kind: row.text("kind")?,
+        sender: row.text("sender")?,
+        recipient: row.text("recipient")?,
+        message: row.opt_text("message")?,
+        status: row.text("status")?,
+        attempts: u32::try_from(row.i32("attempts")?).unwrap_or_default(),
+        next_attempt_ms: row.int("next_attempt_ms")?,
+        last_error: row.opt_text("last_error")?,
+        created_ms: row.int("created_ms")?,
+        sent_ms: row.opt_int("sent_ms")?,
+    })
 }
 
 /// Cuts an error text to a size worth storing.
@@ -103,11 +101,88 @@ fn short(error: &str) -> String {
     error.chars().take(500).collect()
 }
 
-impl Store {
+/// The mail outbox.
+#[async_trait]
+pub trait Outbox: Send + Sync {
     /// Claims up to `limit` due messages for `lease_ms`, oldest first, with
     /// their messages opened. A message of a forgotten customer is marked
     /// failed (content erased) and left out.
-    pub async fn outbox_claim(
+    async fn outbox_claim(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>, StoreError>;
+
+    /// Marks a message sent and forgets its content.
+    async fn outbox_sent(&self, id: &str, now_ms: i64) -> Result<(), StoreError>;
+
+    /// Records a failed attempt; the message is tried again at `next_ms`.
+    async fn outbox_retry_later(
+        &self,
+        id: &str,
+        next_ms: i64,
+        error: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Gives up on a message (kept, with its content, for a manual retry).
+    async fn outbox_failed(&self, id: &str, error: &str) -> Result<(), StoreError>;
+
+    /// Puts a failed message back in the queue. False when no failed
+    /// message has this id.
+    async fn outbox_requeue(&self, id: &str, now_ms: i64) -> Result<bool, StoreError>;
+
+    /// Messages by status (all when `None`), newest first.
+    async fn outbox_list(
+        &self,
+        status: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>, StoreError>;
+
+    /// Counts of messages by status.
+    async fn outbox_counts(&self) -> Result<Vec<(String, i64)>, StoreError>;
+}
+
+impl Store {
+    /// Marks a message whose customer was forgotten failed, without its
+    /// content or recipient.
+    async fn outbox_forgotten(&self, id: &str) -> Result<(), StoreError> {
+        let q = Query::new(
+            "UPDATE mail_outbox SET status = 'failed', message = NULL, recipient = '[forgotten]', \
+             last_error = 'cancelled: the customer was forgotten', claimed_until_ms = 0 WHERE id = $1",
+        )
+        .bind(id);
+        self.db.execute(&q).await?;
+        Ok(())
+    }
+
+    /// Claims due messages as stored (sealed).
+    async fn outbox_claim_sealed(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let q = Query::new(format!(
+            "UPDATE mail_outbox SET claimed_until_ms = $1 WHERE id IN (\
+               SELECT id FROM mail_outbox WHERE status = 'pending' AND next_attempt_ms <= $2 \
+               AND claimed_until_ms <= $2 ORDER BY created_ms, id LIMIT $3{}) \
+             RETURNING {COLUMNS}",
+            self.db.sql().skip_locked
+        ))
+        .bind(now_ms + lease_ms)
+        .bind(now_ms)
+        .bind(i64::from(limit));
+        let rows = self.db.write(&q).await?;
+        let mut out = rows.iter().map(entry).collect::<Result<Vec<_>, _>>()?;
+        out.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl Outbox for Store {
+    async fn outbox_claim(
         &self,
         now_ms: i64,
         lease_ms: i64,
@@ -121,12 +196,12 @@ impl Store {
                 out.push(entry);
                 continue;
             };
-            let wrapped: Option<Option<String>> = on_pool!(self, read, |p| {
-                sqlx::query_scalar("SELECT wrapped_key FROM customer_keys WHERE customer_id = $1")
-                    .bind(&entry.customer_id)
-                    .fetch_optional(p)
-                    .await
-            })?;
+            let key = Query::new("SELECT wrapped_key FROM customer_keys WHERE customer_id = $1")
+                .bind(&entry.customer_id);
+            let wrapped = match self.db.read_optional(&key).await? {
+                Some(row) => Some(row.opt_text("wrapped_key")?),
+                None => None,
+            };
             let state = KeyState::from_columns(wrapped.is_some(), wrapped.flatten());
             match keys::open_mail(keyring, &entry.customer_id, &state, &entry.id, stored) {
                 Ok(MailBody::Plain(message)) => {
@@ -151,127 +226,56 @@ impl Store {
         Ok(out)
     }
 
-    /// Marks a message whose customer was forgotten failed, without its
-    /// content or recipient.
-    async fn outbox_forgotten(&self, id: &str) -> Result<(), StoreError> {
-        on_pool!(self, write, |p| {
-            sqlx::query(
-            "UPDATE mail_outbox SET status = 'failed', message = NULL, recipient = '[forgotten]', \
-             last_error = 'cancelled: the customer was forgotten', claimed_until_ms = 0 WHERE id = $1"
-        )
-        .bind(id)
-        .execute(p)
-        .await
-        .map(|_| ())
-        })?;
-        Ok(())
-    }
-
-    /// Claims due messages as stored (sealed).
-    async fn outbox_claim_sealed(
-        &self,
-        now_ms: i64,
-        lease_ms: i64,
-        limit: u32,
-    ) -> Result<Vec<OutboxEntry>, StoreError> {
-        let skip_locked = matches!(self, Store::Postgres(_));
-        let lock = if skip_locked {
-            " FOR UPDATE SKIP LOCKED"
-        } else {
-            ""
-        };
-        let sql = format!(
-            "UPDATE mail_outbox SET claimed_until_ms = $1 WHERE id IN (\
-               SELECT id FROM mail_outbox WHERE status = 'pending' AND next_attempt_ms <= $2 \
-               AND claimed_until_ms <= $2 ORDER BY created_ms, id LIMIT $3{lock}) \
-             RETURNING {COLUMNS}"
-        );
-        on_pool!(self, write, |p| {
-            let rows = sqlx::query(&sql)
-                .bind(now_ms + lease_ms)
-                .bind(now_ms)
-                .bind(i64::from(limit))
-                .fetch_all(p)
-                .await?;
-            let mut out = Vec::with_capacity(rows.len());
-            for row in &rows {
-                out.push(entry!(row));
-            }
-            out.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
-            Ok(out)
-        })
-    }
-
-    /// Marks a message sent and forgets its content.
-    pub async fn outbox_sent(&self, id: &str, now_ms: i64) -> Result<(), StoreError> {
-        on_pool!(self, write, |p| {
-            sqlx::query(
+    async fn outbox_sent(&self, id: &str, now_ms: i64) -> Result<(), StoreError> {
+        let q = Query::new(
             "UPDATE mail_outbox SET status = 'sent', message = NULL, sent_ms = $1, attempts = attempts + 1, \
-             last_error = NULL, claimed_until_ms = 0 WHERE id = $2"
+             last_error = NULL, claimed_until_ms = 0 WHERE id = $2",
         )
         .bind(now_ms)
-        .bind(id)
-        .execute(p)
-        .await
-        .map(|_| ())
-        })?;
+        .bind(id);
+        self.db.execute(&q).await?;
         Ok(())
     }
 
-    /// Records a failed attempt; the message is tried again at `next_ms`.
-    pub async fn outbox_retry_later(
+    async fn outbox_retry_later(
         &self,
         id: &str,
         next_ms: i64,
         error: &str,
     ) -> Result<(), StoreError> {
-        on_pool!(self, write, |p| {
-            sqlx::query(
+        let q = Query::new(
             "UPDATE mail_outbox SET attempts = attempts + 1, next_attempt_ms = $1, last_error = $2, \
-             claimed_until_ms = 0 WHERE id = $3"
+             claimed_until_ms = 0 WHERE id = $3",
         )
         .bind(next_ms)
         .bind(short(error))
-        .bind(id)
-        .execute(p)
-        .await
-        .map(|_| ())
-        })?;
+        .bind(id);
+        self.db.execute(&q).await?;
         Ok(())
     }
 
-    /// Gives up on a message (kept, with its content, for a manual retry).
-    pub async fn outbox_failed(&self, id: &str, error: &str) -> Result<(), StoreError> {
-        on_pool!(self, write, |p| sqlx::query(
+    async fn outbox_failed(&self, id: &str, error: &str) -> Result<(), StoreError> {
+        let q = Query::new(
             "UPDATE mail_outbox SET status = 'failed', attempts = attempts + 1, last_error = $1, \
-             claimed_until_ms = 0 WHERE id = $2"
+             claimed_until_ms = 0 WHERE id = $2",
         )
         .bind(short(error))
-        .bind(id)
-        .execute(p)
-        .await
-        .map(|_| ()))?;
+        .bind(id);
+        self.db.execute(&q).await?;
         Ok(())
     }
 
-    /// Puts a failed message back in the queue. False when no failed
-    /// message has this id.
-    pub async fn outbox_requeue(&self, id: &str, now_ms: i64) -> Result<bool, StoreError> {
-        let done: Vec<String> = on_pool!(self, write, |p| {
-            sqlx::query_scalar(
+    async fn outbox_requeue(&self, id: &str, now_ms: i64) -> Result<bool, StoreError> {
+        let q = Query::new(
             "UPDATE mail_outbox SET status = 'pending', attempts = 0, next_attempt_ms = $1, claimed_until_ms = 0 \
-             WHERE id = $2 AND status = 'failed' RETURNING id"
+             WHERE id = $2 AND status = 'failed' RETURNING id",
         )
         .bind(now_ms)
-        .bind(id)
-        .fetch_all(p)
-        .await
-        })?;
-        Ok(!done.is_empty())
+        .bind(id);
+        Ok(!self.db.write(&q).await?.is_empty())
     }
 
-    /// Messages by status (all when `None`), newest first.
-    pub async fn outbox_list(
+    async fn outbox_list(
         &self,
         status: Option<&str>,
         limit: u32,
@@ -281,39 +285,22 @@ impl Store {
         } else {
             "WHERE $1 = $1"
         };
-        let sql = format!(
+        let q = Query::new(format!(
             "SELECT {COLUMNS} FROM mail_outbox {filter} ORDER BY created_ms DESC, id LIMIT $2"
-        );
-        on_pool!(self, read, |p| {
-            let rows = sqlx::query(&sql)
-                .bind(status.unwrap_or("any").to_string())
-                .bind(i64::from(limit))
-                .fetch_all(p)
-                .await?;
-            let mut out = Vec::with_capacity(rows.len());
-            for row in &rows {
-                out.push(entry!(row));
-            }
-            Ok(out)
-        })
+        ))
+        .bind(status.unwrap_or("any"))
+        .bind(i64::from(limit));
+        let rows = self.db.read(&q).await?;
+        rows.iter().map(entry).collect()
     }
 
-    /// Counts of messages by status.
-    pub async fn outbox_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        on_pool!(self, read, |p| {
-            let rows = sqlx::query(
-                "SELECT status, count(*) AS n FROM mail_outbox GROUP BY status ORDER BY status",
-            )
-            .fetch_all(p)
-            .await?;
-            let mut out = Vec::new();
-            for row in &rows {
-                out.push((
-                    row.try_get::<String, _>("status")?,
-                    row.try_get::<i64, _>("n")?,
-                ));
-            }
-            Ok(out)
-        })
+    async fn outbox_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let q = Query::new(
+            "SELECT status, count(*) AS n FROM mail_outbox GROUP BY status ORDER BY status",
+        );
+        let rows = self.db.read(&q).await?;
+        rows.iter()
+            .map(|row| Ok((row.text("status")?, row.int("n")?)))
+            .collect()
     }
 }

@@ -31,13 +31,15 @@
 //!   such a commit waits for its standby, which now follows nobody, so it
 //!   is never acknowledged. Stop (fence) the old primary before promoting:
 //!   pg_auto_failover does.
-//! - The monitor ends when the last clone of the store is dropped.
+//! - The monitor ends when the store is closed (`Store::close`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
+
+use crate::sql::dialect::OnSwitch;
 use sqlx::{ConnectOptions, PgPool};
 
 use crate::StoreError;
@@ -228,29 +230,36 @@ async fn probe(options: &PgConnectOptions) -> Option<PgConnection> {
         .flatten()
 }
 
-/// The monitor task; it stops when the last clone of the store that
-/// started it is dropped.
-#[derive(Debug)]
-pub(crate) struct Monitor(tokio::task::JoinHandle<()>);
-
-impl Drop for Monitor {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Starts following the primary among `hosts` (the pool starts on
-/// `hosts[current]`) for `pool`; `cache` is emptied at each switch.
-pub(crate) fn spawn_monitor(
-    pool: PgPool,
+/// A pool on the first of `hosts` that accepts writes now (else on the
+/// first host), admitting only connections to the host it follows, with a
+/// monitor task that moves it when the primary moves; `on_switch` runs at
+/// each move. The monitor ends when the pool is closed (`Store::close`).
+pub(crate) async fn follow(
+    options: PgPoolOptions,
     hosts: Vec<PgConnectOptions>,
-    current: usize,
-    following: Arc<Following>,
-    cache: Option<Arc<crate::cache::AggregateCache>>,
-) -> Arc<Monitor> {
-    Arc::new(Monitor(tokio::spawn(follow_primary(
-        pool, hosts, current, following, cache,
-    ))))
+    on_switch: OnSwitch,
+) -> PgPool {
+    let current = first_primary(&hosts).await.unwrap_or(0);
+    let following = Following::new(&hosts[current]);
+    let (admit, outdated) = (following.clone(), following.clone());
+    let pool = options
+        .after_connect(move |connection, _| {
+            let admit = admit.clone();
+            Box::pin(async move { admit.admit(connection).await })
+        })
+        .before_acquire(move |_, meta| {
+            let outdated = outdated.outdated(meta.age);
+            Box::pin(async move { Ok(!outdated) })
+        })
+        .connect_lazy_with(hosts[current].clone());
+    tokio::spawn(follow_primary(
+        pool.clone(),
+        hosts,
+        current,
+        following,
+        on_switch,
+    ));
+    pool
 }
 
 /// The monitor's loop (see the module header).
@@ -259,11 +268,16 @@ async fn follow_primary(
     hosts: Vec<PgConnectOptions>,
     mut current: usize,
     following: Arc<Following>,
-    cache: Option<Arc<crate::cache::AggregateCache>>,
+    on_switch: OnSwitch,
 ) {
     let mut watch: Option<PgConnection> = None;
+    let closed = pool.close_event();
+    tokio::pin!(closed);
     loop {
-        tokio::time::sleep(PROBE_EVERY).await;
+        tokio::select! {
+            _ = &mut closed => return,
+            _ = tokio::time::sleep(PROBE_EVERY) => {}
+        }
         let healthy = match watch.as_mut() {
             Some(connection) => matches!(
                 tokio::time::timeout(PROBE_TIMEOUT, is_primary(connection)).await,
@@ -287,8 +301,8 @@ async fn follow_primary(
                     );
                     following.switch_to(&hosts[candidate]);
                     pool.set_connect_options(hosts[candidate].clone());
-                    if let Some(cache) = &cache {
-                        cache.clear();
+                    if let Some(on_switch) = &on_switch {
+                        on_switch();
                     }
                     current = candidate;
                 }

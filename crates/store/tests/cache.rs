@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use access_domain::{Credential, CustomerCommand, CustomerError, CustomerId, EmailAddress, Role};
+use access_store::prelude::*;
 use access_store::testing::{fake_services, fresh_store, run, test_master_key, TestDatabase};
 use access_store::{CacheStats, ExecuteError, Execution, Store, StoreOptions};
 use chrono::Utc;

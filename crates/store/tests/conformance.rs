@@ -2,6 +2,7 @@
 //! once on a fresh PostgreSQL database and once on a fresh SQLite file.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use access_store::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -411,7 +412,9 @@ async fn alice_moving_to_target(store: &Store, at: chrono::DateTime<Utc>) -> (Cu
 /// statement. (PostgreSQL: on SQLite the writer lock already serializes.)
 async fn an_attempt_racing_a_reset_is_counted(store: Store) {
     use access_store::AccountAttempts;
-    let Store::Postgres(pg) = &store else { return };
+    let Some(pool) = access_store::testing::postgres_pool(&store) else {
+        return;
+    };
     let bump = |a: AccountAttempts| {
         (
             AccountAttempts {
@@ -426,7 +429,7 @@ async fn an_attempt_racing_a_reset_is_counted(store: Store) {
         .await
         .unwrap();
     // A reset holds the row while the next check arrives.
-    let mut reset = pg.pool().begin().await.unwrap();
+    let mut reset = pool.begin().await.unwrap();
     sqlx::query("SELECT failures FROM login_attempts FOR UPDATE")
         .fetch_all(&mut *reset)
         .await
@@ -949,26 +952,17 @@ mod cqrs_es_compat {
     async fn postgres_es_reads_and_writes_our_tables() {
         let db = TestDatabase::postgres().await.unwrap();
         let store = db.store(StoreOptions::default()).await.unwrap();
-        let Store::Postgres(pg) = &store else {
-            unreachable!()
-        };
-        let repo = postgres_es::PostgresEventRepository::new(pg.pool().clone());
+        let repo = store.postgres_repository().unwrap();
         repository_contract(&repo, &store).await;
-        through_cqrs_es(
-            postgres_es::PostgresEventRepository::new(pg.pool().clone()),
-            &store,
-        )
-        .await;
+        through_cqrs_es(store.postgres_repository().unwrap(), &store).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_sqlite_store_is_a_cqrs_es_repository() {
         let db = TestDatabase::sqlite().unwrap();
         let store = db.store(StoreOptions::default()).await.unwrap();
-        let Store::Sqlite(lite) = &store else {
-            unreachable!()
-        };
-        repository_contract(lite, &store).await;
+        let lite = store.sqlite_repository().unwrap();
+        repository_contract(&lite, &store).await;
         through_cqrs_es(lite.clone(), &store).await;
 
         // Streams deliver every event in order, and end.
@@ -1005,9 +999,7 @@ mod cqrs_es_compat {
     async fn a_broken_row_ends_a_sqlite_stream_with_an_error_not_a_panic() {
         let db = TestDatabase::sqlite().unwrap();
         let store = db.store(StoreOptions::default()).await.unwrap();
-        let Store::Sqlite(lite) = &store else {
-            unreachable!()
-        };
+        let lite = store.sqlite_repository().unwrap();
         customer_with_access(&store, "broken@example.com").await;
         exec_sql(
             &store,

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use access_domain::{Customer, CustomerCommand, CustomerId, EmailAddress};
+use access_store::prelude::*;
 use access_store::testing::{api_caller, count_rows, dump_all_tables, exec_sql, run};
 use access_store::{Append, OutboxMessage, Store, StoreError};
 
@@ -34,7 +35,7 @@ async fn register(
         .await
         .unwrap()
         .events;
-    let after = access_store::replay(events.clone()).customer;
+    let after = access_store::Loaded::from_events(events.clone()).customer;
     store
         .append_with_outbox(
             Append {

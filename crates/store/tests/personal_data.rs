@@ -7,6 +7,7 @@ use access_domain::{
     Credential, CustomerCommand, CustomerError, CustomerEvent, CustomerId, CustomerName,
     EmailAddress, Password, Personal, Role, Secret,
 };
+use access_store::prelude::*;
 use access_store::testing::{
     api_caller, count_rows, dump_all_tables, exec_sql, fresh_store, insert_sealed_v1_fixture,
     query_texts, run, run_with, test_master_key,

@@ -19,6 +19,7 @@ mod input;
 mod scratch;
 mod text;
 
+use access_store::prelude::*;
 use std::path::PathBuf;
 
 use access_domain::CustomerId;

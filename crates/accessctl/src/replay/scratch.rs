@@ -2,6 +2,7 @@
 //! with the same metadata are one command's and go in one append, with the
 //! customer's state before and after, the way the service wrote them.
 
+use access_store::prelude::*;
 use std::collections::HashMap;
 
 use access_domain::{CommandMetadata, Customer, CustomerEvent, CustomerId};

@@ -2,6 +2,7 @@
 //! reads of their state and history.
 
 use access_domain::{CustomerCommand, CustomerId, CustomerName, EmailAddress, Role};
+use access_store::prelude::*;
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};

@@ -1,6 +1,7 @@
 //! The mail queue for administrators: see what waits or failed, and send a
 //! failed message again.
 
+use access_store::prelude::*;
 use access_store::OutboxEntry;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;

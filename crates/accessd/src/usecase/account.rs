@@ -2,6 +2,7 @@
 //! change the password. Both check the current password, so both take a
 //! password check from the throttle first.
 
+use access_store::prelude::*;
 use std::net::IpAddr;
 
 use access_domain::{CustomerCommand, EmailAddress, Password, Secret};

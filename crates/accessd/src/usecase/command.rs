@@ -10,6 +10,7 @@
 //! of both from one place.
 
 use access_domain::{Actor, CommandMetadata, CustomerCommand, CustomerId};
+use access_store::prelude::{Accounts as _, Idempotency as _};
 use access_store::{ExecuteError, Executed, Execution, IdempotencyRecord, StoreError, StoredReply};
 use axum::http::StatusCode;
 use sha2::{Digest, Sha256};

@@ -5,6 +5,7 @@
 //! (account `link:<customer id>` and the client's address), so tokens
 //! cannot be guessed quickly.
 
+use access_store::prelude::*;
 use std::net::IpAddr;
 
 use access_domain::{

@@ -3,6 +3,7 @@
 //! account and client address; the check is counted before the hash is
 //! computed.
 
+use access_store::prelude::*;
 use std::net::IpAddr;
 
 use access_domain::{Actor, CustomerCommand, CustomerId, EmailAddress, Secret};

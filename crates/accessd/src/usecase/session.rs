@@ -6,6 +6,7 @@
 
 use access_domain::{Actor, Customer, CustomerId, TokenGenerator};
 use access_security::OsRandomTokens;
+use access_store::prelude::*;
 use access_store::{Loaded, SessionRecord, StoreError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -3,6 +3,7 @@
 //! verifies against the events table.
 
 use access_projections::chain;
+use access_store::prelude::*;
 use access_store::{Store, StoreOptions};
 
 use crate::helpers::*;

@@ -5,6 +5,7 @@
 //! the hash is already current.
 
 use access_domain::CustomerId;
+use access_store::prelude::*;
 use access_store::testing::test_master_key;
 use access_store::{Store, StoreOptions};
 use reqwest::Method;

@@ -16,6 +16,7 @@
 //! Scenario 4 measures the same rebuild on PostgreSQL against a plain
 //! `SELECT` instead, at a million events by default.
 
+use access_store::prelude::*;
 use std::time::{Duration, Instant};
 
 use access_projections::{db, rebuild, LIVE};

@@ -2,6 +2,7 @@
 //! into fresh projections, against a plain `SELECT` of the events table;
 //! then `accessd` on the rebuilt database answering the auditor's queries.
 
+use access_store::prelude::*;
 use std::time::Duration;
 
 use access_store::StoreOptions;

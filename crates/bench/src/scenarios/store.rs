@@ -16,6 +16,7 @@
 //!   [`FILL_WRITERS`] writers), and the whole feed is read once per batch
 //!   size.
 
+use access_store::prelude::*;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

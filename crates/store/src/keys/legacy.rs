@@ -3,113 +3,71 @@
 
 use access_domain::{CustomerEvent, CustomerId};
 use serde_json::Value;
-use sqlx::{Database, Decode, Encode, Executor, IntoArguments, Row, Type};
 
 use super::key_store::key_for_append;
 use super::sealing::CustomerCipher;
 use super::{Keyring, SealScheme};
+use crate::append::reindex_customer;
 use crate::error::StoreError;
-use crate::{portable, Store};
+use crate::sql::{Query, Tx};
+use crate::{EventStore, Store};
 
-impl Store {
-    /// One-time migration for events written before encryption, or sealed
-    /// under an older scheme (`v1`, bound to the customer only): seals the
-    /// personal fields of every such event under its customer's key (made
-    /// now if missing) with the current scheme (bound to customer, sequence
-    /// and field; see [`crate::keys`]), one transaction per customer, and drops
-    /// the customer's snapshot (the next one is sealed anew). Events keep
-    /// their type, version and every other field; their stored form
-    /// changes, so the hash chain must be recomputed afterwards
-    /// (`accessctl keys seal-legacy` does that). Also rewrites every
-    /// customer's email lookup and reservation rows as keyed hashes. Safe
-    /// to run again: events sealed under the current scheme are left
-    /// alone.
-    pub async fn seal_legacy_events(&self) -> Result<LegacySealed, StoreError> {
-        let keyring = self.keyring()?;
-        let customers: Vec<String> = on_pool!(self, read, |p| {
-            sqlx::query_scalar(
-            "SELECT DISTINCT aggregate_id FROM events WHERE aggregate_type = 'Customer' ORDER BY 1"
-        )
-        .fetch_all(p)
-        .await
+/// See [`crate::KeyAdmin::seal_legacy_events`].
+pub(super) async fn seal_legacy_events(store: &Store) -> Result<LegacySealed, StoreError> {
+    let keyring = store.keyring()?;
+    let db = store.sql();
+    let customers = db
+        .read(&Query::new(
+            "SELECT DISTINCT aggregate_id FROM events WHERE aggregate_type = 'Customer' ORDER BY 1",
+        ))
+        .await?
+        .iter()
+        .map(|row| row.text("aggregate_id"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut done = LegacySealed::default();
+    let types = PERSONAL_TYPES
+        .iter()
+        .map(|t| format!("'{t}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let select = format!(
+        "SELECT global_position, sequence, payload FROM events WHERE aggregate_type = 'Customer' \
+         AND aggregate_id = $1 AND event_type IN ({types}) ORDER BY sequence"
+    );
+    let update = format!(
+        "UPDATE events SET payload = $1{} WHERE global_position = $2",
+        db.sql().text_as_json
+    );
+    for customer in customers {
+        let id: CustomerId = customer.parse().map_err(|_| {
+            StoreError::Database(format!("events hold a bad customer id `{customer}`"))
         })?;
-        let mut done = LegacySealed::default();
-        let types = PERSONAL_TYPES
+        let state = store.load_by_replay(id).await?.customer;
+        let mut tx = db.begin().await?;
+        reindex_customer(&mut tx, keyring, &customer, &state).await?;
+        let rows = tx
+            .fetch(&Query::new(select.as_str()).bind(&customer))
+            .await?
             .iter()
-            .map(|t| format!("'{t}'"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let select = format!(
-            "SELECT global_position, sequence, payload FROM events WHERE aggregate_type = 'Customer' \
-             AND aggregate_id = $1 AND event_type IN ({types}) ORDER BY sequence"
-        );
-        for customer in customers {
-            let id: CustomerId = customer.parse().map_err(|_| {
-                StoreError::Database(format!("events hold a bad customer id `{customer}`"))
-            })?;
-            let state = self.load_by_replay(id).await?.customer;
-            let n = match self {
-                Self::Postgres(s) => {
-                    let mut tx = s.pool().begin().await?;
-                    portable::reindex_customer::<sqlx::Postgres>(
-                        &mut tx, keyring, &customer, &state,
-                    )
-                    .await?;
-                    let rows: Vec<(i64, i64, serde_json::Value)> = sqlx::query_as(&select)
-                        .bind(&customer)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                    let n = seal_legacy_customer::<sqlx::Postgres>(
-                        &mut tx,
-                        keyring,
-                        &customer,
-                        rows,
-                        "UPDATE events SET payload = $1::json WHERE global_position = $2",
-                    )
-                    .await?;
-                    tx.commit().await?;
-                    n
-                }
-                Self::Sqlite(s) => {
-                    let mut tx = s.writer().begin().await?;
-                    portable::reindex_customer::<sqlx::Sqlite>(&mut tx, keyring, &customer, &state)
-                        .await?;
-                    let rows: Vec<(i64, i64, String)> = sqlx::query_as(&select)
-                        .bind(&customer)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                    let rows = rows
-                        .into_iter()
-                        .map(|(p, sequence, text)| {
-                            serde_json::from_str(&text)
-                                .map(|v| (p, sequence, v))
-                                .map_err(|e| {
-                                    StoreError::Database(format!("payload at {p} is not JSON: {e}"))
-                                })
-                        })
-                        .collect::<Result<Vec<_>, _>>()?;
-                    let n = seal_legacy_customer::<sqlx::Sqlite>(
-                        &mut tx,
-                        keyring,
-                        &customer,
-                        rows,
-                        "UPDATE events SET payload = $1 WHERE global_position = $2",
-                    )
-                    .await?;
-                    tx.commit().await?;
-                    n
-                }
-            };
-            if n > 0 {
-                done.customers += 1;
-                done.events += n;
-            }
+            .map(|row| {
+                let p = row.int("global_position")?;
+                let payload = row.json("payload").map_err(|e| {
+                    StoreError::Database(format!("payload at {p} is not JSON: {e}"))
+                })?;
+                Ok((p, row.int("sequence")?, payload))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let n = seal_legacy_customer(&mut tx, keyring, &customer, rows, &update).await?;
+        tx.commit().await?;
+        if n > 0 {
+            done.customers += 1;
+            done.events += n;
         }
-        Ok(done)
     }
+    Ok(done)
 }
 
-/// What [`seal_legacy_events`] did.
+/// What [`crate::KeyAdmin::seal_legacy_events`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LegacySealed {
     /// Customers whose events held personal data in the clear or sealed
@@ -134,30 +92,21 @@ const PERSONAL_TYPES: &[&str] = &[
 /// current one (same transaction for all of them). `rows` are (global
 /// position, sequence, payload). Each row keeps its type, version and every
 /// other field.
-async fn seal_legacy_customer<DB>(
-    conn: &mut DB::Connection,
+async fn seal_legacy_customer(
+    tx: &mut Tx,
     keyring: &Keyring,
     customer_id: &str,
     rows: Vec<(i64, i64, Value)>,
     update_sql: &str,
-) -> Result<u64, StoreError>
-where
-    DB: Database,
-    for<'q> <DB as Database>::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-    for<'r> Option<String>: Decode<'r, DB> + Type<DB>,
-    for<'r> String: Decode<'r, DB> + Type<DB>,
-    for<'a> &'a str: sqlx::ColumnIndex<DB::Row>,
-{
-    let wrapped: Option<Option<String>> =
-        sqlx::query::<DB>("SELECT wrapped_key FROM customer_keys WHERE customer_id = $1")
-            .bind(customer_id)
-            .fetch_optional(&mut *conn)
-            .await?
-            .map(|row| row.try_get("wrapped_key"))
-            .transpose()?;
+) -> Result<u64, StoreError> {
+    let wrapped: Option<Option<String>> = tx
+        .fetch_optional(
+            &Query::new("SELECT wrapped_key FROM customer_keys WHERE customer_id = $1")
+                .bind(customer_id),
+        )
+        .await?
+        .map(|row| row.opt_text("wrapped_key"))
+        .transpose()?;
     // A forgotten customer's sealed values never open again: nothing to
     // re-seal (values in the clear still are an error below).
     let destroyed = matches!(wrapped, Some(None));
@@ -179,7 +128,7 @@ where
     if todo.is_empty() {
         return Ok(0);
     }
-    let key = key_for_append::<DB>(&mut *conn, keyring, customer_id).await?;
+    let key = key_for_append(tx, keyring, customer_id).await?;
     let mut rewritten = 0;
     for (position, sequence, mut event) in todo {
         let as_json = |e: &CustomerEvent| {
@@ -204,19 +153,14 @@ where
         if after == before {
             continue;
         }
-        sqlx::query::<DB>(update_sql)
-            .bind(after.as_str())
-            .bind(position)
-            .execute(&mut *conn)
+        tx.execute(&Query::new(update_sql).bind(after).bind(position))
             .await?;
         rewritten += 1;
     }
     if rewritten > 0 {
         // Its snapshot was written in the clear or under the older scheme
         // too; the next one due is sealed under the current one.
-        sqlx::query::<DB>("DELETE FROM snapshots WHERE aggregate_id = $1")
-            .bind(customer_id)
-            .execute(&mut *conn)
+        tx.execute(&Query::new("DELETE FROM snapshots WHERE aggregate_id = $1").bind(customer_id))
             .await?;
     }
     Ok(rewritten)

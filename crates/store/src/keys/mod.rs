@@ -21,7 +21,7 @@
 //! reported as corrupt ([`StoreError::Corrupt`],
 //! [`StoreError::CorruptSnapshot`]) and never used. Values sealed under
 //! the first scheme (`v1`, bound to the customer id only) still open;
-//! [`crate::Store::seal_legacy_events`] re-seals them under `v2`.
+//! [`KeyAdmin::seal_legacy_events`] re-seals them under `v2`.
 //! Forgetting the customer sets the wrapped key to NULL in the same
 //! transaction as the `CustomerForgotten` event: from then on the fields
 //! read as forgotten, everywhere, and nothing else changes (events stay as
@@ -38,7 +38,8 @@
 //! - `key_store`: the SQL of the key tables (unlock, a customer's key for
 //!   an append, forgetting, rotating the master key);
 //! - `legacy`: re-sealing data written before encryption or under `v1`
-//!   ([`crate::Store::seal_legacy_events`]);
+//!   ([`KeyAdmin::seal_legacy_events`]);
+//! - `admin`: [`KeyAdmin`], the operator's key work;
 //! - `files`: where the master key comes from ([`master_key_for`]).
 
 use access_domain::EmailAddress;
@@ -46,13 +47,15 @@ pub use access_security::keys::{DataKey, EmailIndexKey, KeyError, MasterKey, Sea
 
 use crate::error::StoreError;
 
+mod admin;
 mod files;
 mod key_store;
 mod legacy;
 mod sealing;
 
+pub use admin::KeyAdmin;
 pub use files::{master_key_for, MasterKeyError, MasterKeySource};
-pub(crate) use key_store::{erase_customer, key_for_append, rotate_master, unlock};
+pub(crate) use key_store::{erase_customer, key_for_append, unlock};
 pub use legacy::LegacySealed;
 pub(crate) use sealing::{open_mail, seal_events, seal_mail, seal_snapshot, MailBody, Opener};
 

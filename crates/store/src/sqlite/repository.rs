@@ -4,7 +4,7 @@
 //! that report database errors instead of panicking (unlike postgres-es
 //! 0.5, whose stream task unwraps them).
 //!
-//! The service itself appends through [`SqliteStore::append`], which also
+//! The service itself appends through [`crate::Store::append`], which also
 //! writes reservations and idempotency records in the same transaction.
 //! Do not combine this repository with cqrs-es's snapshotting
 //! `PersistedEventStore` (0.5.0 applies new events twice there).
@@ -16,9 +16,8 @@ use cqrs_es::Aggregate;
 use futures::TryStreamExt;
 use serde_json::Value;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row};
+use sqlx::{QueryBuilder, Row, SqlitePool};
 
-use super::SqliteStore;
 use crate::error::{classify, StoreError, Violation};
 
 const STREAM_CHANNEL: usize = 256;
@@ -66,10 +65,18 @@ fn serialized(row: &SqliteRow, aggregate_type: &str) -> Result<SerializedEvent, 
     })
 }
 
+/// cqrs-es's repository on a SQLite store's pools
+/// ([`crate::Store::sqlite_repository`]).
+#[derive(Clone)]
+pub struct SqliteRepository {
+    pub(crate) writer: SqlitePool,
+    pub(crate) reader: SqlitePool,
+}
+
 const SELECT: &str =
     "SELECT aggregate_id, sequence, event_type, event_version, payload, metadata FROM events";
 
-impl SqliteStore {
+impl SqliteRepository {
     async fn select<A: Aggregate>(
         &self,
         aggregate_id: &str,
@@ -81,7 +88,7 @@ impl SqliteStore {
         .bind(A::TYPE)
         .bind(aggregate_id)
         .bind(after)
-        .fetch_all(self.reader())
+        .fetch_all(&self.reader)
         .await
         .map_err(sqlx_to_persistence)?;
         rows.iter().map(|r| serialized(r, A::TYPE)).collect()
@@ -89,7 +96,7 @@ impl SqliteStore {
 
     fn stream(&self, aggregate_type: &'static str, aggregate_id: Option<String>) -> ReplayStream {
         let (mut feed, stream) = ReplayStream::new(STREAM_CHANNEL);
-        let pool = self.reader().clone();
+        let pool = self.reader.clone();
         tokio::spawn(async move {
             let sql = match aggregate_id {
                 Some(_) => format!(
@@ -119,7 +126,7 @@ impl SqliteStore {
     }
 }
 
-impl PersistedEventRepository for SqliteStore {
+impl PersistedEventRepository for SqliteRepository {
     async fn get_events<A: Aggregate>(
         &self,
         aggregate_id: &str,
@@ -148,7 +155,7 @@ impl PersistedEventRepository for SqliteStore {
         )
         .bind(A::TYPE)
         .bind(aggregate_id)
-        .fetch_optional(self.reader())
+        .fetch_optional(&self.reader)
         .await
         .map_err(sqlx_to_persistence)?;
         let Some(row) = row else { return Ok(None) };
@@ -171,7 +178,7 @@ impl PersistedEventRepository for SqliteStore {
         events: &[SerializedEvent],
         snapshot_update: Option<(String, Value, usize)>,
     ) -> Result<(), PersistenceError> {
-        let mut tx = self.writer().begin().await.map_err(sqlx_to_persistence)?;
+        let mut tx = self.writer.begin().await.map_err(sqlx_to_persistence)?;
         let mut last_sequence = 0usize;
         if !events.is_empty() {
             let mut insert = QueryBuilder::new(

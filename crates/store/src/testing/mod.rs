@@ -19,6 +19,13 @@ use sqlx::{ConnectOptions, Connection};
 
 use crate::{ExecuteError, Executed, Execution, MasterKey, Store, StoreError, StoreOptions};
 
+mod raw;
+
+pub use raw::{
+    count_rows, database_url, dump_all_tables, exec_sql, insert_sealed_v1_fixture, postgres_pool,
+    query_texts,
+};
+
 /// The master key of test databases (64 hex characters; tests only).
 pub const TEST_MASTER_KEY: &str =
     "7e57000000000000000000000000000000000000000000000000000000007e57";
@@ -247,148 +254,6 @@ pub async fn sample_history(store: &Store, n: usize) -> CustomerId {
         }
     }
     id
-}
-
-/// Runs raw SQL on either database (to corrupt or forge rows on purpose).
-/// Panics if it fails.
-pub async fn exec_sql(store: &Store, sql: &str) {
-    let done = match store {
-        Store::Postgres(s) => sqlx::query(sql).execute(s.pool()).await.map(drop),
-        Store::Sqlite(s) => sqlx::query(sql).execute(s.writer()).await.map(drop),
-    };
-    if let Err(e) = done {
-        panic!("{sql}: {e}");
-    }
-}
-
-/// Every row of every table of the database as text, one line per row
-/// prefixed with its table (to search for data that must not be there).
-/// Panics on failure.
-pub async fn dump_all_tables(store: &Store) -> String {
-    use sqlx::Row as _;
-    let mut out = String::new();
-    match store {
-        Store::Postgres(s) => {
-            let tables: Vec<String> = sqlx::query_scalar(
-                "SELECT table_name::text FROM information_schema.tables \
-                 WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY 1",
-            )
-            .fetch_all(s.pool())
-            .await
-            .unwrap_or_else(|e| panic!("listing tables: {e}"));
-            for table in tables {
-                let rows: Vec<String> =
-                    sqlx::query_scalar(&format!("SELECT t::text FROM \"{table}\" t"))
-                        .fetch_all(s.pool())
-                        .await
-                        .unwrap_or_else(|e| panic!("reading {table}: {e}"));
-                for row in rows {
-                    out.push_str(&format!("{table}: {row}\n"));
-                }
-            }
-        }
-        Store::Sqlite(s) => {
-            let tables: Vec<String> = sqlx::query_scalar(
-                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY 1",
-            )
-            .fetch_all(s.reader())
-            .await
-            .unwrap_or_else(|e| panic!("listing tables: {e}"));
-            for table in tables {
-                let columns: Vec<String> =
-                    sqlx::query(&format!("SELECT name FROM pragma_table_info('{table}')"))
-                        .fetch_all(s.reader())
-                        .await
-                        .unwrap_or_else(|e| panic!("columns of {table}: {e}"))
-                        .iter()
-                        .map(|r| r.get::<String, _>("name"))
-                        .collect();
-                if columns.is_empty() {
-                    continue;
-                }
-                let expr = columns
-                    .iter()
-                    .map(|c| format!("coalesce(quote(\"{c}\"), '')"))
-                    .collect::<Vec<_>>()
-                    .join(" || '|' || ");
-                let rows: Vec<String> =
-                    sqlx::query_scalar(&format!("SELECT {expr} FROM \"{table}\""))
-                        .fetch_all(s.reader())
-                        .await
-                        .unwrap_or_else(|e| panic!("reading {table}: {e}"));
-                for row in rows {
-                    out.push_str(&format!("{table}: {row}\n"));
-                }
-            }
-        }
-    }
-    out
-}
-
-/// The first column of every row `sql` returns, as text (write the
-/// column as `CAST(… AS TEXT)` to read JSON on both databases). Panics if
-/// it fails.
-pub async fn query_texts(store: &Store, sql: &str) -> Vec<String> {
-    let rows = match store {
-        Store::Postgres(s) => sqlx::query_scalar(sql).fetch_all(s.pool()).await,
-        Store::Sqlite(s) => sqlx::query_scalar(sql).fetch_all(s.reader()).await,
-    };
-    rows.unwrap_or_else(|e| panic!("{sql}: {e}"))
-}
-
-/// Inserts one customer as the first sealing scheme (`v1`: associated data
-/// the customer id only) wrote it, under [`TEST_MASTER_KEY`]: its key, six
-/// events (registered as `zqxold.first@example.com`, name `Ann Zqxold`,
-/// access with a setup link, moved to `zqxold.second@example.com` with a
-/// notice) and its snapshot at sequence 6, as written by the code before
-/// sealed values were bound to their event and field
-/// (`tests/fixtures/sealed_v1.tsv`). Returns its id. Panics on failure.
-pub async fn insert_sealed_v1_fixture(store: &Store) -> CustomerId {
-    let fixture = include_str!("../tests/fixtures/sealed_v1.tsv");
-    let rows: Vec<Vec<&str>> = fixture.lines().map(|l| l.split('\t').collect()).collect();
-    let id = rows
-        .iter()
-        .find(|r| r[0] == "KEY")
-        .and_then(|r| r[1].parse::<CustomerId>().ok())
-        .unwrap_or_else(|| panic!("the fixture names its customer"));
-    // The key first: its row must exist before the events are read.
-    for row in rows.iter().filter(|r| r[0] == "KEY") {
-        exec_sql(
-            store,
-            &format!(
-                "INSERT INTO customer_keys (customer_id, wrapped_key, created_ms) VALUES ('{id}', '{}', 0)",
-                row[2]
-            ),
-        )
-        .await;
-    }
-    for row in &rows {
-        let sql = match row[0] {
-            "EV" => format!(
-                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-                 VALUES ('Customer', '{id}', {}, '{}', '{}', '{}', '{}')",
-                row[1], row[2], row[3], row[4], row[5]
-            ),
-            "SNAP" => format!(
-                "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload) \
-                 VALUES ('Customer', '{id}', {}, 1, '{}')",
-                row[1], row[2]
-            ),
-            _ => continue,
-        };
-        exec_sql(store, &sql).await;
-    }
-    id
-}
-
-/// The number of rows in `table`. Panics if it cannot be counted.
-pub async fn count_rows(store: &Store, table: &str) -> i64 {
-    let sql = format!("SELECT count(*) FROM {table}");
-    let counted = match store {
-        Store::Postgres(s) => sqlx::query_scalar(&sql).fetch_one(s.pool()).await,
-        Store::Sqlite(s) => sqlx::query_scalar(&sql).fetch_one(s.reader()).await,
-    };
-    counted.unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 /// A migrated store on a new PostgreSQL database (`postgres`) or a new
