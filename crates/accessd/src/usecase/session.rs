@@ -8,7 +8,7 @@ use access_domain::{Actor, Customer, CustomerId, TokenGenerator};
 use access_security::OsRandomTokens;
 use access_store::prelude::*;
 use access_store::{Loaded, SessionRecord, StoreError};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -54,11 +54,27 @@ pub async fn open(
     customer: &Customer,
     id: CustomerId,
 ) -> Result<SessionResponse, StoreError> {
+    open_in(
+        state.store(),
+        state.now(),
+        state.session_ttl(),
+        customer,
+        id,
+    )
+    .await
+}
+
+/// [`open`] in `accounts` at `now`, for `ttl`.
+pub async fn open_in(
+    accounts: &(impl Accounts + ?Sized),
+    now: DateTime<Utc>,
+    ttl: Duration,
+    customer: &Customer,
+    id: CustomerId,
+) -> Result<SessionResponse, StoreError> {
     let token = OsRandomTokens.generate();
-    let now = state.now();
-    let expires_at = now + state.session_ttl();
-    state
-        .store()
+    let expires_at = now + ttl;
+    accounts
         .create_session(&SessionRecord {
             token_digest: hex::encode(digest(token.expose())),
             customer_id: id,
@@ -81,20 +97,29 @@ pub async fn of_token(
     state: &AppState,
     token: &str,
 ) -> Result<Option<CustomerSession>, StoreError> {
+    of_token_in(state.store(), state.now(), token).await
+}
+
+/// [`of_token`] in `store` at `now`.
+pub async fn of_token_in(
+    store: &(impl Accounts + EventStore + ?Sized),
+    now: DateTime<Utc>,
+    token: &str,
+) -> Result<Option<CustomerSession>, StoreError> {
     let token_digest = hex::encode(digest(token));
-    let Some(session) = state.store().find_session(&token_digest).await? else {
+    let Some(session) = store.find_session(&token_digest).await? else {
         return Ok(None);
     };
-    if session.expires_at <= state.now() {
-        state.store().delete_session(&token_digest).await?;
+    if session.expires_at <= now {
+        store.delete_session(&token_digest).await?;
         return Ok(None);
     }
-    let loaded = state.store().load(session.customer_id).await?;
+    let loaded = store.load(session.customer_id).await?;
     let current =
         loaded.customer.has_access() && loaded.customer.login_epoch() == session.login_epoch;
     if !current {
         // The login changed since the session opened: it has ended.
-        state.store().delete_session(&token_digest).await?;
+        store.delete_session(&token_digest).await?;
         return Ok(None);
     }
     Ok(Some(CustomerSession {
@@ -112,4 +137,146 @@ pub async fn end(state: &AppState, token: &str) -> Result<(), StoreError> {
 /// Ends the session with this token digest.
 pub async fn end_digest(state: &AppState, token_digest: &str) -> Result<(), StoreError> {
     state.store().delete_session(token_digest).await
+}
+
+/// The session rules on the in-memory store: no database needed.
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use access_domain::services::fakes::services_at;
+    use access_domain::CommandMetadata;
+    use access_domain::{Credential, CustomerCommand, EmailAddress, Password, Role, Secret};
+    use access_store::testing::memory::InMemoryStore;
+    use access_store::Append;
+
+    use super::*;
+
+    const PW: &str = "correct-Horse-battery-9";
+
+    fn at(hour: u32) -> DateTime<Utc> {
+        "2026-12-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap() + Duration::hours(hour.into())
+    }
+
+    /// Decides `command` on the customer's stored state and appends it.
+    async fn run(
+        store: &InMemoryStore,
+        id: CustomerId,
+        command: CustomerCommand,
+        now: DateTime<Utc>,
+    ) {
+        let loaded = store.load(id).await.unwrap();
+        let decision = loaded
+            .customer
+            .decide(command, &services_at(now))
+            .await
+            .unwrap();
+        let mut after = loaded.customer.clone();
+        for event in &decision.events {
+            cqrs_es::Aggregate::apply(&mut after, event.clone());
+        }
+        store
+            .append(Append {
+                customer_id: id,
+                expected_version: loaded.version,
+                events: &decision.events,
+                metadata: &CommandMetadata::new(
+                    access_domain::Actor::System {
+                        name: "test".into(),
+                    },
+                    "req",
+                ),
+                before: &loaded.customer,
+                after: &after,
+                idempotency: None,
+            })
+            .await
+            .unwrap();
+    }
+
+    fn set_password() -> CustomerCommand {
+        CustomerCommand::SetPassword {
+            password: Password::parse(PW, &[]).unwrap(),
+            password_confirm: Secret::new(PW.to_string()),
+            send_notification: false,
+        }
+    }
+
+    /// A customer with access and a password, and a session opened at
+    /// hour 1 for 8 hours.
+    async fn customer_with_session(store: &InMemoryStore) -> (CustomerId, String) {
+        let id = CustomerId::new_random();
+        let register = CustomerCommand::RegisterCustomer {
+            customer_id: id,
+            email: EmailAddress::parse("ann@example.com").unwrap(),
+            name: None,
+        };
+        run(store, id, register, at(0)).await;
+        let grant = CustomerCommand::GrantAccess {
+            role: Role::default(),
+            credential: Credential::ManualPassword {
+                password: Password::parse(PW, &[]).unwrap(),
+                password_confirm: Secret::new(PW.to_string()),
+                send_notification: false,
+            },
+        };
+        run(store, id, grant, at(0)).await;
+        let customer = store.load(id).await.unwrap().customer;
+        let opened = open_in(store, at(1), Duration::hours(8), &customer, id)
+            .await
+            .unwrap();
+        (id, opened.token)
+    }
+
+    #[tokio::test]
+    async fn a_session_is_found_by_its_token_until_it_expires() {
+        let store = InMemoryStore::new();
+        let (id, token) = customer_with_session(&store).await;
+        let found = of_token_in(&store, at(8), &token).await.unwrap().unwrap();
+        assert_eq!(found.customer_id, id);
+        assert!(of_token_in(&store, at(1), "another-token")
+            .await
+            .unwrap()
+            .is_none());
+
+        // At its expiry it is refused, and deleted: earlier times no longer find it.
+        assert!(of_token_in(&store, at(9), &token).await.unwrap().is_none());
+        assert!(of_token_in(&store, at(2), &token).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_session_ends_when_the_login_changes() {
+        let store = InMemoryStore::new();
+        let (id, token) = customer_with_session(&store).await;
+        run(&store, id, set_password(), at(2)).await;
+        assert!(of_token_in(&store, at(3), &token).await.unwrap().is_none());
+        // A session opened after the change is valid.
+        let customer = store.load(id).await.unwrap().customer;
+        let fresh = open_in(&store, at(3), Duration::hours(8), &customer, id)
+            .await
+            .unwrap();
+        assert!(of_token_in(&store, at(4), &fresh.token)
+            .await
+            .unwrap()
+            .is_some());
+    }
+
+    #[tokio::test]
+    async fn a_session_ends_when_access_is_revoked() {
+        let store = InMemoryStore::new();
+        let (id, token) = customer_with_session(&store).await;
+        run(
+            &store,
+            id,
+            CustomerCommand::RevokeAccess { reason: None },
+            at(2),
+        )
+        .await;
+        assert!(of_token_in(&store, at(3), &token).await.unwrap().is_none());
+        assert!(store
+            .find_session(&hex::encode(digest(&token)))
+            .await
+            .unwrap()
+            .is_none());
+    }
 }

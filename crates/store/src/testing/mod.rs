@@ -19,6 +19,7 @@ use sqlx::{ConnectOptions, Connection};
 
 use crate::{ExecuteError, Executed, Execution, MasterKey, Store, StoreError, StoreOptions};
 
+pub mod memory;
 mod raw;
 
 pub use raw::{
