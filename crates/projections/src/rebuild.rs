@@ -42,7 +42,9 @@ impl RebuildReport {
 /// Drops and recreates the rebuild tables with the live tables' shape.
 /// The audit trail's indexes (its primary key too, where the database can
 /// add it later) are built after the bulk load ([`index_rebuild_tables`]):
-/// one sort each instead of a million random inserts into four B-trees.
+/// one sort each instead of a million random inserts into four B-trees;
+/// on SQLite before it, so that no single transaction holds the only
+/// write lock for the whole index build.
 /// The state table keeps its own: the upsert needs the key. `generation`
 /// makes index names unique (after a swap the live tables carry the
 /// rebuild tables' index names).
@@ -95,6 +97,10 @@ async fn bulk_replay(
 ) -> Result<(Position, u64), ProjectionError> {
     let generation = Utc::now().timestamp_millis();
     fresh_rebuild_tables(store, generation).await?;
+    let index_after = store.sql().sql().index_after_bulk_load;
+    if !index_after {
+        index_rebuild_tables(store, generation).await?;
+    }
     let mut forgotten = Vec::new();
     let reached = replay_into_rebuild(
         store,
@@ -105,7 +111,9 @@ async fn bulk_replay(
         progress,
     )
     .await?;
-    index_rebuild_tables(store, generation).await?;
+    if index_after {
+        index_rebuild_tables(store, generation).await?;
+    }
     db::scrub_forgotten(store, REBUILD, &forgotten).await?;
     Ok(reached)
 }

@@ -31,7 +31,8 @@
 //!   such a commit waits for its standby, which now follows nobody, so it
 //!   is never acknowledged. Stop (fence) the old primary before promoting:
 //!   pg_auto_failover does.
-//! - The monitor ends when the store is closed (`Store::close`).
+//! - The monitor ends when the last clone of the store is dropped, or the
+//!   store is closed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -230,15 +231,26 @@ async fn probe(options: &PgConnectOptions) -> Option<PgConnection> {
         .flatten()
 }
 
+/// The task following the primary; it stops when this is dropped (with
+/// the store's pools) or when the pool is closed.
+#[derive(Debug)]
+pub(crate) struct Monitor(tokio::task::JoinHandle<()>);
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// A pool on the first of `hosts` that accepts writes now (else on the
 /// first host), admitting only connections to the host it follows, with a
 /// monitor task that moves it when the primary moves; `on_switch` runs at
-/// each move. The monitor ends when the pool is closed (`Store::close`).
+/// each move.
 pub(crate) async fn follow(
     options: PgPoolOptions,
     hosts: Vec<PgConnectOptions>,
     on_switch: OnSwitch,
-) -> PgPool {
+) -> (PgPool, Monitor) {
     let current = first_primary(&hosts).await.unwrap_or(0);
     let following = Following::new(&hosts[current]);
     let (admit, outdated) = (following.clone(), following.clone());
@@ -252,14 +264,14 @@ pub(crate) async fn follow(
             Box::pin(async move { Ok(!outdated) })
         })
         .connect_lazy_with(hosts[current].clone());
-    tokio::spawn(follow_primary(
+    let task = tokio::spawn(follow_primary(
         pool.clone(),
         hosts,
         current,
         following,
         on_switch,
     ));
-    pool
+    (pool, Monitor(task))
 }
 
 /// The monitor's loop (see the module header).

@@ -24,7 +24,7 @@ use sqlx::{PgConnection, Row};
 
 use crate::error::ErrorCode;
 use crate::pg_hosts;
-use crate::sql::dialect::{Connecting, Native, OnSwitch, SqlxQuery, TableCopy};
+use crate::sql::dialect::{Connecting, Keepalive, Native, OnSwitch, SqlxQuery, TableCopy};
 use crate::sql::{Dialect, Fragments, Fut, Query, Value};
 use crate::{Position, StoreError};
 
@@ -45,6 +45,7 @@ impl Dialect for Postgres {
         json_as_text: "::text",
         text_as_json: "::json",
         skip_locked: " FOR UPDATE SKIP LOCKED",
+        index_after_bulk_load: true,
     };
     const SNAPSHOT_READ: Option<&'static str> =
         Some("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ");
@@ -71,12 +72,15 @@ impl Dialect for Postgres {
             let pool_options = PgPoolOptions::new()
                 .max_connections(max_connections.max(1))
                 .acquire_timeout(Duration::from_secs(5));
-            let pool = match hosts.as_slice() {
+            let (pool, monitor): (_, Keepalive) = match hosts.as_slice() {
                 [] => return Err(StoreError::UnsupportedUrl(crate::redact_url(url))),
-                [one] => pool_options.connect_lazy_with(one.clone()),
-                _ => pg_hosts::follow(pool_options, hosts, on_switch).await,
+                [one] => (pool_options.connect_lazy_with(one.clone()), None),
+                _ => {
+                    let (pool, monitor) = pg_hosts::follow(pool_options, hosts, on_switch).await;
+                    (pool, Some(Box::new(monitor)))
+                }
             };
-            Ok((pool.clone(), pool))
+            Ok((pool.clone(), pool, monitor))
         })
     }
 

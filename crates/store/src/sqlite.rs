@@ -93,7 +93,7 @@ impl Dialect for Sqlite {
                     .connect_with(connect.read_only(true))
                     .await?
             };
-            Ok((writer, reader))
+            Ok((writer, reader, None))
         })
     }
 

@@ -21,7 +21,11 @@ pub type SqlxQuery<'q, DB> = sqlx::query::Query<'q, DB, <DB as Database>::Argume
 pub type Conn<D> = <<D as Dialect>::DB as Database>::Connection;
 
 /// The writer and the reader pools of a database.
-pub type WriterReader<DB> = (Pool<DB>, Pool<DB>);
+pub type WriterReader<DB> = (Pool<DB>, Pool<DB>, Keepalive);
+
+/// What lives as long as the pools (e.g. the task following a PostgreSQL
+/// primary, stopped when dropped).
+pub type Keepalive = Option<Box<dyn std::any::Any + Send + Sync>>;
 
 /// What to do when the database moved to another host.
 pub type OnSwitch = Option<std::sync::Arc<dyn Fn() + Send + Sync>>;
@@ -59,6 +63,12 @@ pub struct Fragments {
     /// Appended to a `SELECT` of queued rows so that concurrent claimers
     /// pass over each other's rows (SQLite has one writer at a time).
     pub skip_locked: &'static str,
+    /// Whether a rebuild builds the audit trail's indexes after its bulk
+    /// load (one sort each, in one transaction). Not on a one-writer
+    /// database: there one long index build would hold the only write
+    /// lock, so the indexes are made before the load and filled batch by
+    /// batch.
+    pub index_after_bulk_load: bool,
 }
 
 impl Fragments {
@@ -73,6 +83,7 @@ impl Fragments {
         json_as_text: "",
         text_as_json: "",
         skip_locked: "",
+        index_after_bulk_load: false,
     };
 }
 

@@ -151,6 +151,8 @@ pub(crate) trait TxDriver: Send {
 pub(crate) struct Pools<D: Dialect> {
     pub(crate) writer: Pool<D::DB>,
     pub(crate) reader: Pool<D::DB>,
+    /// Dropped with the pools (the last clone of the store).
+    _keepalive: super::dialect::Keepalive,
 }
 
 impl<D: Bridge> Driver for Pools<D> {
@@ -290,8 +292,12 @@ async fn open<D: Bridge>(
     max_connections: u32,
     on_switch: super::dialect::OnSwitch,
 ) -> Result<Db, StoreError> {
-    let (writer, reader) = D::connect(url, max_connections, on_switch).await?;
-    Ok(Db(Arc::new(Pools::<D> { writer, reader })))
+    let (writer, reader, keepalive) = D::connect(url, max_connections, on_switch).await?;
+    Ok(Db(Arc::new(Pools::<D> {
+        writer,
+        reader,
+        _keepalive: keepalive,
+    })))
 }
 
 /// The pools of a database of dialect `D`, for test helpers.
