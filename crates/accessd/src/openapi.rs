@@ -39,6 +39,7 @@ impl Modify for Security {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "access", description = "Customer portal logins as events: the Customer Center access rules.", license(name = "Apache-2.0")),
+    servers((url = "/", description = "This service (paths are relative to where the document is served)")),
     paths(
         customers::register,
         customers::change_email,

@@ -79,6 +79,7 @@ pub async fn me(
 /// Ask to move the login to a new address: a validation link goes to the
 /// new address, a notice to the old one.
 #[utoipa::path(post, path = "/v1/self/change-email", tag = "self-service",
+    operation_id = "request_email_change",
     request_body = SelfChangeEmailRequest,
     responses((status = 202, body = EmailChangeAccepted),
               (status = 403, body = ErrorBody, description = "wrong_password, must_change_password"),

@@ -682,6 +682,29 @@ crate::on_both_stores!(
     trace_context_follows_a_command,
 );
 
+/// Client generators need one operationId per operation, and a server to
+/// send requests to (issue 18).
+#[test]
+fn openapi_operation_ids_are_unique_and_a_server_is_named() {
+    let document: Value =
+        serde_json::from_str(&accessd::openapi::document_json().unwrap()).unwrap();
+    let mut seen = std::collections::BTreeMap::new();
+    for (path, operations) in document["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            let id = operation["operationId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            assert!(!id.is_empty(), "{method} {path} has no operationId");
+            if let Some(other) = seen.insert(id.clone(), format!("{method} {path}")) {
+                panic!("operationId {id} is used by {other} and {method} {path}");
+            }
+        }
+    }
+    assert!(seen.len() > 20, "{seen:?}");
+    assert_eq!(document["servers"][0]["url"], "/");
+}
+
 /// The committed OpenAPI document matches the code
 /// (`ACCESS_UPDATE_OPENAPI=1 cargo test -p accessd openapi` rewrites it).
 #[test]
