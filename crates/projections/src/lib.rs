@@ -65,7 +65,15 @@ pub enum ProjectionError {
 
 impl From<sqlx::Error> for ProjectionError {
     fn from(err: sqlx::Error) -> Self {
-        Self::Store(StoreError::from(err))
+        match err {
+            // A projection row that does not read back (a NULL where a
+            // value belongs, a timestamp that does not parse) is a corrupt
+            // row, not a database failure.
+            sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+                Self::Corrupt(err.to_string())
+            }
+            other => Self::Store(StoreError::from(other)),
+        }
     }
 }
 
@@ -77,5 +85,25 @@ impl ProjectionError {
             self,
             Self::Store(StoreError::Unavailable(_)) | Self::CheckpointMoved { .. }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_row_that_does_not_decode_is_corrupt_and_an_outage_is_transient() {
+        let undecodable = ProjectionError::from(sqlx::Error::ColumnDecode {
+            index: "updated_at".into(),
+            source: "timestamp `yesterday`: input contains invalid characters".into(),
+        });
+        assert!(
+            matches!(undecodable, ProjectionError::Corrupt(_)),
+            "{undecodable}"
+        );
+        assert!(!undecodable.is_transient());
+        let down = ProjectionError::from(sqlx::Error::PoolTimedOut);
+        assert!(down.is_transient(), "{down}");
     }
 }
