@@ -178,7 +178,8 @@ pub async fn run_yaml(text: &str) -> Result<(), String> {
 }
 
 /// Runs every `*.yaml` file under each path (a directory, searched
-/// recursively, or a file), in path order. A `.yml` file is a failure (so
+/// recursively without following links to directories, or a file), in
+/// path order; the extension in any case. A `.yml` file is a failure (so
 /// it cannot be skipped unnoticed); other files are ignored. No scenario
 /// file at all is [`ScenarioError::NoScenarios`].
 pub async fn run_paths(paths: &[PathBuf]) -> Result<Report, ScenarioError> {
@@ -187,7 +188,11 @@ pub async fn run_paths(paths: &[PathBuf]) -> Result<Report, ScenarioError> {
         for path in files_under(root)? {
             let file = relative(root, &path);
             let started = Instant::now();
-            let (name, outcome) = match path.extension().and_then(|e| e.to_str()) {
+            let extension = path
+                .extension()
+                .and_then(|e| e.to_str())
+                .map(str::to_ascii_lowercase);
+            let (name, outcome) = match extension.as_deref() {
                 Some("yaml") => run_file(&path).await,
                 Some("yml") => (
                     None,
@@ -254,8 +259,15 @@ fn files_under(root: &Path) -> Result<Vec<PathBuf>, ScenarioError> {
     let mut pending = vec![root.to_path_buf()];
     while let Some(dir) = pending.pop() {
         for entry in std::fs::read_dir(&dir).map_err(|e| unreadable(&dir, e))? {
-            let path = entry.map_err(|e| unreadable(&dir, e))?.path();
-            if path.is_dir() {
+            let entry = entry.map_err(|e| unreadable(&dir, e))?;
+            let path = entry.path();
+            // Not followed through a symbolic link to a directory: a link
+            // back up the tree would loop.
+            let is_dir = entry
+                .file_type()
+                .map_err(|e| unreadable(&path, e))?
+                .is_dir();
+            if is_dir {
                 pending.push(path);
             } else {
                 out.push(path);

@@ -116,6 +116,9 @@ async fn a_directory_run_counts_and_reports_in_junit() {
     .unwrap();
     std::fs::write(dir.path().join("old.yml"), "name: skipped?\n").unwrap();
     std::fs::write(dir.path().join("notes.txt"), "ignored").unwrap();
+    // Upper case counts too; a link back up the tree is not followed.
+    std::fs::write(dir.path().join("SHOUTED.YAML"), "name: typo\n").unwrap();
+    std::os::unix::fs::symlink(dir.path(), dir.path().join("loop")).unwrap();
 
     let report = run_paths(&[dir.path().to_path_buf()]).await.unwrap();
     let files: Vec<(&str, bool)> = report
@@ -125,13 +128,18 @@ async fn a_directory_run_counts_and_reports_in_junit() {
         .collect();
     assert_eq!(
         files,
-        [("bad.yaml", false), ("good.yaml", true), ("old.yml", false)]
+        [
+            ("SHOUTED.YAML", false),
+            ("bad.yaml", false),
+            ("good.yaml", true),
+            ("old.yml", false)
+        ]
     );
-    assert_eq!(report.summary(), "1 passed, 2 failed");
+    assert_eq!(report.summary(), "1 passed, 3 failed");
 
     let xml = report.junit_xml().unwrap();
     assert!(
-        xml.contains(r#"tests="3""#) && xml.contains(r#"failures="2""#),
+        xml.contains(r#"tests="4""#) && xml.contains(r#"failures="3""#),
         "{xml}"
     );
     assert!(xml.contains(r#"<testcase name="bad.yaml""#), "{xml}");
