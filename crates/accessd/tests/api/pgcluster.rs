@@ -100,6 +100,29 @@ impl Cluster {
         );
     }
 
+    /// Runs one statement with `psql` and returns its unaligned output
+    /// (works on a standby too, which the store refuses to follow).
+    pub fn psql(&self, sql: &str) -> String {
+        let out = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .args(["-d", "postgres", "-v", "ON_ERROR_STOP=1", "-At", "-c", sql])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     /// Stops the server at once, like a crash (`-m immediate`).
     pub fn crash(&self) {
         let data = self.data().display().to_string();
