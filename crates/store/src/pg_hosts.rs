@@ -12,12 +12,13 @@
 //! - At start the hosts are tried in order (as libpq does) and the pool
 //!   starts on the first that accepts writes.
 //! - Every new pooled connection checks that it reached the host the pool
-//!   currently follows (server address and port) and that this host is not
-//!   in recovery; otherwise it is refused. A connect that began before a
+//!   currently follows (server address and port) and that this host
+//!   accepts writes as libpq's `read-write` means it (not in recovery,
+//!   `transaction_read_only` off); otherwise it is refused. A connect that began before a
 //!   switch and finished after it therefore never joins the pool.
 //! - A monitor task keeps one connection to the current host and asks it
 //!   every [`PROBE_EVERY`] whether it still accepts writes. When it does not
-//!   (gone, or in recovery), the monitor tries every host in turn until one
+//!   (gone, in recovery, or read-only), the monitor tries every host in turn until one
 //!   does, points the pool at it (`Pool::set_connect_options`) and marks the
 //!   time of the switch: connections opened before it are dropped at their
 //!   next checkout instead of being handed out, and the aggregate cache is
@@ -201,12 +202,18 @@ pub(crate) async fn first_primary(hosts: &[PgConnectOptions]) -> Option<usize> {
     None
 }
 
-/// Whether the server behind `connection` accepts writes.
+/// Whether the server behind `connection` accepts writes: libpq's test for
+/// `target_session_attrs=read-write` (not in recovery, and
+/// `transaction_read_only` off). The second half matters: pg_auto_failover
+/// fences a standby it is promoting with `default_transaction_read_only`
+/// until the old primary is known to be down, and a host fenced that way
+/// must not be followed.
 pub(crate) async fn is_primary(connection: &mut PgConnection) -> Result<bool, sqlx::Error> {
-    let in_recovery: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
-        .fetch_one(connection)
-        .await?;
-    Ok(!in_recovery)
+    sqlx::query_scalar(
+        "SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off'",
+    )
+    .fetch_one(connection)
+    .await
 }
 
 /// The refusal of a new connection to a standby (an I/O error, so the store

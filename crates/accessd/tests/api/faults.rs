@@ -1121,3 +1121,50 @@ async fn failover_to_an_asynchronous_standby_loses_what_it_had_not_received() {
     );
     assert!(accessd.terminate().success());
 }
+
+/// Found with pg_auto_failover: while it promotes a standby it fences it
+/// with `default_transaction_read_only = on` until the old primary is known
+/// to be down (about 30 s after a machine is lost), so that libpq's
+/// `target_session_attrs=read-write` does not pick it. The service must
+/// apply the same test as libpq: a host that is out of recovery but
+/// read-only is not the primary, and a fenced host is not followed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_host_is_not_taken_for_the_primary() {
+    let fenced = tokio::task::spawn_blocking(Cluster::start).await.unwrap();
+    let writable = tokio::task::spawn_blocking(Cluster::start).await.unwrap();
+    fenced.psql("ALTER SYSTEM SET default_transaction_read_only = on");
+    fenced.psql("SELECT pg_reload_conf()");
+    let dir = tempfile::tempdir().unwrap();
+    let mut accessd = spawn_accessd(
+        dir.path(),
+        "fenced",
+        &[
+            (
+                "ACCESS_DATABASE_URL",
+                format!(
+                    "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=read-write",
+                    fenced.port, writable.port
+                ),
+            ),
+            keys(),
+            (
+                "ACCESS_MAIL",
+                format!("file:{}", dir.path().join("mail").display()),
+            ),
+            ("ACCESS_LOG", "warn".into()),
+        ],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let registered = client
+        .post(format!("{}/v1/customers", accessd.base))
+        .bearer_auth(SERVICE_KEY)
+        .json(&json!({"email": "fenced@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 201, "{}", accessd.logs());
+    let stored = writable.psql("SELECT count(*) FROM events");
+    assert_eq!(stored, "1", "the event is on the writable host");
+    assert!(accessd.terminate().success());
+}
