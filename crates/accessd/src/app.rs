@@ -216,6 +216,7 @@ pub async fn start(
             seal_personal_data: true,
             aggregate_cache: config.aggregate_cache,
             aggregate_cache_ttl: Duration::from_secs(config.aggregate_cache_ttl_secs),
+            customer_queue_wait: Duration::from_millis(config.customer_queue_wait_ms),
         },
     )
     .await

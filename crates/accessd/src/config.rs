@@ -139,6 +139,14 @@ pub struct Config {
     #[arg(long, env = "ACCESS_AGGREGATE_CACHE_TTL_SECS", default_value_t = 30)]
     pub aggregate_cache_ttl_secs: u64,
 
+    /// Milliseconds a command waits for the commands before it on the same
+    /// customer in this replica (they run one at a time per customer, so
+    /// a replica never conflicts with itself); past it the command answers
+    /// 409 `concurrent_modification`. 0: no queue (commands race to the
+    /// append and retry on conflict, as between replicas).
+    #[arg(long, env = "ACCESS_CUSTOMER_QUEUE_WAIT_MS", default_value_t = 5_000)]
+    pub customer_queue_wait_ms: u64,
+
     /// Snapshot a customer every this many events (0: never).
     #[arg(long, env = "ACCESS_SNAPSHOT_INTERVAL", default_value_t = 100)]
     pub snapshot_interval: u64,

@@ -150,7 +150,7 @@ impl From<CustomerError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::Conflict { .. } => Self::new(
+            StoreError::Conflict { .. } | StoreError::Busy { .. } => Self::new(
                 StatusCode::CONFLICT,
                 "concurrent_modification",
                 "the customer was changed by another request at the same time; retry",

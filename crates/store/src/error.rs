@@ -6,6 +6,12 @@ pub enum StoreError {
     /// Another command wrote to the same customer first (optimistic lock).
     #[error("concurrent modification of customer {customer_id}: expected version {expected}")]
     Conflict { customer_id: String, expected: u64 },
+    /// Other commands on the same customer in this process kept this one
+    /// waiting longer than `StoreOptions::customer_queue_wait`.
+    #[error(
+        "customer {customer_id} is busy: other commands on it kept this one waiting {waited_ms} ms"
+    )]
+    Busy { customer_id: String, waited_ms: u64 },
     /// Another customer holds this login email.
     #[error("the email address is already the login of another customer")]
     EmailInUse { email: String },
@@ -57,7 +63,7 @@ impl StoreError {
     /// Stable code, as the HTTP layer reports it.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::Conflict { .. } => "concurrent_modification",
+            Self::Conflict { .. } | Self::Busy { .. } => "concurrent_modification",
             Self::EmailInUse { .. } => "email_in_use",
             Self::IdempotencyKeyTaken => "idempotency_key_taken",
             Self::Corrupt { .. } => "corrupt_event",

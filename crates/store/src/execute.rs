@@ -93,6 +93,19 @@ impl Store {
         outbox: impl Fn(&OutboxInput<'_>) -> Result<Vec<crate::OutboxMessage>, String>,
     ) -> Result<Executed, ExecuteError> {
         let id = execution.customer_id;
+        // This process's turn on the customer: the commands before it on
+        // the same customer finish first, so they do not conflict with
+        // each other (only with other processes).
+        let wait = self.options.customer_queue_wait;
+        let _turn = if wait.is_zero() {
+            None
+        } else {
+            let turn = self.writers.turn(id, wait).await;
+            Some(turn.ok_or_else(|| StoreError::Busy {
+                customer_id: id.to_string(),
+                waited_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+            })?)
+        };
         let cache = self.cache();
         // Attempts on state read from the database (a stale cached state
         // does not count).

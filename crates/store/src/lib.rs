@@ -49,6 +49,7 @@ pub mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod url;
+mod writers;
 
 pub use accounts::{Accounts, SessionRecord, StoredApiKey};
 pub use cache::CacheStats;
@@ -77,6 +78,8 @@ pub struct Store {
     options: StoreOptions,
     keyring: Option<Arc<Keyring>>,
     cache: Option<Arc<cache::AggregateCache>>,
+    /// One writer per customer in this process (shared by clones).
+    writers: Arc<writers::CustomerWriters>,
 }
 
 impl Store {
@@ -95,6 +98,7 @@ impl Store {
             options,
             keyring: None,
             cache,
+            writers: Arc::default(),
         })
     }
 

@@ -135,6 +135,11 @@ pub struct StoreOptions {
     pub aggregate_cache: usize,
     /// How long a cached state may be used after it was written.
     pub aggregate_cache_ttl: std::time::Duration,
+    /// How long a command waits for the commands before it on the same
+    /// customer in this process (one writer per customer per process:
+    /// `writers.rs`) before it fails with `StoreError::Busy`. Zero turns
+    /// the queue off (every command races to the append, as replicas do).
+    pub customer_queue_wait: std::time::Duration,
 }
 
 impl Default for StoreOptions {
@@ -145,6 +150,7 @@ impl Default for StoreOptions {
             seal_personal_data: true,
             aggregate_cache: 10_000,
             aggregate_cache_ttl: std::time::Duration::from_secs(30),
+            customer_queue_wait: std::time::Duration::from_secs(5),
         }
     }
 }

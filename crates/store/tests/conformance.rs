@@ -195,6 +195,38 @@ async fn concurrent_commands_on_one_customer_are_retried_without_lost_updates(st
     assert!(ok >= 1);
 }
 
+/// Issue 19: a process does not conflict with itself. Commands on one
+/// customer from one process wait their turn (bounded) instead of racing
+/// each other into optimistic-lock conflicts; conflicts remain only
+/// between processes (replicas), where the retries above handle them.
+async fn one_process_queues_commands_on_one_customer_and_none_conflicts(store: Store) {
+    let id = customer_with_access(&store, "queue@example.com").await;
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut failures = Vec::new();
+            for _ in 0..25 {
+                if let Err(e) = run(&store, id, CustomerCommand::SendAccessNotification).await {
+                    failures.push(format!("{e:?}"));
+                }
+            }
+            failures
+        }));
+    }
+    let mut failures = Vec::new();
+    for t in tasks {
+        failures.extend(t.await.unwrap());
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of 200 commands failed: {:?}",
+        failures.len(),
+        failures.first()
+    );
+    assert_eq!(store.load(id).await.unwrap().version, 3 + 200);
+}
+
 async fn snapshots_give_exactly_the_replayed_state(store: Store) {
     // The store in this test snapshots every 3 events.
     let id = customer_with_access(&store, "dora@example.com").await;
@@ -854,7 +886,9 @@ async fn sessions_api_keys_and_lookup_by_email(store: Store) {
 access_store::on_both_stores!(
     append_and_load,
     conflicts_are_detected_and_leave_nothing_behind,
-    concurrent_commands_on_one_customer_are_retried_without_lost_updates,
+    // The queue off: commands race to the append as from several replicas.
+    concurrent_commands_on_one_customer_are_retried_without_lost_updates with StoreOptions { customer_queue_wait: std::time::Duration::ZERO, ..StoreOptions::default() },
+    one_process_queues_commands_on_one_customer_and_none_conflicts,
     snapshots_give_exactly_the_replayed_state with StoreOptions { snapshot_interval: 3, ..StoreOptions::default() },
     the_feed_sees_every_event_once_and_in_order_under_concurrent_writers,
     login_emails_are_unique_under_concurrency,
