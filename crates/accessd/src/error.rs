@@ -150,7 +150,15 @@ impl From<CustomerError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::Conflict { .. } | StoreError::Busy { .. } => Self::new(
+            StoreError::Busy { .. } => Self {
+                retry_after: Some(1),
+                ..Self::new(
+                    StatusCode::CONFLICT,
+                    "concurrent_modification",
+                    "other requests on this customer kept this one waiting too long; retry",
+                )
+            },
+            StoreError::Conflict { .. } => Self::new(
                 StatusCode::CONFLICT,
                 "concurrent_modification",
                 "the customer was changed by another request at the same time; retry",

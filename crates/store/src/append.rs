@@ -24,10 +24,23 @@ impl Store {
         append: Append<'_>,
         outbox: &[OutboxMessage],
         known: Option<Arc<keys::DataKey>>,
+        epoch: Option<u64>,
     ) -> Result<(Appended, Option<Arc<keys::DataKey>>), StoreError> {
         let id = append.customer_id.to_string();
         let keyring = self.keyring()?;
         let mut tx = self.db.begin().await?;
+        // The state was read when the failover count was `epoch`; if the
+        // database moved since, this transaction may be on a host that
+        // lacks what the state was built from (asynchronous replication
+        // loses the old primary's last commits), and appending after it
+        // would leave a gap in the customer's history: a conflict, so
+        // the command is decided again on the new host's state.
+        if epoch.is_some_and(|e| e != self.switches()) {
+            return Err(StoreError::Conflict {
+                customer_id: id,
+                expected: append.expected_version,
+            });
+        }
         let key = if self.options.seal_personal_data {
             Some(match known {
                 Some(key) => key,

@@ -46,6 +46,8 @@ pub(crate) struct Current {
 struct Entry {
     current: Arc<Current>,
     written: Instant,
+    /// The store's failover count when the state was read (see `put`).
+    epoch: u64,
 }
 
 /// Counters of the cache, for metrics and the benchmark.
@@ -81,11 +83,12 @@ impl AggregateCache {
         })
     }
 
-    /// The cached state of `id`, unless missing or expired.
-    pub(crate) fn get(&self, id: &CustomerId) -> Option<Arc<Current>> {
+    /// The cached state of `id`, unless missing, expired, or read before
+    /// the failover count reached `epoch`.
+    pub(crate) fn get(&self, id: &CustomerId, epoch: u64) -> Option<Arc<Current>> {
         self.entries
             .get(id)
-            .filter(|e| e.written.elapsed() < self.ttl)
+            .filter(|e| e.written.elapsed() < self.ttl && e.epoch == epoch)
             .map(|e| e.current)
     }
 
@@ -100,10 +103,18 @@ impl AggregateCache {
     /// newer one (a slower command finishing late must not put an older
     /// state back, and a command that wrote nothing must not extend the
     /// entry's life). Check and insert are not atomic: a rare race costs
-    /// one conflict, caught by the append.
-    pub(crate) fn put(&self, id: CustomerId, current: Arc<Current>) {
-        let held = self.entries.get(&id).map(|e| e.current.loaded.version);
-        if held.is_some_and(|v| v >= current.loaded.version) {
+    /// one conflict, caught by the append. `epoch` is the store's failover
+    /// count when the command began: a state from before a failover is
+    /// never used after it, even if put after the cache was cleared.
+    pub(crate) fn put(&self, id: CustomerId, current: Arc<Current>, epoch: u64) {
+        let held = self
+            .entries
+            .get(&id)
+            .map(|e| (e.epoch, e.current.loaded.version));
+        let newer = |(held_epoch, version): (u64, u64)| {
+            held_epoch > epoch || (held_epoch == epoch && version >= current.loaded.version)
+        };
+        if held.is_some_and(newer) {
             return;
         }
         self.entries.insert(
@@ -111,6 +122,7 @@ impl AggregateCache {
             Entry {
                 current,
                 written: Instant::now(),
+                epoch,
             },
         );
     }
@@ -156,17 +168,32 @@ mod tests {
     }
 
     #[test]
+    fn a_state_read_before_a_failover_is_not_used_after_it() {
+        let cache = AggregateCache::new(10, Duration::from_secs(60)).unwrap();
+        let id = CustomerId::new_random();
+        // Read before failover 1, put after the cache was cleared for it.
+        cache.put(id, current(5), 0);
+        assert!(cache.get(&id, 1).is_none());
+        // The new primary's state replaces it although its version is lower
+        // (the old primary's last commits were lost).
+        cache.put(id, current(3), 1);
+        assert_eq!(cache.get(&id, 1).unwrap().loaded.version, 3);
+        cache.put(id, current(5), 0);
+        assert_eq!(cache.get(&id, 1).unwrap().loaded.version, 3);
+    }
+
+    #[test]
     fn entries_expire_and_are_counted() {
         let cache = AggregateCache::new(10, Duration::from_millis(50)).unwrap();
         let id = CustomerId::new_random();
-        assert!(cache.get(&id).is_none());
-        cache.put(id, current(3));
-        assert_eq!(cache.get(&id).unwrap().loaded.version, 3);
+        assert!(cache.get(&id, 0).is_none());
+        cache.put(id, current(3), 0);
+        assert_eq!(cache.get(&id, 0).unwrap().loaded.version, 3);
         cache.stale(&id);
-        assert!(cache.get(&id).is_none());
-        cache.put(id, current(4));
+        assert!(cache.get(&id, 0).is_none());
+        cache.put(id, current(4), 0);
         std::thread::sleep(Duration::from_millis(60));
-        assert!(cache.get(&id).is_none(), "expired");
+        assert!(cache.get(&id, 0).is_none(), "expired");
         cache.count(true);
         cache.count(false);
         cache.count(false);
@@ -184,18 +211,18 @@ mod tests {
     fn an_older_or_equal_version_never_replaces_a_newer_one() {
         let cache = AggregateCache::new(10, Duration::from_secs(60)).unwrap();
         let id = CustomerId::new_random();
-        cache.put(id, current(7));
-        cache.put(id, current(6));
-        assert_eq!(cache.get(&id).unwrap().loaded.version, 7);
+        cache.put(id, current(7), 0);
+        cache.put(id, current(6), 0);
+        assert_eq!(cache.get(&id, 0).unwrap().loaded.version, 7);
         let written = cache.entries.get(&id).unwrap().written;
-        cache.put(id, current(7));
+        cache.put(id, current(7), 0);
         assert_eq!(
             cache.entries.get(&id).unwrap().written,
             written,
             "not refreshed"
         );
-        cache.put(id, current(8));
-        assert_eq!(cache.get(&id).unwrap().loaded.version, 8);
+        cache.put(id, current(8), 0);
+        assert_eq!(cache.get(&id, 0).unwrap().loaded.version, 8);
     }
 
     #[test]

@@ -223,7 +223,7 @@ impl EventStore for Store {
         append: Append<'_>,
         outbox: &[OutboxMessage],
     ) -> Result<Appended, StoreError> {
-        self.append_keyed(append, outbox, None)
+        self.append_keyed(append, outbox, None, None)
             .await
             .map(|(appended, _)| appended)
     }

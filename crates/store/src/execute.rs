@@ -116,8 +116,11 @@ impl Store {
             // the database then). With `If-Match` a cached version other
             // than the expected one is read again too: it may be the cache
             // that is behind.
+            // The failover count before anything is read: the append
+            // refuses to write if the database moved since.
+            let epoch = self.switches();
             let cached = match (std::mem::take(&mut use_cache), cache) {
-                (true, Some(cache)) => cache.get(&id).filter(|c| {
+                (true, Some(cache)) => cache.get(&id, epoch).filter(|c| {
                     execution
                         .expected_version
                         .is_none_or(|v| v == c.loaded.version)
@@ -193,6 +196,7 @@ impl Store {
                     },
                     &mail,
                     current.key.clone(),
+                    Some(epoch),
                 )
                 .await;
             if let (Some(cache), Err(_)) = (cache, &result) {
@@ -217,6 +221,7 @@ impl Store {
                                     },
                                     key,
                                 }),
+                                epoch,
                             );
                         }
                     }

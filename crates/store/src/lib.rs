@@ -28,6 +28,7 @@
 //! transaction commits late; no two customers hold the same login email
 //! (unique index); a refused command leaves nothing behind.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub mod accounts;
@@ -80,6 +81,10 @@ pub struct Store {
     cache: Option<Arc<cache::AggregateCache>>,
     /// One writer per customer in this process (shared by clones).
     writers: Arc<writers::CustomerWriters>,
+    /// How often the database moved to another host (PostgreSQL with a
+    /// standby): counted twice per move, before and after the pool points
+    /// at the new host (`pg_hosts.rs`).
+    switches: Arc<AtomicU64>,
 }
 
 impl Store {
@@ -88,17 +93,27 @@ impl Store {
     pub async fn connect(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
         let cache =
             cache::AggregateCache::new(options.aggregate_cache, options.aggregate_cache_ttl);
-        // After a failover the cache could be ahead of the new primary (if
-        // replication was not synchronous): empty it.
-        let on_switch: sql::dialect::OnSwitch = cache.clone().map(|cache| {
-            std::sync::Arc::new(move || cache.clear()) as std::sync::Arc<dyn Fn() + Send + Sync>
-        });
+        // After a failover the store may lack the old primary's last
+        // commits (if replication was not synchronous): count the switch
+        // (a command that read its state before it does not append after
+        // it: `append_keyed`) and empty the cache.
+        let switches = Arc::new(AtomicU64::new(0));
+        let on_switch: sql::dialect::OnSwitch = {
+            let (switches, cache) = (switches.clone(), cache.clone());
+            Some(Arc::new(move || {
+                switches.fetch_add(1, Ordering::SeqCst);
+                if let Some(cache) = &cache {
+                    cache.clear();
+                }
+            }))
+        };
         Ok(Self {
             db: sql::connect(url, options.max_connections, on_switch).await?,
             options,
             keyring: None,
             cache,
             writers: Arc::default(),
+            switches,
         })
     }
 
@@ -127,6 +142,11 @@ impl Store {
     }
 
     /// The aggregate cache of the command path (`None`: off).
+    /// The failover count now (see `switches`).
+    pub(crate) fn switches(&self) -> u64 {
+        self.switches.load(Ordering::SeqCst)
+    }
+
     pub(crate) fn cache(&self) -> Option<&cache::AggregateCache> {
         self.cache.as_deref()
     }

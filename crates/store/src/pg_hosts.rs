@@ -318,6 +318,12 @@ async fn follow_primary(
                         to = candidate,
                         "the primary database moved to another host: following it"
                     );
+                    // Before and after the move: a command that read its
+                    // state before either count appends on no host after
+                    // the move (the store compares the counts).
+                    if let Some(on_switch) = &on_switch {
+                        on_switch();
+                    }
                     following.switch_to(&hosts[candidate]);
                     pool.set_connect_options(hosts[candidate].clone());
                     if let Some(on_switch) = &on_switch {
