@@ -4,8 +4,11 @@
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use serde_json::{json, Map, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
+
+use crate::http::contract::Security as RouteSecurity;
 
 use crate::error::{ApiError, ErrorBody, ErrorDetail};
 use crate::http::{audit, customers, dto, health, history, mail, self_service};
@@ -70,7 +73,7 @@ impl Modify for Security {
         openapi,
     ),
     components(schemas(
-        ErrorBody, ErrorDetail,
+        ErrorBody, ErrorDetail, dto::GrantedRole, customers::EventsFormat, audit::AuditFormat, mail::MailStatus,
         dto::RegisterRequest, dto::ChangeEmailRequest, dto::GrantAccessRequest, dto::SetPasswordRequest,
         dto::ReasonRequest, dto::ForgetRequest, dto::CommandResponse, dto::AccessView, dto::CustomerView, dto::CustomerList,
         dto::EventView, dto::EventList, dto::SessionRequest, dto::SessionResponse, dto::SelfChangeEmailRequest,
@@ -88,9 +91,222 @@ impl Modify for Security {
 )]
 pub struct ApiDoc;
 
+/// The error responses every operation may share, by status: name in
+/// `components.responses`, what it means, and its extra header.
+const ERRORS: &[(u16, &str, &str, Option<&str>)] = &[
+    (400, "BadRequest", "`malformed_request`: the JSON, a field, a parameter or a header (`If-Match`, `Idempotency-Key`) cannot be read, or a field is unknown or missing", None),
+    (401, "Unauthorized", "`unauthenticated` (no or an unknown Bearer token), `invalid_credentials`", Some("WWW-Authenticate")),
+    (403, "Forbidden", "`forbidden` (the key's role may not do this), `must_change_password`, `wrong_password`", None),
+    (404, "NotFound", "`customer_not_found`, `not_found`", None),
+    (408, "RequestTimeout", "`request_timeout`: the request took longer than the server allows", None),
+    (409, "Conflict", "`concurrent_modification`, `email_in_use`, `customer_exists`, `idempotency_key_in_use` (with `Retry-After`)", Some("Retry-After")),
+    (410, "Gone", "`customer_forgotten`: the customer was forgotten (right to erasure)", None),
+    (412, "PreconditionFailed", "`version_mismatch`: `If-Match` names another version than the customer's", None),
+    (413, "PayloadTooLarge", "`payload_too_large`: the body is larger than 64 KiB", None),
+    (415, "UnsupportedMediaType", "`unsupported_media_type`: a body that is not `application/json`", None),
+    (422, "Unprocessable", "A rule or a value refused the request: `login_has_no_password`, `invalid_email`, `weak_password`, `password_mismatch`, `no_access`, `invalid_token`, `idempotency_key_reused`, … (docs/api.md)", None),
+    (429, "TooManyRequests", "`too_many_attempts`: too many password attempts; retry after `Retry-After` seconds", Some("Retry-After")),
+    (500, "Internal", "`internal`: a bug; `X-Request-Id` finds it in the log", None),
+    (503, "Unavailable", "`unavailable`: the database or the read model is not available; retry after `Retry-After` seconds", Some("Retry-After")),
+];
+
+fn header(name: &str) -> Value {
+    match name {
+        "X-Request-Id" => {
+            json!({"description": "The request's id (the client's `X-Request-Id` when it is 1 to 128 characters of `A-Z a-z 0-9 . _ : -`, else a new UUID); it is in the log lines and the events' metadata", "schema": {"type": "string", "maxLength": 128}})
+        }
+        "Retry-After" => {
+            json!({"description": "Seconds to wait before retrying", "schema": {"type": "integer", "minimum": 1}})
+        }
+        "WWW-Authenticate" => {
+            json!({"description": "`Bearer realm=\"access\"`", "schema": {"type": "string"}})
+        }
+        "ETag" => {
+            json!({"description": "The customer's version after the request, quoted (`\"3\"`): send it back in `If-Match`", "schema": {"type": "string", "pattern": "^\"[0-9]+\"$"}})
+        }
+        "Idempotent-Replayed" => {
+            json!({"description": "`true` when this is the stored answer of an earlier request with the same `Idempotency-Key` (nothing was done again)", "schema": {"type": "string", "enum": ["true"]}})
+        }
+        "Location" => {
+            json!({"description": "Where the created resource is", "schema": {"type": "string"}})
+        }
+        _ => json!({"schema": {"type": "string"}}),
+    }
+}
+
+fn command_parameters() -> Vec<Value> {
+    vec![
+        json!({"name": "If-Match", "in": "header", "required": false,
+               "description": "Apply only if the customer is at this version (its `ETag`, e.g. `\"3\"`); else 412 `version_mismatch`",
+               "schema": {"type": "string", "pattern": "^(W/)?\"?[0-9]{1,19}\"?$"}}),
+        json!({"name": "Idempotency-Key", "in": "header", "required": false,
+               "description": "Retry-safe key (1 to 255 visible ASCII characters): a retry with the same key and body gets the stored answer (`Idempotent-Replayed: true`); with another body, 422 `idempotency_key_reused`",
+               "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"}}),
+    ]
+}
+
+/// The operations on a registered customer, reached from register's 201
+/// through its `customer_id` (OpenAPI links: clients and schemathesis's
+/// stateful phase follow them).
+fn links_from_register(document: &Value) -> Value {
+    let mut links = Map::new();
+    if let Some(paths) = document["paths"].as_object() {
+        for (path, item) in paths {
+            if !path.starts_with("/v1/customers/{id}") {
+                continue;
+            }
+            for operation in item.as_object().into_iter().flat_map(|o| o.values()) {
+                if let Some(id) = operation["operationId"].as_str() {
+                    links.insert(
+                        id.to_string(),
+                        json!({"operationId": id, "parameters": {"id": "$response.body#/customer_id"}}),
+                    );
+                }
+            }
+        }
+    }
+    Value::Object(links)
+}
+
+/// Adds to each operation what its route can answer (from its extractors,
+/// [`crate::http::contract`]): the error responses, the security (API key
+/// roles or a customer session, none for the others), the command headers,
+/// and on every response `X-Request-Id`.
+fn complete(document: &mut Value) {
+    let mut responses = Map::new();
+    for (_, name, description, extra) in ERRORS {
+        let mut headers = Map::new();
+        headers.insert("X-Request-Id".into(), header("X-Request-Id"));
+        if let Some(extra) = extra {
+            headers.insert((*extra).into(), header(extra));
+        }
+        responses.insert(
+            (*name).into(),
+            json!({"description": description, "headers": headers,
+                   "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}),
+        );
+    }
+    document["components"]["responses"] = Value::Object(responses);
+    // A password comes with its confirmation, and a confirmation with a
+    // password (else 400): JSON Schema's `dependentRequired` says so.
+    for schema in ["ChangeEmailRequest", "GrantAccessRequest"] {
+        document["components"]["schemas"][schema]["dependentRequired"] =
+            json!({"password": ["password_confirm"], "password_confirm": ["password"]});
+    }
+    let links = links_from_register(document);
+
+    let mut routes = crate::http::routes();
+    routes.push(crate::http::contract::RouteInfo {
+        method: "GET",
+        path: "/openapi.json",
+        statuses: crate::http::contract::EVERY_ROUTE.iter().copied().collect(),
+        security: None,
+        command: false,
+    });
+    for route in routes {
+        let operation = &mut document["paths"][route.path][route.method.to_ascii_lowercase()];
+        if !operation.is_object() {
+            // Left for the test that walks the routes and the document.
+            continue;
+        }
+        match &route.security {
+            Some(RouteSecurity::ApiKey(roles)) => {
+                operation["security"] = json!([{"api_key": roles}]);
+                let description = operation["description"].as_str().unwrap_or_default();
+                operation["description"] = json!(format!(
+                    "{}{}Roles: {}.",
+                    description,
+                    if description.is_empty() { "" } else { "\n\n" },
+                    roles.join(", ")
+                ));
+            }
+            Some(RouteSecurity::CustomerSession) => {
+                operation["security"] = json!([{"customer_session": []}]);
+            }
+            None => operation["security"] = json!([]),
+        }
+        if route.path == "/v1/customers/{id}/audit" {
+            // The customer is the path's (the query's `customer_id` is refused).
+            if let Some(parameters) = operation["parameters"].as_array_mut() {
+                parameters.retain(|p| p["name"] != "customer_id");
+            }
+        }
+        if route.command {
+            let parameters = operation["parameters"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let mut kept: Vec<Value> = parameters
+                .into_iter()
+                .filter(|p| !matches!(p["name"].as_str(), Some("If-Match" | "Idempotency-Key")))
+                .collect();
+            kept.extend(command_parameters());
+            operation["parameters"] = Value::Array(kept);
+        }
+        let Some(answers) = operation["responses"].as_object_mut() else {
+            continue;
+        };
+        for (status, name, _, extra) in ERRORS {
+            if !route.statuses.contains(status) {
+                continue;
+            }
+            match answers.get_mut(&status.to_string()) {
+                None => {
+                    answers.insert(
+                        status.to_string(),
+                        json!({"$ref": format!("#/components/responses/{name}")}),
+                    );
+                }
+                Some(inline) => {
+                    if let Some(extra) = extra {
+                        inline["headers"][*extra] = header(extra);
+                    }
+                }
+            }
+        }
+        for (status, answer) in answers.iter_mut() {
+            if answer.get("$ref").is_some() {
+                continue;
+            }
+            answer["headers"]["X-Request-Id"] = header("X-Request-Id");
+            let success = status.starts_with('2');
+            if success && route.command {
+                answer["headers"]["ETag"] = header("ETag");
+                answer["headers"]["Idempotent-Replayed"] = header("Idempotent-Replayed");
+            }
+            if success && ETAG_READS.contains(&route.path) {
+                answer["headers"]["ETag"] = header("ETag");
+            }
+            if status == "201" {
+                answer["headers"]["Location"] = header("Location");
+            }
+            if status == "201" && route.path == "/v1/customers" {
+                answer["links"] = links.clone();
+            }
+        }
+    }
+}
+
+/// Reads and link commands whose success carries the customer's version
+/// as `ETag` (the commands' do too).
+const ETAG_READS: &[&str] = &[
+    "/v1/customers/{id}",
+    "/v1/self",
+    "/v1/self/confirm-email",
+    "/v1/self/setup-password",
+];
+
+/// The document served at `/openapi.json`: utoipa's, completed from the
+/// route table ([`complete`]).
+pub fn document() -> Result<Value, serde_json::Error> {
+    let mut document = serde_json::to_value(ApiDoc::openapi())?;
+    complete(&mut document);
+    Ok(document)
+}
+
 /// The document as pretty JSON (stable, for the committed copy).
 pub fn document_json() -> Result<String, serde_json::Error> {
-    let mut json = ApiDoc::openapi().to_pretty_json()?;
+    let mut json = serde_json::to_string_pretty(&document()?)?;
     json.push('\n');
     Ok(json)
 }
