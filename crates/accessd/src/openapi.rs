@@ -319,3 +319,153 @@ pub async fn openapi() -> Response {
         Err(e) => ApiError::internal(e).into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::http::contract::{RouteInfo, EVERY_ROUTE};
+
+    fn routes() -> Vec<RouteInfo> {
+        let mut routes = crate::http::routes();
+        routes.push(RouteInfo {
+            method: "GET",
+            path: "/openapi.json",
+            statuses: EVERY_ROUTE.iter().copied().collect(),
+            security: None,
+            command: false,
+        });
+        routes
+    }
+
+    /// Every route of the router is an operation of the document, every
+    /// operation a route, and every status a route's extractors can
+    /// answer is listed, with the security the extractors demand.
+    #[test]
+    fn the_document_lists_every_route_and_every_status_its_extractors_answer() {
+        let document = document().unwrap();
+        let routes = routes();
+        let mut operations = BTreeSet::new();
+        for (path, item) in document["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                operations.insert((method.to_ascii_uppercase(), path.clone()));
+            }
+        }
+        let routed: BTreeSet<(String, String)> = routes
+            .iter()
+            .map(|r| (r.method.to_string(), r.path.to_string()))
+            .collect();
+        let undocumented: Vec<_> = routed.difference(&operations).collect();
+        assert!(
+            undocumented.is_empty(),
+            "routes missing from the document: {undocumented:?}"
+        );
+        let unrouted: Vec<_> = operations.difference(&routed).collect();
+        assert!(
+            unrouted.is_empty(),
+            "operations no route serves: {unrouted:?}"
+        );
+
+        for route in &routes {
+            let operation = &document["paths"][route.path][route.method.to_ascii_lowercase()];
+            let listed: BTreeSet<u16> = operation["responses"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .filter_map(|s| s.parse().ok())
+                .collect();
+            let missing: Vec<_> = route.statuses.difference(&listed).collect();
+            assert!(
+                missing.is_empty(),
+                "{} {} can answer {missing:?}, which its operation does not list",
+                route.method,
+                route.path
+            );
+            assert!(
+                listed.iter().any(|s| (200..300).contains(s)),
+                "{} {}",
+                route.method,
+                route.path
+            );
+            let security = &operation["security"];
+            match &route.security {
+                Some(RouteSecurity::ApiKey(roles)) => {
+                    assert_eq!(security, &json!([{"api_key": roles}]), "{}", route.path);
+                    assert!(listed.contains(&401), "{}", route.path);
+                }
+                Some(RouteSecurity::CustomerSession) => {
+                    assert_eq!(
+                        security,
+                        &json!([{"customer_session": []}]),
+                        "{}",
+                        route.path
+                    );
+                    assert!(route.path.starts_with("/v1/self"), "{}", route.path);
+                }
+                None => assert_eq!(security, &json!([]), "{}", route.path),
+            }
+            // Every error answer is the error body.
+            for (status, answer) in operation["responses"].as_object().unwrap() {
+                if status.starts_with('4') || (status.starts_with('5') && route.path != "/readyz") {
+                    let body = answer["$ref"].as_str().map_or_else(
+                        || answer["content"]["application/json"]["schema"]["$ref"].clone(),
+                        |name| {
+                            let name = name.trim_start_matches("#/components/responses/");
+                            document["components"]["responses"][name]["content"]["application/json"]
+                                ["schema"]["$ref"]
+                                .clone()
+                        },
+                    );
+                    assert_eq!(
+                        body, "#/components/schemas/ErrorBody",
+                        "{} {} {status}",
+                        route.method, route.path
+                    );
+                }
+            }
+        }
+    }
+
+    /// The statuses come from the extractors' types: an admin-only
+    /// command answers 401 and 403, its JSON body 400/413/415, its
+    /// command context 404/409/410/412/422, the store 503.
+    #[test]
+    fn statuses_and_security_are_derived_from_the_extractors() {
+        let routes = routes();
+        let find = |method: &str, path: &str| {
+            routes
+                .iter()
+                .find(|r| r.method == method && r.path == path)
+                .unwrap()
+                .clone()
+        };
+        let forget = find("POST", "/v1/customers/{id}/forget");
+        for status in [400, 401, 403, 404, 408, 409, 410, 412, 413, 415, 422, 503] {
+            assert!(forget.statuses.contains(&status), "{status}: {forget:?}");
+        }
+        assert_eq!(forget.security, Some(RouteSecurity::ApiKey(vec!["admin"])));
+        assert!(forget.command);
+        let find_customers = find("GET", "/v1/customers");
+        assert!(
+            !find_customers.statuses.contains(&403),
+            "every role may read"
+        );
+        assert!(!find_customers.command);
+        assert_eq!(
+            find_customers.security,
+            Some(RouteSecurity::ApiKey(vec!["service", "auditor", "admin"]))
+        );
+        assert_eq!(
+            find("GET", "/v1/self").security,
+            Some(RouteSecurity::CustomerSession)
+        );
+        let login = find("POST", "/v1/self/sessions");
+        assert_eq!(login.security, None);
+        assert!(login.statuses.contains(&415) && !login.statuses.contains(&401));
+        assert_eq!(
+            find("GET", "/healthz").statuses,
+            EVERY_ROUTE.iter().copied().collect()
+        );
+    }
+}
