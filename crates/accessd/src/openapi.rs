@@ -177,6 +177,7 @@ fn complete(document: &mut Value) {
     for (_, name, description, extra) in ERRORS {
         let mut headers = Map::new();
         headers.insert("X-Request-Id".into(), header("X-Request-Id"));
+        headers.insert("traceparent".into(), header("traceparent"));
         if let Some(extra) = extra {
             headers.insert((*extra).into(), header(extra));
         }
@@ -225,6 +226,21 @@ fn complete(document: &mut Value) {
             }
             None => operation["security"] = json!([]),
         }
+        // Request headers every operation reads. No pattern: a value that
+        // does not fit is replaced or ignored, never refused.
+        let mut parameters = operation["parameters"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        parameters.extend([
+            json!({"name": "X-Request-Id", "in": "header", "required": false,
+                   "description": "The caller's request id: kept (in the answer, the log and the events' metadata) when it is 1 to 128 characters of `A-Z a-z 0-9 . _ : -`, else replaced by a new UUID",
+                   "schema": {"type": "string"}}),
+            json!({"name": "traceparent", "in": "header", "required": false,
+                   "description": "W3C trace context: its trace id is logged with the request and kept as the correlation id of the events the request causes; a malformed one is ignored",
+                   "schema": {"type": "string"}}),
+        ]);
+        operation["parameters"] = Value::Array(parameters);
         if route.path == "/v1/customers/{id}/audit" {
             // The customer is the path's (the query's `customer_id` is refused).
             if let Some(parameters) = operation["parameters"].as_array_mut() {
@@ -269,6 +285,7 @@ fn complete(document: &mut Value) {
                 continue;
             }
             answer["headers"]["X-Request-Id"] = header("X-Request-Id");
+            answer["headers"]["traceparent"] = header("traceparent");
             let success = status.starts_with('2');
             if success && route.command {
                 answer["headers"]["ETag"] = header("ETag");
