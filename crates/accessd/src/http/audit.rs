@@ -27,22 +27,47 @@ const EXPORT_PAGE: u32 = 1000;
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Only this customer.
+    #[param(value_type = Option<String>, format = Uuid)]
     pub customer_id: Option<String>,
     /// Only this kind of change.
+    #[param(schema_with = kind_schema)]
     pub kind: Option<String>,
     /// Only changes by this API key name, or by this customer (id).
     pub actor: Option<String>,
     /// From this instant (RFC 3339), inclusive.
+    #[param(value_type = Option<String>, format = DateTime)]
     pub from: Option<String>,
     /// Until this instant (RFC 3339), exclusive.
+    #[param(value_type = Option<String>, format = DateTime)]
     pub to: Option<String>,
     /// Rows per page, 1 to 1000 (default 100); JSON only.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = "^[0-9]{1,19}:[0-9]{1,19}$")]
     pub cursor: Option<String>,
     /// `json` (default, paged), `jsonl` or `csv` (every matching row,
     /// streamed).
+    #[param(value_type = Option<AuditFormat>)]
     pub format: Option<String>,
+}
+
+/// The formats of the audit trail.
+#[derive(serde::Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)] // a schema only: the query holds the format as text
+pub enum AuditFormat {
+    Json,
+    Jsonl,
+    Csv,
+}
+
+/// The kinds of change, as the projection names them.
+fn kind_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(access_projections::rows::KINDS.iter().copied()))
+        .build()
 }
 
 fn time(raw: &Option<String>, name: &str) -> ApiResult<Option<DateTime<Utc>>> {
@@ -73,7 +98,12 @@ fn filter(
     fixed_customer: Option<access_domain::CustomerId>,
 ) -> ApiResult<AuditFilter> {
     let customer_id = match (fixed_customer, &query.customer_id) {
-        (Some(id), _) => Some(id),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::malformed(
+                "`customer_id` is in the path here; the query cannot name another",
+            ))
+        }
+        (Some(id), None) => Some(id),
         (None, Some(raw)) => Some(customer_id(raw)?),
         (None, None) => None,
     };
@@ -213,7 +243,8 @@ async fn respond(
 /// The audit trail of every customer.
 #[utoipa::path(get, path = "/v1/audit", tag = "audit",
     params(AuditQuery),
-    responses((status = 200, body = AuditPage, description = "JSON page; `format=jsonl` or `csv` streams every matching row"),
+    responses((status = 200, description = "A JSON page; with `format=jsonl` or `csv`, every matching row, streamed",
+                content((AuditPage = "application/json"), (AuditView = "application/x-ndjson"), (String = "text/csv"))),
               (status = 400, body = ErrorBody, description = "malformed_request"),
               (status = 503, body = ErrorBody, description = "unavailable (projections behind)")),
     security(("api_key" = [])))]
@@ -228,8 +259,9 @@ pub async fn audit(
 
 /// The audit trail of one customer.
 #[utoipa::path(get, path = "/v1/customers/{id}/audit", tag = "audit",
-    params(("id" = String, Path, description = "Customer id"), AuditQuery),
-    responses((status = 200, body = AuditPage),
+    params(("id" = uuid::Uuid, Path, description = "Customer id"), AuditQuery),
+    responses((status = 200, description = "A JSON page; with `format=jsonl` or `csv`, every matching row, streamed (`customer_id` is the path's: the query must not name one)",
+                content((AuditPage = "application/json"), (AuditView = "application/x-ndjson"), (String = "text/csv"))),
               (status = 400, body = ErrorBody, description = "malformed_request")),
     security(("api_key" = [])))]
 pub async fn customer_audit(

@@ -65,7 +65,7 @@ pub async fn register(
 /// needed (the notice's rule).
 #[utoipa::path(post, path = "/v1/customers/{id}/change-email", tag = "commands",
     request_body = ChangeEmailRequest,
-    params(("id" = String, Path, description = "Customer id"),
+    params(("id" = uuid::Uuid, Path, description = "Customer id"),
            ("If-Match" = Option<String>, Header, description = "Expected version, e.g. \"3\""),
            ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key")),
     responses(
@@ -110,7 +110,7 @@ pub async fn change_email(
 /// Give the customer portal access, with a password or a notification.
 #[utoipa::path(post, path = "/v1/customers/{id}/grant-access", tag = "commands",
     request_body = GrantAccessRequest,
-    params(("id" = String, Path, description = "Customer id"),
+    params(("id" = uuid::Uuid, Path, description = "Customer id"),
            ("If-Match" = Option<String>, Header, description = "Expected version"),
            ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key")),
     responses(
@@ -157,7 +157,7 @@ pub async fn grant_access(
 /// Assign a temporary password.
 #[utoipa::path(post, path = "/v1/customers/{id}/set-password", tag = "commands",
     request_body = SetPasswordRequest,
-    params(("id" = String, Path, description = "Customer id"),
+    params(("id" = uuid::Uuid, Path, description = "Customer id"),
            ("If-Match" = Option<String>, Header, description = "Expected version"),
            ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key")),
     responses(
@@ -197,7 +197,7 @@ pub async fn set_password(
 /// earlier links).
 #[utoipa::path(post, path = "/v1/customers/{id}/send-access-notification", tag = "commands",
     request_body = ReasonRequest,
-    params(("id" = String, Path, description = "Customer id"),
+    params(("id" = uuid::Uuid, Path, description = "Customer id"),
            ("If-Match" = Option<String>, Header, description = "Expected version"),
            ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key")),
     responses((status = 200, body = CommandResponse), (status = 422, body = ErrorBody, description = "no_access")),
@@ -229,7 +229,7 @@ pub async fn send_access_notification(
 /// discarded; sessions end).
 #[utoipa::path(post, path = "/v1/customers/{id}/revoke-access", tag = "commands",
     request_body = ReasonRequest,
-    params(("id" = String, Path, description = "Customer id"),
+    params(("id" = uuid::Uuid, Path, description = "Customer id"),
            ("If-Match" = Option<String>, Header, description = "Expected version"),
            ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key")),
     responses((status = 200, body = CommandResponse), (status = 422, body = ErrorBody, description = "no_access")),
@@ -254,7 +254,7 @@ pub async fn revoke_access(
 /// command on it answers 410 `customer_forgotten`. Irreversible.
 #[utoipa::path(post, path = "/v1/customers/{id}/forget", tag = "commands",
     request_body = ForgetRequest,
-    params(("id" = String, Path, description = "Customer id"),
+    params(("id" = uuid::Uuid, Path, description = "Customer id"),
            ("If-Match" = Option<String>, Header, description = "Expected version")),
     responses((status = 200, body = CommandResponse),
               (status = 403, body = ErrorBody, description = "forbidden (admin only)"),
@@ -294,7 +294,7 @@ pub async fn forget_customer(
 
 /// A customer's current state, or with `as_of` its state at that instant.
 #[utoipa::path(get, path = "/v1/customers/{id}", tag = "reads",
-    params(("id" = String, Path, description = "Customer id"), crate::http::history::AsOfQuery),
+    params(("id" = uuid::Uuid, Path, description = "Customer id"), crate::http::history::AsOfQuery),
     responses((status = 200, body = CustomerView, headers(("ETag" = String, description = "The version"))),
               (status = 404, body = ErrorBody, description = "customer_not_found")),
     security(("api_key" = [])))]
@@ -323,6 +323,7 @@ pub async fn get_customer(
 #[serde(deny_unknown_fields)]
 pub struct FindQuery {
     /// The login email (case-insensitive).
+    #[param(format = Email, max_length = 254)]
     pub email: String,
 }
 
@@ -351,19 +352,29 @@ pub async fn find_customers(
     }))
 }
 
+/// The formats of a customer's events.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)] // a schema only: the query holds the format as text
+pub enum EventsFormat {
+    Json,
+    Jsonl,
+}
+
 #[derive(Deserialize, IntoParams, Default)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// `json` (default): one `EventList` document; `jsonl`: one `EventView`
     /// per line (`application/x-ndjson`), the input of `accessctl replay`.
+    #[param(value_type = Option<EventsFormat>)]
     pub format: Option<String>,
 }
 
 /// A customer's stored events, with metadata; password hashes and token
 /// digests are left out.
 #[utoipa::path(get, path = "/v1/customers/{id}/events", tag = "reads",
-    params(("id" = String, Path, description = "Customer id"), EventsQuery),
+    params(("id" = uuid::Uuid, Path, description = "Customer id"), EventsQuery),
     responses((status = 200, description = "`EventList`; with `format=jsonl`, one `EventView` per line",
                 content((EventList = "application/json"), (EventView = "application/x-ndjson"))),
               (status = 400, body = ErrorBody, description = "malformed_request (unknown format)"),

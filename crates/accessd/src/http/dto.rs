@@ -19,10 +19,16 @@ pub use crate::usecase::session::SessionResponse;
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     /// The login email.
-    #[schema(example = "ann@example.com")]
+    #[schema(example = "ann@example.com", format = Email, max_length = 254)]
     pub email: String,
+    /// 1 to 200 characters, no control characters, not only spaces.
+    #[schema(
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub name: Option<String>,
     /// A UUID chosen by the caller; a new one if absent.
+    #[schema(value_type = Option<String>, format = Uuid)]
     pub customer_id: Option<String>,
     /// Why (recorded in the audit trail).
     pub reason: Option<String>,
@@ -32,10 +38,16 @@ pub struct RegisterRequest {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeEmailRequest {
-    #[schema(example = "ann.new@example.org")]
+    #[schema(example = "ann.new@example.org", format = Email, max_length = 254)]
     pub email: String,
-    /// A manually assigned, temporary password (with `password_confirm`).
+    /// A manually assigned, temporary password (with `password_confirm`):
+    /// 10 to 128 characters, not guessable (zxcvbn score 3 or more, else
+    /// 422 `weak_password`).
+    #[schema(nullable = false, min_length = 10, max_length = 128)]
     pub password: Option<String>,
+    /// The same password again (required with `password`, refused
+    /// without it).
+    #[schema(nullable = false)]
     pub password_confirm: Option<String>,
     /// With a password: a notice without the password. Without one: an
     /// access notification with a password-setup link.
@@ -48,8 +60,16 @@ pub struct ChangeEmailRequest {
 #[serde(deny_unknown_fields)]
 pub struct GrantAccessRequest {
     /// `customer_center` (the default and only role).
+    #[schema(value_type = Option<GrantedRole>)]
     pub role: Option<String>,
+    /// A manually assigned, temporary password (with `password_confirm`):
+    /// 10 to 128 characters, not guessable (zxcvbn score 3 or more, else
+    /// 422 `weak_password`).
+    #[schema(nullable = false, min_length = 10, max_length = 128)]
     pub password: Option<String>,
+    /// The same password again (required with `password`, refused
+    /// without it).
+    #[schema(nullable = false)]
     pub password_confirm: Option<String>,
     pub send_notification: Option<bool>,
     pub reason: Option<String>,
@@ -59,6 +79,8 @@ pub struct GrantAccessRequest {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetPasswordRequest {
+    /// 10 to 128 characters, not guessable (else 422 `weak_password`).
+    #[schema(min_length = 10, max_length = 128)]
     pub password: String,
     pub password_confirm: String,
     pub send_notification: Option<bool>,
@@ -79,7 +101,17 @@ pub struct ReasonRequest {
 pub struct ForgetRequest {
     /// Why the customer is forgotten (required; kept in the event's
     /// metadata and the audit trail, so it must not hold personal data).
+    /// Not blank.
+    #[schema(pattern = "\\S")]
     pub reason: String,
+}
+
+/// The roles access can be granted with.
+#[derive(serde::Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)] // a schema only: the body holds the role as text
+pub enum GrantedRole {
+    CustomerCenter,
 }
 
 /// A customer's access, as `GET /v1/customers/{id}` shows it.
@@ -206,7 +238,10 @@ pub struct SessionRequest {
 #[serde(deny_unknown_fields)]
 pub struct SelfChangeEmailRequest {
     pub current_password: String,
+    #[schema(format = Email, max_length = 254)]
     pub new_email: String,
+    /// The same address again.
+    #[schema(format = Email, max_length = 254)]
     pub new_email_confirm: String,
 }
 
@@ -215,6 +250,8 @@ pub struct SelfChangeEmailRequest {
 #[serde(deny_unknown_fields)]
 pub struct ChangePasswordRequest {
     pub current_password: String,
+    /// 10 to 128 characters, not guessable (else 422 `weak_password`).
+    #[schema(min_length = 10, max_length = 128)]
     pub new_password: String,
     pub new_password_confirm: String,
 }
@@ -243,6 +280,8 @@ pub struct ConfirmEmailRequest {
 pub struct SetupPasswordRequest {
     /// The token from the setup link.
     pub token: String,
+    /// 10 to 128 characters, not guessable (else 422 `weak_password`).
+    #[schema(min_length = 10, max_length = 128)]
     pub password: String,
     pub password_confirm: String,
 }

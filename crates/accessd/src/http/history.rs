@@ -19,6 +19,7 @@ use crate::state::AppState;
 #[serde(deny_unknown_fields)]
 pub struct AsOfQuery {
     /// An instant (RFC 3339): the answer as it was then.
+    #[param(value_type = Option<String>, format = DateTime)]
     pub as_of: Option<String>,
 }
 
@@ -77,6 +78,7 @@ pub struct AccessReport {
 #[serde(deny_unknown_fields)]
 pub struct ReportQuery {
     /// The instant (RFC 3339); default now.
+    #[param(value_type = Option<String>, format = DateTime)]
     pub as_of: Option<String>,
 }
 

@@ -60,13 +60,25 @@ pub struct MailList {
     pub messages: Vec<MailView>,
 }
 
+/// The states of a message.
+#[derive(serde::Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)] // a schema only: the query holds the status as text
+pub enum MailStatus {
+    Pending,
+    Sent,
+    Failed,
+}
+
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct MailQuery {
     /// `pending`, `sent` or `failed` (default: all).
+    #[param(value_type = Option<MailStatus>)]
     pub status: Option<String>,
     /// At most this many, newest first (1-1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
@@ -103,7 +115,7 @@ pub async fn list(
 
 /// Sends a failed message again (from the first attempt).
 #[utoipa::path(post, path = "/v1/mail/{id}/retry", tag = "operations",
-    params(("id" = String, Path, description = "Message id")),
+    params(("id" = String, Path, description = "Message id (32 hex digits)", pattern = "^[0-9a-f]{32}$")),
     responses((status = 202, description = "Queued again"), (status = 404, body = ErrorBody, description = "not_found: no failed message with this id")),
     security(("api_key" = [])))]
 pub async fn retry(

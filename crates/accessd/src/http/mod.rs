@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod commands;
+pub mod contract;
 pub mod customers;
 pub mod dto;
 pub mod extract;
@@ -18,7 +19,6 @@ use axum::extract::Request as AxumRequest;
 use axum::http::{header, HeaderName, HeaderValue, Request, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
 use axum::Router;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -90,67 +90,53 @@ async fn bounded_request_id(mut request: AxumRequest) -> AxumRequest {
 /// content of any kind, never framed). The pages set their own.
 pub const API_CONTENT_SECURITY_POLICY: &str = "default-src 'none'; frame-ancestors 'none'";
 
+/// The API's routes, with what each can answer ([`contract`]).
+fn api() -> contract::Routes {
+    contract::Routes::new()
+        .post("/v1/customers", customers::register)
+        .get("/v1/customers", customers::find_customers)
+        .get("/v1/customers/{id}", customers::get_customer)
+        .get("/v1/customers/{id}/events", customers::customer_events)
+        .get("/v1/customers/{id}/audit", audit::customer_audit)
+        .get("/v1/audit", audit::audit)
+        .get("/v1/audit/digest", audit::digest)
+        .get("/v1/access-report", history::access_report)
+        .get("/v1/mail", mail::list)
+        .post("/v1/mail/{id}/retry", mail::retry)
+        .post("/v1/customers/{id}/change-email", customers::change_email)
+        .post("/v1/customers/{id}/grant-access", customers::grant_access)
+        .post("/v1/customers/{id}/set-password", customers::set_password)
+        .post(
+            "/v1/customers/{id}/send-access-notification",
+            customers::send_access_notification,
+        )
+        .post("/v1/customers/{id}/revoke-access", customers::revoke_access)
+        .post("/v1/customers/{id}/forget", customers::forget_customer)
+        .get("/v1/self", self_service::me)
+        .post("/v1/self/sessions", self_service::create_session)
+        .delete("/v1/self/sessions/current", self_service::delete_session)
+        .post("/v1/self/change-email", self_service::change_email)
+        .post("/v1/self/change-password", self_service::change_password)
+        .post("/v1/self/confirm-email", self_service::confirm_email)
+        .post("/v1/self/setup-password", self_service::setup_password)
+        .get("/healthz", health::healthz)
+        .get("/readyz", health::readyz)
+        .get("/metrics", health::metrics)
+}
+
+/// The API's routes and what each can answer (the pages and the OpenAPI
+/// document are added by the caller of [`router`]).
+pub fn routes() -> Vec<contract::RouteInfo> {
+    api().table
+}
+
 /// The whole service: the API's routes and `others` (routes defined
 /// elsewhere: the pages, the OpenAPI document) behind one set of
 /// middleware (request ids, tracing, metrics, time limit, security
 /// headers).
 pub fn router(state: AppState, request_timeout: Duration, others: Router<AppState>) -> Router {
-    let api = Router::new()
-        .route(
-            "/v1/customers",
-            post(customers::register).get(customers::find_customers),
-        )
-        .route("/v1/customers/{id}", get(customers::get_customer))
-        .route("/v1/customers/{id}/events", get(customers::customer_events))
-        .route("/v1/customers/{id}/audit", get(audit::customer_audit))
-        .route("/v1/audit", get(audit::audit))
-        .route("/v1/audit/digest", get(audit::digest))
-        .route("/v1/access-report", get(history::access_report))
-        .route("/v1/mail", get(mail::list))
-        .route("/v1/mail/{id}/retry", post(mail::retry))
-        .route(
-            "/v1/customers/{id}/change-email",
-            post(customers::change_email),
-        )
-        .route(
-            "/v1/customers/{id}/grant-access",
-            post(customers::grant_access),
-        )
-        .route(
-            "/v1/customers/{id}/set-password",
-            post(customers::set_password),
-        )
-        .route(
-            "/v1/customers/{id}/send-access-notification",
-            post(customers::send_access_notification),
-        )
-        .route(
-            "/v1/customers/{id}/revoke-access",
-            post(customers::revoke_access),
-        )
-        .route(
-            "/v1/customers/{id}/forget",
-            post(customers::forget_customer),
-        )
-        .route("/v1/self", get(self_service::me))
-        .route("/v1/self/sessions", post(self_service::create_session))
-        .route(
-            "/v1/self/sessions/current",
-            delete(self_service::delete_session),
-        )
-        .route("/v1/self/change-email", post(self_service::change_email))
-        .route(
-            "/v1/self/change-password",
-            post(self_service::change_password),
-        )
-        .route("/v1/self/confirm-email", post(self_service::confirm_email))
-        .route(
-            "/v1/self/setup-password",
-            post(self_service::setup_password),
-        )
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
+    let api = api()
+        .router
         .merge(others)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);

@@ -121,6 +121,27 @@ async fn the_audit_trail_answers_who_changed_what_when_and_why(db: Db) {
     app.stop().await;
 }
 
+/// One customer's trail takes its customer from the path: a query naming
+/// one (the same or another) is refused rather than silently ignored, as
+/// its OpenAPI operation says (schemathesis found it accepted, issue 18).
+async fn a_customers_trail_refuses_a_customer_id_in_the_query(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let id = app.register("path-audit@example.com").await;
+    let other = app.register("other-audit@example.com").await;
+    app.get(&format!("/v1/customers/{id}/audit"), AUDITOR)
+        .await
+        .expect(200);
+    for named in [&id, &other] {
+        app.get(
+            &format!("/v1/customers/{id}/audit?customer_id={named}"),
+            AUDITOR,
+        )
+        .await
+        .expect_error(400, "malformed_request");
+    }
+    app.stop().await;
+}
+
 async fn exports_stream_json_lines_and_csv(db: Db) {
     let app = TestApp::spawn(db).await;
     for n in 0..3 {
@@ -221,6 +242,7 @@ async fn projections_catch_up_after_a_restart(db: Db) {
 
 crate::on_both_stores!(
     the_audit_trail_answers_who_changed_what_when_and_why,
+    a_customers_trail_refuses_a_customer_id_in_the_query,
     exports_stream_json_lines_and_csv,
     projections_catch_up_after_a_restart,
 );
