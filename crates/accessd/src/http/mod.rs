@@ -5,6 +5,7 @@ pub mod commands;
 pub mod customers;
 pub mod dto;
 pub mod extract;
+pub mod feed;
 pub mod health;
 pub mod history;
 pub mod mail;
@@ -105,6 +106,7 @@ pub fn router(state: AppState, request_timeout: Duration, others: Router<AppStat
         .route("/v1/customers/{id}/audit", get(audit::customer_audit))
         .route("/v1/audit", get(audit::audit))
         .route("/v1/audit/digest", get(audit::digest))
+        .route("/v1/feed", get(feed::feed))
         .route("/v1/access-report", get(history::access_report))
         .route("/v1/mail", get(mail::list))
         .route("/v1/mail/{id}/retry", post(mail::retry))
