@@ -322,6 +322,11 @@ pub async fn start(
     let transport = target.transport()?;
 
     let store_for_projector = store.clone();
+    let store_for_relay = store.clone();
+    let feed = crate::feed::FeedHub::spawn(
+        store.clone(),
+        Duration::from_millis(config.feed_poll_ms.max(1)),
+    );
     let metrics = Metrics::new();
     let worker = config.mail_worker.then(|| {
         access_mail::outbox::OutboxWorker::spawn(
@@ -360,6 +365,26 @@ pub async fn start(
             )
         }),
         read_wait: Duration::from_millis(config.read_wait_ms.max(1)),
+        feed: feed.clone(),
+        feed_heartbeat: Duration::from_secs(config.feed_heartbeat_secs.max(1)),
+        feed_max_wait: Duration::from_secs(config.request_timeout_secs.max(2) - 1),
+        relay: config.nats_url.as_ref().map(|url| {
+            crate::relay::Relay::spawn(
+                store_for_relay,
+                feed.clone(),
+                crate::relay::RelayOptions {
+                    max_age: Duration::from_secs(
+                        u64::from(config.nats_max_age_days.max(1)) * 86_400,
+                    ),
+                    batch: config.nats_batch.clamp(1, 10_000),
+                    ..crate::relay::RelayOptions::new(
+                        url.clone(),
+                        config.nats_stream.clone(),
+                        config.nats_subject_prefix.clone(),
+                    )
+                },
+            )
+        }),
     });
 
     let janitor = {
@@ -386,6 +411,13 @@ pub async fn start(
         Duration::from_secs(config.request_timeout_secs.max(1)),
         others,
     );
+    // Open change-feed streams end when the service stops (else the
+    // graceful shutdown would wait for them forever).
+    let closing = feed.clone();
+    let shutdown = async move {
+        shutdown.await;
+        closing.close();
+    };
     let server = tokio::spawn(serve(
         listener,
         router,

@@ -52,7 +52,7 @@ pub enum KeySpecError {
         "API key entry {index}: name `{name}` must be 1-64 characters of a-z, 0-9, `-`, `_`, `.`"
     )]
     Name { index: usize, name: String },
-    #[error("API key `{name}`: unknown role `{role}` (service, auditor or admin)")]
+    #[error("API key `{name}`: unknown role `{role}` (service, auditor, admin or subscriber)")]
     Role { name: String, role: String },
     #[error("API key `{name}`: the secret must be at least 16 characters")]
     ShortSecret { name: String },
@@ -183,12 +183,25 @@ impl Permission for SendCommands {
     }
 }
 
-/// Read access state (every role).
+/// Read access state (every role but subscriber).
 pub struct ReadState;
 impl Permission for ReadState {
-    const DESCRIPTION: &'static str = "reading needs an API key";
-    fn allows(_: ApiRole) -> bool {
-        true
+    const DESCRIPTION: &'static str = "reading needs the service, auditor or admin role";
+    fn allows(role: ApiRole) -> bool {
+        !matches!(role, ApiRole::Subscriber)
+    }
+}
+
+/// Read the change feed (subscriber, auditor, admin).
+pub struct ReadFeed;
+impl Permission for ReadFeed {
+    const DESCRIPTION: &'static str =
+        "reading the change feed needs the subscriber, auditor or admin role";
+    fn allows(role: ApiRole) -> bool {
+        matches!(
+            role,
+            ApiRole::Subscriber | ApiRole::Auditor | ApiRole::Admin
+        )
     }
 }
 
@@ -314,5 +327,10 @@ mod tests {
         assert!(ReadHistory::allows(ApiRole::Auditor) && ReadHistory::allows(ApiRole::Admin));
         assert!(!ReadHistory::allows(ApiRole::Service));
         assert!(ReadState::allows(ApiRole::Auditor));
+        assert!(!ReadState::allows(ApiRole::Subscriber));
+        assert!(!ReadHistory::allows(ApiRole::Subscriber));
+        assert!(!SendCommands::allows(ApiRole::Subscriber));
+        assert!(ReadFeed::allows(ApiRole::Subscriber) && ReadFeed::allows(ApiRole::Auditor));
+        assert!(ReadFeed::allows(ApiRole::Admin) && !ReadFeed::allows(ApiRole::Service));
     }
 }

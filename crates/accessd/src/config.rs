@@ -83,7 +83,7 @@ pub struct Config {
     pub mail_templates: Option<PathBuf>,
 
     /// API keys, comma-separated `name:role:secret` (roles: service,
-    /// auditor, admin).
+    /// auditor, admin, subscriber).
     #[arg(long, env = "ACCESS_API_KEYS", hide_env_values = true)]
     pub api_keys: Option<String>,
 
@@ -218,6 +218,44 @@ pub struct Config {
     /// /64).
     #[arg(long, env = "ACCESS_LOGIN_ATTEMPTS_PER_ADDRESS", default_value_t = 30)]
     pub login_attempts_per_address: u32,
+
+    /// Seconds between heartbeat comments on an idle change-feed stream
+    /// (server-sent events), so proxies keep it open.
+    #[arg(long, env = "ACCESS_FEED_HEARTBEAT_SECS", default_value_t = 15)]
+    pub feed_heartbeat_secs: u64,
+
+    /// How often waiting change-feed readers (long polls, streams, the NATS
+    /// relay) look for events committed by other processes, in
+    /// milliseconds (this process's own commits wake them at once).
+    #[arg(long, env = "ACCESS_FEED_POLL_MS", default_value_t = 100)]
+    pub feed_poll_ms: u64,
+
+    /// Relay every event to NATS JetStream at this server (e.g.
+    /// `nats://127.0.0.1:4222`); unset: no relay.
+    #[arg(long, env = "ACCESS_NATS_URL", hide_env_values = true)]
+    pub nats_url: Option<String>,
+
+    /// The JetStream stream the relay publishes to (created if missing).
+    #[arg(long, env = "ACCESS_NATS_STREAM", default_value = "ACCESS_EVENTS")]
+    pub nats_stream: String,
+
+    /// Subjects are `<prefix>.<event_type_snake>.<customer_id>`; the
+    /// stream covers `<prefix>.>`.
+    #[arg(
+        long,
+        env = "ACCESS_NATS_SUBJECT_PREFIX",
+        default_value = "access.events"
+    )]
+    pub nats_subject_prefix: String,
+
+    /// How long the stream keeps messages, in days (when the relay creates
+    /// it).
+    #[arg(long, env = "ACCESS_NATS_MAX_AGE_DAYS", default_value_t = 30)]
+    pub nats_max_age_days: u32,
+
+    /// Events the relay publishes per checkpoint move.
+    #[arg(long, env = "ACCESS_NATS_BATCH", default_value_t = 1000)]
+    pub nats_batch: u32,
 }
 
 impl std::fmt::Debug for Config {
@@ -239,6 +277,10 @@ impl std::fmt::Debug for Config {
             )
             .field("master_key_file", &self.master_key_file)
             .field("log", &self.log)
+            .field(
+                "nats_url",
+                &self.nats_url.as_deref().map(access_store::redact_url),
+            )
             .finish_non_exhaustive()
     }
 }

@@ -18,6 +18,8 @@
 //! - [`auth`]: API keys and roles as types.
 //! - [`error`]: the one HTTP error type.
 //! - [`command_mail`], [`link_token`]: the emails a command calls for and the tokens in their links.
+//! - [`feed`]: the change feed (long polls, server-sent events) and
+//!   [`relay`], its NATS JetStream relay.
 //! - [`metrics`], [`throttle`], [`keys_in_flight`], [`client_ip`], [`openapi`].
 
 pub mod app;
@@ -26,12 +28,14 @@ pub mod client_ip;
 pub mod command_mail;
 pub mod config;
 pub mod error;
+pub mod feed;
 pub mod http;
 pub mod keys_in_flight;
 pub mod link_token;
 pub mod metrics;
 pub mod openapi;
 pub mod pages;
+pub mod relay;
 pub mod state;
 pub mod throttle;
 pub mod trace_context;

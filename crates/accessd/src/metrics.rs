@@ -58,6 +58,13 @@ pub struct Metrics {
     projector_position: Gauge,
     projector_failed: Gauge,
     aggregate_cache: Family<KindLabels, Counter>,
+    relay_lag_events: Gauge,
+    relay_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    relay_position: Gauge,
+    relay_leader: Gauge,
+    relay_errors: Counter,
+    /// The relay's error count as last exported.
+    relay_errors_seen: Arc<std::sync::atomic::AtomicU64>,
     /// The cache's counters as last exported (the store counts; each
     /// scrape adds what is new).
     aggregate_cache_seen: Arc<std::sync::Mutex<access_store::CacheStats>>,
@@ -128,8 +135,44 @@ impl Metrics {
             "Commands since start decided on a cached customer state (hit), on state read from the database (miss), and cached states found stale (stale)",
             aggregate_cache.clone(),
         );
+        let relay_lag_events = Gauge::default();
+        let relay_lag_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        let relay_position = Gauge::default();
+        let relay_leader = Gauge::default();
+        let relay_errors = Counter::default();
+        registry.register(
+            "relay_lag_events",
+            "Events committed but not yet acknowledged by NATS JetStream (approximate)",
+            relay_lag_events.clone(),
+        );
+        registry.register(
+            "relay_lag_seconds",
+            "Age of the oldest event not yet in JetStream (0 when caught up)",
+            relay_lag_seconds.clone(),
+        );
+        registry.register(
+            "relay_position",
+            "Global position of the NATS relay's checkpoint",
+            relay_position.clone(),
+        );
+        registry.register(
+            "relay_leader",
+            "1 when this process holds the NATS relay (one replica at a time)",
+            relay_leader.clone(),
+        );
+        registry.register(
+            "relay_errors",
+            "Failed NATS relay attempts (connect, publish, acknowledgement, database); each is retried",
+            relay_errors.clone(),
+        );
         Self {
             registry: Arc::new(registry),
+            relay_lag_events,
+            relay_lag_seconds,
+            relay_position,
+            relay_leader,
+            relay_errors,
+            relay_errors_seen: Arc::default(),
             requests,
             latency,
             commands,
@@ -183,6 +226,25 @@ impl Metrics {
         self.projector_position.set(status.checkpoint.global);
         self.projector_failed
             .set(i64::from(status.failed.is_some()));
+    }
+
+    /// Records where the NATS relay is (called when metrics are read).
+    pub fn relay(&self, status: &crate::relay::RelayStatus, now: chrono::DateTime<chrono::Utc>) {
+        let behind = status.events_behind();
+        self.relay_lag_events
+            .set(i64::try_from(behind).unwrap_or(i64::MAX));
+        let seconds = match (behind, status.pending_since) {
+            (0, _) | (_, None) => 0.0,
+            (_, Some(at)) => (now - at).num_milliseconds().max(0) as f64 / 1000.0,
+        };
+        self.relay_lag_seconds.set(seconds);
+        self.relay_position.set(status.checkpoint.global);
+        self.relay_leader.set(i64::from(status.leader));
+        let before = self
+            .relay_errors_seen
+            .swap(status.errors, std::sync::atomic::Ordering::Relaxed);
+        self.relay_errors
+            .inc_by(status.errors.saturating_sub(before));
     }
 
     pub fn command(&self, command: &str, outcome: &str) {

@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi};
 use crate::http::contract::Security as RouteSecurity;
 
 use crate::error::{ApiError, ErrorBody, ErrorDetail};
-use crate::http::{audit, customers, dto, health, history, mail, self_service};
+use crate::http::{audit, customers, dto, feed, health, history, mail, self_service};
 
 struct Security;
 
@@ -23,7 +23,7 @@ impl Modify for Security {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("An API key: `Authorization: Bearer <secret>` (roles service, auditor, admin)"))
+                    .description(Some("An API key: `Authorization: Bearer <secret>` (roles service, auditor, admin, subscriber)"))
                     .build(),
             ),
         );
@@ -57,6 +57,7 @@ impl Modify for Security {
         audit::audit,
         audit::customer_audit,
         audit::digest,
+        feed::feed,
         history::access_report,
         mail::list,
         mail::retry,
@@ -79,12 +80,14 @@ impl Modify for Security {
         dto::EventView, dto::EventList, dto::SessionRequest, dto::SessionResponse, dto::SelfChangeEmailRequest,
         dto::EmailChangeAccepted, dto::ChangePasswordRequest, dto::PasswordChanged, dto::ConfirmEmailRequest,
         dto::SetupPasswordRequest, dto::Health, dto::Readiness, dto::NotReady, dto::ReadinessParts, dto::PartState, dto::ActorView, dto::AuditView, dto::AuditPage, audit::AuditDigest, history::AccessReport, history::AccessHolder, mail::MailView, mail::MailList,
+        feed::FeedPage, crate::feed::FeedItem,
     )),
     modifiers(&Security),
     tags(
         (name = "commands", description = "Upstream services change customers (roles service, admin)"),
         (name = "reads", description = "Access state and history"),
         (name = "audit", description = "The audit trail (roles auditor, admin)"),
+        (name = "feed", description = "The change feed for downstream systems (roles subscriber, auditor, admin)"),
         (name = "self-service", description = "Customers and the links in their emails"),
         (name = "operations", description = "Health, metrics, this document"),
     )

@@ -42,6 +42,14 @@ pub struct Inner {
     pub projector: Option<access_projections::Projector>,
     /// Longest wait of a read for the projections.
     pub read_wait: std::time::Duration,
+    /// Wakes the change feed's readers.
+    pub feed: crate::feed::FeedHub,
+    /// Heartbeat interval of change-feed streams.
+    pub feed_heartbeat: std::time::Duration,
+    /// Longest long-poll wait (within the request time limit).
+    pub feed_max_wait: std::time::Duration,
+    /// The NATS JetStream relay, when configured.
+    pub relay: Option<crate::relay::Relay>,
 }
 
 impl FromRef<AppState> for ApiKeys {
@@ -136,6 +144,22 @@ impl AppState {
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
+    }
+
+    pub fn feed(&self) -> &crate::feed::FeedHub {
+        &self.0.feed
+    }
+
+    pub fn feed_heartbeat(&self) -> std::time::Duration {
+        self.0.feed_heartbeat
+    }
+
+    pub fn feed_max_wait(&self) -> std::time::Duration {
+        self.0.feed_max_wait
+    }
+
+    pub fn relay(&self) -> Option<&crate::relay::Relay> {
+        self.0.relay.as_ref()
     }
 
     pub fn projector(&self) -> Option<&access_projections::Projector> {

@@ -86,9 +86,9 @@ pub struct Args {
     #[arg(long = "accessd-env", value_name = "KEY=VALUE")]
     pub accessd_env: Vec<String>,
 
-    /// Scenarios to run (1..=9; 3 runs with 1, 5 with 4). 8 and 9 use
-    /// the store directly and need no `accessd`.
-    #[arg(long, value_delimiter = ',', default_value = "1,2,4,6,7,8,9")]
+    /// Scenarios to run (1..=10; 3 runs with 1, 5 with 4). 8 and 9 use
+    /// the store directly and need no `accessd`; 10 needs NATS.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,6,7,8,9,10")]
     pub scenarios: Vec<u32>,
 
     /// The databases of scenarios 8 and 9.
@@ -106,6 +106,19 @@ pub struct Args {
     /// Appends per append phase of scenario 8, at most.
     #[arg(long, default_value_t = 50_000)]
     pub max_appends: u64,
+
+    /// Clients sending commands in scenario 10 (the change feed).
+    #[arg(long, default_value_t = 32)]
+    pub feed_clients: usize,
+
+    /// Events of scenario 10's relay backlog (the figure is
+    /// 1,000,000: `--feed-backlog 1000000`).
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub feed_backlog: u64,
+
+    /// NATS with JetStream for scenario 10.
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
 
     /// Batch sizes of scenario 8's full reads of the feed (one read each).
     #[arg(long, value_delimiter = ',', default_value = "1000,5000", value_parser = clap::value_parser!(u32).range(1..))]
@@ -129,7 +142,7 @@ impl StoreKind {
 }
 
 /// The scenarios that run `accessd`.
-const SERVICE_SCENARIOS: [u32; 5] = [1, 2, 4, 6, 7];
+const SERVICE_SCENARIOS: [u32; 6] = [1, 2, 4, 6, 7, 10];
 
 impl Args {
     fn adjusted(mut self) -> Self {
@@ -141,13 +154,15 @@ impl Args {
             self.store_events = 2000;
             self.append_seconds = 0.5;
             self.max_appends = 2000;
+            self.feed_clients = 4;
+            self.feed_backlog = 2000;
         }
         self
     }
 
     fn validate(&self) -> Result<()> {
-        if let Some(n) = self.scenarios.iter().find(|n| !(1..=9).contains(*n)) {
-            anyhow::bail!("--scenarios: no scenario {n} (1..=9)");
+        if let Some(n) = self.scenarios.iter().find(|n| !(1..=10).contains(*n)) {
+            anyhow::bail!("--scenarios: no scenario {n} (1..=10)");
         }
         if !(self.append_seconds > 0.0 && self.append_seconds.is_finite()) {
             anyhow::bail!("--append-seconds {}: must be positive", self.append_seconds);
@@ -311,6 +326,9 @@ async fn main() -> Result<()> {
     }
     if args.scenarios.contains(&9) {
         targets.extend(scenarios::feed_rebuild::feed_rebuild(&args).await?);
+    }
+    if args.scenarios.contains(&10) {
+        targets.extend(scenarios::change_feed::change_feed(&args, &options).await?);
     }
 
     println!(

@@ -18,6 +18,8 @@ pub enum ApiRole {
     Auditor,
     /// Both.
     Admin,
+    /// Downstream systems: the change feed only.
+    Subscriber,
 }
 
 impl ApiRole {
@@ -26,6 +28,7 @@ impl ApiRole {
             Self::Service => "service",
             Self::Auditor => "auditor",
             Self::Admin => "admin",
+            Self::Subscriber => "subscriber",
         }
     }
 
@@ -34,6 +37,7 @@ impl ApiRole {
             "service" => Some(Self::Service),
             "auditor" => Some(Self::Auditor),
             "admin" => Some(Self::Admin),
+            "subscriber" => Some(Self::Subscriber),
             _ => None,
         }
     }

@@ -24,10 +24,15 @@ use crate::state::AppState;
 use crate::usecase::session::CustomerSession;
 
 /// Every API role (the match below fails to compile when one is added).
-const ROLES: [ApiRole; 3] = [ApiRole::Service, ApiRole::Auditor, ApiRole::Admin];
+const ROLES: [ApiRole; 4] = [
+    ApiRole::Service,
+    ApiRole::Auditor,
+    ApiRole::Admin,
+    ApiRole::Subscriber,
+];
 
 const _: fn(ApiRole) = |role| match role {
-    ApiRole::Service | ApiRole::Auditor | ApiRole::Admin => {}
+    ApiRole::Service | ApiRole::Auditor | ApiRole::Admin | ApiRole::Subscriber => {}
 };
 
 /// How a route is authenticated.
@@ -125,6 +130,18 @@ impl<T> Answers for Result<Query<T>, QueryRejection> {
         vec![400]
     }
 }
+
+/// A query the handler parses itself (the change feed: repeated
+/// parameters): 400 `malformed_request` naming the parameter.
+impl Answers for axum::extract::RawQuery {
+    fn statuses() -> Vec<u16> {
+        vec![400]
+    }
+}
+
+/// Headers the handler reads itself (`Accept`, `Last-Event-ID` of the
+/// feed; a bad `Last-Event-ID` is 400 there, listed with the query).
+impl Answers for axum::http::HeaderMap {}
 
 /// A command on a customer: 400 on a malformed `If-Match` or
 /// `Idempotency-Key`; 404 `customer_not_found`; 409

@@ -134,6 +134,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     if let Some(projector) = state.projector() {
         state.metrics().projector(&projector.status(), state.now());
     }
+    if let Some(relay) = state.relay() {
+        state.metrics().relay(&relay.status(), state.now());
+    }
     if let Some(stats) = state.store().cache_stats() {
         state.metrics().aggregate_cache(stats);
     }

@@ -6,6 +6,7 @@ pub mod contract;
 pub mod customers;
 pub mod dto;
 pub mod extract;
+pub mod feed;
 pub mod health;
 pub mod history;
 pub mod mail;
@@ -100,6 +101,7 @@ fn api() -> contract::Routes {
         .get("/v1/customers/{id}/audit", audit::customer_audit)
         .get("/v1/audit", audit::audit)
         .get("/v1/audit/digest", audit::digest)
+        .get("/v1/feed", feed::feed)
         .get("/v1/access-report", history::access_report)
         .get("/v1/mail", mail::list)
         .post("/v1/mail/{id}/retry", mail::retry)

@@ -251,6 +251,7 @@ async fn run(
         if let Some(projector) = state.projector() {
             projector.nudge();
         }
+        state.feed().committed();
         state.mail().nudge();
     }
     result

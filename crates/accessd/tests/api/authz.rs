@@ -10,13 +10,14 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-const CALLERS: [&str; 6] = [
+const CALLERS: [&str; 7] = [
     "anonymous",
     "service",
     "auditor",
     "admin",
     "own session",
     "other session",
+    "subscriber",
 ];
 
 /// The table of docs/security.md: endpoint → expected cell per caller.
@@ -39,7 +40,7 @@ fn documented_table() -> BTreeMap<String, Vec<String>> {
                 "{endpoint}: cell `{cell}`"
             );
         }
-        assert_eq!(row.len(), 7, "{endpoint}");
+        assert_eq!(row.len(), 8, "{endpoint}");
         assert!(
             table.insert(endpoint.clone(), row[1..].to_vec()).is_none(),
             "{endpoint} twice"
@@ -199,6 +200,7 @@ async fn call(
         "service" => Some(SERVICE),
         "auditor" => Some(AUDITOR),
         "admin" => Some(ADMIN),
+        "subscriber" => Some(SUBSCRIBER),
         _ => None,
     };
     let mut cookies = vec![format!("access_csrf={CSRF}")];
@@ -264,7 +266,7 @@ async fn authorization_matrix(db: Db) {
             fixture = pair(&app, n + 1).await;
         }
         disturbed = !endpoint.starts_with("GET ") && endpoint != "POST /v1/customers";
-        let order = [0usize, 4, 5, 2, 1, 3];
+        let order = [0usize, 4, 5, 2, 6, 1, 3];
         for i in order {
             let caller = CALLERS[i];
             let (status, location, body) = call(&app, &client, endpoint, caller, &fixture, n).await;

@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 pub const ADMIN: &str = "admin-secret-0123456789abcdef";
 pub const SERVICE: &str = "service-secret-0123456789abcdef";
 pub const AUDITOR: &str = "auditor-secret-0123456789abcdef";
+pub const SUBSCRIBER: &str = "subscriber-secret-0123456789abcdef";
 
 pub const NOTICE_TAIL: &str =
     " login has no password. A notification email with a password URL must be sent or a new password must be entered manually.";
@@ -146,7 +147,7 @@ impl TestApp {
         config.public_url = None;
         config.mail = format!("file:{}", mail_dir.path().display());
         config.api_keys = Some(format!(
-            "ops:admin:{ADMIN},crm:service:{SERVICE},audit:auditor:{AUDITOR}"
+            "ops:admin:{ADMIN},crm:service:{SERVICE},audit:auditor:{AUDITOR},feed:subscriber:{SUBSCRIBER}"
         ));
         config.api_keys_file = None;
         config.master_key = Some(access_store::testing::TEST_MASTER_KEY.to_string());
