@@ -327,10 +327,13 @@ pub struct ListQuery {
     pub email: Option<String>,
     /// `true`: only customers with portal access; `false`: only those
     /// without.
+    #[param(value_type = Option<bool>)]
     pub has_access: Option<String>,
     /// Only customers changed at or after this instant (RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime)]
     pub updated_since: Option<String>,
     /// Customers per page, 1 to 1000 (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
     /// `next_cursor` (or `resume_cursor`) of an earlier page.
     pub cursor: Option<String>,
@@ -450,6 +453,7 @@ pub struct EventsQuery {
     /// (every event, unpaged).
     pub format: Option<String>,
     /// Events per page, 1 to 1000 (default 100); JSON only.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,

@@ -47,6 +47,7 @@ pub struct MailQuery {
     /// `pending`, `sent` or `failed` (default: all).
     pub status: Option<String>,
     /// At most this many, newest first (1-1000, default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
