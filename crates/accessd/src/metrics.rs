@@ -1,5 +1,10 @@
 //! Prometheus metrics (prometheus-client: one registry per service, no
 //! global state, so tests can run several services in one process).
+//!
+//! One label name for what happened: `outcome` (commands: `ok` or an error
+//! code; mail: `sent`, `retry`, `failed`, …; the aggregate cache: `hit`,
+//! `miss`, `stale`). The service's own metrics are prefixed `access_`; the
+//! process metrics have the usual unprefixed `process_` names.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -37,6 +42,102 @@ struct KindLabels {
     kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+    commit: String,
+}
+
+/// The commit the binary was built from (`build.rs`: `git` when the
+/// sources are a checkout, else `unknown`).
+pub const GIT_COMMIT: &str = env!("ACCESS_GIT_COMMIT");
+
+/// The process metrics of the Prometheus client guidelines (resident and
+/// virtual memory, CPU seconds, open and maximum file descriptors, start
+/// time), read from `/proc` at each scrape by the `procfs` crate. Absent
+/// where there is no `/proc`.
+#[derive(Debug)]
+struct ProcessCollector;
+
+impl prometheus_client::collector::Collector for ProcessCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        use prometheus_client::metrics::MetricType;
+
+        let Ok(me) = procfs::process::Process::myself() else {
+            return Ok(());
+        };
+        let Ok(stat) = me.stat() else {
+            return Ok(());
+        };
+        let ticks = procfs::ticks_per_second() as f64;
+        let page = procfs::page_size();
+        let cpu = (stat.utime + stat.stime) as f64 / ticks;
+        let counter = ConstCounter::new(cpu);
+        counter.encode(encoder.encode_descriptor(
+            "process_cpu_seconds",
+            "Total user and system CPU time spent in seconds",
+            None,
+            MetricType::Counter,
+        )?)?;
+        let gauges: [(&str, &str, Option<f64>); 5] = [
+            (
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes",
+                Some((stat.rss * page) as f64),
+            ),
+            (
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes",
+                Some(stat.vsize as f64),
+            ),
+            (
+                "process_open_fds",
+                "Number of open file descriptors",
+                me.fd_count().ok().map(|n| n as f64),
+            ),
+            (
+                "process_max_fds",
+                "Maximum number of open file descriptors",
+                me.limits()
+                    .ok()
+                    .and_then(|l| match l.max_open_files.soft_limit {
+                        procfs::process::LimitValue::Value(n) => Some(n as f64),
+                        procfs::process::LimitValue::Unlimited => None,
+                    }),
+            ),
+            (
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds",
+                procfs::boot_time_secs()
+                    .ok()
+                    .map(|boot| boot as f64 + stat.starttime as f64 / ticks),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            if let Some(value) = value {
+                ConstGauge::new(value).encode(encoder.encode_descriptor(
+                    name,
+                    help,
+                    None,
+                    MetricType::Gauge,
+                )?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -52,12 +153,12 @@ pub struct Metrics {
     latency: HistogramFamily,
     commands: Family<CommandLabels, Counter>,
     store_errors: Family<KindLabels, Counter>,
-    mail: Family<KindLabels, Counter>,
+    mail: Family<OutcomeLabels, Counter>,
     projector_lag_events: Gauge,
     projector_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     projector_position: Gauge,
     projector_failed: Gauge,
-    aggregate_cache: Family<KindLabels, Counter>,
+    aggregate_cache: Family<OutcomeLabels, Counter>,
     relay_lag_events: Gauge,
     relay_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     relay_position: Gauge,
@@ -78,12 +179,26 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("access");
+        let mut root = Registry::default();
+        root.register_collector(Box::new(ProcessCollector));
+        let registry = root.sub_registry_with_prefix("access");
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                commit: GIT_COMMIT.to_string(),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "The running build: version and git commit (always 1)",
+            build_info,
+        );
         let requests = Family::<RequestLabels, Counter>::default();
         let latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
         let commands = Family::<CommandLabels, Counter>::default();
         let store_errors = Family::<KindLabels, Counter>::default();
-        let mail = Family::<KindLabels, Counter>::default();
+        let mail = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "http_requests",
             "HTTP requests by route, method and status",
@@ -129,7 +244,7 @@ impl Metrics {
             "1 when the projector stopped on an error",
             projector_failed.clone(),
         );
-        let aggregate_cache = Family::<KindLabels, Counter>::default();
+        let aggregate_cache = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "aggregate_cache",
             "Commands since start decided on a cached customer state (hit), on state read from the database (miss), and cached states found stale (stale)",
@@ -166,7 +281,7 @@ impl Metrics {
             relay_errors.clone(),
         );
         Self {
-            registry: Arc::new(registry),
+            registry: Arc::new(root),
             relay_lag_events,
             relay_lag_seconds,
             relay_position,
@@ -194,14 +309,14 @@ impl Metrics {
             .aggregate_cache_seen
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for (kind, now, before) in [
+        for (outcome, now, before) in [
             ("hit", stats.hits, seen.hits),
             ("miss", stats.misses, seen.misses),
             ("stale", stats.stale, seen.stale),
         ] {
             self.aggregate_cache
-                .get_or_create(&KindLabels {
-                    kind: kind.to_string(),
+                .get_or_create(&OutcomeLabels {
+                    outcome: outcome.to_string(),
                 })
                 .inc_by(now.saturating_sub(before));
         }
@@ -266,8 +381,8 @@ impl Metrics {
 
     pub fn mail(&self, outcome: &str) {
         self.mail
-            .get_or_create(&KindLabels {
-                kind: outcome.to_string(),
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_string(),
             })
             .inc();
     }

@@ -37,7 +37,8 @@ pub const REBUILD: Tables = Tables {
 };
 
 pub(crate) const STATE_COLUMNS: &str = "customer_id, name, email, email_key, access_granted, role, password_set, \
-    must_change_password, setup_link_expires_at, pending_email, pending_email_expires_at, version, updated_at";
+    must_change_password, setup_link_expires_at, pending_email, pending_email_expires_at, version, updated_at, \
+    last_tx, last_position";
 
 pub(crate) const AUDIT_COLUMNS: &str =
     "position, tx, customer_id, sequence, at, kind, actor_kind, actor_name, actor_role, \
@@ -61,6 +62,10 @@ pub(crate) fn state_row(row: &Row) -> Result<AccessStateRow, ProjectionError> {
         pending_email_expires_at: row.opt_stamp("pending_email_expires_at")?,
         version: u64::try_from(row.int("version")?).unwrap_or_default(),
         updated_at: row.stamp("updated_at")?,
+        last_change: Position {
+            tx: u64::try_from(row.int("last_tx")?).unwrap_or_default(),
+            global: row.int("last_position")?,
+        },
     })
 }
 
@@ -186,7 +191,7 @@ pub(crate) async fn project_batch_with(
         .values()
         .filter(|r| changed.contains(&r.customer_id.to_string()))
         .collect();
-    // 13 parameters a row: 1,000 rows stay under SQLite's and
+    // 15 parameters a row: 1,000 rows stay under SQLite's and
     // PostgreSQL's parameter limits.
     for chunk in changed_rows.chunks(1000) {
         let mut upsert = Query::new(format!(
@@ -208,6 +213,8 @@ pub(crate) async fn project_batch_with(
                 Value::stamp(r.pending_email_expires_at),
                 Value::count(r.version),
                 Value::stamp(r.updated_at),
+                Value::count(r.last_change.tx),
+                r.last_change.global.into(),
             ]
         });
         upsert.push(
@@ -216,7 +223,8 @@ pub(crate) async fn project_batch_with(
              password_set = excluded.password_set, must_change_password = excluded.must_change_password, \
              setup_link_expires_at = excluded.setup_link_expires_at, pending_email = excluded.pending_email, \
              pending_email_expires_at = excluded.pending_email_expires_at, version = excluded.version, \
-             updated_at = excluded.updated_at",
+             updated_at = excluded.updated_at, last_tx = excluded.last_tx, \
+             last_position = excluded.last_position",
         );
         tx.execute(&upsert).await?;
     }
@@ -323,6 +331,48 @@ pub async fn access_state_by_email(
         "SELECT {STATE_COLUMNS} FROM access_state WHERE email_key = $1 ORDER BY customer_id"
     ))
     .bind(store.keyring()?.email_key(email));
+    store.sql().read(&q).await?.iter().map(state_row).collect()
+}
+
+/// Filters of a customer list (`GET /v1/customers`).
+#[derive(Debug, Clone, Default)]
+pub struct CustomerFilter {
+    /// Only customers with (true) or without (false) portal access.
+    pub has_access: Option<bool>,
+    /// Only customers changed at or after this instant.
+    pub updated_since: Option<DateTime<Utc>>,
+    /// Customers whose last change is after this place in the global
+    /// order (the cursor).
+    pub after: Option<Position>,
+}
+
+/// Up to `limit` customers matching `filter`, in the global order of their
+/// last change. The projector writes rows in that order, so a customer
+/// changed while a client pages moves behind its cursor (it shows again,
+/// with the newer version) and is never skipped.
+pub async fn customer_page(
+    store: &Store,
+    filter: &CustomerFilter,
+    limit: u32,
+) -> Result<Vec<AccessStateRow>, ProjectionError> {
+    let mut q = Query::new(format!(
+        "SELECT {STATE_COLUMNS} FROM access_state WHERE 1 = 1"
+    ));
+    if let Some(has_access) = filter.has_access {
+        q.push(" AND access_granted = ").push_bind(has_access);
+    }
+    if let Some(since) = filter.updated_since {
+        q.push(" AND updated_at >= ").push_bind(Value::stamp(since));
+    }
+    if let Some(after) = filter.after {
+        q.push(" AND (last_tx, last_position) > (")
+            .push_bind(Value::count(after.tx))
+            .push(", ")
+            .push_bind(after.global)
+            .push(")");
+    }
+    q.push(" ORDER BY last_tx, last_position LIMIT ")
+        .push_bind(i64::from(limit));
     store.sql().read(&q).await?.iter().map(state_row).collect()
 }
 

@@ -1,11 +1,6 @@
 //! The audit trail as files: JSON Lines and CSV, the same for the HTTP
 //! export and `accessctl audit export`.
 
-use access_domain::CustomerId;
-use chrono::{DateTime, Utc};
-use serde::Serialize;
-use utoipa::ToSchema;
-
 use crate::rows::AuditRow;
 
 /// File formats of an export.
@@ -22,47 +17,13 @@ pub enum ExportFormat {
 #[error("cannot encode audit rows: {0}")]
 pub struct ExportError(String);
 
-/// Who made a change.
-#[derive(Serialize, ToSchema, Debug)]
-pub struct ActorView {
-    /// `api`, `customer` or `system`.
-    pub kind: String,
-    /// The API key's name (for `api` and `system`).
-    pub name: Option<String>,
-    pub role: Option<String>,
-    /// For changes made by the customer.
-    pub customer_id: Option<String>,
-}
-
-/// One row of the audit trail.
-#[derive(Serialize, ToSchema, Debug)]
-pub struct AuditView {
-    /// Place in the global order (`tx:position`), also the cursor.
-    pub position: String,
-    #[schema(value_type = String, format = Uuid)]
-    pub customer_id: CustomerId,
-    pub sequence: u64,
-    pub at: DateTime<Utc>,
-    /// `customer_registered`, `email_changed`, `access_granted`, `password_set`, `password_cleared`,
-    /// `access_notification_sent`, `access_revoked`, `email_change_requested`, `email_change_confirmed`,
-    /// `password_setup_completed`, `password_changed`, `password_rehashed`, `customer_forgotten`.
-    pub kind: String,
-    pub actor: ActorView,
-    pub request_id: Option<String>,
-    pub reason: Option<String>,
-    pub old_email: Option<String>,
-    pub new_email: Option<String>,
-    /// `manual`, `setup_link` or `customer`, where a password was set.
-    pub password_source: Option<String>,
-    /// For access notifications: whether a setup link was sent.
-    pub with_setup_link: Option<bool>,
-}
+pub use access_api_types::{ActorView, AuditView};
 
 impl From<AuditRow> for AuditView {
     fn from(r: AuditRow) -> Self {
         Self {
             position: format!("{}:{}", r.tx, r.position),
-            customer_id: r.customer_id,
+            customer_id: r.customer_id.as_uuid(),
             sequence: r.sequence,
             at: r.at,
             kind: r.kind,

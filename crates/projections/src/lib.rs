@@ -25,7 +25,7 @@ pub mod rows;
 use access_domain::CustomerId;
 use access_store::{Position, StoreError};
 
-pub use db::{AuditFilter, Tables, LIVE, REBUILD};
+pub use db::{AuditFilter, CustomerFilter, Tables, LIVE, REBUILD};
 pub use projector::{Projector, ProjectorOptions, Status};
 pub use rows::{AccessStateRow, AuditRow};
 

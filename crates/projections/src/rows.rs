@@ -5,7 +5,7 @@
 use access_domain::events::FORGOTTEN;
 use access_domain::metadata::keys;
 use access_domain::{CustomerEvent, CustomerId, Personal};
-use access_store::RecordedEvent;
+use access_store::{Position, RecordedEvent};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -24,6 +24,13 @@ pub struct AccessStateRow {
     pub pending_email_expires_at: Option<DateTime<Utc>>,
     pub version: u64,
     pub updated_at: DateTime<Utc>,
+    /// Where the customer's last change is in the global order: the
+    /// projector applies events in that order, so a row changed later
+    /// always has a greater place than every row already written (the
+    /// paging key of `GET /v1/customers`). Not part of the digest of a
+    /// rebuild check (a place, not state).
+    #[serde(skip)]
+    pub last_change: Position,
 }
 
 impl AccessStateRow {
@@ -77,6 +84,7 @@ pub fn apply(row: Option<AccessStateRow>, event: &RecordedEvent) -> Option<Acces
             pending_email_expires_at: None,
             version: 0,
             updated_at: at,
+            last_change: event.position,
         },
         (None, _) => return None,
         (Some(row), _) => row,
@@ -137,6 +145,7 @@ pub fn apply(row: Option<AccessStateRow>, event: &RecordedEvent) -> Option<Acces
     }
     row.version = event.sequence;
     row.updated_at = at;
+    row.last_change = event.position;
     Some(row)
 }
 

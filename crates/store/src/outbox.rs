@@ -139,6 +139,18 @@ pub trait Outbox: Send + Sync {
         limit: u32,
     ) -> Result<Vec<OutboxEntry>, StoreError>;
 
+    /// A page of messages by status (all when `None`), newest first,
+    /// after `after` (the `(created_ms, id)` of the previous page's last
+    /// message). The order is by creation, which a message never changes:
+    /// a message queued while a client pages is newer than its first page
+    /// and does not shift the pages after it.
+    async fn outbox_page(
+        &self,
+        status: Option<&str>,
+        after: Option<(i64, &str)>,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>, StoreError>;
+
     /// Counts of messages by status.
     async fn outbox_counts(&self) -> Result<Vec<(String, i64)>, StoreError>;
 }
@@ -280,16 +292,30 @@ impl Outbox for Store {
         status: Option<&str>,
         limit: u32,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
-        let filter = if status.is_some() {
-            "WHERE status = $1"
-        } else {
-            "WHERE $1 = $1"
-        };
-        let q = Query::new(format!(
-            "SELECT {COLUMNS} FROM mail_outbox {filter} ORDER BY created_ms DESC, id LIMIT $2"
-        ))
-        .bind(status.unwrap_or("any"))
-        .bind(i64::from(limit));
+        self.outbox_page(status, None, limit).await
+    }
+
+    async fn outbox_page(
+        &self,
+        status: Option<&str>,
+        after: Option<(i64, &str)>,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let mut q = Query::new(format!("SELECT {COLUMNS} FROM mail_outbox WHERE 1 = 1"));
+        if let Some(status) = status {
+            q.push(" AND status = ").push_bind(status);
+        }
+        if let Some((created_ms, id)) = after {
+            q.push(" AND (created_ms < ")
+                .push_bind(created_ms)
+                .push(" OR (created_ms = ")
+                .push_bind(created_ms)
+                .push(" AND id > ")
+                .push_bind(id)
+                .push("))");
+        }
+        q.push(" ORDER BY created_ms DESC, id LIMIT ")
+            .push_bind(i64::from(limit));
         let rows = self.db.read(&q).await?;
         rows.iter().map(entry).collect()
     }

@@ -314,41 +314,135 @@ pub async fn get_customer(
         .await
         .map_err(ApiError::from)?
         .ok_or_else(ApiError::customer_not_found)?;
-    let view = CustomerView::from_row(&row, state.now());
+    let view = crate::http::dto::customer_view_from_row(&row, state.now());
     Ok(commands::with_etag(Json(view).into_response(), row.version))
 }
 
-#[derive(Deserialize, IntoParams)]
+#[derive(Deserialize, IntoParams, Default)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-pub struct FindQuery {
-    /// The login email (case-insensitive).
+pub struct ListQuery {
+    /// The customers with this login email (case-insensitive); not with
+    /// the other parameters.
     #[param(format = Email, max_length = 254)]
-    pub email: String,
+    pub email: Option<String>,
+    /// `true`: only customers with portal access; `false`: only those
+    /// without.
+    #[param(value_type = Option<bool>)]
+    pub has_access: Option<String>,
+    /// Only customers changed at or after this instant (RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub updated_since: Option<String>,
+    /// Customers per page, 1 to 1000 (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    pub limit: Option<String>,
+    /// `next_cursor` (or `resume_cursor`) of an earlier page.
+    #[param(max_length = 200)]
+    pub cursor: Option<String>,
 }
 
-/// Find customers by login email.
+/// Parses `limit` (1 to 1000, default 100).
+pub(crate) fn page_limit(raw: Option<&str>) -> ApiResult<u32> {
+    match raw {
+        None => Ok(100),
+        Some(raw) => raw
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| ApiError::malformed("`limit` must be from 1 to 1000")),
+    }
+}
+
+fn bad_cursor() -> ApiError {
+    ApiError::malformed("`cursor` is not a cursor from `next_cursor`")
+}
+
+/// The customer list, in the order of their last change (a reconciling
+/// service's full pass, then the changes since), or with `email` the
+/// customers with that login email.
 #[utoipa::path(get, path = "/v1/customers", tag = "reads",
-    params(FindQuery),
-    responses((status = 200, body = CustomerList), (status = 422, body = ErrorBody, description = "invalid_email")),
+    params(ListQuery),
+    responses((status = 200, body = CustomerList),
+              (status = 400, body = ErrorBody, description = "malformed_request (a bad `has_access`, `updated_since`, `limit` or `cursor`, or `email` with them)"),
+              (status = 422, body = ErrorBody, description = "invalid_email"),
+              (status = 503, body = ErrorBody, description = "unavailable (projections behind)")),
     security(("api_key" = [])))]
 pub async fn find_customers(
     State(state): State<AppState>,
     _caller: Caller<ReadState>,
-    query: Result<Query<FindQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<CustomerList>> {
     let Query(query) = query.map_err(|e| ApiError::malformed(e.body_text()))?;
-    let email = parse(EmailAddress::parse(&query.email))?;
-    state.projections_caught_up().await?;
     let now = state.now();
-    let rows = access_projections::db::access_state_by_email(state.store(), &email)
+    if let Some(email) = &query.email {
+        if query.has_access.is_some()
+            || query.updated_since.is_some()
+            || query.limit.is_some()
+            || query.cursor.is_some()
+        {
+            return Err(ApiError::malformed(
+                "`email` is a lookup: not with `has_access`, `updated_since`, `limit` or `cursor`",
+            ));
+        }
+        let email = parse(EmailAddress::parse(email))?;
+        state.projections_caught_up().await?;
+        let rows = access_projections::db::access_state_by_email(state.store(), &email)
+            .await
+            .map_err(ApiError::from)?;
+        return Ok(Json(CustomerList {
+            customers: rows
+                .iter()
+                .map(|r| crate::http::dto::customer_view_from_row(r, now))
+                .collect(),
+            next_cursor: None,
+            resume_cursor: None,
+        }));
+    }
+    let has_access = match query.has_access.as_deref() {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(_) => return Err(ApiError::malformed("`has_access` must be true or false")),
+    };
+    let updated_since = query
+        .updated_since
+        .as_deref()
+        .map(|raw| {
+            chrono::DateTime::parse_from_rfc3339(raw)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .map_err(|_| {
+                    ApiError::malformed(
+                        "`updated_since` must be an RFC 3339 time, e.g. 2026-01-31T00:00:00Z",
+                    )
+                })
+        })
+        .transpose()?;
+    let limit = page_limit(query.limit.as_deref())?;
+    let after = query
+        .cursor
+        .as_deref()
+        .map(|c| crate::http::audit::parse_position(c).ok_or_else(bad_cursor))
+        .transpose()?;
+    let filter = access_projections::CustomerFilter {
+        has_access,
+        updated_since,
+        after,
+    };
+    state.projections_caught_up().await?;
+    // One more row than asked tells whether there is a next page.
+    let mut rows = access_projections::db::customer_page(state.store(), &filter, limit + 1)
         .await
         .map_err(ApiError::from)?;
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let last = rows.last().map(|r| r.last_change.to_string());
     Ok(Json(CustomerList {
         customers: rows
             .iter()
-            .map(|r| CustomerView::from_row(r, now))
+            .map(|r| crate::http::dto::customer_view_from_row(r, now))
             .collect(),
+        next_cursor: last.clone().filter(|_| more),
+        resume_cursor: last.or_else(|| after.map(|p| p.to_string())),
     }))
 }
 
@@ -366,9 +460,15 @@ pub enum EventsFormat {
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// `json` (default): one `EventList` document; `jsonl`: one `EventView`
-    /// per line (`application/x-ndjson`), the input of `accessctl replay`.
+    /// per line (`application/x-ndjson`), the input of `accessctl replay`
+    /// (every event, unpaged).
     #[param(value_type = Option<EventsFormat>)]
     pub format: Option<String>,
+    /// Events per page, 1 to 1000 (default 100); JSON only.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    pub limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
 }
 
 /// A customer's stored events, with metadata; password hashes and token
@@ -377,7 +477,7 @@ pub struct EventsQuery {
     params(("id" = uuid::Uuid, Path, description = "Customer id"), EventsQuery),
     responses((status = 200, description = "`EventList`; with `format=jsonl`, one `EventView` per line",
                 content((EventList = "application/json"), (EventView = "application/x-ndjson"))),
-              (status = 400, body = ErrorBody, description = "malformed_request (unknown format)"),
+              (status = 400, body = ErrorBody, description = "malformed_request (unknown format, bad `limit` or `cursor`)"),
               (status = 404, body = ErrorBody, description = "customer_not_found")),
     security(("api_key" = [])))]
 pub async fn customer_events(
@@ -398,10 +498,35 @@ pub async fn customer_events(
             )))
         }
     };
+    let limit = page_limit(query.limit.as_deref())?;
+    // The cursor is the sequence of the previous page's last event: a
+    // stream only grows at its end, so pages never shift.
+    let after = query
+        .cursor
+        .as_deref()
+        .map(|c| c.parse::<u64>().map_err(|_| bad_cursor()))
+        .transpose()?
+        .unwrap_or(0);
+    if lines && (query.limit.is_some() || query.cursor.is_some()) {
+        return Err(ApiError::malformed(
+            "`limit` and `cursor` page the JSON format; `jsonl` is every event",
+        ));
+    }
     let events = state.store().events_of(id).await?;
     if events.is_empty() {
         return Err(ApiError::customer_not_found());
     }
+    let mut next_cursor = None;
+    let events = if lines {
+        events
+    } else {
+        let mut page: Vec<_> = events.into_iter().filter(|e| e.sequence > after).collect();
+        if page.len() > limit as usize {
+            page.truncate(limit as usize);
+            next_cursor = page.last().map(|e| e.sequence.to_string());
+        }
+        page
+    };
     let events: Vec<EventView> = events
         .into_iter()
         .map(|e| {
@@ -422,8 +547,9 @@ pub async fn customer_events(
         .collect();
     if !lines {
         return Ok(Json(EventList {
-            customer_id: id,
+            customer_id: id.as_uuid(),
             events,
+            next_cursor,
         })
         .into_response());
     }

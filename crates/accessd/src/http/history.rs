@@ -11,7 +11,6 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{Caller, ReadHistory};
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::http::dto::CustomerView;
 use crate::state::AppState;
 
 #[derive(Deserialize, IntoParams, Default)]
@@ -50,7 +49,7 @@ pub async fn customer_as_of(
         .await
         .map_err(ApiError::from)?
         .ok_or_else(ApiError::customer_not_found)?;
-    Ok(Json(CustomerView::from_row(&row, as_of)).into_response())
+    Ok(Json(crate::http::dto::customer_view_from_row(&row, as_of)).into_response())
 }
 
 /// One customer with access at the instant.

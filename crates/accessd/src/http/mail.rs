@@ -7,7 +7,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, TimeZone, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{Caller, Operate};
@@ -15,30 +15,15 @@ use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::PathId;
 use crate::state::AppState;
 
-/// One message of the queue (never its content: it holds a live link).
-#[derive(Serialize, ToSchema, Debug)]
-pub struct MailView {
-    pub id: String,
-    pub customer_id: String,
-    /// The template kind.
-    pub kind: String,
-    pub recipient: String,
-    /// `pending`, `sent` or `failed`.
-    pub status: String,
-    pub attempts: u32,
-    pub last_error: Option<String>,
-    pub created_at: Option<DateTime<Utc>>,
-    pub next_attempt_at: Option<DateTime<Utc>>,
-    pub sent_at: Option<DateTime<Utc>>,
-}
+pub use access_api_types::{MailList, MailView};
 
 fn at(ms: i64) -> Option<DateTime<Utc>> {
     Utc.timestamp_millis_opt(ms).single()
 }
 
-impl From<OutboxEntry> for MailView {
-    fn from(e: OutboxEntry) -> Self {
-        Self {
+fn mail_view(e: OutboxEntry) -> MailView {
+    {
+        MailView {
             id: e.id,
             customer_id: e.customer_id,
             kind: e.kind,
@@ -53,11 +38,6 @@ impl From<OutboxEntry> for MailView {
             status: e.status,
         }
     }
-}
-
-#[derive(Serialize, ToSchema, Debug)]
-pub struct MailList {
-    pub messages: Vec<MailView>,
 }
 
 /// The states of a message.
@@ -78,14 +58,25 @@ pub struct MailQuery {
     #[param(value_type = Option<MailStatus>)]
     pub status: Option<String>,
     /// At most this many, newest first (1-1000, default 100).
-    #[param(minimum = 1, maximum = 1000)]
-    pub limit: Option<u32>,
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    pub limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Parses a `created_ms:id` cursor.
+fn parse_cursor(raw: &str) -> Option<(i64, &str)> {
+    let (ms, id) = raw.split_once(':')?;
+    let ms = ms.parse().ok()?;
+    (!id.is_empty() && id.len() <= 64).then_some((ms, id))
 }
 
 /// The mail queue, newest first.
 #[utoipa::path(get, path = "/v1/mail", tag = "operations",
     params(MailQuery),
-    responses((status = 200, body = MailList), (status = 403, body = ErrorBody, description = "forbidden")),
+    responses((status = 200, body = MailList),
+              (status = 400, body = ErrorBody, description = "malformed_request (a bad `status`, `limit` or `cursor`)"),
+              (status = 403, body = ErrorBody, description = "forbidden")),
     security(("api_key" = [])))]
 pub async fn list(
     State(state): State<AppState>,
@@ -100,16 +91,28 @@ pub async fn list(
             ));
         }
     }
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::malformed("`limit` must be from 1 to 1000"));
-    }
-    let entries = state
+    let limit = crate::http::customers::page_limit(query.limit.as_deref())?;
+    let after = query
+        .cursor
+        .as_deref()
+        .map(|c| {
+            parse_cursor(c)
+                .ok_or_else(|| ApiError::malformed("`cursor` is not a cursor from `next_cursor`"))
+        })
+        .transpose()?;
+    // One more than asked tells whether there is a next page.
+    let mut entries = state
         .store()
-        .outbox_list(query.status.as_deref(), limit)
+        .outbox_page(query.status.as_deref(), after, limit + 1)
         .await?;
+    let more = entries.len() > limit as usize;
+    entries.truncate(limit as usize);
+    let next_cursor = more
+        .then(|| entries.last().map(|e| format!("{}:{}", e.created_ms, e.id)))
+        .flatten();
     Ok(Json(MailList {
-        messages: entries.into_iter().map(MailView::from).collect(),
+        messages: entries.into_iter().map(mail_view).collect(),
+        next_cursor,
     }))
 }
 

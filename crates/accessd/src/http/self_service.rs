@@ -64,7 +64,7 @@ pub async fn me(
     State(state): State<AppState>,
     ActiveCustomer(session): ActiveCustomer,
 ) -> ApiResult<Response> {
-    let view = CustomerView::new(
+    let view = crate::http::dto::customer_view(
         session.customer_id,
         &session.loaded.customer,
         session.loaded.version,
@@ -133,7 +133,7 @@ pub async fn change_password(
     let (version, new_session) =
         account::change_password(&state, &session, address, request_id.0, change).await?;
     Ok(Json(PasswordChanged {
-        customer_id: session.customer_id,
+        customer_id: session.customer_id.as_uuid(),
         version,
         session: new_session,
     })

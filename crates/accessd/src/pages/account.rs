@@ -25,7 +25,7 @@ use crate::usecase::SelfServiceError;
 const PASSWORD_HINT: &str = "At least 10 characters. A few unrelated words make a strong password; avoid your email address and common phrases.";
 
 fn view(state: &AppState, session: &PageSession) -> CustomerView {
-    CustomerView::new(
+    crate::http::dto::customer_view(
         session.0.customer_id,
         &session.0.loaded.customer,
         session.0.loaded.version,

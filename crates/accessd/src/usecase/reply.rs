@@ -5,41 +5,8 @@
 
 use access_domain::CustomerId;
 use axum::http::{header, StatusCode};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
-/// A command's success.
-#[derive(Serialize, Deserialize, ToSchema, Debug)]
-pub struct CommandResponse {
-    #[schema(value_type = String, format = Uuid)]
-    pub customer_id: CustomerId,
-    /// The customer's version after the command (also the `ETag`).
-    pub version: u64,
-}
-
-/// The notice's confirmation of a self-service email change.
-#[derive(Serialize, Deserialize, ToSchema, Debug)]
-pub struct EmailChangeAccepted {
-    #[schema(example = "Validation email sent successfully.")]
-    pub message: String,
-    pub detail: String,
-    pub pending_email: String,
-    pub version: u64,
-}
-
-impl EmailChangeAccepted {
-    /// The notice's answer to an email change request to `new_email`.
-    pub fn new(new_email: &str, version: u64) -> Self {
-        Self {
-            message: "Validation email sent successfully.".into(),
-            detail: format!(
-                "To complete the pending email change, you must click the link provided in the validation email sent to {new_email}."
-            ),
-            pending_email: new_email.to_string(),
-            version,
-        }
-    }
-}
+pub use access_api_types::{CommandResponse, EmailChangeAccepted};
 
 /// The body of a command's answer on success.
 #[derive(Debug, Clone, Default)]
@@ -65,7 +32,7 @@ impl ReplyShape {
     pub fn reply(&self, status: StatusCode, customer_id: CustomerId, version: u64) -> Reply {
         let body = match self {
             Self::Command => serde_json::to_string(&CommandResponse {
-                customer_id,
+                customer_id: customer_id.as_uuid(),
                 version,
             }),
             Self::EmailChangeAccepted { new_email } => {

@@ -9,20 +9,11 @@ use access_security::OsRandomTokens;
 use access_store::prelude::*;
 use access_store::{Loaded, SessionRecord, StoreError};
 use chrono::{DateTime, Duration, Utc};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use crate::auth::digest;
 use crate::state::AppState;
 
-/// A new customer session.
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct SessionResponse {
-    /// Bearer token for `/v1/self/*`.
-    pub token: String,
-    pub expires_at: DateTime<Utc>,
-    pub must_change_password: bool,
-}
+pub use access_api_types::SessionResponse;
 
 /// A customer with a valid session (possibly with a temporary password).
 pub struct CustomerSession {

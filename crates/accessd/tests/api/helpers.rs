@@ -1,5 +1,8 @@
 //! `TestApp`: the real service on port 0 with a fresh database and its own
-//! mail directory, and one helper per endpoint.
+//! mail directory, and one helper per endpoint. The helpers go through the
+//! typed client (`access-client`, [`TestApp::api`]); raw requests
+//! ([`TestApp::call`]) stay for what a test sends malformed on purpose or
+//! checks byte for byte.
 
 use std::path::PathBuf;
 
@@ -261,23 +264,47 @@ impl TestApp {
         (status, content_type, response.text().await.unwrap())
     }
 
+    /// The typed client with API key `key` (or, for `/v1/self/*`, a
+    /// session's token).
+    pub fn api(&self, key: &str) -> access_client::Client {
+        access_client::Client::with_http(
+            self.client.clone(),
+            self.base.clone(),
+            Some(key.to_string()),
+        )
+    }
+
+    /// The typed client without a credential (the link-token endpoints,
+    /// logging in).
+    pub fn anonymous(&self) -> access_client::Client {
+        access_client::Client::with_http(self.client.clone(), self.base.clone(), None)
+    }
+
     pub async fn register(&self, email: &str) -> String {
         let answer = self
-            .post(
-                "/v1/customers",
-                SERVICE,
-                json!({"email": email, "name": "Ann Smith"}),
+            .api(SERVICE)
+            .register(
+                &access_client::RegisterRequest {
+                    email: email.to_string(),
+                    name: Some("Ann Smith".to_string()),
+                    customer_id: None,
+                    reason: None,
+                },
+                &Default::default(),
             )
             .await
-            .expect(201);
-        answer.body["customer_id"].as_str().unwrap().to_string()
+            .unwrap();
+        assert_eq!(answer.status, 201);
+        answer.body.customer_id.to_string()
     }
 
     pub async fn customer(&self, id: &str) -> Value {
-        self.get(&format!("/v1/customers/{id}"), AUDITOR)
+        let view = self
+            .api(AUDITOR)
+            .customer(id.parse().unwrap())
             .await
-            .expect(200)
-            .body
+            .unwrap();
+        serde_json::to_value(view.body).unwrap()
     }
 
     pub async fn command(&self, id: &str, action: &str, body: Value) -> Answer {
@@ -289,18 +316,29 @@ impl TestApp {
     /// the setup link of the access notification.
     pub async fn customer_with_password(&self, email: &str) -> String {
         let id = self.register(email).await;
-        self.command(&id, "grant-access", json!({"send_notification": true}))
+        self.api(SERVICE)
+            .grant_access(
+                id.parse().unwrap(),
+                &access_client::GrantAccessRequest {
+                    send_notification: Some(true),
+                    ..Default::default()
+                },
+                &Default::default(),
+            )
             .await
-            .expect(200);
+            .unwrap();
         let token = self.token_from_mail(email, "/setup-password").await;
-        self.call(
-            Method::POST,
-            "/v1/self/setup-password",
-            None,
-            Some(json!({"token": token, "password": PW, "password_confirm": PW})),
-        )
-        .await
-        .expect(200);
+        self.anonymous()
+            .setup_password(
+                &access_client::SetupPasswordRequest {
+                    token,
+                    password: PW.to_string(),
+                    password_confirm: PW.to_string(),
+                },
+                &Default::default(),
+            )
+            .await
+            .unwrap();
         id
     }
 
@@ -315,8 +353,16 @@ impl TestApp {
     }
 
     pub async fn session(&self, email: &str, password: &str) -> String {
-        let answer = self.login(email, password).await.expect(201);
-        answer.body["token"].as_str().unwrap().to_string()
+        let answer = self
+            .anonymous()
+            .create_session(&access_client::SessionRequest {
+                email: email.to_string(),
+                password: password.to_string(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(answer.status, 201);
+        answer.body.token
     }
 
     /// Every mail written so far, as (file, raw text), oldest first.

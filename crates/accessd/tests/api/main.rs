@@ -6,6 +6,7 @@ mod audit;
 mod authz;
 mod binary;
 mod browser;
+mod client;
 mod digest;
 mod exports;
 mod faults;

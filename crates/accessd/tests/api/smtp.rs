@@ -223,7 +223,7 @@ async fn a_finally_failed_message_is_visible_and_can_be_retried_by_hand(db: Db) 
         .await
         .unwrap();
     assert!(
-        metrics.contains("access_mail_total{kind=\"failed\"} 1"),
+        metrics.contains("access_mail_total{outcome=\"failed\"} 1"),
         "{metrics}"
     );
     // Only admins see the queue.

@@ -18,25 +18,25 @@ pub async fn audit_trails(
     customers: &[String],
     requests: usize,
 ) -> Result<(Phase, u64)> {
+    let api = super::api(http, base);
     let mut phase = Phase::default();
     let mut rows = 0u64;
     let started = Instant::now();
     for i in 0..requests {
         let id = &customers[i % customers.len()];
         let t = Instant::now();
-        let response = http
-            .get(format!("{base}/v1/customers/{id}/audit?limit=1000"))
-            .bearer_auth(ADMIN_KEY)
-            .send()
-            .await
-            .context("GET audit trail")?;
-        match answer(response, "/v1/customers/{id}/audit").await {
-            Ok(body) => {
+        let query = access_client::AuditQuery {
+            customer_id: Some(id.parse().context("a customer id")?),
+            page_size: Some(1000),
+            ..Default::default()
+        };
+        match api.audit_page(&query, None).await {
+            Ok(page) => {
                 phase.latencies.record(t.elapsed());
                 phase.ok += 1;
-                rows += body["items"].as_array().map_or(0, |a| a.len() as u64);
+                rows += page.items.len() as u64;
             }
-            Err(e) => phase.error(e),
+            Err(e) => phase.error(e.into()),
         }
     }
     phase.elapsed = started.elapsed();
