@@ -70,13 +70,7 @@ fn format_of(args: &ImportArgs) -> anyhow::Result<Format> {
     }
 }
 
-fn unreadable(reason: String) -> RowError {
-    RowError {
-        field: "line",
-        code: "invalid_row".to_string(),
-        reason,
-    }
-}
+use import::unreadable;
 
 /// The rows of a CSV file, with their line numbers.
 fn csv_rows(file: impl Read + 'static) -> anyhow::Result<Box<dyn Iterator<Item = Read1>>> {
@@ -88,46 +82,39 @@ fn csv_rows(file: impl Read + 'static) -> anyhow::Result<Box<dyn Iterator<Item =
         .context("reading the CSV header row")?
         .clone();
     let mut record = csv::StringRecord::new();
-    let iter = std::iter::from_fn(move || loop {
-        match reader.read_record(&mut record) {
-            Ok(false) => return None,
-            Ok(true) => {
-                let line = record.position().map_or(0, |p| p.line());
-                let row = record
-                    .deserialize::<ImportRow>(Some(&headers))
-                    .map_err(|e| {
-                        // The value is not quoted (it may be a hash): the column.
-                        let csv::ErrorKind::Deserialize { err, .. } = e.kind() else {
-                            return unreadable("not a record of the header's columns".to_string());
-                        };
-                        let column = err
-                            .field()
-                            .and_then(|i| headers.get(i as usize))
-                            .map_or_else(|| "a column".to_string(), |h| format!("column `{h}`"));
-                        let what = match err.kind() {
-                            csv::DeserializeErrorKind::Message(m)
-                                if m.contains("unknown field") =>
-                            {
-                                m.clone()
-                            }
-                            _ => format!("{column} does not hold a valid value"),
-                        };
-                        unreadable(what)
-                    });
-                return Some((line, row));
-            }
-            Err(e) => {
-                let line = e.position().map_or(0, |p| p.line());
-                if matches!(e.kind(), csv::ErrorKind::Io(_)) {
-                    return Some((line, Err(unreadable(format!("reading the file: {e}")))));
-                }
-                return Some((
-                    line,
-                    Err(unreadable(
-                        "not a CSV record with the header's columns".to_string(),
-                    )),
-                ));
-            }
+    let iter = std::iter::from_fn(move || match reader.read_record(&mut record) {
+        Ok(false) => None,
+        Ok(true) => {
+            let line = record.position().map_or(0, |p| p.line());
+            let row = record
+                .deserialize::<ImportRow>(Some(&headers))
+                .map_err(|e| {
+                    // The value is not quoted (it may be a hash): the column.
+                    let csv::ErrorKind::Deserialize { err, .. } = e.kind() else {
+                        return unreadable("not a record of the header's columns".to_string());
+                    };
+                    let column = err
+                        .field()
+                        .and_then(|i| headers.get(i as usize))
+                        .map_or_else(|| "a column".to_string(), |h| format!("column `{h}`"));
+                    let what = match err.kind() {
+                        csv::DeserializeErrorKind::Message(m) if m.contains("unknown field") => {
+                            m.clone()
+                        }
+                        _ => format!("{column} does not hold a valid value"),
+                    };
+                    unreadable(what)
+                });
+            Some((line, row))
+        }
+        Err(e) => {
+            let line = e.position().map_or(0, |p| p.line());
+            let reason = if matches!(e.kind(), csv::ErrorKind::Io(_)) {
+                format!("reading the file: {e}")
+            } else {
+                "not a CSV record with the header's columns".to_string()
+            };
+            Some((line, Err(unreadable(reason))))
         }
     });
     Ok(Box::new(iter))
@@ -141,26 +128,10 @@ fn jsonl_rows(file: impl Read + 'static) -> Box<dyn Iterator<Item = Read1>> {
         n += 1;
         match lines.next()? {
             Ok(text) if text.trim().is_empty() => continue,
-            Ok(text) => return Some((n, parse_json_row(&text))),
+            Ok(text) => return Some((n, import::parse_json_row(&text))),
             Err(e) => return Some((n, Err(unreadable(format!("reading the file: {e}"))))),
         }
     }))
-}
-
-/// One JSON line as a row; the error names the problem, never a value.
-pub fn parse_json_row(text: &str) -> Result<ImportRow, RowError> {
-    serde_json::from_str::<ImportRow>(text).map_err(|e| {
-        let message = e.to_string();
-        if message.starts_with("unknown field") {
-            unreadable(message)
-        } else {
-            unreadable(format!(
-                "not a JSON object of the row fields ({:?} error at column {})",
-                e.classify(),
-                e.column()
-            ))
-        }
-    })
 }
 
 /// Counts bytes read, for the progress bar.

@@ -8,7 +8,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{ApiError, ErrorBody, ErrorDetail};
-use crate::http::{audit, customers, dto, health, history, mail, self_service};
+use crate::http::{audit, customers, dto, health, history, import, mail, self_service};
 
 struct Security;
 
@@ -48,6 +48,7 @@ impl Modify for Security {
         customers::send_access_notification,
         customers::revoke_access,
         customers::forget_customer,
+        import::import_customers,
         customers::get_customer,
         customers::find_customers,
         customers::customer_events,

@@ -113,6 +113,32 @@ impl RowResult {
     }
 }
 
+/// A line that is not a row.
+pub fn unreadable(reason: String) -> RowError {
+    RowError {
+        field: "line",
+        code: "invalid_row".to_string(),
+        reason,
+    }
+}
+
+/// One JSON line as a row; the error names the problem, never a value
+/// (it may be a hash).
+pub fn parse_json_row(text: &str) -> Result<ImportRow, RowError> {
+    serde_json::from_str::<ImportRow>(text).map_err(|e| {
+        let message = e.to_string();
+        if message.starts_with("unknown field") {
+            unreadable(message)
+        } else {
+            unreadable(format!(
+                "not a JSON object of the row fields ({:?} error at column {})",
+                e.classify(),
+                e.column()
+            ))
+        }
+    })
+}
+
 fn text(raw: &Option<String>) -> Option<&str> {
     raw.as_deref().map(str::trim).filter(|s| !s.is_empty())
 }

@@ -7,6 +7,7 @@ pub mod dto;
 pub mod extract;
 pub mod health;
 pub mod history;
+pub mod import;
 pub mod mail;
 mod refusals;
 pub mod self_service;
@@ -99,6 +100,11 @@ pub fn router(state: AppState, request_timeout: Duration, others: Router<AppStat
         .route(
             "/v1/customers",
             post(customers::register).get(customers::find_customers),
+        )
+        .route(
+            "/v1/customers/import",
+            post(import::import_customers)
+                .layer(DefaultBodyLimit::max(import::MAX_IMPORT_BODY_BYTES)),
         )
         .route("/v1/customers/{id}", get(customers::get_customer))
         .route("/v1/customers/{id}/events", get(customers::customer_events))
