@@ -17,6 +17,7 @@ use access_store::{MasterKey, Store, StoreOptions};
 
 mod chain;
 mod export;
+mod import;
 mod replay;
 mod scenarios;
 
@@ -91,6 +92,11 @@ enum Command {
         #[arg(long)]
         reason: String,
     },
+    /// Bring customers in from an older system, with their password hashes
+    /// (argon2, bcrypt, scrypt, PBKDF2; rehashed to argon2id at the next
+    /// login). Re-running a file writes nothing new. Exit 0 only when every
+    /// line was imported or was already there (docs/import.md).
+    Import(import::ImportArgs),
     /// The master key: generate one, or rotate to a new one.
     Keys {
         #[command(subcommand)]
@@ -265,6 +271,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Mail {
             command: MailCommand::Retry { id },
         } => return ops::mail_retry(&store, &id).await,
+        Command::Import(args) => return import::run(&store, &args).await,
         Command::Forget { customer, reason } => {
             return ops::forget(&store, &customer, &reason).await
         }

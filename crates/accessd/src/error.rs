@@ -130,7 +130,7 @@ impl From<CustomerError> for ApiError {
     fn from(err: CustomerError) -> Self {
         let status = match &err {
             CustomerError::CustomerNotFound => StatusCode::NOT_FOUND,
-            CustomerError::CustomerExists => StatusCode::CONFLICT,
+            CustomerError::CustomerExists | CustomerError::ImportConflict => StatusCode::CONFLICT,
             CustomerError::CustomerForgotten => StatusCode::GONE,
             CustomerError::WrongPassword => StatusCode::FORBIDDEN,
             CustomerError::Service(e) => return Self::internal(e),
@@ -141,6 +141,8 @@ impl From<CustomerError> for ApiError {
             | CustomerError::EmailUnchanged
             | CustomerError::NoAccess
             | CustomerError::AccessAlreadyGranted
+            | CustomerError::UnsupportedPasswordHash { .. }
+            | CustomerError::InvalidImport { .. }
             | CustomerError::InvalidToken => StatusCode::UNPROCESSABLE_ENTITY,
         };
         Self::new(status, err.code(), err.to_string())

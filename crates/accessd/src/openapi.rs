@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi};
 use crate::http::contract::Security as RouteSecurity;
 
 use crate::error::{ApiError, ErrorBody, ErrorDetail};
-use crate::http::{audit, customers, dto, feed, health, history, mail, self_service};
+use crate::http::{audit, customers, dto, feed, health, history, import, mail, self_service};
 
 struct Security;
 
@@ -51,6 +51,7 @@ impl Modify for Security {
         customers::send_access_notification,
         customers::revoke_access,
         customers::forget_customer,
+        import::import_customers,
         customers::get_customer,
         customers::find_customers,
         customers::customer_events,

@@ -318,7 +318,7 @@ pub struct AuditView {
     pub at: DateTime<Utc>,
     /// `customer_registered`, `email_changed`, `access_granted`, `password_set`, `password_cleared`,
     /// `access_notification_sent`, `access_revoked`, `email_change_requested`, `email_change_confirmed`,
-    /// `password_setup_completed`, `password_changed`, `password_rehashed`, `customer_forgotten`.
+    /// `password_setup_completed`, `password_changed`, `password_rehashed`, `customer_forgotten`, `customer_imported`.
     pub kind: String,
     pub actor: ActorView,
     pub request_id: Option<String>,

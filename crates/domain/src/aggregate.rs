@@ -18,7 +18,8 @@ use crate::error::CustomerError;
 use crate::events::{CustomerEvent, PasswordClearedReason, Personal, SetupLink};
 use crate::services::{CustomerServices, IssuedToken, TokenPurpose};
 use crate::values::{
-    CustomerId, CustomerName, EmailAddress, Password, PasswordHash, Role, Secret, TokenDigest,
+    CustomerId, CustomerName, EmailAddress, ExternalId, Password, PasswordHash, Role, Secret,
+    TokenDigest,
 };
 
 mod apply;
@@ -50,6 +51,18 @@ pub enum LinkStatus {
     /// Not a link of this customer's: used, voided by a newer link or a
     /// change, or never issued.
     Dead,
+}
+
+/// What a customer was imported with (`CustomerImported`): an import of
+/// the same content again changes nothing, other content is a conflict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportRecord {
+    pub external_id: Option<ExternalId>,
+    pub email: EmailAddress,
+    pub name: Option<CustomerName>,
+    pub access: Option<Role>,
+    pub password_hash: Option<PasswordHash>,
+    pub must_change_password: bool,
 }
 
 /// What a command decided: its events, and the plain tokens it issued
@@ -101,6 +114,10 @@ pub struct Customer {
     /// The customer was forgotten: personal data erased, no more commands.
     #[serde(default)]
     forgotten: bool,
+    /// Set when the customer came in through a bulk import: what it was
+    /// imported with (kept after later changes, for idempotent re-runs).
+    #[serde(default)]
+    imported: Option<ImportRecord>,
 }
 
 impl Customer {
@@ -145,6 +162,10 @@ impl Customer {
     /// When the latest event happened.
     pub fn updated_at(&self) -> Option<DateTime<Utc>> {
         self.updated_at
+    }
+    /// What the customer was imported with, when it came in by an import.
+    pub fn imported(&self) -> Option<&ImportRecord> {
+        self.imported.as_ref()
     }
     /// True once the customer was forgotten (its personal data erased).
     pub fn is_forgotten(&self) -> bool {

@@ -1004,6 +1004,195 @@ fn a_rehash_needs_access() {
 }
 
 // ---------------------------------------------------------------------------
+// 9. ImportCustomer (bulk import with the old system's password hashes)
+// ---------------------------------------------------------------------------
+
+fn import_of(hash: Option<PasswordHash>) -> crate::ImportCustomer {
+    crate::ImportCustomer {
+        customer_id: id(),
+        source: crate::ImportSource::parse("old-portal").unwrap(),
+        external_id: Some(crate::ExternalId::parse("1001").unwrap()),
+        email: email(OLD),
+        name: Some(CustomerName::parse("Ann Smith").unwrap()),
+        access: Some(Role::CustomerCenter),
+        password_hash: hash,
+        must_change_password: false,
+        send_notification: false,
+    }
+}
+
+fn import(i: crate::ImportCustomer) -> CustomerCommand {
+    CustomerCommand::ImportCustomer(Box::new(i))
+}
+
+/// A hash "from the old system": it verifies, and needs a rehash.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+fn foreign_hash() -> PasswordHash {
+    crate::services::fakes::FakeHasher::old_hash_of(PW)
+}
+
+fn imported_event(at: DateTime<Utc>) -> CustomerEvent {
+    CustomerEvent::CustomerImported {
+        customer_id: id(),
+        source: crate::ImportSource::parse("old-portal").unwrap(),
+        external_id: Some(crate::ExternalId::parse("1001").unwrap()),
+        email: Personal::Known(email(OLD)),
+        name: Some(Personal::Known(CustomerName::parse("Ann Smith").unwrap())),
+        access: Some(Role::CustomerCenter),
+        password_hash: Some(foreign_hash()),
+        must_change_password: false,
+        at,
+    }
+}
+
+#[test]
+fn an_imported_customer_keeps_its_old_hash_and_has_access() {
+    framework()
+        .given_no_previous_events()
+        .when(import(import_of(Some(foreign_hash()))))
+        .then_expect_events(vec![imported_event(now())]);
+    let after = state(vec![imported_event(now())]);
+    assert!(after.has_access());
+    assert_eq!(after.password_hash(), Some(&foreign_hash()));
+    assert_eq!(after.email(), Some(&email(OLD)));
+}
+
+#[test]
+fn an_imported_hash_is_rehashed_at_the_next_login() {
+    framework()
+        .given(vec![imported_event(earlier())])
+        .when(upgrade(PW))
+        .then_expect_events(vec![CustomerEvent::PasswordRehashed {
+            password_hash: fake_hash(PW),
+            at: now(),
+        }]);
+}
+
+#[test]
+fn importing_the_same_content_again_writes_nothing_even_after_a_rehash() {
+    framework()
+        .given(vec![
+            imported_event(earlier()),
+            CustomerEvent::PasswordRehashed {
+                password_hash: fake_hash(PW),
+                at: earlier(),
+            },
+        ])
+        .when(import(import_of(Some(foreign_hash()))))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn importing_other_content_for_an_imported_customer_is_a_conflict() {
+    let mut other = import_of(Some(foreign_hash()));
+    other.email = email(NEW);
+    framework()
+        .given(vec![imported_event(earlier())])
+        .when(import(other))
+        .then_expect_error(CustomerError::ImportConflict);
+}
+
+#[test]
+fn importing_over_a_customer_that_was_not_imported_is_a_conflict() {
+    framework()
+        .given(vec![registered()])
+        .when(import(import_of(Some(foreign_hash()))))
+        .then_expect_error(CustomerError::ImportConflict);
+}
+
+#[test]
+fn an_imported_hash_the_hasher_does_not_verify_is_refused_without_quoting_it() {
+    let hash = "5f4dcc3b5aa765d61d8327deb882cf99";
+    let err = block_on(state(vec![]).decide(
+        import(import_of(Some(PasswordHash::new(hash)))),
+        &services_at(now()),
+    ))
+    .unwrap_err();
+    assert_eq!(err.code(), "unsupported_password_hash");
+    assert!(!err.to_string().contains(hash), "{err}");
+}
+
+#[test]
+fn an_imported_customer_with_access_needs_a_hash_or_a_setup_link() {
+    framework()
+        .given_no_previous_events()
+        .when(import(import_of(None)))
+        .then_expect_error(CustomerError::LoginHasNoPassword { email: email(OLD) });
+}
+
+#[test]
+fn an_imported_customer_with_access_and_no_hash_gets_a_setup_link() {
+    let mut with_link = import_of(None);
+    with_link.send_notification = true;
+    let decision = block_on(state(vec![]).decide(import(with_link), &services_at(now()))).unwrap();
+    assert_eq!(decision.events.len(), 2);
+    assert!(matches!(
+        &decision.events[1],
+        CustomerEvent::AccessNotificationSent {
+            setup_link: Some(_),
+            ..
+        }
+    ));
+    assert_eq!(decision.issued.len(), 1);
+}
+
+#[test]
+fn a_hash_without_access_and_a_notification_with_a_hash_are_refused() {
+    let mut no_access = import_of(Some(foreign_hash()));
+    no_access.access = None;
+    let mut both = import_of(Some(foreign_hash()));
+    both.send_notification = true;
+    let mut must_change_without_hash = import_of(None);
+    must_change_without_hash.must_change_password = true;
+    must_change_without_hash.send_notification = true;
+    for (command, field) in [
+        (no_access, "password_hash"),
+        (both, "send_notification"),
+        (must_change_without_hash, "must_change_password"),
+    ] {
+        let err = block_on(state(vec![]).decide(import(command), &services_at(now()))).unwrap_err();
+        assert!(
+            matches!(&err, CustomerError::InvalidImport { field: f, .. } if *f == field),
+            "{err:?}"
+        );
+    }
+}
+
+#[test]
+fn an_import_without_access_is_just_data() {
+    let mut plain = import_of(None);
+    plain.access = None;
+    let decision = block_on(state(vec![]).decide(import(plain), &services_at(now()))).unwrap();
+    let after = state(decision.events);
+    assert!(after.is_registered() && !after.has_access() && !after.has_password());
+}
+
+#[test]
+fn an_external_id_always_derives_the_same_customer_id() {
+    let derived = crate::ExternalId::parse("1001")
+        .unwrap()
+        .derived_customer_id();
+    assert_eq!(
+        derived,
+        crate::ExternalId::parse(" 1001 ")
+            .unwrap()
+            .derived_customer_id()
+    );
+    assert_ne!(
+        derived,
+        crate::ExternalId::parse("1002")
+            .unwrap()
+            .derived_customer_id()
+    );
+}
+
+// ---------------------------------------------------------------------------
 // Events
 // ---------------------------------------------------------------------------
 

@@ -3,7 +3,10 @@
 //! Every field is an already-valid value type; the HTTP layer and the
 //! scenario harness parse raw input into these.
 
-use crate::values::{CustomerId, CustomerName, EmailAddress, Password, Role, Secret};
+use crate::values::{
+    CustomerId, CustomerName, EmailAddress, ExternalId, ImportSource, Password, PasswordHash, Role,
+    Secret,
+};
 
 /// How a login gets a password when an email change or a new access needs
 /// one (the notice's "Send New Access Notification Email" and "Manually
@@ -23,6 +26,29 @@ pub enum Credential {
     },
     /// An access notification email with a single-use password-setup link.
     SetupLink,
+}
+
+/// One customer brought in from an older system (bulk import), with the
+/// password hash that system kept, if any.
+#[derive(Debug, Clone)]
+pub struct ImportCustomer {
+    pub customer_id: CustomerId,
+    /// Which import (old system) it came from.
+    pub source: ImportSource,
+    /// Its id in the old system.
+    pub external_id: Option<ExternalId>,
+    pub email: EmailAddress,
+    pub name: Option<CustomerName>,
+    /// `None`: the customer has no access.
+    pub access: Option<Role>,
+    /// The old system's hash (argon2, bcrypt, scrypt or PBKDF2; the hasher
+    /// says which it accepts). Verified with its own algorithm at the next
+    /// login, then rehashed to argon2id.
+    pub password_hash: Option<PasswordHash>,
+    pub must_change_password: bool,
+    /// Only for access without a hash: an access notification with a
+    /// password-setup link.
+    pub send_notification: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -76,6 +102,10 @@ pub enum CustomerCommand {
     /// given is hashed again with the current ones. Verified once more
     /// against the stored hash; nothing happens when no rehash is due.
     UpgradePasswordHash { password: Secret },
+    /// Brings a customer in from an older system (bulk import). Idempotent:
+    /// the same content again decides nothing; other content for an
+    /// already imported (or existing) customer is a conflict.
+    ImportCustomer(Box<ImportCustomer>),
     /// Erases the customer's personal data (right to erasure): access is
     /// revoked and the customer's data key destroyed. The reason goes in
     /// the command's metadata. Final: every later command is refused.
@@ -97,6 +127,7 @@ impl CustomerCommand {
             Self::CompletePasswordSetup { .. } => "complete_password_setup",
             Self::ChangePassword { .. } => "change_password",
             Self::UpgradePasswordHash { .. } => "upgrade_password_hash",
+            Self::ImportCustomer(_) => "import_customer",
             Self::ForgetCustomer => "forget_customer",
         }
     }

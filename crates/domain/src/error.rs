@@ -31,6 +31,17 @@ pub enum CustomerError {
         "the customer was forgotten: its personal data is erased and it takes no more commands"
     )]
     CustomerForgotten,
+    /// An import names a customer that exists with other content (or that
+    /// was not imported): nothing is written.
+    #[error("the customer already exists with other content")]
+    ImportConflict,
+    /// An imported password hash in a format the service does not verify
+    /// (never quotes the hash).
+    #[error("unsupported password hash: {reason}")]
+    UnsupportedPasswordHash { reason: String },
+    /// An import row whose fields do not go together.
+    #[error("{field}: {reason}")]
+    InvalidImport { field: &'static str, reason: String },
     #[error(transparent)]
     InvalidValue(#[from] ValueError),
     #[error("a service failed: {0}")]
@@ -52,6 +63,9 @@ impl CustomerError {
             Self::CustomerExists => "customer_exists",
             Self::CustomerNotFound => "customer_not_found",
             Self::CustomerForgotten => "customer_forgotten",
+            Self::ImportConflict => "conflict",
+            Self::UnsupportedPasswordHash { .. } => "unsupported_password_hash",
+            Self::InvalidImport { .. } => "invalid_import",
             Self::InvalidValue(e) => e.code(),
             Self::Service(_) => "internal",
         }

@@ -15,7 +15,10 @@ use cqrs_es::DomainEvent;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::values::{CustomerId, CustomerName, EmailAddress, PasswordHash, Role, TokenDigest};
+use crate::values::{
+    CustomerId, CustomerName, EmailAddress, ExternalId, ImportSource, PasswordHash, Role,
+    TokenDigest,
+};
 
 /// What a forgotten value shows: in projections, exports and the API.
 pub const FORGOTTEN: &str = "[forgotten]";
@@ -246,6 +249,21 @@ pub enum CustomerEvent {
         password_hash: PasswordHash,
         at: DateTime<Utc>,
     },
+    /// The customer was brought in from an older system (bulk import), with
+    /// the password hash that system kept (argon2, bcrypt, scrypt or PBKDF2;
+    /// rehashed to argon2id at the next login). Registers the customer, and
+    /// gives access when `access` is set.
+    CustomerImported {
+        customer_id: CustomerId,
+        source: ImportSource,
+        external_id: Option<ExternalId>,
+        email: Personal<EmailAddress>,
+        name: Option<Personal<CustomerName>>,
+        access: Option<Role>,
+        password_hash: Option<PasswordHash>,
+        must_change_password: bool,
+        at: DateTime<Utc>,
+    },
     /// The customer's personal data was erased (right to erasure): the
     /// store destroyed the customer's data key in the same transaction, so
     /// every personal field of this customer now reads as forgotten. Always
@@ -270,6 +288,7 @@ pub const EVENT_VERSIONS: &[(&str, &str)] = &[
     ("PasswordChanged", "1.0"),
     ("PasswordRehashed", "1.0"),
     ("CustomerForgotten", "1.0"),
+    ("CustomerImported", "1.0"),
 ];
 
 impl CustomerEvent {
@@ -289,6 +308,7 @@ impl CustomerEvent {
             Self::PasswordChanged { .. } => "PasswordChanged",
             Self::PasswordRehashed { .. } => "PasswordRehashed",
             Self::CustomerForgotten { .. } => "CustomerForgotten",
+            Self::CustomerImported { .. } => "CustomerImported",
         }
     }
 
@@ -316,6 +336,7 @@ impl CustomerEvent {
             | Self::PasswordSetupCompleted { at, .. }
             | Self::PasswordChanged { at, .. }
             | Self::PasswordRehashed { at, .. }
+            | Self::CustomerImported { at, .. }
             | Self::CustomerForgotten { at } => *at,
         }
     }
@@ -326,7 +347,8 @@ impl CustomerEvent {
         let mut emails: Vec<(&'static str, &mut Personal<EmailAddress>)> = Vec::new();
         let mut names: Vec<(&'static str, &mut Personal<CustomerName>)> = Vec::new();
         match self {
-            Self::CustomerRegistered { email, name, .. } => {
+            Self::CustomerRegistered { email, name, .. }
+            | Self::CustomerImported { email, name, .. } => {
                 emails.push(("email", email));
                 names.extend(name.as_mut().map(|n| ("name", n)));
             }
@@ -480,6 +502,17 @@ mod tests {
             CustomerEvent::EmailChangeConfirmed {
                 old_email: email("ann@example.org"),
                 new_email: email("ann@example.net"),
+                at,
+            },
+            CustomerEvent::CustomerImported {
+                customer_id: CustomerId::new_random(),
+                source: ImportSource::parse("old portal").unwrap(),
+                external_id: Some(ExternalId::parse("42").unwrap()),
+                email: email("ann@example.com"),
+                name: Some(Personal::Known(CustomerName::parse("Ann Smith").unwrap())),
+                access: Some(Role::CustomerCenter),
+                password_hash: Some(PasswordHash::new("$2b$04$x")),
+                must_change_password: false,
                 at,
             },
         ]

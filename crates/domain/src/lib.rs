@@ -23,8 +23,10 @@ pub mod services;
 pub mod upcasting;
 pub mod values;
 
-pub use aggregate::{Customer, Decision, LinkStatus, PendingEmailChange, ReservationKind};
-pub use commands::{Credential, CustomerCommand};
+pub use aggregate::{
+    Customer, Decision, ImportRecord, LinkStatus, PendingEmailChange, ReservationKind,
+};
+pub use commands::{Credential, CustomerCommand, ImportCustomer};
 pub use error::CustomerError;
 pub use events::{CustomerEvent, PasswordClearedReason, Personal, SetupLink};
 pub use metadata::{Actor, ApiRole, CommandMetadata};
@@ -33,8 +35,8 @@ pub use services::{
     TokenGenerator, TokenPurpose,
 };
 pub use values::{
-    CustomerId, CustomerName, EmailAddress, Password, PasswordHash, Role, Secret, TokenDigest,
-    ValueError,
+    CustomerId, CustomerName, EmailAddress, ExternalId, ImportSource, Password, PasswordHash, Role,
+    Secret, TokenDigest, ValueError,
 };
 
 /// The message of the notice, for a given login email.

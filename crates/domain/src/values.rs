@@ -33,6 +33,10 @@ pub enum ValueError {
     InvalidName(String),
     #[error("unknown role `{0}`: the only role is `customer_center`")]
     UnknownRole(String),
+    #[error("invalid external id: {0}")]
+    InvalidExternalId(String),
+    #[error("invalid import source: {0}")]
+    InvalidImportSource(String),
 }
 
 impl ValueError {
@@ -44,6 +48,8 @@ impl ValueError {
             Self::InvalidCustomerId(_) => "invalid_customer_id",
             Self::InvalidName(_) => "invalid_name",
             Self::UnknownRole(_) => "unknown_role",
+            Self::InvalidExternalId(_) => "invalid_external_id",
+            Self::InvalidImportSource(_) => "invalid_import_source",
         }
     }
 }
@@ -61,6 +67,16 @@ impl CustomerId {
     /// A new random (v4) id.
     pub fn new_random() -> Self {
         Self(Uuid::new_v4())
+    }
+
+    /// A customer id derived from a key of an import (`kind`: what the key
+    /// is): a UUID v8 from SHA-256, the same for the same key every time.
+    pub fn derived(kind: &str, key: &str) -> Self {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(format!("access-import:{kind}:{key}").as_bytes());
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        Self(uuid::Builder::from_custom_bytes(bytes).into_uuid())
     }
 
     pub fn from_uuid(id: Uuid) -> Self {
@@ -601,5 +617,83 @@ mod tests {
         assert!(CustomerName::parse(" ").is_err());
         assert!(CustomerName::parse(&"x".repeat(201)).is_err());
         assert!(CustomerName::parse("a\u{0}b").is_err());
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Import: the old system's id and the name of the import
+// ---------------------------------------------------------------------------
+
+/// Longest external id or import source, in characters.
+pub const MAX_IMPORT_ID_LEN: usize = 200;
+
+fn import_text(raw: &str, what: &str) -> Result<String, String> {
+    let trimmed = raw.trim();
+    if trimmed.is_empty() {
+        return Err(format!("the {what} is empty"));
+    }
+    if trimmed.chars().count() > MAX_IMPORT_ID_LEN {
+        return Err(format!(
+            "the {what} is longer than {MAX_IMPORT_ID_LEN} characters"
+        ));
+    }
+    if trimmed.chars().any(char::is_control) {
+        return Err(format!("the {what} contains control characters"));
+    }
+    Ok(trimmed.to_string())
+}
+
+/// A customer's id in the system it was imported from (unique among the
+/// imported customers): the key that makes an import idempotent.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ExternalId(String);
+
+impl ExternalId {
+    pub fn parse(raw: &str) -> Result<Self, ValueError> {
+        import_text(raw, "external id")
+            .map(Self)
+            .map_err(ValueError::InvalidExternalId)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The customer id an imported customer gets when its row names none:
+    /// derived from the external id (a UUID v8 from SHA-256), so the same
+    /// row imported twice lands on the same customer.
+    pub fn derived_customer_id(&self) -> CustomerId {
+        CustomerId::derived("external_id", &self.0)
+    }
+}
+
+impl fmt::Display for ExternalId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The name of an import (`accessctl import --source`): which old system
+/// the customers came from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ImportSource(String);
+
+impl ImportSource {
+    pub fn parse(raw: &str) -> Result<Self, ValueError> {
+        import_text(raw, "import source")
+            .map(Self)
+            .map_err(ValueError::InvalidImportSource)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ImportSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }

@@ -261,6 +261,7 @@ pub fn mails_for(
             | CustomerEvent::EmailChangeConfirmed { .. }
             | CustomerEvent::PasswordSetupCompleted { .. }
             | CustomerEvent::PasswordRehashed { .. }
+            | CustomerEvent::CustomerImported { .. }
             | CustomerEvent::CustomerForgotten { .. } => {}
         }
     }

@@ -67,7 +67,8 @@ impl AccessStateRow {
 
 /// Applies one event to a customer's row (`None` before registration).
 /// Returns `None` only for an event that cannot start a stream (a stream
-/// not beginning with `CustomerRegistered`), which the projector reports.
+/// not beginning with `CustomerRegistered` or `CustomerImported`), which
+/// the projector reports.
 pub fn apply(row: Option<AccessStateRow>, event: &RecordedEvent) -> Option<AccessStateRow> {
     let at = event.event.at();
     let mut row = match (row, &event.event) {
@@ -86,11 +87,36 @@ pub fn apply(row: Option<AccessStateRow>, event: &RecordedEvent) -> Option<Acces
             updated_at: at,
             last_change: event.position,
         },
+        (
+            None,
+            CustomerEvent::CustomerImported {
+                email,
+                name,
+                access,
+                password_hash,
+                must_change_password,
+                ..
+            },
+        ) => AccessStateRow {
+            customer_id: event.customer_id,
+            name: name.as_ref().map(Personal::shown),
+            email: email.shown(),
+            access_granted: access.is_some(),
+            role: access.map(|r| r.as_str().to_string()),
+            password_set: password_hash.is_some(),
+            must_change_password: *must_change_password && password_hash.is_some(),
+            setup_link_expires_at: None,
+            pending_email: None,
+            pending_email_expires_at: None,
+            version: 0,
+            updated_at: at,
+            last_change: event.position,
+        },
         (None, _) => return None,
         (Some(row), _) => row,
     };
     match &event.event {
-        CustomerEvent::CustomerRegistered { .. } => {}
+        CustomerEvent::CustomerRegistered { .. } | CustomerEvent::CustomerImported { .. } => {}
         CustomerEvent::EmailChanged { new_email, .. } => {
             row.email = new_email.shown();
             row.pending_email = None;
@@ -155,6 +181,10 @@ pub fn password_source(event: &CustomerEvent) -> Option<&'static str> {
         CustomerEvent::PasswordSet { .. } => Some("manual"),
         CustomerEvent::PasswordSetupCompleted { .. } => Some("setup_link"),
         CustomerEvent::PasswordChanged { .. } => Some("customer"),
+        CustomerEvent::CustomerImported {
+            password_hash: Some(_),
+            ..
+        } => Some("imported"),
         _ => None,
     }
 }
@@ -178,7 +208,8 @@ pub struct AuditRow {
     pub reason: Option<String>,
     pub old_email: Option<String>,
     pub new_email: Option<String>,
-    /// `manual`, `setup_link` or `customer`, where a password was set.
+    /// `manual`, `setup_link`, `customer` or `imported`, where a password
+    /// was set.
     pub password_source: Option<String>,
     /// For access notifications: whether a setup link was sent.
     pub with_setup_link: Option<bool>,
@@ -200,6 +231,7 @@ pub fn kind_of(event: &CustomerEvent) -> &'static str {
         CustomerEvent::PasswordChanged { .. } => "password_changed",
         CustomerEvent::PasswordRehashed { .. } => "password_rehashed",
         CustomerEvent::CustomerForgotten { .. } => "customer_forgotten",
+        CustomerEvent::CustomerImported { .. } => "customer_imported",
     }
 }
 
@@ -218,13 +250,15 @@ pub const KINDS: &[&str] = &[
     "password_changed",
     "password_rehashed",
     "customer_forgotten",
+    "customer_imported",
 ];
 
 /// The audit row of an event.
 pub fn audit_row(event: &RecordedEvent) -> AuditRow {
     let meta = |key: &str| event.metadata.get(key).cloned();
     let (old_email, new_email) = match &event.event {
-        CustomerEvent::CustomerRegistered { email, .. } => (None, Some(email.shown())),
+        CustomerEvent::CustomerRegistered { email, .. }
+        | CustomerEvent::CustomerImported { email, .. } => (None, Some(email.shown())),
         CustomerEvent::EmailChanged {
             old_email,
             new_email,

@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use access_domain::{
-    Credential, CustomerCommand, CustomerError, CustomerId, CustomerName, EmailAddress, Password,
-    Role, Secret, ValueError,
+    Credential, CustomerCommand, CustomerError, CustomerId, CustomerName, EmailAddress, ExternalId,
+    ImportCustomer, ImportSource, Password, PasswordHash, Role, Secret, ValueError,
 };
 use serde_json::Value;
 
@@ -26,6 +26,7 @@ pub const COMMANDS: &[&str] = &[
     "ConfirmEmailChange",
     "CompletePasswordSetup",
     "ChangePassword",
+    "ImportCustomer",
 ];
 
 /// The fields of `when:`, taken one by one; any field left over at the end
@@ -305,6 +306,40 @@ pub(crate) fn build_command(
                     new_password: Password::parse(&new_password, &[])?,
                     new_password_confirm: Secret::new(new_password_confirm),
                 })
+            })
+        }
+        "ImportCustomer" => {
+            let customer_id = f.text("customer_id")?;
+            let source = f.text("source")?;
+            let external_id = f.text("external_id")?;
+            let email = f.required("email")?;
+            let name = f.text("name")?;
+            let access = f.text("access")?;
+            let password_hash = f.text("password_hash")?;
+            let must_change_password = f.flag("must_change_password")?.unwrap_or(false);
+            let send_notification = f.flag("send_notification")?.unwrap_or(false);
+            f.finish()?;
+            parse(|| {
+                Ok(CustomerCommand::ImportCustomer(Box::new(ImportCustomer {
+                    customer_id: customer_id
+                        .as_deref()
+                        .unwrap_or(DEFAULT_CUSTOMER_ID)
+                        .parse::<CustomerId>()?,
+                    source: ImportSource::parse(source.as_deref().unwrap_or("scenario"))?,
+                    external_id: external_id.as_deref().map(ExternalId::parse).transpose()?,
+                    email: EmailAddress::parse(&email)?,
+                    name: name.as_deref().map(CustomerName::parse).transpose()?,
+                    access: match access.as_deref() {
+                        None | Some("none") => None,
+                        Some(role) => Some(role.parse::<Role>()?),
+                    },
+                    // `hash-of:PLAIN` stands for the fake hasher's hash.
+                    password_hash: password_hash
+                        .as_deref()
+                        .map(|h| PasswordHash::new(crate::compare::resolve(h))),
+                    must_change_password,
+                    send_notification,
+                })))
             })
         }
         other => {

@@ -7,9 +7,12 @@
 //! - [`OsRandomTokens`]: 256-bit tokens from the operating system's RNG,
 //!   hex-encoded.
 //! - [`SystemClock`].
+//! - [`foreign`]: password hashes imported from other systems (argon2,
+//!   bcrypt, scrypt, PBKDF2), verified at login, then rehashed to argon2id.
 //! - [`keys`]: the master key, per-customer data keys and the email index
 //!   key (crypto-shredding of personal data).
 
+pub mod foreign;
 pub mod keys;
 
 use std::sync::{Arc, Mutex};
@@ -129,7 +132,14 @@ impl Argon2idHasher {
     /// Verifies synchronously. Any argon2 PHC hash is accepted (argon2i, d
     /// or id, any version and parameters), so hashes made with older
     /// parameters keep working.
+    /// Imported hashes of the other accepted formats (bcrypt, scrypt,
+    /// PBKDF2: [`foreign`]) verify with their own algorithm.
     pub fn verify_blocking(&self, candidate: &str, phc: &str) -> Result<bool, ServiceError> {
+        if let Ok(format) = foreign::recognise(phc) {
+            if format != foreign::HashFormat::Argon2 {
+                return foreign::verify_foreign(format, candidate, phc).map_err(ServiceError);
+            }
+        }
         let parsed = PhcHash::new(phc)
             .map_err(|e| ServiceError(format!("stored hash is not a PHC string: {e}")))?;
         let bad = |e: &dyn std::fmt::Display| ServiceError(format!("argon2 hash: {e}"));
@@ -161,6 +171,10 @@ impl Argon2idHasher {
     /// exactly this hasher's parameters. A string that is not a PHC hash
     /// at all is left to `verify` to refuse.
     pub fn needs_rehash_phc(&self, phc: &str) -> bool {
+        if phc.starts_with("$2") {
+            // bcrypt (imported): always upgraded.
+            return true;
+        }
         let Ok(parsed) = PhcHash::new(phc) else {
             return false;
         };
@@ -221,6 +235,10 @@ impl PasswordHasher for Argon2idHasher {
         self.run_blocking(move |h| h.hash_blocking(&plain))
             .await
             .map(PasswordHash::new)
+    }
+
+    fn check_imported(&self, hash: &PasswordHash) -> Result<(), String> {
+        foreign::recognise(hash.as_str()).map(|_| ())
     }
 }
 

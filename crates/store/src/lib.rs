@@ -39,6 +39,7 @@ pub mod error;
 mod events;
 pub mod execute;
 pub mod idempotency;
+pub mod import;
 pub mod keys;
 pub mod login_attempts;
 mod model;

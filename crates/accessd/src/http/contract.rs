@@ -131,6 +131,22 @@ impl<T> Answers for Result<Query<T>, QueryRejection> {
     }
 }
 
+/// 400 on a malformed or unknown query parameter (the extractor's own
+/// rejection).
+impl<T> Answers for Query<T> {
+    fn statuses() -> Vec<u16> {
+        vec![400]
+    }
+}
+
+/// A raw body (the import's JSON lines): 413 `payload_too_large` past the
+/// route's limit.
+impl Answers for axum::body::Bytes {
+    fn statuses() -> Vec<u16> {
+        vec![413]
+    }
+}
+
 /// A query the handler parses itself (the change feed: repeated
 /// parameters): 400 `malformed_request` naming the parameter.
 impl Answers for axum::extract::RawQuery {
@@ -242,7 +258,21 @@ impl Routes {
         }
     }
 
-    fn on<H, T>(mut self, method: &'static str, path: &'static str, handler: H) -> Self
+    fn on<H, T>(self, method: &'static str, path: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, AppState> + HandlerAnswers<T>,
+        T: 'static,
+    {
+        self.on_limited(method, path, handler, None)
+    }
+
+    fn on_limited<H, T>(
+        mut self,
+        method: &'static str,
+        path: &'static str,
+        handler: H,
+        body_limit: Option<usize>,
+    ) -> Self
     where
         H: Handler<T, AppState> + HandlerAnswers<T>,
         T: 'static,
@@ -263,7 +293,12 @@ impl Routes {
             security: <H as HandlerAnswers<T>>::security(),
             command: <H as HandlerAnswers<T>>::command(),
         });
-        self.router = self.router.route(path, on(filter, handler));
+        let route = on(filter, handler);
+        let route = match body_limit {
+            Some(max) => route.layer(axum::extract::DefaultBodyLimit::max(max)),
+            None => route,
+        };
+        self.router = self.router.route(path, route);
         self
     }
 
@@ -281,6 +316,16 @@ impl Routes {
         T: 'static,
     {
         self.on("POST", path, handler)
+    }
+
+    /// [`Routes::post`] with its own body size limit (instead of the
+    /// service's default).
+    pub fn post_limited<H, T>(self, path: &'static str, handler: H, max_bytes: usize) -> Self
+    where
+        H: Handler<T, AppState> + HandlerAnswers<T>,
+        T: 'static,
+    {
+        self.on_limited("POST", path, handler, Some(max_bytes))
     }
 
     pub fn delete<H, T>(self, path: &'static str, handler: H) -> Self

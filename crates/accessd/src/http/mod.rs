@@ -9,6 +9,7 @@ pub mod extract;
 pub mod feed;
 pub mod health;
 pub mod history;
+pub mod import;
 pub mod mail;
 mod refusals;
 pub mod self_service;
@@ -95,6 +96,11 @@ pub const API_CONTENT_SECURITY_POLICY: &str = "default-src 'none'; frame-ancesto
 fn api() -> contract::Routes {
     contract::Routes::new()
         .post("/v1/customers", customers::register)
+        .post_limited(
+            "/v1/customers/import",
+            import::import_customers,
+            import::MAX_IMPORT_BODY_BYTES,
+        )
         .get("/v1/customers", customers::find_customers)
         .get("/v1/customers/{id}", customers::get_customer)
         .get("/v1/customers/{id}/events", customers::customer_events)

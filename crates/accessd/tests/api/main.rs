@@ -15,6 +15,7 @@ mod forget;
 mod helpers;
 mod history;
 mod hostile;
+mod import;
 mod lingering;
 mod notice;
 mod pages;

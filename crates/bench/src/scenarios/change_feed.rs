@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context, Result};
 use async_nats::jetstream;
 use futures::StreamExt;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::Mutex;
 
 use super::{fresh_store, ms};
@@ -145,13 +145,15 @@ pub async fn change_feed(args: &Args, options: &ServiceOptions) -> Result<Vec<Ta
             while Instant::now() < deadline {
                 let id = uuid::Uuid::new_v4().to_string();
                 let started = Instant::now();
-                let result = crate::http::post(
-                    &http,
-                    &base,
-                    "/v1/customers",
-                    json!({"email": format!("feed-{id}@example.com"), "name": "Feed Bench", "customer_id": id}),
-                )
-                .await;
+                let register = access_client::RegisterRequest {
+                    email: format!("feed-{id}@example.com"),
+                    name: Some("Feed Bench".into()),
+                    customer_id: Some(id.clone()),
+                    reason: None,
+                };
+                let result = crate::http::api(&http, &base)
+                    .register(&register, &access_client::CommandOptions::default())
+                    .await;
                 match result {
                     Ok(_) => sent.push((id, started, Instant::now())),
                     Err(_) => errors += 1,

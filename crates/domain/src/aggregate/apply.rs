@@ -10,7 +10,7 @@ use crate::error::CustomerError;
 use crate::events::{CustomerEvent, Personal};
 use crate::services::CustomerServices;
 
-use super::{Customer, PendingEmailChange};
+use super::{Customer, ImportRecord, PendingEmailChange};
 
 impl Aggregate for Customer {
     const TYPE: &'static str = "Customer";
@@ -125,6 +125,31 @@ impl Aggregate for Customer {
             CustomerEvent::PasswordRehashed { password_hash, .. } => {
                 // Same password, same login: no new epoch, flags unchanged.
                 self.password = Some(password_hash);
+            }
+            CustomerEvent::CustomerImported {
+                customer_id,
+                external_id,
+                email,
+                name,
+                access,
+                password_hash,
+                must_change_password,
+                ..
+            } => {
+                self.id = Some(customer_id);
+                self.email = email.into_known();
+                self.name = name.and_then(Personal::into_known);
+                self.access = access;
+                self.password = password_hash.clone();
+                self.must_change_password = must_change_password && password_hash.is_some();
+                self.imported = self.email.clone().map(|email| ImportRecord {
+                    external_id,
+                    email,
+                    name: self.name.clone(),
+                    access,
+                    password_hash,
+                    must_change_password,
+                });
             }
             CustomerEvent::CustomerForgotten { .. } => {
                 *self = Self {

@@ -1,14 +1,96 @@
 //! The rules: what each command decides, given the state and the
 //! services (`Customer::decide` in the parent module is the entry point).
 
-use crate::commands::{Credential, CustomerCommand};
+use crate::commands::{Credential, CustomerCommand, ImportCustomer};
 use crate::error::CustomerError;
 use crate::events::{CustomerEvent, Personal};
 use crate::services::{CustomerServices, IssuedToken, TokenPurpose};
 
-use super::Customer;
+use super::{Customer, ImportRecord};
 
 impl Customer {
+    /// A bulk import of one customer: the same content again decides
+    /// nothing; an existing customer with other content (or one that was
+    /// not imported) is a conflict. A hash must be one the hasher verifies
+    /// and needs access; access needs a hash or a setup link.
+    fn decide_import(
+        &self,
+        import: ImportCustomer,
+        services: &CustomerServices,
+        now: chrono::DateTime<chrono::Utc>,
+        issued: &mut Vec<IssuedToken>,
+    ) -> Result<Vec<CustomerEvent>, CustomerError> {
+        let record = ImportRecord {
+            external_id: import.external_id.clone(),
+            email: import.email.clone(),
+            name: import.name.clone(),
+            access: import.access,
+            password_hash: import.password_hash.clone(),
+            must_change_password: import.must_change_password,
+        };
+        if self.is_registered() {
+            return match &self.imported {
+                Some(before) if *before == record => Ok(Vec::new()),
+                _ => Err(CustomerError::ImportConflict),
+            };
+        }
+        let invalid = |field, reason: &str| CustomerError::InvalidImport {
+            field,
+            reason: reason.to_string(),
+        };
+        if let Some(hash) = &import.password_hash {
+            if import.access.is_none() {
+                return Err(invalid(
+                    "password_hash",
+                    "a password hash needs access (`customer_center`)",
+                ));
+            }
+            services
+                .hasher()
+                .check_imported(hash)
+                .map_err(|reason| CustomerError::UnsupportedPasswordHash { reason })?;
+            if import.send_notification {
+                return Err(invalid(
+                    "send_notification",
+                    "only for access without a password hash",
+                ));
+            }
+        } else if import.must_change_password {
+            return Err(invalid("must_change_password", "only with a password hash"));
+        }
+        if import.access.is_none() && import.send_notification {
+            return Err(invalid(
+                "send_notification",
+                "only for access without a password hash",
+            ));
+        }
+        if import.access.is_some() && import.password_hash.is_none() && !import.send_notification {
+            return Err(CustomerError::LoginHasNoPassword {
+                email: import.email,
+            });
+        }
+        let mut events = vec![CustomerEvent::CustomerImported {
+            customer_id: import.customer_id,
+            source: import.source,
+            external_id: import.external_id,
+            email: Personal::Known(import.email.clone()),
+            name: import.name.map(Personal::Known),
+            access: import.access,
+            password_hash: import.password_hash,
+            must_change_password: import.must_change_password,
+            at: now,
+        }];
+        if import.send_notification {
+            events.push(Self::setup_link_notification(
+                &import.email,
+                services,
+                now,
+                issued,
+            ));
+        }
+        Ok(events)
+    }
+
     pub(super) async fn decide_events(
         &self,
         command: CustomerCommand,
@@ -188,6 +270,10 @@ impl Customer {
                     password_hash,
                     at: now,
                 }])
+            }
+
+            CustomerCommand::ImportCustomer(import) => {
+                self.decide_import(*import, services, now, issued)
             }
 
             CustomerCommand::ForgetCustomer => {

@@ -1,0 +1,150 @@
+//! `POST /v1/customers/import`: JSON lines in and out (admin), then the
+//! imported customers log in with their old passwords (a bcrypt hash made
+//! by Python, outside Rust, and an scrypt one), which are rehashed to
+//! argon2id; sending the same body again writes nothing.
+
+use argon2::password_hash::{PasswordHasher as _, SaltString};
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+fn python_bcrypt(password: &str) -> String {
+    let script = format!(
+        "import bcrypt\nprint(bcrypt.hashpw({password:?}.encode(), bcrypt.gensalt(rounds=4)).decode())\n"
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "python3 with bcrypt is needed (pip install bcrypt): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+async fn post_lines(app: &TestApp, key: &str, body: String) -> (u16, String) {
+    let response = app
+        .client
+        .post(format!(
+            "{}/v1/customers/import?source=old-portal",
+            app.base
+        ))
+        .bearer_auth(key)
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+fn results(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+async fn import_over_http_then_log_in(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let bcrypt = python_bcrypt(PW);
+    let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+    let scrypt = scrypt::Scrypt
+        .hash_password_customized(
+            PW2.as_bytes(),
+            None,
+            None,
+            scrypt::Params::new(4, 8, 1, 32).unwrap(),
+            &salt,
+        )
+        .unwrap()
+        .to_string();
+    let rows = [
+        json!({"email": "ann@example.com", "name": "Ann", "external_id": "1",
+               "access": "customer_center", "password_hash": bcrypt}),
+        json!({"email": "bob@example.com", "external_id": "2",
+               "access": "customer_center", "password_hash": scrypt}),
+        json!({"email": "md5@example.com", "external_id": "3",
+               "access": "customer_center", "password_hash": "5f4dcc3b5aa765d61d8327deb882cf99"}),
+        json!({"email": "carol@example.com", "external_id": "4",
+               "access": "customer_center", "send_notification": true}),
+    ];
+    let body: String = rows.iter().map(|r| format!("{r}\n")).collect();
+
+    // Only the admin role.
+    let (status, _) = post_lines(&app, SERVICE, body.clone()).await;
+    assert_eq!(status, 403);
+
+    let (status, text) = post_lines(&app, ADMIN, body.clone()).await;
+    assert_eq!(status, 200, "{text}");
+    let answer = results(&text);
+    assert_eq!(answer.len(), 4, "{text}");
+    assert_eq!(answer[0]["status"], "imported", "{text}");
+    assert_eq!(answer[1]["status"], "imported", "{text}");
+    assert_eq!(answer[2]["status"], "refused", "{text}");
+    assert_eq!(answer[2]["line"], 3);
+    assert_eq!(answer[2]["error"]["field"], "password_hash");
+    assert_eq!(answer[2]["error"]["code"], "unsupported_password_hash");
+    assert!(!text.contains("5f4dcc3b5aa765d61d8327deb882cf99"), "{text}");
+    assert_eq!(answer[3]["status"], "imported", "{text}");
+    // The setup link went out through the outbox.
+    app.wait_for_mails_to("carol@example.com", 1).await;
+
+    // Log in with the old passwords: rehashed to argon2id, then again.
+    for (email, password, id) in [
+        (
+            "ann@example.com",
+            PW,
+            answer[0]["customer_id"].as_str().unwrap(),
+        ),
+        (
+            "bob@example.com",
+            PW2,
+            answer[1]["customer_id"].as_str().unwrap(),
+        ),
+    ] {
+        app.session(email, password).await;
+        let events = app
+            .get(&format!("/v1/customers/{id}/events"), AUDITOR)
+            .await
+            .expect(200)
+            .body["events"]
+            .as_array()
+            .unwrap()
+            .clone();
+        let types: Vec<_> = events.iter().map(|e| e["event_type"].clone()).collect();
+        assert_eq!(
+            types,
+            vec!["CustomerImported", "PasswordRehashed"],
+            "{email}"
+        );
+        app.session(email, password).await;
+        app.login(email, PW3).await.expect(401);
+    }
+
+    // The same body again: nothing new.
+    let (status, text) = post_lines(&app, ADMIN, body).await;
+    assert_eq!(status, 200);
+    let again = results(&text);
+    for n in [0, 1, 3] {
+        assert_eq!(again[n]["status"], "unchanged", "{text}");
+    }
+    assert_eq!(again[2]["status"], "refused");
+
+    // Too many rows: refused as a whole, nothing written.
+    let many: String = (0..10_001)
+        .map(|n| {
+            format!(
+                "{}\n",
+                json!({"email": format!("m{n}@example.com"), "access": "none"})
+            )
+        })
+        .collect();
+    let (status, text) = post_lines(&app, ADMIN, many).await;
+    assert_eq!(status, 413, "{text}");
+    assert!(text.contains("too_many_rows"), "{text}");
+}
+
+crate::on_both_stores!(import_over_http_then_log_in);
