@@ -469,8 +469,13 @@ mod tests {
         assert!(forget.command);
         let find_customers = find("GET", "/v1/customers");
         assert!(
-            !find_customers.statuses.contains(&403),
-            "every role may read"
+            find_customers.statuses.contains(&403),
+            "a subscriber may not read customers"
+        );
+        let feed = find("GET", "/v1/feed");
+        assert_eq!(
+            feed.security,
+            Some(RouteSecurity::ApiKey(vec!["auditor", "admin", "subscriber"]))
         );
         assert!(!find_customers.command);
         assert_eq!(
