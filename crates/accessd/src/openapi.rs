@@ -475,7 +475,11 @@ mod tests {
         let feed = find("GET", "/v1/feed");
         assert_eq!(
             feed.security,
-            Some(RouteSecurity::ApiKey(vec!["auditor", "admin", "subscriber"]))
+            Some(RouteSecurity::ApiKey(vec![
+                "auditor",
+                "admin",
+                "subscriber"
+            ]))
         );
         assert!(!find_customers.command);
         assert_eq!(
