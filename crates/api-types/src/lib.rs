@@ -325,7 +325,8 @@ pub struct AuditView {
     pub reason: Option<String>,
     pub old_email: Option<String>,
     pub new_email: Option<String>,
-    /// `manual`, `setup_link` or `customer`, where a password was set.
+    /// `manual`, `setup_link`, `customer` or `imported`, where a password
+    /// was set.
     pub password_source: Option<String>,
     /// For access notifications: whether a setup link was sent.
     pub with_setup_link: Option<bool>,
