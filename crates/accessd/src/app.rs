@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use access_domain::{CustomerServices, LinkLifetimes, Password, PasswordHasher, TokenGenerator};
-use access_security::{Argon2idHasher, OsRandomTokens, SystemClock};
+use access_security::{AdmissionLimits, Argon2idHasher, OsRandomTokens, SystemClock};
 use access_store::keys::MasterKeySource;
 use access_store::{Store, StoreError, StoreOptions, StoredApiKey};
 use chrono::Utc;
@@ -272,12 +272,22 @@ pub async fn start(
             "argon2id costs below OWASP's recommendation (19456 KiB, 2 iterations)"
         );
     }
-    let hasher = Arc::new(Argon2idHasher::with_params(params, config.hash_concurrency));
+    let hasher = Arc::new(
+        Argon2idHasher::with_params(params, config.hash_concurrency).with_admission(
+            AdmissionLimits {
+                queue: config
+                    .hash_queue
+                    .unwrap_or(4 * config.hash_concurrency.max(1)),
+                wait: Duration::from_millis(config.hash_wait_ms.max(1)),
+            },
+        ),
+    );
     let decoy_password = Password::parse(
         &format!("Decoy-{}", OsRandomTokens.generate().expose()),
         &[],
     )
     .map_err(|e| StartupError::Hasher(e.to_string()))?;
+    let hash_admission = hasher.admission().clone();
     let decoy_hash = hasher
         .hash(&decoy_password)
         .await
@@ -358,6 +368,7 @@ pub async fn start(
         keys_in_flight: Default::default(),
         session_ttl: chrono::Duration::hours(i64::from(config.session_hours.max(1))),
         decoy_hash,
+        hash_admission,
         projector: config.projector.then(|| {
             access_projections::Projector::spawn(
                 store_for_projector,

@@ -166,6 +166,17 @@ pub struct Config {
     #[arg(long, env = "ACCESS_HASH_CONCURRENCY", default_value_t = 2)]
     pub hash_concurrency: usize,
 
+    /// Requests that may wait for a password hash at once (default: 4 ×
+    /// ACCESS_HASH_CONCURRENCY). Beyond it a login is answered 429 and a
+    /// command 503, both with Retry-After, at once.
+    #[arg(long, env = "ACCESS_HASH_QUEUE")]
+    pub hash_queue: Option<usize>,
+
+    /// The longest a request waits for a password hash, in milliseconds;
+    /// then it is answered like a full queue.
+    #[arg(long, env = "ACCESS_HASH_WAIT_MS", default_value_t = 1_000)]
+    pub hash_wait_ms: u64,
+
     /// argon2id memory cost in KiB (OWASP: 19456). Raising a cost makes
     /// every older hash upgrade at its customer's next successful login.
     #[arg(long, env = "ACCESS_ARGON2_MEMORY_KIB", default_value_t = access_security::OWASP_MEMORY_KIB)]

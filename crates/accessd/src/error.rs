@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use access_domain::{CustomerError, ValueError};
+use access_domain::{CustomerError, ServiceError, ValueError};
 use access_store::{ExecuteError, StoreError};
 
 /// The body of every error response.
@@ -95,8 +95,13 @@ impl ApiError {
     }
 
     pub fn unavailable() -> Self {
+        Self::unavailable_for(2)
+    }
+
+    /// 503 `unavailable`, to be retried after `retry_after` seconds.
+    pub fn unavailable_for(retry_after: u64) -> Self {
         Self {
-            retry_after: Some(2),
+            retry_after: Some(retry_after.max(1)),
             ..Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -133,6 +138,9 @@ impl From<CustomerError> for ApiError {
             CustomerError::CustomerExists | CustomerError::ImportConflict => StatusCode::CONFLICT,
             CustomerError::CustomerForgotten => StatusCode::GONE,
             CustomerError::WrongPassword => StatusCode::FORBIDDEN,
+            CustomerError::Service(ServiceError::Overloaded {
+                retry_after_secs, ..
+            }) => return Self::unavailable_for(*retry_after_secs),
             CustomerError::Service(e) => return Self::internal(e),
             CustomerError::InvalidValue(v) => return v.clone().into(),
             CustomerError::LoginHasNoPassword { .. }

@@ -38,6 +38,9 @@ pub struct Inner {
     /// A real hash of a random password, verified against when a login
     /// names an unknown email, so both cases take as long.
     pub decoy_hash: PasswordHash,
+    /// The admission in front of the password hasher: a login is refused
+    /// before any other work when its queue is already full.
+    pub hash_admission: access_security::Admission,
     /// The catch-up projector, when this process runs one.
     pub projector: Option<access_projections::Projector>,
     /// Longest wait of a read for the projections.
@@ -102,6 +105,10 @@ impl AppState {
 
     pub fn decoy_hash(&self) -> &PasswordHash {
         &self.0.decoy_hash
+    }
+
+    pub fn hash_admission(&self) -> &access_security::Admission {
+        &self.0.hash_admission
     }
 
     /// Waits until the projections include every event committed so far

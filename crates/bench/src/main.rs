@@ -86,9 +86,9 @@ pub struct Args {
     #[arg(long = "accessd-env", value_name = "KEY=VALUE")]
     pub accessd_env: Vec<String>,
 
-    /// Scenarios to run (1..=10; 3 runs with 1, 5 with 4). 8 and 9 use
-    /// the store directly and need no `accessd`; 10 needs NATS.
-    #[arg(long, value_delimiter = ',', default_value = "1,2,4,6,7,8,9,10")]
+    /// Scenarios to run (1..=10, 12, 13; 3 runs with 1, 5 with 4). 8 and 9
+    /// use the store directly and need no `accessd`; 10 needs NATS.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,6,7,8,9,10,12,13")]
     pub scenarios: Vec<u32>,
 
     /// The databases of scenarios 8 and 9.
@@ -142,7 +142,7 @@ impl StoreKind {
 }
 
 /// The scenarios that run `accessd`.
-const SERVICE_SCENARIOS: [u32; 6] = [1, 2, 4, 6, 7, 10];
+const SERVICE_SCENARIOS: [u32; 8] = [1, 2, 4, 6, 7, 10, 12, 13];
 
 impl Args {
     fn adjusted(mut self) -> Self {
@@ -161,8 +161,12 @@ impl Args {
     }
 
     fn validate(&self) -> Result<()> {
-        if let Some(n) = self.scenarios.iter().find(|n| !(1..=10).contains(*n)) {
-            anyhow::bail!("--scenarios: no scenario {n} (1..=10)");
+        if let Some(n) = self
+            .scenarios
+            .iter()
+            .find(|n| !((1..=10).contains(*n) || [12, 13].contains(*n)))
+        {
+            anyhow::bail!("--scenarios: no scenario {n} (1..=10, 12, 13)");
         }
         if !(self.append_seconds > 0.0 && self.append_seconds.is_finite()) {
             anyhow::bail!("--append-seconds {}: must be positive", self.append_seconds);
@@ -329,6 +333,12 @@ async fn main() -> Result<()> {
     }
     if args.scenarios.contains(&10) {
         targets.extend(scenarios::change_feed::change_feed(&args, &options).await?);
+    }
+    if args.scenarios.contains(&12) {
+        targets.extend(scenarios::overload::contended(&args, &options).await?);
+    }
+    if args.scenarios.contains(&13) {
+        targets.extend(scenarios::overload::login_flood(&args, &options).await?);
     }
 
     println!(

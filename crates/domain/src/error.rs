@@ -67,7 +67,8 @@ impl CustomerError {
             Self::UnsupportedPasswordHash { .. } => "unsupported_password_hash",
             Self::InvalidImport { .. } => "invalid_import",
             Self::InvalidValue(e) => e.code(),
-            Self::Service(_) => "internal",
+            Self::Service(ServiceError::Overloaded { .. }) => "unavailable",
+            Self::Service(ServiceError::Failed(_)) => "internal",
         }
     }
 }

@@ -12,8 +12,26 @@ use crate::values::{EmailAddress, Password, PasswordHash, Secret, TokenDigest};
 
 /// A failure of an external service (not a rule violation).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ServiceError(pub String);
+pub enum ServiceError {
+    /// The service failed; the message says how (never a secret).
+    #[error("{0}")]
+    Failed(String),
+    /// The service is at capacity and did not take the work (a full
+    /// queue, or a wait past its deadline): nothing was done, and the same
+    /// request may be sent again after `retry_after_secs`.
+    #[error("{what} is at capacity; retry in {retry_after_secs} s")]
+    Overloaded {
+        what: &'static str,
+        retry_after_secs: u64,
+    },
+}
+
+impl ServiceError {
+    /// A failure described by `message`.
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self::Failed(message.into())
+    }
+}
 
 /// Hashes and verifies passwords. Implementations are expected to be slow
 /// on purpose (argon2id) and to run off the async workers.
@@ -199,7 +217,7 @@ pub mod fakes {
                 return Ok(Self::old_hash_of(candidate.expose()) == *hash);
             }
             if !hash.as_str().starts_with("fake:") {
-                return Err(ServiceError("not a fake hash".into()));
+                return Err(ServiceError::failed("not a fake hash"));
             }
             Ok(Self::hash_of(candidate.expose()) == *hash)
         }

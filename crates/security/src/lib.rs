@@ -12,8 +12,11 @@
 //! - [`keys`]: the master key, per-customer data keys and the email index
 //!   key (crypto-shredding of personal data).
 
+pub mod admission;
 pub mod foreign;
 pub mod keys;
+
+pub use admission::{Admission, AdmissionLimits};
 
 use std::sync::{Arc, Mutex};
 
@@ -23,7 +26,6 @@ use access_domain::{
 use argon2::password_hash::{Output, ParamsString, PasswordHash as PhcHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use chrono::{DateTime, Utc};
-use tokio::sync::Semaphore;
 
 /// argon2's cost parameters (memory in KiB, iterations, lanes).
 pub use argon2::Params as Argon2Params;
@@ -36,12 +38,14 @@ pub const OWASP_PARALLELISM: u32 = 1;
 /// argon2id password hashing.
 ///
 /// Each hash takes tens of milliseconds and ~19 MiB of memory, so work runs
-/// on tokio's blocking pool behind a semaphore: at most `max_concurrent`
-/// hashes at once, the rest wait their turn without holding an async worker.
+/// on tokio's blocking pool behind an [`Admission`]: at most
+/// `max_concurrent` hashes at once, the rest wait their turn without holding
+/// an async worker, in a queue bounded by [`Argon2idHasher::with_admission`]
+/// (unbounded unless set).
 #[derive(Clone)]
 pub struct Argon2idHasher {
     params: Params,
-    permits: Arc<Semaphore>,
+    admission: Admission,
     /// argon2's working memory (19 MiB with OWASP's parameters), kept and
     /// reused: at most one buffer per permit. Freed and allocated anew for
     /// every hash, glibc keeps the blocks resident in its arenas (500 MiB
@@ -65,10 +69,23 @@ impl Argon2idHasher {
     pub fn with_params(params: Params, max_concurrent: usize) -> Self {
         Self {
             params,
-            permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            admission: Admission::new(max_concurrent, AdmissionLimits::UNBOUNDED),
             memory: Arc::new(Mutex::new(Vec::new())),
             keep: max_concurrent.max(1),
         }
+    }
+
+    /// The same hasher with its waiting requests bounded by `limits`:
+    /// beyond them a hash or a verification is refused at once with
+    /// [`ServiceError::Overloaded`].
+    pub fn with_admission(mut self, limits: AdmissionLimits) -> Self {
+        self.admission = Admission::new(self.keep, limits);
+        self
+    }
+
+    /// The admission in front of the hashes (its queue length for metrics).
+    pub fn admission(&self) -> &Admission {
+        &self.admission
     }
 
     fn argon2(&self) -> Argon2<'static> {
@@ -103,9 +120,9 @@ impl Argon2idHasher {
     pub fn hash_blocking(&self, password: &str) -> Result<String, ServiceError> {
         let mut salt = [0u8; 16];
         getrandom::fill(&mut salt)
-            .map_err(|e| ServiceError(format!("OS random generator: {e}")))?;
-        let salt_string =
-            SaltString::encode_b64(&salt).map_err(|e| ServiceError(format!("salt: {e}")))?;
+            .map_err(|e| ServiceError::Failed(format!("OS random generator: {e}")))?;
+        let salt_string = SaltString::encode_b64(&salt)
+            .map_err(|e| ServiceError::Failed(format!("salt: {e}")))?;
         let argon = self.argon2();
         let mut out = vec![
             0u8;
@@ -116,15 +133,17 @@ impl Argon2idHasher {
         self.with_memory(self.params.block_count(), |blocks| {
             argon
                 .hash_password_into_with_memory(password.as_bytes(), &salt, &mut out, blocks)
-                .map_err(|e| ServiceError(format!("argon2id: {e}")))
+                .map_err(|e| ServiceError::Failed(format!("argon2id: {e}")))
         })?;
         let phc = PhcHash {
             algorithm: argon2::ARGON2ID_IDENT,
             version: Some(Version::V0x13.into()),
             params: ParamsString::try_from(&self.params)
-                .map_err(|e| ServiceError(format!("argon2id parameters: {e}")))?,
+                .map_err(|e| ServiceError::Failed(format!("argon2id parameters: {e}")))?,
             salt: Some(salt_string.as_salt()),
-            hash: Some(Output::new(&out).map_err(|e| ServiceError(format!("argon2id: {e}")))?),
+            hash: Some(
+                Output::new(&out).map_err(|e| ServiceError::Failed(format!("argon2id: {e}")))?,
+            ),
         };
         Ok(phc.to_string())
     }
@@ -137,12 +156,13 @@ impl Argon2idHasher {
     pub fn verify_blocking(&self, candidate: &str, phc: &str) -> Result<bool, ServiceError> {
         if let Ok(format) = foreign::recognise(phc) {
             if format != foreign::HashFormat::Argon2 {
-                return foreign::verify_foreign(format, candidate, phc).map_err(ServiceError);
+                return foreign::verify_foreign(format, candidate, phc)
+                    .map_err(ServiceError::Failed);
             }
         }
         let parsed = PhcHash::new(phc)
-            .map_err(|e| ServiceError(format!("stored hash is not a PHC string: {e}")))?;
-        let bad = |e: &dyn std::fmt::Display| ServiceError(format!("argon2 hash: {e}"));
+            .map_err(|e| ServiceError::Failed(format!("stored hash is not a PHC string: {e}")))?;
+        let bad = |e: &dyn std::fmt::Display| ServiceError::Failed(format!("argon2 hash: {e}"));
         let algorithm = Algorithm::try_from(parsed.algorithm).map_err(|e| bad(&e))?;
         let version = parsed
             .version
@@ -160,7 +180,7 @@ impl Argon2idHasher {
         self.with_memory(params.block_count(), |blocks| {
             argon
                 .hash_password_into_with_memory(candidate.as_bytes(), salt, &mut out, blocks)
-                .map_err(|e| ServiceError(format!("argon2: {e}")))
+                .map_err(|e| ServiceError::Failed(format!("argon2: {e}")))
         })?;
         // `Output` compares in constant time.
         let actual = Output::new(&out).map_err(|e| bad(&e))?;
@@ -198,15 +218,16 @@ impl Argon2idHasher {
         &self,
         work: impl FnOnce(Self) -> Result<T, ServiceError> + Send + 'static,
     ) -> Result<T, ServiceError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| ServiceError("hashing pool closed".into()))?;
+        let permit = self.admission.enter().await?;
         let this = self.clone();
-        tokio::task::spawn_blocking(move || work(this))
-            .await
-            .map_err(|e| ServiceError(format!("hashing task failed: {e}")))?
+        // The permit goes with the work: a request that gives up (its
+        // client left) does not free it while argon2 still runs.
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work(this)
+        })
+        .await
+        .map_err(|e| ServiceError::Failed(format!("hashing task failed: {e}")))?
     }
 }
 
@@ -406,7 +427,7 @@ mod tests {
             .verify(&Secret::new("x"), &PasswordHash::new("nope"))
             .await
             .unwrap_err();
-        assert!(err.0.contains("PHC"), "{err}");
+        assert!(err.to_string().contains("PHC"), "{err}");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use access_store::prelude::*;
 use std::net::IpAddr;
 
-use access_domain::{Actor, CustomerCommand, CustomerId, EmailAddress, Secret};
+use access_domain::{Actor, CustomerCommand, CustomerId, EmailAddress, Secret, ServiceError};
 use access_store::Loaded;
 
 use super::command::{self, CommandRequest, Origin};
@@ -30,6 +30,16 @@ pub async fn check_login(
         |_| raw_email.trim().to_lowercase(),
         |e| e.normalized().to_string(),
     );
+    // A login flood: with the hasher's queue full, refused before the
+    // throttle's and the login's statements (the same for every email).
+    if let Some(ServiceError::Overloaded {
+        retry_after_secs, ..
+    }) = state.hash_admission().saturated()
+    {
+        return Err(SelfServiceError::TooManyAttempts {
+            retry_after: retry_after_secs,
+        });
+    }
     let reserved = state
         .throttle()
         .attempt(&account, address, state.now())
@@ -73,7 +83,16 @@ async fn verify_login(
         .hasher()
         .verify(password, &hash)
         .await
-        .map_err(|e| SelfServiceError::Internal(e.to_string()))?;
+        .map_err(|e| match e {
+            // A login flood: the hasher's queue is full. Answered like the
+            // throttle (429 with Retry-After); the attempt is not counted.
+            ServiceError::Overloaded {
+                retry_after_secs, ..
+            } => SelfServiceError::TooManyAttempts {
+                retry_after: retry_after_secs,
+            },
+            ServiceError::Failed(e) => SelfServiceError::Internal(e),
+        })?;
     Ok(found
         .filter(|(_, l)| matches && l.customer.has_password())
         .map(|found| (found, services.hasher().needs_rehash(&hash))))

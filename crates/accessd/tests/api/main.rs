@@ -18,6 +18,7 @@ mod hostile;
 mod import;
 mod lingering;
 mod notice;
+mod overload;
 mod pages;
 mod pgcluster;
 mod procs;

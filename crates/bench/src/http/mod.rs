@@ -6,6 +6,7 @@
 //! are in the submodules.
 
 mod audit;
+mod flood;
 mod lag;
 mod login;
 
@@ -23,6 +24,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 pub use audit::{audit_trails, csv_export, wait_for_chain};
+pub use flood::{contend, login_flood};
 pub use lag::LagProbe;
 pub use login::{logins, wrong_logins};
 

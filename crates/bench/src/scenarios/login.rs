@@ -33,7 +33,7 @@ fn owasp() -> Result<argon2::Argon2<'static>> {
 
 /// The bare verification loop: the cost of one verification on one thread,
 /// then `threads` threads verifying for `duration`; verifications per second.
-fn argon2_baseline(threads: usize, duration: Duration) -> Result<(f64, f64)> {
+pub(super) fn argon2_baseline(threads: usize, duration: Duration) -> Result<(f64, f64)> {
     let argon = owasp()?;
     let salt = SaltString::encode_b64(b"access-bench-salt").map_err(|e| anyhow!("salt: {e}"))?;
     let phc = argon
