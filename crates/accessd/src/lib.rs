@@ -41,5 +41,21 @@ pub mod throttle;
 pub mod trace_context;
 pub mod usecase;
 
+/// Helpers of the unit tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use axum::http::{HeaderMap, HeaderValue};
+
+    /// A header map with these `(name, value)` lines, in order (a name may
+    /// come more than once).
+    pub(crate) fn headers(lines: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in lines {
+            map.append(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+}
+
 pub use app::{start, Running, StartupError};
 pub use config::{Config, LogFormat};
