@@ -41,6 +41,9 @@ pub mod throttle;
 pub mod trace_context;
 pub mod usecase;
 
+pub use app::{start, Running, StartupError};
+pub use config::{Config, LogFormat};
+
 /// Helpers of the unit tests.
 #[cfg(test)]
 pub(crate) mod test_support {
@@ -56,6 +59,3 @@ pub(crate) mod test_support {
         map
     }
 }
-
-pub use app::{start, Running, StartupError};
-pub use config::{Config, LogFormat};
