@@ -170,66 +170,56 @@ impl ApiKeys {
 /// What a role may do. Implemented by marker types used as
 /// `Caller<Permission>`.
 pub trait Permission: Send + Sync + 'static {
+    /// The roles that may.
+    const ROLES: &'static [ApiRole];
+    /// Why a caller of another role is refused.
     const DESCRIPTION: &'static str;
-    fn allows(role: ApiRole) -> bool;
+    fn allows(role: ApiRole) -> bool {
+        Self::ROLES.contains(&role)
+    }
 }
 
 /// Send commands (service, admin).
 pub struct SendCommands;
 impl Permission for SendCommands {
+    const ROLES: &'static [ApiRole] = &[ApiRole::Service, ApiRole::Admin];
     const DESCRIPTION: &'static str = "sending commands needs the service or admin role";
-    fn allows(role: ApiRole) -> bool {
-        matches!(role, ApiRole::Service | ApiRole::Admin)
-    }
 }
 
-/// Read access state (every role but subscriber).
+/// Read access state (service, auditor, admin).
 pub struct ReadState;
 impl Permission for ReadState {
+    const ROLES: &'static [ApiRole] = &[ApiRole::Service, ApiRole::Auditor, ApiRole::Admin];
     const DESCRIPTION: &'static str = "reading needs the service, auditor or admin role";
-    fn allows(role: ApiRole) -> bool {
-        !matches!(role, ApiRole::Subscriber)
-    }
 }
 
 /// Read the change feed (subscriber, auditor, admin).
 pub struct ReadFeed;
 impl Permission for ReadFeed {
+    const ROLES: &'static [ApiRole] = &[ApiRole::Subscriber, ApiRole::Auditor, ApiRole::Admin];
     const DESCRIPTION: &'static str =
         "reading the change feed needs the subscriber, auditor or admin role";
-    fn allows(role: ApiRole) -> bool {
-        matches!(
-            role,
-            ApiRole::Subscriber | ApiRole::Auditor | ApiRole::Admin
-        )
-    }
 }
 
 /// Read the history: events and audit (auditor, admin).
 pub struct ReadHistory;
 impl Permission for ReadHistory {
+    const ROLES: &'static [ApiRole] = &[ApiRole::Auditor, ApiRole::Admin];
     const DESCRIPTION: &'static str = "reading the history needs the auditor or admin role";
-    fn allows(role: ApiRole) -> bool {
-        matches!(role, ApiRole::Auditor | ApiRole::Admin)
-    }
 }
 
 /// Operate the service: mail queue and the like (admin).
 pub struct Operate;
 impl Permission for Operate {
+    const ROLES: &'static [ApiRole] = &[ApiRole::Admin];
     const DESCRIPTION: &'static str = "this needs the admin role";
-    fn allows(role: ApiRole) -> bool {
-        matches!(role, ApiRole::Admin)
-    }
 }
 
 /// Forget a customer: erase its personal data for good (admin).
 pub struct ForgetCustomers;
 impl Permission for ForgetCustomers {
+    const ROLES: &'static [ApiRole] = &[ApiRole::Admin];
     const DESCRIPTION: &'static str = "forgetting a customer needs the admin role";
-    fn allows(role: ApiRole) -> bool {
-        matches!(role, ApiRole::Admin)
-    }
 }
 
 /// An authenticated API caller allowed to do `P`.

@@ -189,15 +189,7 @@ pub async fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (name, value) in pairs {
-            h.append(*name, HeaderValue::from_static(value));
-        }
-        h
-    }
+    use crate::test_support::headers;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

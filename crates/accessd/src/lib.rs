@@ -43,3 +43,19 @@ pub mod usecase;
 
 pub use app::{start, Running, StartupError};
 pub use config::{Config, LogFormat};
+
+/// Helpers of the unit tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use axum::http::{HeaderMap, HeaderValue};
+
+    /// A header map with these `(name, value)` lines, in order (a name may
+    /// come more than once).
+    pub(crate) fn headers(lines: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in lines {
+            map.append(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+}

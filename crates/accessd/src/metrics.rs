@@ -12,6 +12,7 @@ use std::time::Instant;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use chrono::{DateTime, Utc};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -145,6 +146,44 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
 }
 
+/// How far a reader of the events (the projector, the NATS relay) is:
+/// events behind, how long the oldest of them has waited, its checkpoint.
+#[derive(Clone, Default)]
+struct Progress {
+    lag_events: Gauge,
+    lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    position: Gauge,
+}
+
+impl Progress {
+    /// Registers `<reader>_lag_events`, `<reader>_lag_seconds` and
+    /// `<reader>_position` with these descriptions.
+    fn register(registry: &mut Registry, reader: &str, help: [&str; 3]) -> Self {
+        let progress = Self::default();
+        let [events, seconds, position] = help;
+        let lag_events = progress.lag_events.clone();
+        registry.register(format!("{reader}_lag_events"), events, lag_events);
+        let lag_seconds = progress.lag_seconds.clone();
+        registry.register(format!("{reader}_lag_seconds"), seconds, lag_seconds);
+        let at = progress.position.clone();
+        registry.register(format!("{reader}_position"), position, at);
+        progress
+    }
+
+    /// `behind` events, the oldest waiting since `since` (0 seconds when
+    /// none is behind), the checkpoint at `position`.
+    fn set(&self, behind: u64, since: Option<DateTime<Utc>>, position: i64, now: DateTime<Utc>) {
+        self.lag_events
+            .set(i64::try_from(behind).unwrap_or(i64::MAX));
+        let seconds = match (behind, since) {
+            (0, _) | (_, None) => 0.0,
+            (_, Some(at)) => (now - at).num_milliseconds().max(0) as f64 / 1000.0,
+        };
+        self.lag_seconds.set(seconds);
+        self.position.set(position);
+    }
+}
+
 /// The service's metrics.
 #[derive(Clone)]
 pub struct Metrics {
@@ -154,14 +193,10 @@ pub struct Metrics {
     commands: Family<CommandLabels, Counter>,
     store_errors: Family<KindLabels, Counter>,
     mail: Family<OutcomeLabels, Counter>,
-    projector_lag_events: Gauge,
-    projector_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
-    projector_position: Gauge,
+    projector: Progress,
     projector_failed: Gauge,
     aggregate_cache: Family<OutcomeLabels, Counter>,
-    relay_lag_events: Gauge,
-    relay_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
-    relay_position: Gauge,
+    relay: Progress,
     relay_leader: Gauge,
     relay_errors: Counter,
     /// The relay's error count as last exported.
@@ -220,25 +255,16 @@ impl Metrics {
             store_errors.clone(),
         );
         registry.register("mail", "Mail delivery attempts by outcome", mail.clone());
-        let projector_lag_events = Gauge::default();
-        let projector_lag_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
-        let projector_position = Gauge::default();
+        let projector = Progress::register(
+            registry,
+            "projector",
+            [
+                "Events committed but not yet in the projections (approximate)",
+                "Age of the newest projected event while the projector is behind (0 when caught up)",
+                "Global position of the projector's checkpoint",
+            ],
+        );
         let projector_failed = Gauge::default();
-        registry.register(
-            "projector_lag_events",
-            "Events committed but not yet in the projections (approximate)",
-            projector_lag_events.clone(),
-        );
-        registry.register(
-            "projector_lag_seconds",
-            "Age of the newest projected event while the projector is behind (0 when caught up)",
-            projector_lag_seconds.clone(),
-        );
-        registry.register(
-            "projector_position",
-            "Global position of the projector's checkpoint",
-            projector_position.clone(),
-        );
         registry.register(
             "projector_failed",
             "1 when the projector stopped on an error",
@@ -250,26 +276,17 @@ impl Metrics {
             "Commands since start decided on a cached customer state (hit), on state read from the database (miss), and cached states found stale (stale)",
             aggregate_cache.clone(),
         );
-        let relay_lag_events = Gauge::default();
-        let relay_lag_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
-        let relay_position = Gauge::default();
+        let relay = Progress::register(
+            registry,
+            "relay",
+            [
+                "Events committed but not yet acknowledged by NATS JetStream (approximate)",
+                "Age of the oldest event not yet in JetStream (0 when caught up)",
+                "Global position of the NATS relay's checkpoint",
+            ],
+        );
         let relay_leader = Gauge::default();
         let relay_errors = Counter::default();
-        registry.register(
-            "relay_lag_events",
-            "Events committed but not yet acknowledged by NATS JetStream (approximate)",
-            relay_lag_events.clone(),
-        );
-        registry.register(
-            "relay_lag_seconds",
-            "Age of the oldest event not yet in JetStream (0 when caught up)",
-            relay_lag_seconds.clone(),
-        );
-        registry.register(
-            "relay_position",
-            "Global position of the NATS relay's checkpoint",
-            relay_position.clone(),
-        );
         registry.register(
             "relay_leader",
             "1 when this process holds the NATS relay (one replica at a time)",
@@ -282,9 +299,7 @@ impl Metrics {
         );
         Self {
             registry: Arc::new(root),
-            relay_lag_events,
-            relay_lag_seconds,
-            relay_position,
+            relay,
             relay_leader,
             relay_errors,
             relay_errors_seen: Arc::default(),
@@ -293,9 +308,7 @@ impl Metrics {
             commands,
             store_errors,
             mail,
-            projector_lag_events,
-            projector_lag_seconds,
-            projector_position,
+            projector,
             projector_failed,
             aggregate_cache,
             aggregate_cache_seen: Arc::default(),
@@ -330,15 +343,8 @@ impl Metrics {
         now: chrono::DateTime<chrono::Utc>,
     ) {
         let behind = status.events_behind();
-        self.projector_lag_events
-            .set(i64::try_from(behind).unwrap_or(i64::MAX));
-        let seconds = match (behind, status.last_event_at) {
-            (0, _) => 0.0,
-            (_, Some(at)) => (now - at).num_milliseconds().max(0) as f64 / 1000.0,
-            (_, None) => 0.0,
-        };
-        self.projector_lag_seconds.set(seconds);
-        self.projector_position.set(status.checkpoint.global);
+        self.projector
+            .set(behind, status.last_event_at, status.checkpoint.global, now);
         self.projector_failed
             .set(i64::from(status.failed.is_some()));
     }
@@ -346,14 +352,8 @@ impl Metrics {
     /// Records where the NATS relay is (called when metrics are read).
     pub fn relay(&self, status: &crate::relay::RelayStatus, now: chrono::DateTime<chrono::Utc>) {
         let behind = status.events_behind();
-        self.relay_lag_events
-            .set(i64::try_from(behind).unwrap_or(i64::MAX));
-        let seconds = match (behind, status.pending_since) {
-            (0, _) | (_, None) => 0.0,
-            (_, Some(at)) => (now - at).num_milliseconds().max(0) as f64 / 1000.0,
-        };
-        self.relay_lag_seconds.set(seconds);
-        self.relay_position.set(status.checkpoint.global);
+        self.relay
+            .set(behind, status.pending_since, status.checkpoint.global, now);
         self.relay_leader.set(i64::from(status.leader));
         let before = self
             .relay_errors_seen

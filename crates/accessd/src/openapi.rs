@@ -18,24 +18,17 @@ struct Security;
 impl Modify for Security {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "api_key",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("An API key: `Authorization: Bearer <secret>` (roles service, auditor, admin, subscriber)"))
-                    .build(),
-            ),
-        );
-        components.add_security_scheme(
-            "customer_session",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("A customer session token from POST /v1/self/sessions"))
-                    .build(),
-            ),
-        );
+        let schemes = [
+            ("api_key", "An API key: `Authorization: Bearer <secret>` (roles service, auditor, admin, subscriber)"),
+            ("customer_session", "A customer session token from POST /v1/self/sessions"),
+        ];
+        for (name, description) in schemes {
+            let bearer = HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some(description))
+                .build();
+            components.add_security_scheme(name, SecurityScheme::Http(bearer));
+        }
     }
 }
 

@@ -166,6 +166,61 @@ fn stamp(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
+/// The commands: `POST` of a body to a path (with the customer's id for
+/// the commands on one customer), with the options' `Idempotency-Key`
+/// and `If-Match`. (A macro: the methods differ only in name, path, body
+/// and answer, and one generic method instead would change the client's
+/// API.)
+macro_rules! commands {
+    ($($(#[$doc:meta])* $name:ident($body:ty $(, $id:ident)?) -> $answer:ty = $path:literal;)+) => {
+        impl Client {
+            $(
+                $(#[$doc])*
+                pub async fn $name(
+                    &self,
+                    $($id: Uuid,)?
+                    body: &$body,
+                    options: &CommandOptions,
+                ) -> Result<Reply<$answer>, Error> {
+                    self.command(&format!($path), body, options).await
+                }
+            )+
+        }
+    };
+}
+
+commands! {
+    // API key with the `service` or `admin` role.
+
+    /// `POST /v1/customers`: a customer without access.
+    register(RegisterRequest) -> CommandResponse = "/v1/customers";
+    /// `POST /v1/customers/{id}/change-email`
+    change_email(ChangeEmailRequest, id) -> CommandResponse = "/v1/customers/{id}/change-email";
+    /// `POST /v1/customers/{id}/grant-access`
+    grant_access(GrantAccessRequest, id) -> CommandResponse = "/v1/customers/{id}/grant-access";
+    /// `POST /v1/customers/{id}/set-password`
+    set_password(SetPasswordRequest, id) -> CommandResponse = "/v1/customers/{id}/set-password";
+    /// `POST /v1/customers/{id}/send-access-notification`
+    send_access_notification(ReasonRequest, id) -> CommandResponse =
+        "/v1/customers/{id}/send-access-notification";
+    /// `POST /v1/customers/{id}/revoke-access`
+    revoke_access(ReasonRequest, id) -> CommandResponse = "/v1/customers/{id}/revoke-access";
+    /// `POST /v1/customers/{id}/forget` (admin).
+    forget(ForgetRequest, id) -> CommandResponse = "/v1/customers/{id}/forget";
+
+    // Customers (a session's token, or none for the links' tokens).
+
+    /// `POST /v1/self/change-email`: a validation link to the new address.
+    request_email_change(SelfChangeEmailRequest) -> EmailChangeAccepted = "/v1/self/change-email";
+    /// `POST /v1/self/change-password`: ends every session; the answer
+    /// holds a new one.
+    change_password(ChangePasswordRequest) -> PasswordChanged = "/v1/self/change-password";
+    /// `POST /v1/self/confirm-email` (the token of a validation link).
+    confirm_email(ConfirmEmailRequest) -> CommandResponse = "/v1/self/confirm-email";
+    /// `POST /v1/self/setup-password` (the token of a setup link).
+    setup_password(SetupPasswordRequest) -> CommandResponse = "/v1/self/setup-password";
+}
+
 impl Client {
     /// A client of the service at `base_url` (e.g. `http://127.0.0.1:8080`)
     /// with an API key.
@@ -256,87 +311,6 @@ impl Client {
             .await
     }
 
-    // Commands (API key with the `service` or `admin` role).
-
-    /// `POST /v1/customers`: a customer without access.
-    pub async fn register(
-        &self,
-        body: &RegisterRequest,
-        options: &CommandOptions,
-    ) -> Result<Reply<CommandResponse>, Error> {
-        self.command("/v1/customers", body, options).await
-    }
-
-    /// `POST /v1/customers/{id}/change-email`
-    pub async fn change_email(
-        &self,
-        id: Uuid,
-        body: &ChangeEmailRequest,
-        options: &CommandOptions,
-    ) -> Result<Reply<CommandResponse>, Error> {
-        self.command(&format!("/v1/customers/{id}/change-email"), body, options)
-            .await
-    }
-
-    /// `POST /v1/customers/{id}/grant-access`
-    pub async fn grant_access(
-        &self,
-        id: Uuid,
-        body: &GrantAccessRequest,
-        options: &CommandOptions,
-    ) -> Result<Reply<CommandResponse>, Error> {
-        self.command(&format!("/v1/customers/{id}/grant-access"), body, options)
-            .await
-    }
-
-    /// `POST /v1/customers/{id}/set-password`
-    pub async fn set_password(
-        &self,
-        id: Uuid,
-        body: &SetPasswordRequest,
-        options: &CommandOptions,
-    ) -> Result<Reply<CommandResponse>, Error> {
-        self.command(&format!("/v1/customers/{id}/set-password"), body, options)
-            .await
-    }
-
-    /// `POST /v1/customers/{id}/send-access-notification`
-    pub async fn send_access_notification(
-        &self,
-        id: Uuid,
-        body: &ReasonRequest,
-        options: &CommandOptions,
-    ) -> Result<Reply<CommandResponse>, Error> {
-        self.command(
-            &format!("/v1/customers/{id}/send-access-notification"),
-            body,
-            options,
-        )
-        .await
-    }
-
-    /// `POST /v1/customers/{id}/revoke-access`
-    pub async fn revoke_access(
-        &self,
-        id: Uuid,
-        body: &ReasonRequest,
-        options: &CommandOptions,
-    ) -> Result<Reply<CommandResponse>, Error> {
-        self.command(&format!("/v1/customers/{id}/revoke-access"), body, options)
-            .await
-    }
-
-    /// `POST /v1/customers/{id}/forget` (admin).
-    pub async fn forget(
-        &self,
-        id: Uuid,
-        body: &ForgetRequest,
-        options: &CommandOptions,
-    ) -> Result<Reply<CommandResponse>, Error> {
-        self.command(&format!("/v1/customers/{id}/forget"), body, options)
-            .await
-    }
-
     // Reads.
 
     /// `GET /v1/customers/{id}` (the `ETag` is its version).
@@ -368,20 +342,12 @@ impl Client {
         query: &CustomerQuery,
         cursor: Option<&str>,
     ) -> Result<CustomerList, Error> {
-        let mut params = Vec::new();
-        if let Some(has_access) = query.has_access {
-            params.push(("has_access", has_access.to_string()));
-        }
-        if let Some(since) = &query.updated_since {
-            params.push(("updated_since", stamp(since)));
-        }
-        if let Some(size) = query.page_size {
-            params.push(("limit", size.to_string()));
-        }
-        if let Some(cursor) = cursor.or(query.cursor.as_deref()) {
-            params.push(("cursor", cursor.to_string()));
-        }
-        Ok(self.get("/v1/customers", &params).await?.body)
+        let params = Params::default()
+            .with("has_access", query.has_access)
+            .with("updated_since", query.updated_since.as_ref().map(stamp))
+            .with("limit", query.page_size)
+            .with("cursor", cursor.or(query.cursor.as_deref()));
+        Ok(self.get("/v1/customers", &params.0).await?.body)
     }
 
     /// Every customer matching `query`, in the order of their last change,
@@ -391,14 +357,10 @@ impl Client {
         &self,
         query: CustomerQuery,
     ) -> BoxStream<'static, Result<CustomerView, Error>> {
-        let client = self.clone();
-        follow(query.cursor.clone(), move |cursor| {
-            let client = client.clone();
-            let query = query.clone();
-            async move {
-                let page = client.customers_page(&query, cursor.as_deref()).await?;
-                Ok((page.customers, page.next_cursor))
-            }
+        let start = query.cursor.clone();
+        follow(self, query, start, |client, query, cursor| async move {
+            let page = client.customers_page(&query, cursor.as_deref()).await?;
+            Ok((page.customers, page.next_cursor))
         })
     }
 
@@ -409,17 +371,11 @@ impl Client {
         page_size: Option<u32>,
         cursor: Option<&str>,
     ) -> Result<EventList, Error> {
-        let mut params = Vec::new();
-        if let Some(size) = page_size {
-            params.push(("limit", size.to_string()));
-        }
-        if let Some(cursor) = cursor {
-            params.push(("cursor", cursor.to_string()));
-        }
-        Ok(self
-            .get(&format!("/v1/customers/{id}/events"), &params)
-            .await?
-            .body)
+        let params = Params::default()
+            .with("limit", page_size)
+            .with("cursor", cursor);
+        let path = format!("/v1/customers/{id}/events");
+        Ok(self.get(&path, &params.0).await?.body)
     }
 
     /// A customer's events, oldest first.
@@ -428,13 +384,9 @@ impl Client {
         id: Uuid,
         page_size: Option<u32>,
     ) -> BoxStream<'static, Result<EventView, Error>> {
-        let client = self.clone();
-        follow(None, move |cursor| {
-            let client = client.clone();
-            async move {
-                let page = client.events_page(id, page_size, cursor.as_deref()).await?;
-                Ok((page.events, page.next_cursor))
-            }
+        follow(self, id, None, move |client, id, cursor| async move {
+            let page = client.events_page(id, page_size, cursor.as_deref()).await?;
+            Ok((page.events, page.next_cursor))
         })
     }
 
@@ -444,41 +396,22 @@ impl Client {
         query: &AuditQuery,
         cursor: Option<&str>,
     ) -> Result<AuditPage, Error> {
-        let mut params = Vec::new();
-        if let Some(id) = query.customer_id {
-            params.push(("customer_id", id.to_string()));
-        }
-        if let Some(kind) = &query.kind {
-            params.push(("kind", kind.clone()));
-        }
-        if let Some(actor) = &query.actor {
-            params.push(("actor", actor.clone()));
-        }
-        if let Some(from) = &query.from {
-            params.push(("from", stamp(from)));
-        }
-        if let Some(to) = &query.to {
-            params.push(("to", stamp(to)));
-        }
-        if let Some(size) = query.page_size {
-            params.push(("limit", size.to_string()));
-        }
-        if let Some(cursor) = cursor {
-            params.push(("cursor", cursor.to_string()));
-        }
-        Ok(self.get("/v1/audit", &params).await?.body)
+        let params = Params::default()
+            .with("customer_id", query.customer_id)
+            .with("kind", query.kind.as_ref())
+            .with("actor", query.actor.as_ref())
+            .with("from", query.from.as_ref().map(stamp))
+            .with("to", query.to.as_ref().map(stamp))
+            .with("limit", query.page_size)
+            .with("cursor", cursor);
+        Ok(self.get("/v1/audit", &params.0).await?.body)
     }
 
     /// The audit trail, in the global order.
     pub fn audit(&self, query: AuditQuery) -> BoxStream<'static, Result<AuditView, Error>> {
-        let client = self.clone();
-        follow(None, move |cursor| {
-            let client = client.clone();
-            let query = query.clone();
-            async move {
-                let page = client.audit_page(&query, cursor.as_deref()).await?;
-                Ok((page.items, page.next_cursor))
-            }
+        follow(self, query, None, |client, query, cursor| async move {
+            let page = client.audit_page(&query, cursor.as_deref()).await?;
+            Ok((page.items, page.next_cursor))
         })
     }
 
@@ -488,29 +421,18 @@ impl Client {
         query: &MailQuery,
         cursor: Option<&str>,
     ) -> Result<MailList, Error> {
-        let mut params = Vec::new();
-        if let Some(status) = &query.status {
-            params.push(("status", status.clone()));
-        }
-        if let Some(size) = query.page_size {
-            params.push(("limit", size.to_string()));
-        }
-        if let Some(cursor) = cursor {
-            params.push(("cursor", cursor.to_string()));
-        }
-        Ok(self.get("/v1/mail", &params).await?.body)
+        let params = Params::default()
+            .with("status", query.status.as_ref())
+            .with("limit", query.page_size)
+            .with("cursor", cursor);
+        Ok(self.get("/v1/mail", &params.0).await?.body)
     }
 
     /// The mail queue, newest first (admin).
     pub fn mail(&self, query: MailQuery) -> BoxStream<'static, Result<MailView, Error>> {
-        let client = self.clone();
-        follow(None, move |cursor| {
-            let client = client.clone();
-            let query = query.clone();
-            async move {
-                let page = client.mail_page(&query, cursor.as_deref()).await?;
-                Ok((page.messages, page.next_cursor))
-            }
+        follow(self, query, None, |client, query, cursor| async move {
+            let page = client.mail_page(&query, cursor.as_deref()).await?;
+            Ok((page.messages, page.next_cursor))
         })
     }
 
@@ -544,44 +466,6 @@ impl Client {
     pub async fn me(&self) -> Result<Reply<CustomerView>, Error> {
         self.get("/v1/self", &[]).await
     }
-
-    /// `POST /v1/self/change-email`: a validation link to the new address.
-    pub async fn request_email_change(
-        &self,
-        body: &SelfChangeEmailRequest,
-        options: &CommandOptions,
-    ) -> Result<Reply<EmailChangeAccepted>, Error> {
-        self.command("/v1/self/change-email", body, options).await
-    }
-
-    /// `POST /v1/self/change-password`: ends every session; the answer
-    /// holds a new one.
-    pub async fn change_password(
-        &self,
-        body: &ChangePasswordRequest,
-        options: &CommandOptions,
-    ) -> Result<Reply<PasswordChanged>, Error> {
-        self.command("/v1/self/change-password", body, options)
-            .await
-    }
-
-    /// `POST /v1/self/confirm-email` (the token of a validation link).
-    pub async fn confirm_email(
-        &self,
-        body: &ConfirmEmailRequest,
-        options: &CommandOptions,
-    ) -> Result<Reply<CommandResponse>, Error> {
-        self.command("/v1/self/confirm-email", body, options).await
-    }
-
-    /// `POST /v1/self/setup-password` (the token of a setup link).
-    pub async fn setup_password(
-        &self,
-        body: &SetupPasswordRequest,
-        options: &CommandOptions,
-    ) -> Result<Reply<CommandResponse>, Error> {
-        self.command("/v1/self/setup-password", body, options).await
-    }
 }
 
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -602,22 +486,43 @@ fn reply<T>(body: T, status: StatusCode, headers: &HeaderMap) -> Reply<T> {
     }
 }
 
-/// The items of every page, fetching the next page (`fetch(cursor)` gives
-/// a page's items and its `next_cursor`) only when the previous one is
-/// consumed, until a page has no `next_cursor`. Stops after an error.
-fn follow<T, F, Fut>(start: Option<String>, fetch: F) -> BoxStream<'static, Result<T, Error>>
+/// Query parameters; absent values are left out.
+#[derive(Default)]
+struct Params(Vec<(&'static str, String)>);
+
+impl Params {
+    fn with(mut self, name: &'static str, value: Option<impl ToString>) -> Self {
+        if let Some(value) = value {
+            self.0.push((name, value.to_string()));
+        }
+        self
+    }
+}
+
+/// The items of every page, fetching the next page (`fetch(client, query,
+/// cursor)` gives a page's items and its `next_cursor`) only when the
+/// previous one is consumed, until a page has no `next_cursor`. Stops
+/// after an error.
+fn follow<Q, T, F, Fut>(
+    client: &Client,
+    query: Q,
+    start: Option<String>,
+    fetch: F,
+) -> BoxStream<'static, Result<T, Error>>
 where
+    Q: Clone + Send + Sync + 'static,
     T: Send + 'static,
-    F: Fn(Option<String>) -> Fut + Send + Sync + 'static,
+    F: Fn(Client, Q, Option<String>) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<(Vec<T>, Option<String>), Error>> + Send + 'static,
 {
+    let client = client.clone();
     enum Next {
         Page(Option<String>),
         Done,
     }
     stream::try_unfold(Next::Page(start), move |next| {
         let page = match next {
-            Next::Page(cursor) => Some(fetch(cursor)),
+            Next::Page(cursor) => Some(fetch(client.clone(), query.clone(), cursor)),
             Next::Done => None,
         };
         async move {

@@ -5,7 +5,7 @@ use access_projections::export::{self, ExportFormat};
 use access_projections::{db, AuditFilter};
 use access_store::Position;
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -16,7 +16,8 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::{Caller, ReadHistory};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::dto::{AuditPage, AuditView};
-use crate::http::extract::{customer_id, PathId};
+use crate::http::extract::{customer_id, ApiQuery, PathId};
+use crate::http::paging;
 use crate::state::AppState;
 
 /// Rows per page of an export stream.
@@ -115,14 +116,7 @@ fn filter(
             )));
         }
     }
-    let after = query
-        .cursor
-        .as_deref()
-        .map(|c| {
-            parse_position(c)
-                .ok_or_else(|| ApiError::malformed("`cursor` is not a cursor from `next_cursor`"))
-        })
-        .transpose()?;
+    let after = paging::cursor(query.cursor.as_deref(), parse_position)?;
     Ok(AuditFilter {
         customer_id,
         kind: query.kind.clone(),
@@ -228,8 +222,7 @@ async fn respond(
     let mut rows = db::audit_page(state.store(), &filter, limit + 1)
         .await
         .map_err(ApiError::from)?;
-    let more = rows.len() > limit as usize;
-    rows.truncate(limit as usize);
+    let more = paging::cut(&mut rows, limit);
     let next_cursor = more
         .then(|| rows.last().map(|r| format!("{}:{}", r.tx, r.position)))
         .flatten();
@@ -246,14 +239,12 @@ async fn respond(
     responses((status = 200, description = "A JSON page; with `format=jsonl` or `csv`, every matching row, streamed",
                 content((AuditPage = "application/json"), (AuditView = "application/x-ndjson"), (String = "text/csv"))),
               (status = 400, body = ErrorBody, description = "malformed_request"),
-              (status = 503, body = ErrorBody, description = "unavailable (projections behind)")),
-    security(("api_key" = [])))]
+              (status = 503, body = ErrorBody, description = "unavailable (projections behind)")))]
 pub async fn audit(
     State(state): State<AppState>,
     _caller: Caller<ReadHistory>,
-    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(query): ApiQuery<AuditQuery>,
 ) -> ApiResult<Response> {
-    let Query(query) = query.map_err(|e| ApiError::malformed(e.body_text()))?;
     respond(state, query, None).await
 }
 
@@ -262,16 +253,14 @@ pub async fn audit(
     params(("id" = uuid::Uuid, Path, description = "Customer id"), AuditQuery),
     responses((status = 200, description = "A JSON page; with `format=jsonl` or `csv`, every matching row, streamed (`customer_id` is the path's: the query must not name one)",
                 content((AuditPage = "application/json"), (AuditView = "application/x-ndjson"), (String = "text/csv"))),
-              (status = 400, body = ErrorBody, description = "malformed_request")),
-    security(("api_key" = [])))]
+              (status = 400, body = ErrorBody, description = "malformed_request")))]
 pub async fn customer_audit(
     State(state): State<AppState>,
     _caller: Caller<ReadHistory>,
     PathId(id): PathId,
-    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(query): ApiQuery<AuditQuery>,
 ) -> ApiResult<Response> {
     let id = customer_id(&id)?;
-    let Query(query) = query.map_err(|e| ApiError::malformed(e.body_text()))?;
     respond(state, query, Some(id)).await
 }
 
@@ -297,8 +286,7 @@ pub struct AuditDigest {
 /// every event committed before the request is in it.
 #[utoipa::path(get, path = "/v1/audit/digest", tag = "audit",
     responses((status = 200, body = AuditDigest),
-              (status = 503, body = ErrorBody, description = "unavailable (projections behind)")),
-    security(("api_key" = [])))]
+              (status = 503, body = ErrorBody, description = "unavailable (projections behind)")))]
 pub async fn digest(
     State(state): State<AppState>,
     _caller: Caller<ReadHistory>,

@@ -8,8 +8,9 @@ use access_domain::{Credential, Password};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use crate::auth::{Caller, Permission};
 use crate::error::{ApiError, ApiResult};
-use crate::http::extract::CommandHeaders;
+use crate::http::extract::{customer_id, CommandHeaders, PathId};
 use crate::state::AppState;
 use crate::usecase::command::{self, fingerprint, CommandRequest, Idempotency, Origin};
 use crate::usecase::reply::{etag, Reply};
@@ -106,6 +107,60 @@ impl CommandContext {
         CommandRequest::new(actor, customer_id, command, self.origin(body_digest))
             .reason(reason)
             .answered(success, Default::default())
+    }
+}
+
+/// A command on the customer of the path: the service's state, the
+/// caller (with permission `P`), the path's id, and the request's
+/// [`CommandContext`], extracted in that order.
+pub struct OnCustomer<P: Permission> {
+    pub state: AppState,
+    pub caller: Caller<P>,
+    path_id: String,
+    pub ctx: CommandContext,
+}
+
+impl<P: Permission> axum::extract::FromRequestParts<AppState> for OnCustomer<P> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        let PathId(path_id) = PathId::from_request_parts(parts, state).await?;
+        let ctx = CommandContext::from_request_parts(parts, state).await?;
+        Ok(Self {
+            state: state.clone(),
+            caller,
+            path_id,
+            ctx,
+        })
+    }
+}
+
+impl<P: Permission> OnCustomer<P> {
+    /// The customer id of the path (400 `malformed_request` when it is no
+    /// UUID).
+    pub fn customer_id(&self) -> ApiResult<CustomerId> {
+        customer_id(&self.path_id)
+    }
+
+    /// Runs `command` on `id` (the path's customer) and answers 200 with
+    /// `{"customer_id","version"}` and an ETag, or the stored reply of a
+    /// replay. The body had the given digest.
+    pub async fn run(
+        self,
+        id: CustomerId,
+        command: CustomerCommand,
+        reason: Option<String>,
+        body_digest: &str,
+    ) -> ApiResult<Response> {
+        let actor = self.caller.actor();
+        let request = self
+            .ctx
+            .request(actor, id, command, reason, body_digest, StatusCode::OK);
+        respond(&self.state, request).await
     }
 }
 

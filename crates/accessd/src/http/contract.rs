@@ -9,7 +9,6 @@
 
 use std::collections::BTreeSet;
 
-use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::handler::Handler;
 use axum::routing::{on, MethodFilter};
@@ -18,8 +17,8 @@ use axum::Router;
 use access_domain::ApiRole;
 
 use crate::auth::{Caller, Permission};
-use crate::http::commands::CommandContext;
-use crate::http::extract::{ActiveCustomer, ClientAddress, JsonBody, PathId, RequestId};
+use crate::http::commands::{CommandContext, OnCustomer};
+use crate::http::extract::{Active, ApiQuery, ClientAddress, JsonBody, PathId, RequestId};
 use crate::state::AppState;
 use crate::usecase::session::CustomerSession;
 
@@ -99,7 +98,7 @@ impl Answers for CustomerSession {
 }
 
 /// As [`CustomerSession`], and 403 `must_change_password`.
-impl Answers for ActiveCustomer {
+impl Answers for Active<CustomerSession> {
     fn statuses() -> Vec<u16> {
         vec![401, 403]
     }
@@ -124,8 +123,8 @@ impl<T> Answers for JsonBody<T> {
     }
 }
 
-/// 400 on a malformed or unknown query parameter.
-impl<T> Answers for Result<Query<T>, QueryRejection> {
+/// 400 `malformed_request` on a malformed or unknown query parameter.
+impl<T> Answers for ApiQuery<T> {
     fn statuses() -> Vec<u16> {
         vec![400]
     }
@@ -173,6 +172,26 @@ impl Answers for CommandContext {
     }
 }
 
+/// A command on the customer of the path: the refusals and security of
+/// its parts.
+impl<P: Permission> Answers for OnCustomer<P> {
+    fn statuses() -> Vec<u16> {
+        [
+            State::<AppState>::statuses(),
+            Caller::<P>::statuses(),
+            PathId::statuses(),
+            CommandContext::statuses(),
+        ]
+        .concat()
+    }
+    fn security() -> Option<Security> {
+        Caller::<P>::security()
+    }
+    fn command() -> bool {
+        true
+    }
+}
+
 impl Answers for ClientAddress {}
 impl Answers for RequestId {}
 
@@ -184,43 +203,28 @@ pub trait HandlerAnswers<T> {
     fn command() -> bool;
 }
 
-impl<F, Fut> HandlerAnswers<((),)> for F
-where
-    F: FnOnce() -> Fut,
-{
-    fn statuses() -> BTreeSet<u16> {
-        BTreeSet::new()
-    }
-    fn security() -> Option<Security> {
-        None
-    }
-    fn command() -> bool {
-        false
-    }
-}
-
 macro_rules! handler_answers {
-    ($($ty:ident),+) => {
-        impl<F, Fut, M, $($ty,)+> HandlerAnswers<(M, $($ty,)+)> for F
+    ($($ty:ident),*) => {
+        impl<F, Fut, M, $($ty,)*> HandlerAnswers<(M, $($ty,)*)> for F
         where
-            F: FnOnce($($ty,)+) -> Fut,
-            $($ty: Answers,)+
+            F: FnOnce($($ty,)*) -> Fut,
+            $($ty: Answers,)*
         {
             fn statuses() -> BTreeSet<u16> {
-                let mut all = BTreeSet::new();
-                $(all.extend($ty::statuses());)+
-                all
+                let each: &[Vec<u16>] = &[$($ty::statuses()),*];
+                each.concat().into_iter().collect()
             }
             fn security() -> Option<Security> {
-                None$(.or_else($ty::security))+
+                None$(.or_else($ty::security))*
             }
             fn command() -> bool {
-                false $(|| $ty::command())+
+                false $(|| $ty::command())*
             }
         }
     };
 }
 
+handler_answers!();
 handler_answers!(T1);
 handler_answers!(T1, T2);
 handler_answers!(T1, T2, T3);

@@ -3,7 +3,7 @@
 
 use access_domain::{CustomerCommand, CustomerId, CustomerName, EmailAddress, Role};
 use access_store::prelude::*;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -12,22 +12,21 @@ use utoipa::IntoParams;
 
 use crate::auth::{Caller, ForgetCustomers, ReadHistory, ReadState, SendCommands};
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::http::commands::{self, credential, new_password, parse, CommandContext};
+use crate::http::commands::{self, credential, new_password, parse, CommandContext, OnCustomer};
 use crate::http::dto::*;
-use crate::http::extract::{customer_id, JsonBody, PathId};
+use crate::http::extract::{customer_id, ApiQuery, JsonBody, PathId};
+use crate::http::paging;
 use crate::state::AppState;
 use crate::usecase::command;
 
 /// Register a customer (without access).
 #[utoipa::path(post, path = "/v1/customers", tag = "commands",
     request_body = RegisterRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key")),
     responses(
         (status = 201, body = CommandResponse, description = "Registered"),
         (status = 409, body = ErrorBody, description = "customer_exists"),
         (status = 422, body = ErrorBody, description = "invalid_email, invalid_name"),
-    ),
-    security(("api_key" = [])))]
+    ))]
 pub async fn register(
     State(state): State<AppState>,
     caller: Caller<SendCommands>,
@@ -65,25 +64,19 @@ pub async fn register(
 /// needed (the notice's rule).
 #[utoipa::path(post, path = "/v1/customers/{id}/change-email", tag = "commands",
     request_body = ChangeEmailRequest,
-    params(("id" = uuid::Uuid, Path, description = "Customer id"),
-           ("If-Match" = Option<String>, Header, description = "Expected version, e.g. \"3\""),
-           ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key")),
+    params(("id" = uuid::Uuid, Path, description = "Customer id")),
     responses(
         (status = 200, body = CommandResponse),
         (status = 404, body = ErrorBody, description = "customer_not_found"),
         (status = 409, body = ErrorBody, description = "email_in_use, concurrent_modification"),
         (status = 412, body = ErrorBody, description = "version_mismatch"),
         (status = 422, body = ErrorBody, description = "login_has_no_password, password_mismatch, invalid_email, weak_password, no_access"),
-    ),
-    security(("api_key" = [])))]
+    ))]
 pub async fn change_email(
-    State(state): State<AppState>,
-    caller: Caller<SendCommands>,
-    PathId(id): PathId,
-    ctx: CommandContext,
+    on: OnCustomer<SendCommands>,
     body: JsonBody<ChangeEmailRequest>,
 ) -> ApiResult<Response> {
-    let id = customer_id(&id)?;
+    let id = on.customer_id()?;
     let req = body.value;
     let email = parse(EmailAddress::parse(&req.email))?;
     let credential = credential(
@@ -93,41 +86,24 @@ pub async fn change_email(
         &[email.as_str()],
     )?;
     let command = CustomerCommand::ChangeEmail { email, credential };
-    commands::respond(
-        &state,
-        ctx.request(
-            caller.actor(),
-            id,
-            command,
-            req.reason,
-            &body.digest,
-            StatusCode::OK,
-        ),
-    )
-    .await
+    on.run(id, command, req.reason, &body.digest).await
 }
 
 /// Give the customer portal access, with a password or a notification.
 #[utoipa::path(post, path = "/v1/customers/{id}/grant-access", tag = "commands",
     request_body = GrantAccessRequest,
-    params(("id" = uuid::Uuid, Path, description = "Customer id"),
-           ("If-Match" = Option<String>, Header, description = "Expected version"),
-           ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key")),
+    params(("id" = uuid::Uuid, Path, description = "Customer id")),
     responses(
         (status = 200, body = CommandResponse),
         (status = 404, body = ErrorBody, description = "customer_not_found"),
         (status = 409, body = ErrorBody, description = "email_in_use, concurrent_modification"),
         (status = 422, body = ErrorBody, description = "login_has_no_password, access_already_granted, password_mismatch, weak_password"),
-    ),
-    security(("api_key" = [])))]
+    ))]
 pub async fn grant_access(
-    State(state): State<AppState>,
-    caller: Caller<SendCommands>,
-    PathId(id): PathId,
-    ctx: CommandContext,
+    on: OnCustomer<SendCommands>,
     body: JsonBody<GrantAccessRequest>,
 ) -> ApiResult<Response> {
-    let id = customer_id(&id)?;
+    let id = on.customer_id()?;
     let req = body.value;
     let role = match req.role.as_deref() {
         Some(r) => parse(r.parse::<Role>())?,
@@ -140,111 +116,60 @@ pub async fn grant_access(
         &[],
     )?;
     let command = CustomerCommand::GrantAccess { role, credential };
-    commands::respond(
-        &state,
-        ctx.request(
-            caller.actor(),
-            id,
-            command,
-            req.reason,
-            &body.digest,
-            StatusCode::OK,
-        ),
-    )
-    .await
+    on.run(id, command, req.reason, &body.digest).await
 }
 
 /// Assign a temporary password.
 #[utoipa::path(post, path = "/v1/customers/{id}/set-password", tag = "commands",
     request_body = SetPasswordRequest,
-    params(("id" = uuid::Uuid, Path, description = "Customer id"),
-           ("If-Match" = Option<String>, Header, description = "Expected version"),
-           ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key")),
+    params(("id" = uuid::Uuid, Path, description = "Customer id")),
     responses(
         (status = 200, body = CommandResponse),
         (status = 422, body = ErrorBody, description = "no_access, password_mismatch, weak_password"),
-    ),
-    security(("api_key" = [])))]
+    ))]
 pub async fn set_password(
-    State(state): State<AppState>,
-    caller: Caller<SendCommands>,
-    PathId(id): PathId,
-    ctx: CommandContext,
+    on: OnCustomer<SendCommands>,
     body: JsonBody<SetPasswordRequest>,
 ) -> ApiResult<Response> {
-    let id = customer_id(&id)?;
+    let id = on.customer_id()?;
     let req = body.value;
     let command = CustomerCommand::SetPassword {
         password: new_password(&req.password, &[])?,
         password_confirm: req.password_confirm.into(),
         send_notification: req.send_notification.unwrap_or(false),
     };
-    commands::respond(
-        &state,
-        ctx.request(
-            caller.actor(),
-            id,
-            command,
-            req.reason,
-            &body.digest,
-            StatusCode::OK,
-        ),
-    )
-    .await
+    on.run(id, command, req.reason, &body.digest).await
 }
 
 /// Send a new access notification with a password-setup link (voids the
 /// earlier links).
 #[utoipa::path(post, path = "/v1/customers/{id}/send-access-notification", tag = "commands",
     request_body = ReasonRequest,
-    params(("id" = uuid::Uuid, Path, description = "Customer id"),
-           ("If-Match" = Option<String>, Header, description = "Expected version"),
-           ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key")),
-    responses((status = 200, body = CommandResponse), (status = 422, body = ErrorBody, description = "no_access")),
-    security(("api_key" = [])))]
+    params(("id" = uuid::Uuid, Path, description = "Customer id")),
+    responses((status = 200, body = CommandResponse), (status = 422, body = ErrorBody, description = "no_access")))]
 pub async fn send_access_notification(
-    State(state): State<AppState>,
-    caller: Caller<SendCommands>,
-    PathId(id): PathId,
-    ctx: CommandContext,
+    on: OnCustomer<SendCommands>,
     body: JsonBody<ReasonRequest>,
 ) -> ApiResult<Response> {
-    let id = customer_id(&id)?;
+    let id = on.customer_id()?;
     let command = CustomerCommand::SendAccessNotification;
-    commands::respond(
-        &state,
-        ctx.request(
-            caller.actor(),
-            id,
-            command,
-            body.value.reason,
-            &body.digest,
-            StatusCode::OK,
-        ),
-    )
-    .await
+    on.run(id, command, body.value.reason, &body.digest).await
 }
 
 /// Remove the customer's access (password, links and pending changes are
 /// discarded; sessions end).
 #[utoipa::path(post, path = "/v1/customers/{id}/revoke-access", tag = "commands",
     request_body = ReasonRequest,
-    params(("id" = uuid::Uuid, Path, description = "Customer id"),
-           ("If-Match" = Option<String>, Header, description = "Expected version"),
-           ("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key")),
-    responses((status = 200, body = CommandResponse), (status = 422, body = ErrorBody, description = "no_access")),
-    security(("api_key" = [])))]
+    params(("id" = uuid::Uuid, Path, description = "Customer id")),
+    responses((status = 200, body = CommandResponse), (status = 422, body = ErrorBody, description = "no_access")))]
 pub async fn revoke_access(
-    State(state): State<AppState>,
-    caller: Caller<SendCommands>,
-    PathId(id): PathId,
-    ctx: CommandContext,
+    on: OnCustomer<SendCommands>,
     body: JsonBody<ReasonRequest>,
 ) -> ApiResult<Response> {
-    let id = customer_id(&id)?;
-    let origin = ctx.origin(&body.digest);
-    let reply =
-        command::revoke_access(&state, caller.actor(), id, body.value.reason, origin).await?;
+    let id = on.customer_id()?;
+    let origin = on.ctx.origin(&body.digest);
+    let actor = on.caller.actor();
+    let reply = command::revoke_access(&on.state, actor, id, body.value.reason, origin).await?;
     Ok(reply.into_response())
 }
 
@@ -254,22 +179,17 @@ pub async fn revoke_access(
 /// command on it answers 410 `customer_forgotten`. Irreversible.
 #[utoipa::path(post, path = "/v1/customers/{id}/forget", tag = "commands",
     request_body = ForgetRequest,
-    params(("id" = uuid::Uuid, Path, description = "Customer id"),
-           ("If-Match" = Option<String>, Header, description = "Expected version")),
+    params(("id" = uuid::Uuid, Path, description = "Customer id")),
     responses((status = 200, body = CommandResponse),
               (status = 403, body = ErrorBody, description = "forbidden (admin only)"),
               (status = 404, body = ErrorBody, description = "customer_not_found"),
               (status = 410, body = ErrorBody, description = "customer_forgotten (already)"),
-              (status = 422, body = ErrorBody, description = "reason_required")),
-    security(("api_key" = [])))]
+              (status = 422, body = ErrorBody, description = "reason_required")))]
 pub async fn forget_customer(
-    State(state): State<AppState>,
-    caller: Caller<ForgetCustomers>,
-    PathId(id): PathId,
-    ctx: CommandContext,
+    on: OnCustomer<ForgetCustomers>,
     body: JsonBody<ForgetRequest>,
 ) -> ApiResult<Response> {
-    let id = customer_id(&id)?;
+    let id = on.customer_id()?;
     let reason = body.value.reason.trim().to_string();
     if reason.is_empty() {
         return Err(ApiError::new(
@@ -278,16 +198,11 @@ pub async fn forget_customer(
             "say why the customer is forgotten in `reason`",
         ));
     }
-    commands::respond(
-        &state,
-        ctx.request(
-            caller.actor(),
-            id,
-            CustomerCommand::ForgetCustomer,
-            Some(reason),
-            &body.digest,
-            StatusCode::OK,
-        ),
+    on.run(
+        id,
+        CustomerCommand::ForgetCustomer,
+        Some(reason),
+        &body.digest,
     )
     .await
 }
@@ -296,16 +211,14 @@ pub async fn forget_customer(
 #[utoipa::path(get, path = "/v1/customers/{id}", tag = "reads",
     params(("id" = uuid::Uuid, Path, description = "Customer id"), crate::http::history::AsOfQuery),
     responses((status = 200, body = CustomerView, headers(("ETag" = String, description = "The version"))),
-              (status = 404, body = ErrorBody, description = "customer_not_found")),
-    security(("api_key" = [])))]
+              (status = 404, body = ErrorBody, description = "customer_not_found")))]
 pub async fn get_customer(
     State(state): State<AppState>,
     _caller: Caller<ReadState>,
     PathId(id): PathId,
-    query: Result<Query<crate::http::history::AsOfQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(query): ApiQuery<crate::http::history::AsOfQuery>,
 ) -> ApiResult<Response> {
     let id = customer_id(&id)?;
-    let Query(query) = query.map_err(|e| ApiError::malformed(e.body_text()))?;
     if let Some(as_of) = query.instant()? {
         return crate::http::history::customer_as_of(&state, id, as_of).await;
     }
@@ -341,22 +254,6 @@ pub struct ListQuery {
     pub cursor: Option<String>,
 }
 
-/// Parses `limit` (1 to 1000, default 100).
-pub(crate) fn page_limit(raw: Option<&str>) -> ApiResult<u32> {
-    match raw {
-        None => Ok(100),
-        Some(raw) => raw
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| ApiError::malformed("`limit` must be from 1 to 1000")),
-    }
-}
-
-fn bad_cursor() -> ApiError {
-    ApiError::malformed("`cursor` is not a cursor from `next_cursor`")
-}
-
 /// The customer list, in the order of their last change (a reconciling
 /// service's full pass, then the changes since), or with `email` the
 /// customers with that login email.
@@ -365,14 +262,12 @@ fn bad_cursor() -> ApiError {
     responses((status = 200, body = CustomerList),
               (status = 400, body = ErrorBody, description = "malformed_request (a bad `has_access`, `updated_since`, `limit` or `cursor`, or `email` with them)"),
               (status = 422, body = ErrorBody, description = "invalid_email"),
-              (status = 503, body = ErrorBody, description = "unavailable (projections behind)")),
-    security(("api_key" = [])))]
+              (status = 503, body = ErrorBody, description = "unavailable (projections behind)")))]
 pub async fn find_customers(
     State(state): State<AppState>,
     _caller: Caller<ReadState>,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<CustomerList>> {
-    let Query(query) = query.map_err(|e| ApiError::malformed(e.body_text()))?;
     let now = state.now();
     if let Some(email) = &query.email {
         if query.has_access.is_some()
@@ -417,12 +312,8 @@ pub async fn find_customers(
                 })
         })
         .transpose()?;
-    let limit = page_limit(query.limit.as_deref())?;
-    let after = query
-        .cursor
-        .as_deref()
-        .map(|c| crate::http::audit::parse_position(c).ok_or_else(bad_cursor))
-        .transpose()?;
+    let limit = paging::limit(query.limit.as_deref())?;
+    let after = paging::cursor(query.cursor.as_deref(), crate::http::audit::parse_position)?;
     let filter = access_projections::CustomerFilter {
         has_access,
         updated_since,
@@ -433,8 +324,7 @@ pub async fn find_customers(
     let mut rows = access_projections::db::customer_page(state.store(), &filter, limit + 1)
         .await
         .map_err(ApiError::from)?;
-    let more = rows.len() > limit as usize;
-    rows.truncate(limit as usize);
+    let more = paging::cut(&mut rows, limit);
     let last = rows.last().map(|r| r.last_change.to_string());
     Ok(Json(CustomerList {
         customers: rows
@@ -478,16 +368,14 @@ pub struct EventsQuery {
     responses((status = 200, description = "`EventList`; with `format=jsonl`, one `EventView` per line",
                 content((EventList = "application/json"), (EventView = "application/x-ndjson"))),
               (status = 400, body = ErrorBody, description = "malformed_request (unknown format, bad `limit` or `cursor`)"),
-              (status = 404, body = ErrorBody, description = "customer_not_found")),
-    security(("api_key" = [])))]
+              (status = 404, body = ErrorBody, description = "customer_not_found")))]
 pub async fn customer_events(
     State(state): State<AppState>,
     _caller: Caller<ReadHistory>,
     PathId(id): PathId,
-    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(query): ApiQuery<EventsQuery>,
 ) -> ApiResult<Response> {
     let id = customer_id(&id)?;
-    let Query(query) = query.map_err(|e| ApiError::malformed(e.body_text()))?;
     let lines = match query.format.as_deref().unwrap_or("json") {
         "json" => false,
         "jsonl" => true,
@@ -498,15 +386,10 @@ pub async fn customer_events(
             )))
         }
     };
-    let limit = page_limit(query.limit.as_deref())?;
+    let limit = paging::limit(query.limit.as_deref())?;
     // The cursor is the sequence of the previous page's last event: a
     // stream only grows at its end, so pages never shift.
-    let after = query
-        .cursor
-        .as_deref()
-        .map(|c| c.parse::<u64>().map_err(|_| bad_cursor()))
-        .transpose()?
-        .unwrap_or(0);
+    let after = paging::cursor(query.cursor.as_deref(), |c| c.parse::<u64>().ok())?.unwrap_or(0);
     if lines && (query.limit.is_some() || query.cursor.is_some()) {
         return Err(ApiError::malformed(
             "`limit` and `cursor` page the JSON format; `jsonl` is every event",
@@ -521,8 +404,7 @@ pub async fn customer_events(
         events
     } else {
         let mut page: Vec<_> = events.into_iter().filter(|e| e.sequence > after).collect();
-        if page.len() > limit as usize {
-            page.truncate(limit as usize);
+        if paging::cut(&mut page, limit) {
             next_cursor = page.last().map(|e| e.sequence.to_string());
         }
         page

@@ -5,7 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
@@ -130,6 +130,22 @@ impl<S: Send + Sync> FromRequestParts<S> for PathId {
     }
 }
 
+/// A query string read into `T`. Unlike axum's `Query`, a malformed or
+/// unknown parameter is our 400 `malformed_request`, not a plain-text
+/// rejection.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| Self(value))
+            .map_err(|e| ApiError::malformed(e.body_text()))
+    }
+}
+
 /// A customer id from the path.
 pub fn customer_id(raw: &str) -> Result<CustomerId, ApiError> {
     raw.parse().map_err(|_| {
@@ -240,42 +256,52 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
     }
 }
 
-impl<S> FromRequestParts<S> for CustomerSession
-where
-    S: Send + Sync,
-    AppState: FromRef<S>,
-{
+impl FromRequestParts<AppState> for CustomerSession {
     type Rejection = ApiError;
 
     /// The session of the Bearer token (401 `unauthenticated` without a
     /// valid one).
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let state = AppState::from_ref(state);
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer(parts).ok_or_else(ApiError::unauthenticated)?;
-        session::of_token(&state, token)
+        session::of_token(state, token)
             .await?
             .ok_or_else(ApiError::unauthenticated)
     }
 }
 
-/// A customer with a valid session and no pending password change.
-pub struct ActiveCustomer(pub CustomerSession);
+/// An extractor of a customer's session, the API's or the pages'.
+pub trait SessionOf: FromRequestParts<AppState> + Send {
+    fn session(&self) -> &CustomerSession;
+    /// The answer to a customer whose password is temporary.
+    fn must_change_password() -> Self::Rejection;
+}
 
-impl<S> FromRequestParts<S> for ActiveCustomer
-where
-    S: Send + Sync,
-    AppState: FromRef<S>,
-{
-    type Rejection = ApiError;
+impl SessionOf for CustomerSession {
+    fn session(&self) -> &CustomerSession {
+        self
+    }
+    fn must_change_password() -> ApiError {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "must_change_password",
+            "the password is temporary: change it first (POST /v1/self/change-password)",
+        )
+    }
+}
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let session = CustomerSession::from_request_parts(parts, state).await?;
-        if session.loaded.customer.must_change_password() {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "must_change_password",
-                "the password is temporary: change it first (POST /v1/self/change-password)",
-            ));
+/// A customer with a valid session `T` and no pending password change.
+pub struct Active<T>(pub T);
+
+impl<T: SessionOf> FromRequestParts<AppState> for Active<T> {
+    type Rejection = T::Rejection;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let session = T::from_request_parts(parts, state).await?;
+        if session.session().loaded.customer.must_change_password() {
+            return Err(T::must_change_password());
         }
         Ok(Self(session))
     }

@@ -2,7 +2,7 @@
 //! everyone who had portal access then, by replaying the events.
 
 use access_domain::CustomerId;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -11,6 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{Caller, ReadHistory};
 use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::http::extract::ApiQuery;
 use crate::state::AppState;
 
 #[derive(Deserialize, IntoParams, Default)]
@@ -85,14 +86,12 @@ pub struct ReportQuery {
 /// email then in force.
 #[utoipa::path(get, path = "/v1/access-report", tag = "audit",
     params(ReportQuery),
-    responses((status = 200, body = AccessReport), (status = 400, body = ErrorBody, description = "malformed_request")),
-    security(("api_key" = [])))]
+    responses((status = 200, body = AccessReport), (status = 400, body = ErrorBody, description = "malformed_request")))]
 pub async fn access_report(
     State(state): State<AppState>,
     _caller: Caller<ReadHistory>,
-    query: Result<Query<ReportQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(query): ApiQuery<ReportQuery>,
 ) -> ApiResult<Json<AccessReport>> {
-    let Query(query) = query.map_err(|e| ApiError::malformed(e.body_text()))?;
     let as_of = AsOfQuery { as_of: query.as_of }
         .instant()?
         .unwrap_or_else(|| state.now());

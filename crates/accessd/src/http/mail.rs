@@ -3,7 +3,7 @@
 
 use access_store::prelude::*;
 use access_store::OutboxEntry;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, TimeZone, Utc};
@@ -12,7 +12,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{Caller, Operate};
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::http::extract::PathId;
+use crate::http::extract::{ApiQuery, PathId};
+use crate::http::paging;
 use crate::state::AppState;
 
 pub use access_api_types::{MailList, MailView};
@@ -76,14 +77,12 @@ fn parse_cursor(raw: &str) -> Option<(i64, &str)> {
     params(MailQuery),
     responses((status = 200, body = MailList),
               (status = 400, body = ErrorBody, description = "malformed_request (a bad `status`, `limit` or `cursor`)"),
-              (status = 403, body = ErrorBody, description = "forbidden")),
-    security(("api_key" = [])))]
+              (status = 403, body = ErrorBody, description = "forbidden")))]
 pub async fn list(
     State(state): State<AppState>,
     _caller: Caller<Operate>,
-    query: Result<Query<MailQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(query): ApiQuery<MailQuery>,
 ) -> ApiResult<Json<MailList>> {
-    let Query(query) = query.map_err(|e| ApiError::malformed(e.body_text()))?;
     if let Some(status) = &query.status {
         if !["pending", "sent", "failed"].contains(&status.as_str()) {
             return Err(ApiError::malformed(
@@ -91,22 +90,14 @@ pub async fn list(
             ));
         }
     }
-    let limit = crate::http::customers::page_limit(query.limit.as_deref())?;
-    let after = query
-        .cursor
-        .as_deref()
-        .map(|c| {
-            parse_cursor(c)
-                .ok_or_else(|| ApiError::malformed("`cursor` is not a cursor from `next_cursor`"))
-        })
-        .transpose()?;
+    let limit = paging::limit(query.limit.as_deref())?;
+    let after = paging::cursor(query.cursor.as_deref(), parse_cursor)?;
     // One more than asked tells whether there is a next page.
     let mut entries = state
         .store()
         .outbox_page(query.status.as_deref(), after, limit + 1)
         .await?;
-    let more = entries.len() > limit as usize;
-    entries.truncate(limit as usize);
+    let more = paging::cut(&mut entries, limit);
     let next_cursor = more
         .then(|| entries.last().map(|e| format!("{}:{}", e.created_ms, e.id)))
         .flatten();
@@ -119,8 +110,7 @@ pub async fn list(
 /// Sends a failed message again (from the first attempt).
 #[utoipa::path(post, path = "/v1/mail/{id}/retry", tag = "operations",
     params(("id" = String, Path, description = "Message id (32 hex digits)", pattern = "^[0-9a-f]{32}$")),
-    responses((status = 202, description = "Queued again"), (status = 404, body = ErrorBody, description = "not_found: no failed message with this id")),
-    security(("api_key" = [])))]
+    responses((status = 202, description = "Queued again"), (status = 404, body = ErrorBody, description = "not_found: no failed message with this id")))]
 pub async fn retry(
     State(state): State<AppState>,
     _caller: Caller<Operate>,

@@ -11,6 +11,7 @@ pub mod health;
 pub mod history;
 pub mod import;
 pub mod mail;
+mod paging;
 mod refusals;
 pub mod self_service;
 
@@ -23,7 +24,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
@@ -91,6 +91,43 @@ async fn bounded_request_id(mut request: AxumRequest) -> AxumRequest {
 /// Content-Security-Policy of the API's responses (JSON, never a page: no
 /// content of any kind, never framed). The pages set their own.
 pub const API_CONTENT_SECURITY_POLICY: &str = "default-src 'none'; frame-ancestors 'none'";
+
+/// The security headers of the API's responses (JSON, never a page).
+fn api_headers() -> [(HeaderName, &'static str); 6] {
+    [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::CACHE_CONTROL, "no-store"),
+        (header::CONTENT_SECURITY_POLICY, API_CONTENT_SECURITY_POLICY),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (
+            HeaderName::from_static("cross-origin-resource-policy"),
+            "same-origin",
+        ),
+    ]
+}
+
+/// Sets each of `headers` on `response`: always when `overriding`, else
+/// only where the response has no such header yet.
+pub(crate) fn set_headers(
+    response: &mut Response,
+    headers: impl IntoIterator<Item = (HeaderName, &'static str)>,
+    overriding: bool,
+) {
+    for (name, value) in headers {
+        if overriding || !response.headers().contains_key(&name) {
+            response
+                .headers_mut()
+                .insert(name, HeaderValue::from_static(value));
+        }
+    }
+}
+
+/// [`api_headers`] where a response (a page's too) has none of its own.
+async fn api_security_headers(mut response: Response) -> Response {
+    set_headers(&mut response, api_headers(), false);
+    response
+}
 
 /// The API's routes, with what each can answer ([`contract`]).
 fn api() -> contract::Routes {
@@ -195,30 +232,7 @@ pub fn router(state: AppState, request_timeout: Duration, others: Router<AppStat
     ))
     // Security headers on every response, API and pages, errors too (the
     // pages' own, stricter values win: these are set only when missing).
-    .layer(SetResponseHeaderLayer::if_not_present(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    ))
-    .layer(SetResponseHeaderLayer::if_not_present(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store"),
-    ))
-    .layer(SetResponseHeaderLayer::if_not_present(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(API_CONTENT_SECURITY_POLICY),
-    ))
-    .layer(SetResponseHeaderLayer::if_not_present(
-        header::X_FRAME_OPTIONS,
-        HeaderValue::from_static("DENY"),
-    ))
-    .layer(SetResponseHeaderLayer::if_not_present(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    ))
-    .layer(SetResponseHeaderLayer::if_not_present(
-        HeaderName::from_static("cross-origin-resource-policy"),
-        HeaderValue::from_static("same-origin"),
-    ))
+    .layer(axum::middleware::map_response(api_security_headers))
     // A bug that panics in a handler answers 500 `internal` (logged) rather
     // than dropping the connection.
     .layer(tower_http::catch_panic::CatchPanicLayer::custom(

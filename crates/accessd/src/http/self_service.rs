@@ -11,7 +11,7 @@ use axum::Json;
 use crate::error::{ApiResult, ErrorBody};
 use crate::http::commands::{self, parse, CommandContext};
 use crate::http::dto::*;
-use crate::http::extract::{ActiveCustomer, ClientAddress, JsonBody, RequestId};
+use crate::http::extract::{Active, ClientAddress, JsonBody, RequestId};
 use crate::state::AppState;
 use crate::usecase::account::{self, EmailChange, PasswordChange};
 use crate::usecase::reply::ReplyShape;
@@ -44,8 +44,7 @@ pub async fn create_session(
 
 /// End the current session.
 #[utoipa::path(delete, path = "/v1/self/sessions/current", tag = "self-service",
-    responses((status = 204, description = "Ended"), (status = 401, body = ErrorBody, description = "unauthenticated")),
-    security(("customer_session" = [])))]
+    responses((status = 204, description = "Ended"), (status = 401, body = ErrorBody, description = "unauthenticated")))]
 pub async fn delete_session(
     State(state): State<AppState>,
     session: CustomerSession,
@@ -58,11 +57,10 @@ pub async fn delete_session(
 #[utoipa::path(get, path = "/v1/self", tag = "self-service",
     responses((status = 200, body = CustomerView),
               (status = 401, body = ErrorBody, description = "unauthenticated"),
-              (status = 403, body = ErrorBody, description = "must_change_password")),
-    security(("customer_session" = [])))]
+              (status = 403, body = ErrorBody, description = "must_change_password")))]
 pub async fn me(
     State(state): State<AppState>,
-    ActiveCustomer(session): ActiveCustomer,
+    Active(session): Active<CustomerSession>,
 ) -> ApiResult<Response> {
     let view = crate::http::dto::customer_view(
         session.customer_id,
@@ -85,11 +83,10 @@ pub async fn me(
               (status = 403, body = ErrorBody, description = "wrong_password, must_change_password"),
               (status = 409, body = ErrorBody, description = "email_in_use"),
               (status = 422, body = ErrorBody, description = "email_mismatch, email_unchanged, invalid_email"),
-              (status = 429, body = ErrorBody, description = "too_many_attempts")),
-    security(("customer_session" = [])))]
+              (status = 429, body = ErrorBody, description = "too_many_attempts")))]
 pub async fn change_email(
     State(state): State<AppState>,
-    ActiveCustomer(session): ActiveCustomer,
+    Active(session): Active<CustomerSession>,
     ClientAddress(address): ClientAddress,
     ctx: CommandContext,
     body: JsonBody<SelfChangeEmailRequest>,
@@ -115,8 +112,7 @@ pub async fn change_email(
     responses((status = 200, body = PasswordChanged),
               (status = 403, body = ErrorBody, description = "wrong_password"),
               (status = 422, body = ErrorBody, description = "password_mismatch, weak_password"),
-              (status = 429, body = ErrorBody, description = "too_many_attempts")),
-    security(("customer_session" = [])))]
+              (status = 429, body = ErrorBody, description = "too_many_attempts")))]
 pub async fn change_password(
     State(state): State<AppState>,
     session: CustomerSession,

@@ -7,22 +7,21 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::csrf::{CsrfField, CsrfToken, PageForm};
+use super::csrf::{CsrfToken, PageForm};
 use super::login::NoticeQuery;
-use super::session::{session_cookie, ActivePageSession, PageSession};
+use super::session::{session_cookie, PageSession};
 use super::{
     notice, refused, see_other, too_many_attempts, with_retry_after, Field, Form, Page, PageError,
     Status,
 };
 use crate::http::dto::CustomerView;
+use crate::http::extract::Active;
 use crate::http::extract::{ClientAddress, RequestId};
 use crate::state::AppState;
 use crate::usecase::account::{self, EmailChange, PasswordChange};
 use crate::usecase::command::Origin;
 use crate::usecase::reply::EmailChangeAccepted;
 use crate::usecase::SelfServiceError;
-
-const PASSWORD_HINT: &str = "At least 10 characters. A few unrelated words make a strong password; avoid your email address and common phrases.";
 
 fn view(state: &AppState, session: &PageSession) -> CustomerView {
     crate::http::dto::customer_view(
@@ -36,7 +35,7 @@ fn view(state: &AppState, session: &PageSession) -> CustomerView {
 /// The customer's home: the login email, a pending change, the settings.
 pub(crate) async fn home(
     State(state): State<AppState>,
-    ActivePageSession(session): ActivePageSession,
+    Active(session): Active<PageSession>,
     csrf: CsrfToken,
     Query(query): Query<NoticeQuery>,
 ) -> Response {
@@ -63,22 +62,12 @@ pub(crate) struct SentQuery {
     sent: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
+#[serde(default)]
 pub(crate) struct ChangeEmailForm {
-    #[serde(default)]
     current_password: String,
-    #[serde(default)]
     new_email: String,
-    #[serde(default)]
     new_email_confirm: String,
-    #[serde(default)]
-    csrf_token: String,
-}
-
-impl CsrfField for ChangeEmailForm {
-    fn csrf_token(&self) -> &str {
-        &self.csrf_token
-    }
 }
 
 fn change_email_fields(new_email: &str, confirm: &str) -> Form {
@@ -101,7 +90,7 @@ fn change_email_page(csrf: CsrfToken, login_email: String, form: Form) -> Page {
 /// bar for the pending change.
 pub(crate) async fn change_email_form(
     State(state): State<AppState>,
-    ActivePageSession(session): ActivePageSession,
+    Active(session): Active<PageSession>,
     csrf: CsrfToken,
     Query(query): Query<SentQuery>,
 ) -> Response {
@@ -121,7 +110,7 @@ pub(crate) async fn change_email_form(
 /// Runs `RequestEmailChange` like `POST /v1/self/change-email`.
 pub(crate) async fn change_email(
     State(state): State<AppState>,
-    ActivePageSession(session): ActivePageSession,
+    Active(session): Active<PageSession>,
     ClientAddress(address): ClientAddress,
     request_id: RequestId,
     form: PageForm<ChangeEmailForm>,
@@ -206,28 +195,18 @@ const WRONG_PASSWORD: &str = "The current password is incorrect.";
 // Change Password
 // ---------------------------------------------------------------------------
 
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
+#[serde(default)]
 pub(crate) struct ChangePasswordForm {
-    #[serde(default)]
     current_password: String,
-    #[serde(default)]
     new_password: String,
-    #[serde(default)]
     new_password_confirm: String,
-    #[serde(default)]
-    csrf_token: String,
-}
-
-impl CsrfField for ChangePasswordForm {
-    fn csrf_token(&self) -> &str {
-        &self.csrf_token
-    }
 }
 
 fn change_password_fields() -> Form {
     Form::new(vec![
         Field::password("current_password", "Current Password", "current-password"),
-        Field::password("new_password", "New Password", "new-password").hint(PASSWORD_HINT),
+        Field::new_password("new_password", "New Password"),
         Field::password(
             "new_password_confirm",
             "Confirm New Password",

@@ -20,6 +20,7 @@ use axum::extract::{Form, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::session::{cookie, set_cookie, SameSite};
@@ -119,9 +120,13 @@ pub(crate) fn same_origin(headers: &HeaderMap, public_url: &str) -> bool {
     }
 }
 
-/// A form's hidden CSRF field.
-pub(crate) trait CsrfField {
-    fn csrf_token(&self) -> &str;
+/// A form's fields and the CSRF token every form carries.
+#[derive(Deserialize)]
+struct WithCsrf<T> {
+    #[serde(default)]
+    csrf_token: String,
+    #[serde(flatten)]
+    value: T,
 }
 
 /// A POSTed form (`application/x-www-form-urlencoded`) that passed the
@@ -133,7 +138,7 @@ pub(crate) struct PageForm<T> {
 
 impl<T> FromRequest<AppState> for PageForm<T>
 where
-    T: DeserializeOwned + CsrfField + Send,
+    T: DeserializeOwned + Send,
 {
     type Rejection = PageError;
 
@@ -146,10 +151,11 @@ where
             tracing::info!("form refused: no CSRF cookie");
             return Err(PageError::Csrf);
         };
-        let Form(value) = Form::<T>::from_request(req, state)
+        let Form(form) = Form::<WithCsrf<T>>::from_request(req, state)
             .await
             .map_err(|rejection| PageError::BadForm(rejection.status()))?;
-        let presented = value.csrf_token().as_bytes();
+        let WithCsrf { csrf_token, value } = form;
+        let presented = csrf_token.as_bytes();
         if !bool::from(presented.ct_eq(expected.as_bytes())) {
             tracing::info!("form refused: CSRF token differs from its cookie");
             return Err(PageError::Csrf);
@@ -167,15 +173,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::headers;
     use axum::http::HeaderValue;
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.insert(*name, HeaderValue::from_static(value));
-        }
-        map
-    }
 
     #[test]
     fn origins_compare_by_scheme_host_and_port() {

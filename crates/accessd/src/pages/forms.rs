@@ -50,6 +50,9 @@ pub(crate) struct Field {
     described_by: Option<String>,
 }
 
+/// The hint of a new password's field.
+const NEW_PASSWORD_HINT: &str = "At least 10 characters. A few unrelated words make a strong password; avoid your email address and common phrases.";
+
 impl Field {
     pub(crate) fn email(id: &'static str, label: &'static str, autocomplete: &'static str) -> Self {
         Self::new(id, label, "email", autocomplete)
@@ -61,6 +64,11 @@ impl Field {
         autocomplete: &'static str,
     ) -> Self {
         Self::new(id, label, "password", autocomplete)
+    }
+
+    /// A new password's field, with the password rules as its hint.
+    pub(crate) fn new_password(id: &'static str, label: &'static str) -> Self {
+        Self::password(id, label, "new-password").hint(NEW_PASSWORD_HINT)
     }
 
     fn new(

@@ -13,7 +13,7 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::account::weak_password;
-use super::csrf::{CsrfField, CsrfToken, PageForm};
+use super::csrf::{CsrfToken, PageForm};
 use super::session::clear_session_cookie;
 use super::{message_page, refused, see_other, Field, Form, Page, PageError, Status};
 use crate::http::extract::{ClientAddress, RequestId};
@@ -58,29 +58,17 @@ fn link_expired(link: Link) -> Page {
 // Set password
 // ---------------------------------------------------------------------------
 
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
+#[serde(default)]
 pub(crate) struct SetupPasswordForm {
-    #[serde(default)]
     token: String,
-    #[serde(default)]
     password: String,
-    #[serde(default)]
     password_confirm: String,
-    #[serde(default)]
-    csrf_token: String,
-}
-
-impl CsrfField for SetupPasswordForm {
-    fn csrf_token(&self) -> &str {
-        &self.csrf_token
-    }
 }
 
 fn setup_fields() -> Form {
     Form::new(vec![
-        Field::password("password", "New password", "new-password").hint(
-            "At least 10 characters. A few unrelated words make a strong password; avoid your email address and common phrases.",
-        ),
+        Field::new_password("password", "New password"),
         Field::password("password_confirm", "Confirm new password", "new-password"),
     ])
 }
@@ -168,18 +156,10 @@ pub(crate) async fn setup_password(
 // Confirm email
 // ---------------------------------------------------------------------------
 
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
+#[serde(default)]
 pub(crate) struct ConfirmEmailForm {
-    #[serde(default)]
     token: String,
-    #[serde(default)]
-    csrf_token: String,
-}
-
-impl CsrfField for ConfirmEmailForm {
-    fn csrf_token(&self) -> &str {
-        &self.csrf_token
-    }
 }
 
 /// A button to confirm the new email while the link is live (the token is

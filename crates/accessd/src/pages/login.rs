@@ -5,7 +5,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::csrf::{CsrfField, CsrfToken, PageForm};
+use super::csrf::{CsrfToken, PageForm};
 use super::session::{clear_session_cookie, cookie, session_cookie, COOKIE};
 use super::{notice, see_other, too_many_attempts, with_retry_after, Field, Form, Page, PageError};
 use crate::http::extract::{ClientAddress, RequestId};
@@ -17,34 +17,16 @@ pub(crate) struct NoticeQuery {
     pub(crate) notice: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
+#[serde(default)]
 pub(crate) struct LoginForm {
-    #[serde(default)]
     email: String,
-    #[serde(default)]
     password: String,
-    #[serde(default)]
-    csrf_token: String,
 }
 
-impl CsrfField for LoginForm {
-    fn csrf_token(&self) -> &str {
-        &self.csrf_token
-    }
-}
-
-/// Only the token (the logout button).
+/// No fields but the CSRF token (the logout button).
 #[derive(Deserialize)]
-pub(crate) struct TokenOnly {
-    #[serde(default)]
-    csrf_token: String,
-}
-
-impl CsrfField for TokenOnly {
-    fn csrf_token(&self) -> &str {
-        &self.csrf_token
-    }
-}
+pub(crate) struct TokenOnly {}
 
 fn login_form(email: &str) -> Form {
     Form::new(vec![

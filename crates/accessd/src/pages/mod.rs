@@ -79,11 +79,10 @@ mod login;
 mod session;
 mod templates;
 
-use axum::http::{header, HeaderValue};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::state::AppState;
 
@@ -120,22 +119,20 @@ pub fn router() -> Router<AppState> {
             get(links::confirm_email_form).post(links::confirm_email),
         )
         .route("/assets/site.css", get(stylesheet))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::X_FRAME_OPTIONS,
-            HeaderValue::from_static("DENY"),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("no-store"),
-        ))
+        .layer(axum::middleware::map_response(page_security_headers))
+}
+
+/// The pages' security headers (over the API's defaults), and
+/// `Cache-Control: no-store` unless a page says otherwise.
+async fn page_security_headers(mut response: Response) -> Response {
+    let strict = [
+        (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+    ];
+    crate::http::set_headers(&mut response, strict, true);
+    crate::http::set_headers(&mut response, [(header::CACHE_CONTROL, "no-store")], false);
+    response
 }
 
 async fn stylesheet() -> Response {

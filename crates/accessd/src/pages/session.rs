@@ -9,6 +9,7 @@ use axum::http::HeaderMap;
 use axum_extra::extract::cookie::Cookie;
 
 use super::PageError;
+use crate::http::extract::SessionOf;
 use crate::state::AppState;
 use crate::usecase::session::{of_token, CustomerSession};
 
@@ -97,64 +98,42 @@ impl FromRequestParts<AppState> for PageSession {
     }
 }
 
-/// A customer logged in without a temporary password; one with a
-/// temporary password is sent to change it first.
-pub(crate) struct ActivePageSession(pub PageSession);
-
-impl FromRequestParts<AppState> for ActivePageSession {
-    type Rejection = PageError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let session = PageSession::from_request_parts(parts, state).await?;
-        if session.0.loaded.customer.must_change_password() {
-            return Err(PageError::Redirect {
-                to: "/account/change-password",
-                cookies: Vec::new(),
-            });
+/// A customer with a temporary password is sent to change it first.
+impl SessionOf for PageSession {
+    fn session(&self) -> &CustomerSession {
+        &self.0
+    }
+    fn must_change_password() -> PageError {
+        PageError::Redirect {
+            to: "/account/change-password",
+            cookies: Vec::new(),
         }
-        Ok(Self(session))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::{header, HeaderValue};
+    use crate::test_support::headers;
 
     #[test]
     fn cookies_are_found_by_name_in_every_cookie_header() {
-        let mut headers = HeaderMap::new();
-        headers.append(
-            header::COOKIE,
-            HeaderValue::from_static("other=1; access_csrf=abc"),
-        );
-        headers.append(
-            header::COOKIE,
-            HeaderValue::from_static("access_session=tok"),
-        );
-        assert_eq!(cookie(&headers, "access_csrf").as_deref(), Some("abc"));
-        assert_eq!(cookie(&headers, "access_session").as_deref(), Some("tok"));
-        assert_eq!(cookie(&headers, "access"), None);
+        let map = headers(&[
+            ("cookie", "other=1; access_csrf=abc"),
+            ("cookie", "access_session=tok"),
+        ]);
+        assert_eq!(cookie(&map, "access_csrf").as_deref(), Some("abc"));
+        assert_eq!(cookie(&map, "access_session").as_deref(), Some("tok"));
+        assert_eq!(cookie(&map, "access"), None);
         assert_eq!(cookie(&HeaderMap::new(), "access_session"), None);
-        let mut quoted = HeaderMap::new();
-        quoted.append(
-            header::COOKIE,
-            HeaderValue::from_static("access_session=\"tok\"; empty="),
-        );
+        let quoted = headers(&[("cookie", "access_session=\"tok\"; empty=")]);
         assert_eq!(cookie(&quoted, "access_session").as_deref(), Some("tok"));
         assert_eq!(cookie(&quoted, "empty"), None);
     }
 
     #[test]
     fn of_two_cookies_with_one_name_the_first_counts() {
-        let mut headers = HeaderMap::new();
-        headers.append(
-            header::COOKIE,
-            HeaderValue::from_static("access_csrf=ours; access_csrf=tossed"),
-        );
-        assert_eq!(cookie(&headers, "access_csrf").as_deref(), Some("ours"));
+        let map = headers(&[("cookie", "access_csrf=ours; access_csrf=tossed")]);
+        assert_eq!(cookie(&map, "access_csrf").as_deref(), Some("ours"));
     }
 }

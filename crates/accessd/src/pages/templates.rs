@@ -16,36 +16,25 @@ use super::forms::{Field, Form, Status};
 /// The product the portal is, as the mails name it.
 const PRODUCT: &str = "Customer Center";
 
-const TEMPLATES: &[(&str, &str)] = &[
-    ("base.html", include_str!("../../templates/base.html")),
-    ("macros.html", include_str!("../../templates/macros.html")),
-    ("login.html", include_str!("../../templates/login.html")),
-    ("account.html", include_str!("../../templates/account.html")),
-    (
-        "change_email.html",
-        include_str!("../../templates/change_email.html"),
-    ),
-    (
-        "change_password.html",
-        include_str!("../../templates/change_password.html"),
-    ),
-    (
-        "setup_password.html",
-        include_str!("../../templates/setup_password.html"),
-    ),
-    (
-        "confirm_email.html",
-        include_str!("../../templates/confirm_email.html"),
-    ),
-    (
-        "email_confirmed.html",
-        include_str!("../../templates/email_confirmed.html"),
-    ),
-    (
-        "link_expired.html",
-        include_str!("../../templates/link_expired.html"),
-    ),
-    ("message.html", include_str!("../../templates/message.html")),
+/// `(name, source)` of the templates in `templates/`, compiled in.
+macro_rules! templates {
+    ($($name:literal),+ $(,)?) => {
+        &[$(($name, include_str!(concat!("../../templates/", $name)))),+]
+    };
+}
+
+const TEMPLATES: &[(&str, &str)] = templates![
+    "base.html",
+    "macros.html",
+    "login.html",
+    "account.html",
+    "change_email.html",
+    "change_password.html",
+    "setup_password.html",
+    "confirm_email.html",
+    "email_confirmed.html",
+    "link_expired.html",
+    "message.html",
 ];
 
 static ENVIRONMENT: LazyLock<Environment<'static>> = LazyLock::new(|| {

@@ -13,7 +13,6 @@ use super::error::SelfServiceError;
 use super::reply::ReplyShape;
 use super::session::{self, CustomerSession, SessionResponse};
 use crate::state::AppState;
-use crate::throttle::Reservation;
 
 /// An email change request: the current password and the new address
 /// twice.
@@ -33,10 +32,6 @@ pub async fn request_email_change(
     change: EmailChange,
     origin: Origin,
 ) -> Result<Outcome, SelfServiceError> {
-    let reserved = state
-        .throttle()
-        .attempt(&session.customer_id.to_string(), address, state.now())
-        .await?;
     let shape = ReplyShape::EmailChangeAccepted {
         new_email: change.new_email.as_str().to_string(),
     };
@@ -47,11 +42,8 @@ pub async fn request_email_change(
     };
     let request = CommandRequest::new(session.actor(), session.customer_id, command, origin)
         .answered(StatusCode::ACCEPTED, shape);
-    let result = command::execute(state, request)
-        .await
-        .map_err(SelfServiceError::from);
-    note_password_check(state, &reserved, &result).await;
-    result
+    let account = session.customer_id.to_string();
+    throttled(state, &account, address, request, wrong_password).await
 }
 
 /// A password change: the current one, the new one twice.
@@ -73,10 +65,6 @@ pub async fn change_password(
 ) -> Result<(u64, SessionResponse), SelfServiceError> {
     let login = session.login_email();
     let new_password = Password::parse(&change.new_password, &[login.as_str()])?;
-    let reserved = state
-        .throttle()
-        .attempt(&session.customer_id.to_string(), address, state.now())
-        .await?;
     let command = CustomerCommand::ChangePassword {
         current_password: Secret::new(change.current_password),
         new_password,
@@ -88,11 +76,9 @@ pub async fn change_password(
         command,
         Origin::plain(request_id),
     );
-    let result = command::execute(state, request)
-        .await
-        .map_err(SelfServiceError::from);
-    note_password_check(state, &reserved, &result).await;
-    let Some(version) = result?.version() else {
+    let account = session.customer_id.to_string();
+    let outcome = throttled(state, &account, address, request, wrong_password);
+    let Some(version) = outcome.await?.version() else {
         return Err(SelfServiceError::Internal(
             "replay without an idempotency key".into(),
         ));
@@ -106,18 +92,33 @@ pub async fn change_password(
     Ok((version, new_session))
 }
 
-/// Feeds the outcome of a current-password check to the account's soft
-/// lock: a wrong password stays counted, a right one resets it, and any
-/// other refusal gives the check back (the command may have stopped
-/// before the password was compared).
-async fn note_password_check<T>(
+/// Runs `request` as one attempt of `account` (and the client's
+/// `address`) against the throttle: a refusal that is `wrong` (a wrong
+/// password or link) stays counted, success resets the count, and any other
+/// refusal gives the attempt back (the command may have stopped before
+/// the secret was compared).
+pub(super) async fn throttled(
     state: &AppState,
-    reserved: &Reservation,
-    result: &Result<T, SelfServiceError>,
-) {
-    match result {
-        Err(SelfServiceError::WrongPassword) => {}
-        Ok(_) => state.throttle().succeeded(reserved).await,
-        Err(_) => state.throttle().undecided(reserved, state.now()).await,
+    account: &str,
+    address: Option<IpAddr>,
+    request: CommandRequest,
+    wrong: fn(&SelfServiceError) -> bool,
+) -> Result<Outcome, SelfServiceError> {
+    let reserved = state
+        .throttle()
+        .attempt(account, address, state.now())
+        .await?;
+    let result = command::execute(state, request)
+        .await
+        .map_err(SelfServiceError::from);
+    match &result {
+        Err(err) if wrong(err) => {}
+        Ok(_) => state.throttle().succeeded(&reserved).await,
+        Err(_) => state.throttle().undecided(&reserved, state.now()).await,
     }
+    result
+}
+
+fn wrong_password(err: &SelfServiceError) -> bool {
+    matches!(err, SelfServiceError::WrongPassword)
 }

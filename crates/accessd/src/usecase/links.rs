@@ -12,7 +12,8 @@ use access_domain::{
     Actor, CustomerCommand, CustomerId, LinkStatus, Password, Secret, TokenPurpose,
 };
 
-use super::command::{self, CommandRequest, Origin, Outcome};
+use super::account::throttled;
+use super::command::{CommandRequest, Origin, Outcome};
 use super::error::SelfServiceError;
 use crate::link_token;
 use crate::state::AppState;
@@ -71,25 +72,14 @@ async fn run(
     customer_id: CustomerId,
     command: CustomerCommand,
 ) -> Result<Outcome, SelfServiceError> {
-    let reserved = state
-        .throttle()
-        .attempt(&account(customer_id), address, state.now())
-        .await?;
     let request = CommandRequest::new(
         Actor::Customer { customer_id },
         customer_id,
         command,
         Origin::plain(request_id),
     );
-    let result = command::execute(state, request)
-        .await
-        .map_err(SelfServiceError::from);
-    match &result {
-        Err(SelfServiceError::InvalidToken) => {}
-        Ok(_) => state.throttle().succeeded(&reserved).await,
-        Err(_) => state.throttle().undecided(&reserved, state.now()).await,
-    }
-    result
+    let wrong_link = |err: &SelfServiceError| matches!(err, SelfServiceError::InvalidToken);
+    throttled(state, &account(customer_id), address, request, wrong_link).await
 }
 
 /// The token of a link, when it has the shape of one (trimmed).
