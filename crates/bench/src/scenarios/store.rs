@@ -33,7 +33,7 @@ use chrono::Utc;
 use super::fresh_store;
 use crate::feed::{self, Read};
 use crate::history::{self, Fill, Shape, FILL_WRITERS};
-use crate::report::{loadavg, print_table, Latencies};
+use crate::report::{header, loadavg, print_table, Latencies};
 use crate::{Args, StoreKind, Target};
 
 /// Access notifications per customer in the throughput phases (after the
@@ -433,7 +433,7 @@ fn print_results(reports: &[Report], args: &Args) {
     print_table(&rows);
     println!();
 
-    let mut rows = vec![[
+    let mut rows = vec![header(&[&[
         "store",
         "writers",
         "appends",
@@ -444,10 +444,7 @@ fn print_results(reports: &[Report], args: &Args) {
         "p50",
         "p99",
         "max",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect::<Vec<_>>()];
+    ]])];
     for r in reports {
         for t in [&r.one, &r.sixteen] {
             rows.push(vec![
