@@ -2,6 +2,7 @@
 //! the stored history (command names in logs and metric labels, event type
 //! names in the event store, event kinds in the audit trail). They are
 //! derived from the variants' names; these tests pin every one of them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use access_domain::{
     CustomerCommand, CustomerError, CustomerEvent, CustomerId, EmailAddress, EventKind,

@@ -2,6 +2,7 @@
 //! API errors and logs), template names (file names an operator overrides
 //! and the `X-Access-Mail-Kind` header). They are derived from the
 //! variants' names; these tests pin every one of them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 

@@ -402,17 +402,13 @@ fn print_throughput(kind: StoreKind, t: &Throughput) {
 }
 
 fn print_results(reports: &[Report], args: &Args) {
-    let mut header = vec![
-        "store".to_string(),
-        "1 writer ev/s".to_string(),
-        "16 writers ev/s".to_string(),
-    ];
+    let mut columns = header(&[&["store", "1 writer ev/s", "16 writers ev/s"]]);
     for batch in &args.batch {
-        header.push(format!("read ev/s (batch {batch})"));
+        columns.push(format!("read ev/s (batch {batch})"));
     }
-    header.push("events read".to_string());
-    header.push("fill s".to_string());
-    let mut rows = vec![header];
+    columns.push("events read".to_string());
+    columns.push("fill s".to_string());
+    let mut rows = vec![columns];
     for r in reports {
         let mut row = vec![
             r.kind.name().to_string(),
