@@ -82,6 +82,40 @@ pub fn print_table(rows: &[Vec<String>]) {
     }
 }
 
+/// The latency columns of a table: quantiles in milliseconds, then errors.
+pub const LATENCY_COLUMNS: [&str; 4] = ["p50 ms", "p99 ms", "p99.9 ms", "errors"];
+/// The CPU columns of a table: the service's and the benchmark's own.
+pub const CPU_COLUMNS: [&str; 2] = ["accessd CPU s", "bench CPU s"];
+
+/// The cells under [`LATENCY_COLUMNS`].
+pub fn latency_cells(latencies: &Latencies, errors: u64) -> [String; 4] {
+    [
+        f2(latencies.ms(0.5)),
+        f2(latencies.ms(0.99)),
+        f2(latencies.ms(0.999)),
+        errors.to_string(),
+    ]
+}
+
+/// The cells under [`CPU_COLUMNS`]: the service's CPU seconds (`-` when
+/// not measured) and the benchmark's own.
+pub fn cpu_cells(service: Option<f64>, own: f64) -> [String; 2] {
+    [
+        service.map_or("-".into(), |c| format!("{c:.1}")),
+        format!("{own:.1}"),
+    ]
+}
+
+/// A table's header row, from its groups of column names in order.
+pub fn header(groups: &[&[&str]]) -> Vec<String> {
+    groups.concat().into_iter().map(str::to_string).collect()
+}
+
+/// `count` per second over `elapsed` (a zero duration counts as 1 ns).
+pub fn per_second(count: u64, elapsed: Duration) -> f64 {
+    count as f64 / elapsed.as_secs_f64().max(1e-9)
+}
+
 pub fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))

@@ -3,9 +3,8 @@
 //! database's URL: the store's pools stay its own business.
 
 use anyhow::{Context, Result};
-use sqlx::postgres::PgPoolOptions;
-use sqlx::sqlite::SqlitePoolOptions;
-use sqlx::{PgPool, SqlitePool};
+use sqlx::pool::PoolOptions;
+use sqlx::{Database, PgPool, Pool, SqlitePool};
 
 /// A small pool on a PostgreSQL or SQLite database.
 pub enum Sql {
@@ -17,21 +16,10 @@ impl Sql {
     /// Connects to `url` (`postgres://…` or `sqlite://…`, as the store
     /// takes them); the database must exist.
     pub async fn open(url: &str) -> Result<Self> {
-        let redacted = access_store::redact_url(url);
         if url.starts_with("sqlite:") {
-            let pool = SqlitePoolOptions::new()
-                .max_connections(1)
-                .connect(url)
-                .await
-                .with_context(|| format!("connect to {redacted}"))?;
-            Ok(Self::Sqlite(pool))
+            Ok(Self::Sqlite(one_connection(url).await?))
         } else {
-            let pool = PgPoolOptions::new()
-                .max_connections(1)
-                .connect(url)
-                .await
-                .with_context(|| format!("connect to {redacted}"))?;
-            Ok(Self::Postgres(pool))
+            Ok(Self::Postgres(one_connection(url).await?))
         }
     }
 
@@ -68,4 +56,13 @@ impl Sql {
             Sql::Sqlite(pool) => pool.close().await,
         }
     }
+}
+
+/// A pool of one connection to `url`.
+async fn one_connection<DB: Database>(url: &str) -> Result<Pool<DB>> {
+    PoolOptions::<DB>::new()
+        .max_connections(1)
+        .connect(url)
+        .await
+        .with_context(|| format!("connect to {}", access_store::redact_url(url)))
 }

@@ -276,6 +276,19 @@ impl Customer {
         }
     }
 
+    /// A self-service command's first checks: the customer has access and
+    /// `current_password` is theirs. Returns the login.
+    async fn require_access_and_password(
+        &self,
+        current_password: &Secret,
+        services: &CustomerServices,
+    ) -> Result<&EmailAddress, CustomerError> {
+        let login = self.require_access()?;
+        self.verify_current_password(current_password, services)
+            .await?;
+        Ok(login)
+    }
+
     /// Checks a new password against its confirmation and the login email,
     /// then hashes it.
     async fn new_password_hash(

@@ -51,7 +51,10 @@ pub struct ImportCustomer {
     pub send_notification: bool,
 }
 
-#[derive(Debug, Clone)]
+/// Its `name()` is the variant's name in snake_case (`register_customer`,
+/// …), for logs and metrics.
+#[derive(Debug, Clone, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum CustomerCommand {
     /// Creates the customer, without access.
     RegisterCustomer {
@@ -115,20 +118,6 @@ pub enum CustomerCommand {
 impl CustomerCommand {
     /// A short snake_case name, for logs and metrics.
     pub fn name(&self) -> &'static str {
-        match self {
-            Self::RegisterCustomer { .. } => "register_customer",
-            Self::ChangeEmail { .. } => "change_email",
-            Self::GrantAccess { .. } => "grant_access",
-            Self::SetPassword { .. } => "set_password",
-            Self::SendAccessNotification => "send_access_notification",
-            Self::RevokeAccess { .. } => "revoke_access",
-            Self::RequestEmailChange { .. } => "request_email_change",
-            Self::ConfirmEmailChange { .. } => "confirm_email_change",
-            Self::CompletePasswordSetup { .. } => "complete_password_setup",
-            Self::ChangePassword { .. } => "change_password",
-            Self::UpgradePasswordHash { .. } => "upgrade_password_hash",
-            Self::ImportCustomer(_) => "import_customer",
-            Self::ForgetCustomer => "forget_customer",
-        }
+        self.into()
     }
 }

@@ -4,7 +4,10 @@
 use crate::services::ServiceError;
 use crate::values::{EmailAddress, ValueError};
 
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+/// Its `code()` is the variant's name in snake_case, but where a variant
+/// says otherwise.
+#[derive(Debug, Clone, PartialEq, thiserror::Error, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum CustomerError {
     /// The notice's message, word for word.
     #[error("{email} login has no password. A notification email with a password URL must be sent or a new password must be entered manually.")]
@@ -34,6 +37,7 @@ pub enum CustomerError {
     /// An import names a customer that exists with other content (or that
     /// was not imported): nothing is written.
     #[error("the customer already exists with other content")]
+    #[strum(serialize = "conflict")]
     ImportConflict,
     /// An imported password hash in a format the service does not verify
     /// (never quotes the hash).
@@ -42,33 +46,19 @@ pub enum CustomerError {
     /// An import row whose fields do not go together.
     #[error("{field}: {reason}")]
     InvalidImport { field: &'static str, reason: String },
+    /// The value's own code.
     #[error(transparent)]
+    #[strum(transparent)]
     InvalidValue(#[from] ValueError),
+    /// `internal`, or `unavailable` when the service is at capacity.
     #[error("a service failed: {0}")]
+    #[strum(transparent)]
     Service(#[from] ServiceError),
 }
 
 impl CustomerError {
     /// Stable, machine-readable error code.
     pub fn code(&self) -> &'static str {
-        match self {
-            Self::LoginHasNoPassword { .. } => "login_has_no_password",
-            Self::PasswordMismatch => "password_mismatch",
-            Self::EmailMismatch => "email_mismatch",
-            Self::EmailUnchanged => "email_unchanged",
-            Self::NoAccess => "no_access",
-            Self::AccessAlreadyGranted => "access_already_granted",
-            Self::WrongPassword => "wrong_password",
-            Self::InvalidToken => "invalid_token",
-            Self::CustomerExists => "customer_exists",
-            Self::CustomerNotFound => "customer_not_found",
-            Self::CustomerForgotten => "customer_forgotten",
-            Self::ImportConflict => "conflict",
-            Self::UnsupportedPasswordHash { .. } => "unsupported_password_hash",
-            Self::InvalidImport { .. } => "invalid_import",
-            Self::InvalidValue(e) => e.code(),
-            Self::Service(ServiceError::Overloaded { .. }) => "unavailable",
-            Self::Service(ServiceError::Failed(_)) => "internal",
-        }
+        self.into()
     }
 }

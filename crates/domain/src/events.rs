@@ -87,7 +87,23 @@ pub trait PersonalCipher {
 #[error("personal data: {0}")]
 pub struct PersonalDataError(pub String);
 
-impl<T: Serialize + DeserializeOwned> Personal<T> {
+/// A personal field of any type, as sealing and opening see it.
+trait PersonalField {
+    fn seal_with(
+        &mut self,
+        field: &str,
+        cipher: &dyn PersonalCipher,
+    ) -> Result<(), PersonalDataError>;
+    fn open_with(
+        &mut self,
+        field: &str,
+        cipher: &dyn PersonalCipher,
+    ) -> Result<(), PersonalDataError>;
+    /// The stored form, while sealed.
+    fn sealed(&self) -> Option<&str>;
+}
+
+impl<T: Serialize + DeserializeOwned> PersonalField for Personal<T> {
     fn seal_with(
         &mut self,
         field: &str,
@@ -120,6 +136,13 @@ impl<T: Serialize + DeserializeOwned> Personal<T> {
             };
         }
         Ok(())
+    }
+
+    fn sealed(&self) -> Option<&str> {
+        match self {
+            Self::Sealed(s) => Some(s),
+            Self::Known(_) | Self::Forgotten => None,
+        }
     }
 }
 
@@ -174,7 +197,17 @@ pub enum PasswordClearedReason {
     EmailChangedWithSetupLink,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `type_name` is the variant's name (as stored); [`EventKind`] names the
+/// kind without the data, in snake_case (the audit trail's kinds).
+#[derive(
+    Debug, Clone, PartialEq, Serialize, Deserialize, strum::IntoStaticStr, strum::EnumDiscriminants,
+)]
+#[strum_discriminants(
+    name(EventKind),
+    derive(strum::IntoStaticStr, strum::VariantNames),
+    strum(serialize_all = "snake_case"),
+    doc = "The kind of an event, without its data. Its snake_case name (`customer_registered`, …) is the audit trail's kind."
+)]
 pub enum CustomerEvent {
     CustomerRegistered {
         customer_id: CustomerId,
@@ -249,6 +282,13 @@ pub enum CustomerEvent {
         password_hash: PasswordHash,
         at: DateTime<Utc>,
     },
+    /// The customer's personal data was erased (right to erasure): the
+    /// store destroyed the customer's data key in the same transaction, so
+    /// every personal field of this customer now reads as forgotten. Always
+    /// the last event of a stream.
+    CustomerForgotten {
+        at: DateTime<Utc>,
+    },
     /// The customer was brought in from an older system (bulk import), with
     /// the password hash that system kept (argon2, bcrypt, scrypt or PBKDF2;
     /// rehashed to argon2id at the next login). Registers the customer, and
@@ -262,13 +302,6 @@ pub enum CustomerEvent {
         access: Option<Role>,
         password_hash: Option<PasswordHash>,
         must_change_password: bool,
-        at: DateTime<Utc>,
-    },
-    /// The customer's personal data was erased (right to erasure): the
-    /// store destroyed the customer's data key in the same transaction, so
-    /// every personal field of this customer now reads as forgotten. Always
-    /// the last event of a stream.
-    CustomerForgotten {
         at: DateTime<Utc>,
     },
 }
@@ -292,24 +325,14 @@ pub const EVENT_VERSIONS: &[(&str, &str)] = &[
 ];
 
 impl CustomerEvent {
-    /// The event's type name, as stored.
+    /// The event's type name, as stored (the variant's name).
     pub fn type_name(&self) -> &'static str {
-        match self {
-            Self::CustomerRegistered { .. } => "CustomerRegistered",
-            Self::EmailChanged { .. } => "EmailChanged",
-            Self::AccessGranted { .. } => "AccessGranted",
-            Self::PasswordSet { .. } => "PasswordSet",
-            Self::PasswordCleared { .. } => "PasswordCleared",
-            Self::AccessNotificationSent { .. } => "AccessNotificationSent",
-            Self::AccessRevoked { .. } => "AccessRevoked",
-            Self::EmailChangeRequested { .. } => "EmailChangeRequested",
-            Self::EmailChangeConfirmed { .. } => "EmailChangeConfirmed",
-            Self::PasswordSetupCompleted { .. } => "PasswordSetupCompleted",
-            Self::PasswordChanged { .. } => "PasswordChanged",
-            Self::PasswordRehashed { .. } => "PasswordRehashed",
-            Self::CustomerForgotten { .. } => "CustomerForgotten",
-            Self::CustomerImported { .. } => "CustomerImported",
-        }
+        self.into()
+    }
+
+    /// The event's kind, named in snake_case (the audit trail's kind).
+    pub fn kind(&self) -> EventKind {
+        self.into()
     }
 
     /// The current version of this event's type.
@@ -343,14 +366,15 @@ impl CustomerEvent {
 
     /// The personal fields of this event with their names, for sealing and
     /// opening.
-    fn personal_fields(&mut self) -> PersonalFields<'_> {
-        let mut emails: Vec<(&'static str, &mut Personal<EmailAddress>)> = Vec::new();
-        let mut names: Vec<(&'static str, &mut Personal<CustomerName>)> = Vec::new();
+    fn personal_fields(&mut self) -> Vec<(&'static str, &mut dyn PersonalField)> {
+        let mut fields: Vec<(&'static str, &mut dyn PersonalField)> = Vec::new();
         match self {
             Self::CustomerRegistered { email, name, .. }
             | Self::CustomerImported { email, name, .. } => {
-                emails.push(("email", email));
-                names.extend(name.as_mut().map(|n| ("name", n)));
+                fields.push(("email", email));
+                if let Some(name) = name {
+                    fields.push(("name", name));
+                }
             }
             Self::EmailChanged {
                 old_email,
@@ -367,10 +391,10 @@ impl CustomerEvent {
                 new_email,
                 ..
             } => {
-                emails.push(("old_email", old_email));
-                emails.push(("new_email", new_email));
+                fields.push(("old_email", old_email));
+                fields.push(("new_email", new_email));
             }
-            Self::AccessNotificationSent { recipient, .. } => emails.push(("recipient", recipient)),
+            Self::AccessNotificationSent { recipient, .. } => fields.push(("recipient", recipient)),
             Self::AccessGranted { .. }
             | Self::PasswordSet { .. }
             | Self::PasswordCleared { .. }
@@ -380,32 +404,22 @@ impl CustomerEvent {
             | Self::PasswordRehashed { .. }
             | Self::CustomerForgotten { .. } => {}
         }
-        PersonalFields { emails, names }
+        fields
     }
 
     /// Seals every personal field with `cipher` (before storing).
     pub fn seal(&mut self, cipher: &dyn PersonalCipher) -> Result<(), PersonalDataError> {
-        let fields = self.personal_fields();
-        for (name, field) in fields.emails {
-            field.seal_with(name, cipher)?;
-        }
-        for (name, field) in fields.names {
-            field.seal_with(name, cipher)?;
-        }
-        Ok(())
+        self.personal_fields()
+            .into_iter()
+            .try_for_each(|(name, field)| field.seal_with(name, cipher))
     }
 
     /// Opens every sealed personal field with `cipher` (after reading):
     /// known again, or forgotten when the customer's key is gone.
     pub fn open(&mut self, cipher: &dyn PersonalCipher) -> Result<(), PersonalDataError> {
-        let fields = self.personal_fields();
-        for (name, field) in fields.emails {
-            field.open_with(name, cipher)?;
-        }
-        for (name, field) in fields.names {
-            field.open_with(name, cipher)?;
-        }
-        Ok(())
+        self.personal_fields()
+            .into_iter()
+            .try_for_each(|(name, field)| field.open_with(name, cipher))
     }
 
     /// True when a personal field is still sealed (not opened).
@@ -416,22 +430,11 @@ impl CustomerEvent {
     /// The stored (sealed) form of every personal field still sealed, for
     /// the store to tell which scheme each was sealed under.
     pub fn sealed_values(&mut self) -> Vec<String> {
-        fn sealed<T>(field: &Personal<T>) -> Option<String> {
-            match field {
-                Personal::Sealed(s) => Some(s.clone()),
-                Personal::Known(_) | Personal::Forgotten => None,
-            }
-        }
-        let fields = self.personal_fields();
-        let emails = fields.emails.iter().filter_map(|(_, f)| sealed(f));
-        let names = fields.names.iter().filter_map(|(_, f)| sealed(f));
-        emails.chain(names).collect()
+        self.personal_fields()
+            .into_iter()
+            .filter_map(|(_, field)| field.sealed().map(str::to_string))
+            .collect()
     }
-}
-
-struct PersonalFields<'a> {
-    emails: Vec<(&'static str, &'a mut Personal<EmailAddress>)>,
-    names: Vec<(&'static str, &'a mut Personal<CustomerName>)>,
 }
 
 impl DomainEvent for CustomerEvent {

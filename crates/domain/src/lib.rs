@@ -28,7 +28,7 @@ pub use aggregate::{
 };
 pub use commands::{Credential, CustomerCommand, ImportCustomer};
 pub use error::CustomerError;
-pub use events::{CustomerEvent, PasswordClearedReason, Personal, SetupLink};
+pub use events::{CustomerEvent, EventKind, PasswordClearedReason, Personal, SetupLink};
 pub use metadata::{Actor, ApiRole, CommandMetadata};
 pub use services::{
     Clock, CustomerServices, IssuedToken, LinkLifetimes, PasswordHasher, ServiceError,

@@ -10,16 +10,19 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::values::{EmailAddress, Password, PasswordHash, Secret, TokenDigest};
 
-/// A failure of an external service (not a rule violation).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// A failure of an external service (not a rule violation). Its code (as
+/// `&'static str`): `internal`, or `unavailable` when at capacity.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, strum::IntoStaticStr)]
 pub enum ServiceError {
     /// The service failed; the message says how (never a secret).
     #[error("{0}")]
+    #[strum(serialize = "internal")]
     Failed(String),
     /// The service is at capacity and did not take the work (a full
     /// queue, or a wait past its deadline): nothing was done, and the same
     /// request may be sent again after `retry_after_secs`.
     #[error("{what} is at capacity; retry in {retry_after_secs} s")]
+    #[strum(serialize = "unavailable")]
     Overloaded {
         what: &'static str,
         retry_after_secs: u64,

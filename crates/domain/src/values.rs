@@ -20,8 +20,10 @@ pub const MAX_PASSWORD_LEN: usize = 128;
 /// Longest customer name accepted.
 pub const MAX_NAME_LEN: usize = 200;
 
-/// Why a raw value was rejected. Each variant has a stable code.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a raw value was rejected. Each variant has a stable code: its name
+/// in snake_case.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum ValueError {
     #[error("invalid email address: {0}")]
     InvalidEmail(String),
@@ -42,15 +44,7 @@ pub enum ValueError {
 impl ValueError {
     /// Stable, machine-readable error code.
     pub fn code(&self) -> &'static str {
-        match self {
-            Self::InvalidEmail(_) => "invalid_email",
-            Self::WeakPassword(_) => "weak_password",
-            Self::InvalidCustomerId(_) => "invalid_customer_id",
-            Self::InvalidName(_) => "invalid_name",
-            Self::UnknownRole(_) => "unknown_role",
-            Self::InvalidExternalId(_) => "invalid_external_id",
-            Self::InvalidImportSource(_) => "invalid_import_source",
-        }
+        self.into()
     }
 }
 
@@ -122,15 +116,8 @@ pub struct EmailAddress {
 impl EmailAddress {
     /// Parses and checks an address (syntax by the `email_address` crate).
     pub fn parse(raw: &str) -> Result<Self, ValueError> {
-        let trimmed = raw.trim();
-        if trimmed.is_empty() {
-            return Err(ValueError::InvalidEmail("the address is empty".into()));
-        }
-        if trimmed.chars().count() > MAX_EMAIL_LEN {
-            return Err(ValueError::InvalidEmail(format!(
-                "the address is longer than {MAX_EMAIL_LEN} characters"
-            )));
-        }
+        let trimmed =
+            bounded_text(raw, "address", MAX_EMAIL_LEN).map_err(ValueError::InvalidEmail)?;
         let options = email_address::Options::default()
             .without_display_text()
             .without_domain_literal();
@@ -235,21 +222,9 @@ pub struct CustomerName(String);
 
 impl CustomerName {
     pub fn parse(raw: &str) -> Result<Self, ValueError> {
-        let trimmed = raw.trim();
-        if trimmed.is_empty() {
-            return Err(ValueError::InvalidName("the name is empty".into()));
-        }
-        if trimmed.chars().count() > MAX_NAME_LEN {
-            return Err(ValueError::InvalidName(format!(
-                "the name is longer than {MAX_NAME_LEN} characters"
-            )));
-        }
-        if trimmed.chars().any(char::is_control) {
-            return Err(ValueError::InvalidName(
-                "the name contains control characters".into(),
-            ));
-        }
-        Ok(Self(trimmed.to_string()))
+        plain_text(raw, "name", MAX_NAME_LEN)
+            .map(Self)
+            .map_err(ValueError::InvalidName)
     }
 
     pub fn as_str(&self) -> &str {
@@ -627,16 +602,22 @@ mod tests {
 /// Longest external id or import source, in characters.
 pub const MAX_IMPORT_ID_LEN: usize = 200;
 
-fn import_text(raw: &str, what: &str) -> Result<String, String> {
+/// `raw` trimmed, when that is neither empty nor longer than `max`
+/// characters; else why not, naming the value `what`.
+fn bounded_text<'a>(raw: &'a str, what: &str, max: usize) -> Result<&'a str, String> {
     let trimmed = raw.trim();
     if trimmed.is_empty() {
         return Err(format!("the {what} is empty"));
     }
-    if trimmed.chars().count() > MAX_IMPORT_ID_LEN {
-        return Err(format!(
-            "the {what} is longer than {MAX_IMPORT_ID_LEN} characters"
-        ));
+    if trimmed.chars().count() > max {
+        return Err(format!("the {what} is longer than {max} characters"));
     }
+    Ok(trimmed)
+}
+
+/// Like [`bounded_text`], and without control characters.
+fn plain_text(raw: &str, what: &str, max: usize) -> Result<String, String> {
+    let trimmed = bounded_text(raw, what, max)?;
     if trimmed.chars().any(char::is_control) {
         return Err(format!("the {what} contains control characters"));
     }
@@ -651,7 +632,7 @@ pub struct ExternalId(String);
 
 impl ExternalId {
     pub fn parse(raw: &str) -> Result<Self, ValueError> {
-        import_text(raw, "external id")
+        plain_text(raw, "external id", MAX_IMPORT_ID_LEN)
             .map(Self)
             .map_err(ValueError::InvalidExternalId)
     }
@@ -682,7 +663,7 @@ pub struct ImportSource(String);
 
 impl ImportSource {
     pub fn parse(raw: &str) -> Result<Self, ValueError> {
-        import_text(raw, "import source")
+        plain_text(raw, "import source", MAX_IMPORT_ID_LEN)
             .map(Self)
             .map_err(ValueError::InvalidImportSource)
     }

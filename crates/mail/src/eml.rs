@@ -197,12 +197,13 @@ fn hex_byte(high: u8, low: u8) -> Option<u8> {
     u8::try_from(value).ok()
 }
 
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
+/// Appends `bytes` to `out` with every `<escape>XY` (two hex digits)
+/// replaced by its byte; an escape without two hex digits stays as it is.
+/// Percent-encoding (`%`) and quoted-printable (`=`) differ only there.
+fn unescape_hex(bytes: &[u8], escape: u8, out: &mut Vec<u8>) {
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 3 <= bytes.len() {
+        if bytes[i] == escape && i + 3 <= bytes.len() {
             if let Some(b) = hex_byte(bytes[i + 1], bytes[i + 2]) {
                 out.push(b);
                 i += 3;
@@ -212,6 +213,11 @@ fn percent_decode(s: &str) -> String {
         out.push(bytes[i]);
         i += 1;
     }
+}
+
+fn percent_decode(s: &str) -> String {
+    let mut out = Vec::with_capacity(s.len());
+    unescape_hex(s.as_bytes(), b'%', &mut out);
     String::from_utf8_lossy(&out).into_owned()
 }
 
@@ -320,19 +326,7 @@ fn decode_quoted_printable(body: &str) -> String {
             Some(l) => (l, true),
             None => (line, false),
         };
-        let bytes = line.as_bytes();
-        let mut i = 0;
-        while i < bytes.len() {
-            if bytes[i] == b'=' && i + 3 <= bytes.len() {
-                if let Some(b) = hex_byte(bytes[i + 1], bytes[i + 2]) {
-                    out.push(b);
-                    i += 3;
-                    continue;
-                }
-            }
-            out.push(bytes[i]);
-            i += 1;
-        }
+        unescape_hex(line.as_bytes(), b'=', &mut out);
         if !soft_break && lines.peek().is_some() {
             out.push(b'\n');
         }

@@ -5,8 +5,10 @@
 
 use std::path::PathBuf;
 
-/// Why mail could not be derived, rendered or delivered.
-#[derive(Debug, thiserror::Error)]
+/// Why mail could not be derived, rendered or delivered. Its `code()` is
+/// the variant's name in snake_case after `mail_`.
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case", prefix = "mail_")]
 pub enum MailError {
     /// An event announces a link, but the command issued no token with the
     /// event's digest (and the right purpose): without it no link can be
@@ -79,18 +81,6 @@ impl MailError {
 
     /// Stable, machine-readable error code.
     pub fn code(&self) -> &'static str {
-        match self {
-            Self::MissingToken { .. } => "mail_missing_token",
-            Self::MissingLogin { .. } => "mail_missing_login",
-            Self::InvalidPublicUrl { .. } => "mail_invalid_public_url",
-            Self::InvalidSender { .. } => "mail_invalid_sender",
-            Self::InvalidRecipient { .. } => "mail_invalid_recipient",
-            Self::Template { .. } => "mail_template",
-            Self::Build(_) => "mail_build",
-            Self::Io { .. } => "mail_io",
-            Self::InvalidTarget(_) => "mail_invalid_target",
-            Self::Delivery(_) => "mail_delivery",
-            Self::Rejected(_) => "mail_rejected",
-        }
+        self.into()
     }
 }

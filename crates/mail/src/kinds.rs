@@ -18,7 +18,9 @@ pub const CONFIRM_EMAIL_PATH: &str = "/confirm-email";
 /// issued.
 ///
 /// `Debug` hides the token in links: a mail can be logged safely.
-#[derive(Clone, PartialEq, Eq)]
+/// Its template name is the variant's name in snake_case.
+#[derive(Clone, PartialEq, Eq, strum::IntoStaticStr, strum::VariantNames)]
+#[strum(serialize_all = "snake_case")]
 pub enum MailKind {
     /// Access notification with a password-setup link (names the login
     /// email; never a password).
@@ -51,25 +53,13 @@ pub enum MailKind {
 
 impl MailKind {
     /// Every kind's template base name, in declaration order.
-    pub const TEMPLATE_NAMES: [&'static str; 5] = [
-        "access_notification_with_link",
-        "access_notice",
-        "email_change_validation",
-        "email_change_notice",
-        "password_changed_notice",
-    ];
+    pub const TEMPLATE_NAMES: &'static [&'static str] = <Self as strum::VariantNames>::VARIANTS;
 
     /// The base name of this kind's templates (`<name>.subject.txt`,
     /// `<name>.txt`, `<name>.html`), also sent as the `X-Access-Mail-Kind`
     /// header.
     pub fn template_name(&self) -> &'static str {
-        match self {
-            Self::AccessNotificationWithLink { .. } => "access_notification_with_link",
-            Self::AccessNotice { .. } => "access_notice",
-            Self::EmailChangeValidation { .. } => "email_change_validation",
-            Self::EmailChangeNotice { .. } => "email_change_notice",
-            Self::PasswordChangedNotice { .. } => "password_changed_notice",
-        }
+        self.into()
     }
 
     /// The link the mail carries, if any.
@@ -384,14 +374,20 @@ mod tests {
         }
     }
 
-    fn change_requested(old: &str, new: &str, token: &str) -> CustomerEvent {
-        CustomerEvent::EmailChangeRequested {
-            old_email: Personal::Known(email(old)),
-            new_email: Personal::Known(email(new)),
+    /// `old@example.com` asks to move to `new@example.com`, and the
+    /// command issued `token` for `purpose`.
+    fn change_request(
+        token: &str,
+        purpose: TokenPurpose,
+    ) -> (Vec<CustomerEvent>, Vec<IssuedToken>) {
+        let event = CustomerEvent::EmailChangeRequested {
+            old_email: Personal::Known(email("old@example.com")),
+            new_email: Personal::Known(email("new@example.com")),
             token_digest: TokenDigest::of(token),
             expires_at: now() + Duration::hours(24),
             at: now(),
-        }
+        };
+        (vec![event], vec![issued(purpose, "new@example.com", token)])
     }
 
     #[test]
@@ -446,16 +442,7 @@ mod tests {
 
     #[test]
     fn email_change_request_mails_the_new_address_with_a_link_and_the_old_one_without() {
-        let events = vec![change_requested(
-            "old@example.com",
-            "new@example.com",
-            "tok-1",
-        )];
-        let tokens = vec![issued(
-            TokenPurpose::EmailChange,
-            "new@example.com",
-            "tok-1",
-        )];
+        let (events, tokens) = change_request("tok-1", TokenPurpose::EmailChange);
         let mails = mails_for(&events, &tokens, "http://localhost:8080", None).unwrap();
         assert_eq!(mails.len(), 2);
         assert_eq!(mails[0].to, email("new@example.com"));
@@ -565,16 +552,7 @@ mod tests {
         assert!(!err.to_string().contains("tok-"), "{err}");
 
         // The right digest with the wrong purpose.
-        let events = vec![change_requested(
-            "old@example.com",
-            "new@example.com",
-            "tok-3",
-        )];
-        let wrong = vec![issued(
-            TokenPurpose::PasswordSetup,
-            "new@example.com",
-            "tok-3",
-        )];
+        let (events, wrong) = change_request("tok-3", TokenPurpose::PasswordSetup);
         let err = mails_for(&events, &wrong, "https://x.example", None).unwrap_err();
         assert!(matches!(err, MailError::MissingToken { .. }), "{err}");
         assert!(err.to_string().contains("email-change"), "{err}");

@@ -47,19 +47,12 @@ pub use templates::{template_file_names, MailSettings, RenderedMail, Templates, 
 pub use transport::{FileTransport, MailTarget, MemoryTransport};
 
 /// Templates, settings and a transport: renders and sends mails.
+#[derive(derive_more::Debug)]
 pub struct Mailer {
     templates: Templates,
     settings: MailSettings,
+    #[debug(skip)]
     transport: Arc<dyn Transport>,
-}
-
-impl std::fmt::Debug for Mailer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mailer")
-            .field("templates", &self.templates)
-            .field("settings", &self.settings)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Mailer {

@@ -23,24 +23,14 @@ pub enum SmtpTls {
 }
 
 /// A parsed SMTP setting. `Debug` hides the password.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, derive_more::Debug)]
 pub struct SmtpSettings {
     pub host: String,
     pub port: u16,
     pub tls: SmtpTls,
     pub user: Option<String>,
+    #[debug(skip)]
     password: Option<String>,
-}
-
-impl std::fmt::Debug for SmtpSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SmtpSettings")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("tls", &self.tls)
-            .field("user", &self.user)
-            .finish_non_exhaustive()
-    }
 }
 
 fn invalid(message: impl Into<String>) -> MailError {
@@ -135,18 +125,11 @@ fn percent_decode(s: &str) -> Option<String> {
 }
 
 /// Delivers through an SMTP server.
-#[derive(Clone)]
+#[derive(Clone, derive_more::Debug)]
 pub struct SmtpTransport {
+    #[debug(skip)]
     inner: AsyncSmtpTransport<Tokio1Executor>,
     settings: SmtpSettings,
-}
-
-impl std::fmt::Debug for SmtpTransport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SmtpTransport")
-            .field("settings", &self.settings)
-            .finish()
-    }
 }
 
 impl SmtpTransport {

@@ -62,70 +62,33 @@ impl Default for MailSettings {
     }
 }
 
+/// The embedded source of each named file of `templates/` (a macro:
+/// `include_str!` takes only a literal path).
+macro_rules! embedded {
+    ($($file:literal),* $(,)?) => {
+        &[$(($file, include_str!(concat!("../templates/", $file)))),*]
+    };
+}
+
 /// Every template file, with its embedded source.
-const EMBEDDED: &[(&str, &str)] = &[
-    ("layout.txt", include_str!("../templates/layout.txt")),
-    ("layout.html", include_str!("../templates/layout.html")),
-    (
-        "access_notification_with_link.subject.txt",
-        include_str!("../templates/access_notification_with_link.subject.txt"),
-    ),
-    (
-        "access_notification_with_link.txt",
-        include_str!("../templates/access_notification_with_link.txt"),
-    ),
-    (
-        "access_notification_with_link.html",
-        include_str!("../templates/access_notification_with_link.html"),
-    ),
-    (
-        "access_notice.subject.txt",
-        include_str!("../templates/access_notice.subject.txt"),
-    ),
-    (
-        "access_notice.txt",
-        include_str!("../templates/access_notice.txt"),
-    ),
-    (
-        "access_notice.html",
-        include_str!("../templates/access_notice.html"),
-    ),
-    (
-        "email_change_validation.subject.txt",
-        include_str!("../templates/email_change_validation.subject.txt"),
-    ),
-    (
-        "email_change_validation.txt",
-        include_str!("../templates/email_change_validation.txt"),
-    ),
-    (
-        "email_change_validation.html",
-        include_str!("../templates/email_change_validation.html"),
-    ),
-    (
-        "email_change_notice.subject.txt",
-        include_str!("../templates/email_change_notice.subject.txt"),
-    ),
-    (
-        "email_change_notice.txt",
-        include_str!("../templates/email_change_notice.txt"),
-    ),
-    (
-        "email_change_notice.html",
-        include_str!("../templates/email_change_notice.html"),
-    ),
-    (
-        "password_changed_notice.subject.txt",
-        include_str!("../templates/password_changed_notice.subject.txt"),
-    ),
-    (
-        "password_changed_notice.txt",
-        include_str!("../templates/password_changed_notice.txt"),
-    ),
-    (
-        "password_changed_notice.html",
-        include_str!("../templates/password_changed_notice.html"),
-    ),
+const EMBEDDED: &[(&str, &str)] = embedded![
+    "layout.txt",
+    "layout.html",
+    "access_notification_with_link.subject.txt",
+    "access_notification_with_link.txt",
+    "access_notification_with_link.html",
+    "access_notice.subject.txt",
+    "access_notice.txt",
+    "access_notice.html",
+    "email_change_validation.subject.txt",
+    "email_change_validation.txt",
+    "email_change_validation.html",
+    "email_change_notice.subject.txt",
+    "email_change_notice.txt",
+    "email_change_notice.html",
+    "password_changed_notice.subject.txt",
+    "password_changed_notice.txt",
+    "password_changed_notice.html",
 ];
 
 /// The names of all template files (what an override directory may hold).
@@ -134,17 +97,11 @@ pub fn template_file_names() -> impl Iterator<Item = &'static str> {
 }
 
 /// The mail templates, ready to render.
+#[derive(derive_more::Debug)]
 pub struct Templates {
+    #[debug(skip)]
     env: Environment<'static>,
     overridden: Vec<String>,
-}
-
-impl std::fmt::Debug for Templates {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Templates")
-            .field("overridden", &self.overridden)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Templates {
@@ -359,21 +316,15 @@ impl Templates {
     }
 }
 
-/// The rendered parts of a mail.
-#[derive(Clone, PartialEq, Eq)]
+/// The rendered parts of a mail. `Debug` shows the subject only: the
+/// bodies hold links with tokens.
+#[derive(Clone, PartialEq, Eq, derive_more::Debug)]
 pub struct RenderedMail {
     pub subject: String,
+    #[debug(skip)]
     pub text: String,
+    #[debug(skip)]
     pub html: String,
-}
-
-impl std::fmt::Debug for RenderedMail {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The bodies hold links with tokens.
-        f.debug_struct("RenderedMail")
-            .field("subject", &self.subject)
-            .finish_non_exhaustive()
-    }
 }
 
 /// The longest line RFC 5322 allows, without its CRLF.

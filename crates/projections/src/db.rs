@@ -334,6 +334,22 @@ pub async fn access_state_by_email(
     store.sql().read(&q).await?.iter().map(state_row).collect()
 }
 
+/// Ends a page's query: the first `limit` rows after `after` in the global
+/// order, whose place is in the two columns `place` (`tx, position`).
+fn page_after(q: &mut Query, place: &str, after: Option<Position>, limit: u32) {
+    if let Some(after) = after {
+        // A row-value comparison: both databases walk the index on the
+        // place from the cursor instead of from the start.
+        q.push(&format!(" AND ({place}) > ("))
+            .push_bind(Value::count(after.tx))
+            .push(", ")
+            .push_bind(after.global)
+            .push(")");
+    }
+    q.push(&format!(" ORDER BY {place} LIMIT "))
+        .push_bind(i64::from(limit));
+}
+
 /// Filters of a customer list (`GET /v1/customers`).
 #[derive(Debug, Clone, Default)]
 pub struct CustomerFilter {
@@ -364,15 +380,7 @@ pub async fn customer_page(
     if let Some(since) = filter.updated_since {
         q.push(" AND updated_at >= ").push_bind(Value::stamp(since));
     }
-    if let Some(after) = filter.after {
-        q.push(" AND (last_tx, last_position) > (")
-            .push_bind(Value::count(after.tx))
-            .push(", ")
-            .push_bind(after.global)
-            .push(")");
-    }
-    q.push(" ORDER BY last_tx, last_position LIMIT ")
-        .push_bind(i64::from(limit));
+    page_after(&mut q, "last_tx, last_position", filter.after, limit);
     store.sql().read(&q).await?.iter().map(state_row).collect()
 }
 
@@ -417,17 +425,7 @@ pub async fn audit_page(
     if let Some(to) = filter.to {
         q.push(" AND at < ").push_bind(Value::stamp(to));
     }
-    if let Some(after) = filter.after {
-        // A row-value comparison: both databases walk the (tx, position)
-        // index from the cursor instead of from the start.
-        q.push(" AND (tx, position) > (")
-            .push_bind(Value::count(after.tx))
-            .push(", ")
-            .push_bind(after.global)
-            .push(")");
-    }
-    q.push(" ORDER BY tx, position LIMIT ")
-        .push_bind(i64::from(limit));
+    page_after(&mut q, "tx, position", filter.after, limit);
     store
         .sql()
         .read(&q)

@@ -4,10 +4,11 @@
 
 use access_domain::events::FORGOTTEN;
 use access_domain::metadata::keys;
-use access_domain::{CustomerEvent, CustomerId, Personal};
+use access_domain::{CustomerEvent, CustomerId, CustomerName, EmailAddress, EventKind, Personal};
 use access_store::{Position, RecordedEvent};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use strum::VariantNames;
 
 /// One customer's current access state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -34,6 +35,30 @@ pub struct AccessStateRow {
 }
 
 impl AccessStateRow {
+    /// The row of a customer just registered by `event`: no access yet.
+    fn registered(
+        event: &RecordedEvent,
+        email: &Personal<EmailAddress>,
+        name: Option<&Personal<CustomerName>>,
+    ) -> Self {
+        let at = event.event.at();
+        Self {
+            customer_id: event.customer_id,
+            name: name.map(Personal::shown),
+            email: email.shown(),
+            access_granted: false,
+            role: None,
+            password_set: false,
+            must_change_password: false,
+            setup_link_expires_at: None,
+            pending_email: None,
+            pending_email_expires_at: None,
+            version: 0,
+            updated_at: at,
+            last_change: event.position,
+        }
+    }
+
     /// No access: no role, password, link or pending change.
     fn clear_access(&mut self) {
         self.access_granted = false;
@@ -72,21 +97,9 @@ impl AccessStateRow {
 pub fn apply(row: Option<AccessStateRow>, event: &RecordedEvent) -> Option<AccessStateRow> {
     let at = event.event.at();
     let mut row = match (row, &event.event) {
-        (None, CustomerEvent::CustomerRegistered { email, name, .. }) => AccessStateRow {
-            customer_id: event.customer_id,
-            name: name.as_ref().map(Personal::shown),
-            email: email.shown(),
-            access_granted: false,
-            role: None,
-            password_set: false,
-            must_change_password: false,
-            setup_link_expires_at: None,
-            pending_email: None,
-            pending_email_expires_at: None,
-            version: 0,
-            updated_at: at,
-            last_change: event.position,
-        },
+        (None, CustomerEvent::CustomerRegistered { email, name, .. }) => {
+            AccessStateRow::registered(event, email, name.as_ref())
+        }
         (
             None,
             CustomerEvent::CustomerImported {
@@ -98,19 +111,11 @@ pub fn apply(row: Option<AccessStateRow>, event: &RecordedEvent) -> Option<Acces
                 ..
             },
         ) => AccessStateRow {
-            customer_id: event.customer_id,
-            name: name.as_ref().map(Personal::shown),
-            email: email.shown(),
             access_granted: access.is_some(),
             role: access.map(|r| r.as_str().to_string()),
             password_set: password_hash.is_some(),
             must_change_password: *must_change_password && password_hash.is_some(),
-            setup_link_expires_at: None,
-            pending_email: None,
-            pending_email_expires_at: None,
-            version: 0,
-            updated_at: at,
-            last_change: event.position,
+            ..AccessStateRow::registered(event, email, name.as_ref())
         },
         (None, _) => return None,
         (Some(row), _) => row,
@@ -215,43 +220,13 @@ pub struct AuditRow {
     pub with_setup_link: Option<bool>,
 }
 
-/// The audit kind of an event.
+/// The audit kind of an event: its [`EventKind`] in snake_case.
 pub fn kind_of(event: &CustomerEvent) -> &'static str {
-    match event {
-        CustomerEvent::CustomerRegistered { .. } => "customer_registered",
-        CustomerEvent::EmailChanged { .. } => "email_changed",
-        CustomerEvent::AccessGranted { .. } => "access_granted",
-        CustomerEvent::PasswordSet { .. } => "password_set",
-        CustomerEvent::PasswordCleared { .. } => "password_cleared",
-        CustomerEvent::AccessNotificationSent { .. } => "access_notification_sent",
-        CustomerEvent::AccessRevoked { .. } => "access_revoked",
-        CustomerEvent::EmailChangeRequested { .. } => "email_change_requested",
-        CustomerEvent::EmailChangeConfirmed { .. } => "email_change_confirmed",
-        CustomerEvent::PasswordSetupCompleted { .. } => "password_setup_completed",
-        CustomerEvent::PasswordChanged { .. } => "password_changed",
-        CustomerEvent::PasswordRehashed { .. } => "password_rehashed",
-        CustomerEvent::CustomerForgotten { .. } => "customer_forgotten",
-        CustomerEvent::CustomerImported { .. } => "customer_imported",
-    }
+    event.kind().into()
 }
 
-/// Every audit kind.
-pub const KINDS: &[&str] = &[
-    "customer_registered",
-    "email_changed",
-    "access_granted",
-    "password_set",
-    "password_cleared",
-    "access_notification_sent",
-    "access_revoked",
-    "email_change_requested",
-    "email_change_confirmed",
-    "password_setup_completed",
-    "password_changed",
-    "password_rehashed",
-    "customer_forgotten",
-    "customer_imported",
-];
+/// Every audit kind, in the order the events are declared.
+pub const KINDS: &[&str] = <EventKind as VariantNames>::VARIANTS;
 
 /// The audit row of an event.
 pub fn audit_row(event: &RecordedEvent) -> AuditRow {

@@ -208,18 +208,15 @@ pub(crate) fn diff_events(expected: &[Value], actual: &[Value]) -> Option<String
     } else {
         format!(" (expected {}, got {})", expected.len(), actual.len())
     };
-    let width = rows
-        .iter()
-        .map(|(_, want, _, _)| want.len())
-        .chain(std::iter::once("expected".len()))
-        .max()
-        .unwrap_or_default();
-    let actual_width = rows
-        .iter()
-        .map(|(_, _, have, _)| have.len())
-        .chain(std::iter::once("actual".len()))
-        .max()
-        .unwrap_or_default();
+    // A column is as wide as its widest cell or its title.
+    let column_width = |title: &str, cells: &mut dyn Iterator<Item = usize>| {
+        cells.chain([title.len()]).max().unwrap_or_default()
+    };
+    let width = column_width(
+        "expected",
+        &mut rows.iter().map(|(_, want, _, _)| want.len()),
+    );
+    let actual_width = column_width("actual", &mut rows.iter().map(|(_, _, have, _)| have.len()));
     let mut report = format!("  the events differ{count}:\n");
     let header = format!("    #   {:<width$}   actual", "expected");
     let _ = writeln!(report, "{header}");

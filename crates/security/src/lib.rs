@@ -370,37 +370,15 @@ mod tests {
         // algorithm or version each call for a rehash.
         let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
         use argon2::password_hash::PasswordHasher as _;
+        use argon2::Algorithm::{Argon2i, Argon2id};
+        use argon2::Version::{V0x10, V0x13};
         for (algorithm, version, params) in [
-            (
-                Algorithm::Argon2id,
-                Version::V0x13,
-                Params::new(16, 1, 1, None),
-            ),
-            (
-                Algorithm::Argon2id,
-                Version::V0x13,
-                Params::new(8, 2, 1, None),
-            ),
-            (
-                Algorithm::Argon2id,
-                Version::V0x13,
-                Params::new(16, 1, 2, None),
-            ),
-            (
-                Algorithm::Argon2id,
-                Version::V0x13,
-                Params::new(8, 1, 1, Some(16)),
-            ),
-            (
-                Algorithm::Argon2i,
-                Version::V0x13,
-                Params::new(8, 1, 1, None),
-            ),
-            (
-                Algorithm::Argon2id,
-                Version::V0x10,
-                Params::new(8, 1, 1, None),
-            ),
+            (Argon2id, V0x13, Params::new(16, 1, 1, None)),
+            (Argon2id, V0x13, Params::new(8, 2, 1, None)),
+            (Argon2id, V0x13, Params::new(16, 1, 2, None)),
+            (Argon2id, V0x13, Params::new(8, 1, 1, Some(16))),
+            (Argon2i, V0x13, Params::new(8, 1, 1, None)),
+            (Argon2id, V0x10, Params::new(8, 1, 1, None)),
         ] {
             let other = Argon2::new(algorithm, version, params.unwrap())
                 .hash_password(b"pw-one", &salt)

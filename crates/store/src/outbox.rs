@@ -18,8 +18,9 @@ use crate::keys::{self, KeyState, MailBody};
 use crate::sql::{Query, Row};
 use crate::{Store, StoreError};
 
-/// A message to record with a command's events.
-#[derive(Clone, PartialEq, Eq)]
+/// A message to record with a command's events. `Debug` shows no
+/// addresses and no message: the message holds a live link, never in logs.
+#[derive(Clone, PartialEq, Eq, derive_more::Debug)]
 pub struct OutboxMessage {
     /// Unique; also the message's file name or Message-ID.
     pub id: String,
@@ -27,21 +28,13 @@ pub struct OutboxMessage {
     /// The template kind (e.g. `access_notification_with_link`).
     pub kind: String,
     /// Envelope sender and recipient.
+    #[debug(skip)]
     pub sender: String,
+    #[debug(skip)]
     pub recipient: String,
     /// The RFC 5322 message.
+    #[debug(skip)]
     pub message: String,
-}
-
-impl std::fmt::Debug for OutboxMessage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The message holds a live link: never in logs.
-        f.debug_struct("OutboxMessage")
-            .field("id", &self.id)
-            .field("customer_id", &self.customer_id)
-            .field("kind", &self.kind)
-            .finish_non_exhaustive()
-    }
 }
 
 /// A row of the outbox.

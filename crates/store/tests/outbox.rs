@@ -205,3 +205,29 @@ access_store::on_both_stores!(
     messages_commit_with_the_events_and_live_through_delivery,
     queued_mail_is_sealed_and_opens_only_while_the_customer_is_known,
 );
+
+#[test]
+fn debug_output_shows_neither_the_message_nor_the_addresses() {
+    let message = mail("a", CustomerId::new_random());
+    let entry = access_store::OutboxEntry {
+        id: "a".into(),
+        customer_id: message.customer_id.to_string(),
+        kind: message.kind.clone(),
+        sender: message.sender.clone(),
+        recipient: message.recipient.clone(),
+        message: Some(message.message.clone()),
+        status: "pending".into(),
+        attempts: 2,
+        next_attempt_ms: 0,
+        last_error: Some("timeout".into()),
+        created_ms: 0,
+        sent_ms: None,
+    };
+    for shown in [format!("{message:?}"), format!("{entry:?}")] {
+        assert!(shown.contains("access_notice"), "{shown}");
+        for hidden in ["token=secret", "ann@example.com", "no-reply@localhost"] {
+            assert!(!shown.contains(hidden), "{shown}");
+        }
+    }
+    assert!(format!("{entry:?}").contains("timeout"));
+}

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use reqwest::{Client, StatusCode};
 use serde_json::json;
 
-use super::PASSWORD;
+use super::{run_clients, PASSWORD};
 use crate::report::Latencies;
 use crate::Phase;
 
@@ -20,46 +20,37 @@ pub async fn logins(
     clients: usize,
     duration: Duration,
 ) -> Result<Phase> {
-    let deadline = Instant::now() + duration;
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..clients)
-        .map(|c| {
-            let http = http.clone();
-            let url = format!("{base}/v1/self/sessions");
-            let email = emails[c % emails.len()].clone();
-            tokio::spawn(async move {
-                let mut phase = Phase::default();
-                while Instant::now() < deadline {
-                    let t = Instant::now();
-                    let result = http
-                        .post(&url)
-                        .json(&json!({"email": email, "password": PASSWORD}))
-                        .send()
-                        .await;
-                    match result {
-                        Ok(r) if r.status() == StatusCode::CREATED => {
-                            let _ = r.bytes().await;
-                            phase.latencies.record(t.elapsed());
-                            phase.ok += 1;
-                        }
-                        Ok(r) => {
-                            let status = r.status();
-                            let text = r.text().await.unwrap_or_default();
-                            phase.error(anyhow::anyhow!("login: {status}: {text}"));
-                        }
-                        Err(e) => phase.error(anyhow::anyhow!("login: {e}")),
+    run_clients(clients, duration, "login", |c, deadline| {
+        let http = http.clone();
+        let url = format!("{base}/v1/self/sessions");
+        let email = emails[c % emails.len()].clone();
+        async move {
+            let mut phase = Phase::default();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let result = http
+                    .post(&url)
+                    .json(&json!({"email": email, "password": PASSWORD}))
+                    .send()
+                    .await;
+                match result {
+                    Ok(r) if r.status() == StatusCode::CREATED => {
+                        let _ = r.bytes().await;
+                        phase.latencies.record(t.elapsed());
+                        phase.ok += 1;
                     }
+                    Ok(r) => {
+                        let status = r.status();
+                        let text = r.text().await.unwrap_or_default();
+                        phase.error(anyhow::anyhow!("login: {status}: {text}"));
+                    }
+                    Err(e) => phase.error(anyhow::anyhow!("login: {e}")),
                 }
-                phase
-            })
-        })
-        .collect();
-    let mut phase = Phase::default();
-    for task in tasks {
-        phase.merge(task.await.context("login client task")?);
-    }
-    phase.elapsed = started.elapsed();
-    Ok(phase)
+            }
+            phase
+        }
+    })
+    .await
 }
 
 /// `n` logins one after the other with a wrong password for `email` (all

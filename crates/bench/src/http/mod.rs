@@ -155,23 +155,12 @@ pub async fn commands(
     mix: Mix,
     lag: Option<Arc<LagProbe>>,
 ) -> Result<Phase> {
-    let deadline = Instant::now() + duration;
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..clients)
-        .map(|c| {
-            let http = http.clone();
-            let base = bases[c % bases.len()].clone();
-            let lag = lag.clone();
-            tokio::spawn(async move { command_client(http, base, deadline, mix, lag).await })
-        })
-        .collect();
-    let mut phase = Phase::default();
-    for task in tasks {
-        let client = task.await.context("load client task")?;
-        phase.merge(client);
-    }
-    phase.elapsed = started.elapsed();
-    Ok(phase)
+    run_clients(clients, duration, "load", |c, deadline| {
+        let http = http.clone();
+        let base = bases[c % bases.len()].clone();
+        command_client(http, base, deadline, mix, lag.clone())
+    })
+    .await
 }
 
 async fn command_client(
@@ -225,42 +214,59 @@ pub async fn paced(
     every: Duration,
     duration: Duration,
 ) -> Result<Phase> {
-    let deadline = Instant::now() + duration;
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..clients)
-        .map(|_| {
-            let api = api(http, base);
-            tokio::spawn(async move {
-                let mut phase = Phase::default();
-                let mut tick = tokio::time::interval(every);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                'customers: while Instant::now() < deadline {
-                    let id = Uuid::new_v4();
-                    for command in customer_commands(id, Mix::NoHash) {
-                        tick.tick().await;
-                        if Instant::now() >= deadline {
-                            break 'customers;
+    run_clients(clients, duration, "paced", |_, deadline| {
+        let api = api(http, base);
+        async move {
+            let mut phase = Phase::default();
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            'customers: while Instant::now() < deadline {
+                let id = Uuid::new_v4();
+                for command in customer_commands(id, Mix::NoHash) {
+                    tick.tick().await;
+                    if Instant::now() >= deadline {
+                        break 'customers;
+                    }
+                    let started = Instant::now();
+                    match send(&api, id, &command).await {
+                        Ok(_) => {
+                            phase.latencies.record(started.elapsed());
+                            phase.ok += 1;
                         }
-                        let started = Instant::now();
-                        match send(&api, id, &command).await {
-                            Ok(_) => {
-                                phase.latencies.record(started.elapsed());
-                                phase.ok += 1;
-                            }
-                            Err(e) => {
-                                phase.error(e);
-                                continue 'customers;
-                            }
+                        Err(e) => {
+                            phase.error(e);
+                            continue 'customers;
                         }
                     }
                 }
-                phase
-            })
-        })
+            }
+            phase
+        }
+    })
+    .await
+}
+
+/// Runs `clients` clients at once, each on its own task, until
+/// `duration` has passed: client `c` is `client(c, deadline)`. Their
+/// phases merged; the phase lasted until the last client ended.
+async fn run_clients<F, C>(
+    clients: usize,
+    duration: Duration,
+    what: &str,
+    mut client: F,
+) -> Result<Phase>
+where
+    F: FnMut(usize, Instant) -> C,
+    C: std::future::Future<Output = Phase> + Send + 'static,
+{
+    let deadline = Instant::now() + duration;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| tokio::spawn(client(c, deadline)))
         .collect();
     let mut phase = Phase::default();
     for task in tasks {
-        phase.merge(task.await.context("paced client task")?);
+        phase.merge(task.await.with_context(|| format!("{what} client task"))?);
     }
     phase.elapsed = started.elapsed();
     Ok(phase)

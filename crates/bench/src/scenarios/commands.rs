@@ -11,7 +11,10 @@ use sqlx::postgres::PgPoolOptions;
 use super::{measured, ms, postgres_db, warm_up, warn_errors};
 use crate::framework::Framework;
 use crate::http::{self, LagProbe, Mix};
-use crate::report::{f0, f2, mib, print_table, Latencies};
+use crate::report::{
+    self, cpu_cells, f0, f2, latency_cells, mib, print_table, Latencies, CPU_COLUMNS,
+    LATENCY_COLUMNS,
+};
 use crate::service::{Service, ServiceOptions};
 use crate::{Args, Phase, Target};
 
@@ -21,25 +24,25 @@ const TARGET_CLIENTS: usize = 32;
 const LAG_SAMPLE_EVERY: Duration = Duration::from_millis(20);
 
 fn header() -> Vec<String> {
-    [
-        "run",
-        "clients",
-        "commands",
-        "cmd/s",
-        "vs framework",
-        "p50 ms",
-        "p99 ms",
-        "p99.9 ms",
-        "errors",
-        "lag p50 ms",
-        "lag p99 ms",
-        "accessd CPU s",
-        "bench CPU s",
-        "db xact/cmd",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    report::header(&[
+        &["run", "clients", "commands", "cmd/s", "vs framework"],
+        &LATENCY_COLUMNS,
+        &["lag p50 ms", "lag p99 ms"],
+        &CPU_COLUMNS,
+        &["db xact/cmd"],
+    ])
+}
+
+/// Prints a scenario's rows and the service's peak memory over it.
+fn print_rows(rows: &[Row], scenario: u32, peak_kib: u64) {
+    let mut table = vec![header()];
+    table.extend(rows.iter().map(Row::cells));
+    print_table(&table);
+    println!(
+        "  accessd peak RSS (VmHWM) over scenario {scenario}: {} MiB",
+        mib(peak_kib)
+    );
+    println!();
 }
 
 /// Transactions committed or rolled back in the pool's database so far
@@ -77,23 +80,19 @@ impl Row {
             Some((l, _)) => (ms(l.ms(0.5)), ms(l.ms(0.99))),
             None => ("-".into(), "-".into()),
         };
-        vec![
+        let mut cells = vec![
             self.run.clone(),
             self.clients.to_string(),
             p.ok.to_string(),
             f0(p.per_second()),
             self.baseline
                 .map_or("-".into(), |b| f2(p.per_second() / b.max(1e-9))),
-            ms(p.latencies.ms(0.5)),
-            ms(p.latencies.ms(0.99)),
-            ms(p.latencies.ms(0.999)),
-            p.errors.to_string(),
-            lag50,
-            lag99,
-            self.service_cpu.map_or("-".into(), |c| format!("{c:.1}")),
-            format!("{:.1}", self.own_cpu),
-            self.xact_per_cmd.map_or("-".into(), |x| format!("{x:.1}")),
-        ]
+        ];
+        cells.extend(latency_cells(&p.latencies, p.errors));
+        cells.extend([lag50, lag99]);
+        cells.extend(cpu_cells(self.service_cpu, self.own_cpu));
+        cells.push(self.xact_per_cmd.map_or("-".into(), |x| format!("{x:.1}")));
+        cells
     }
 }
 
@@ -251,14 +250,7 @@ pub async fn commands(args: &Args, options: &ServiceOptions) -> Result<Vec<Targe
     framework.close().await;
     lag_pool.close().await;
 
-    let mut table = vec![header()];
-    table.extend(rows.iter().map(Row::cells));
-    print_table(&table);
-    println!(
-        "  accessd peak RSS (VmHWM) over scenario 1: {} MiB",
-        mib(peak_kib)
-    );
-    println!();
+    print_rows(&rows, 1, peak_kib);
 
     let Some((ours, base, p99, lags, timeouts)) = at_target else {
         bail!("no run at {level} clients");
@@ -340,13 +332,6 @@ pub async fn sqlite(args: &Args, options: &ServiceOptions) -> Result<Vec<Target>
     }
     let peak_kib = service.peak_rss_kib()?;
     service.stop();
-    let mut table = vec![header()];
-    table.extend(rows.iter().map(Row::cells));
-    print_table(&table);
-    println!(
-        "  accessd peak RSS (VmHWM) over scenario 6: {} MiB",
-        mib(peak_kib)
-    );
-    println!();
+    print_rows(&rows, 6, peak_kib);
     Ok(vec![])
 }

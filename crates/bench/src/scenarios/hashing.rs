@@ -9,7 +9,9 @@ use anyhow::{Context, Result};
 
 use super::{measured, ms, postgres_db, warm_up, warn_errors};
 use crate::http;
-use crate::report::{f0, print_table};
+use crate::report::{
+    cpu_cells, f0, header, latency_cells, print_table, CPU_COLUMNS, LATENCY_COLUMNS,
+};
 use crate::service::{Service, ServiceOptions};
 use crate::{Args, Phase, Target};
 
@@ -27,20 +29,11 @@ pub async fn hashing(args: &Args, options: &ServiceOptions) -> Result<Vec<Target
         PROBE_EVERY.as_millis(),
         args.seconds
     );
-    let mut rows = vec![[
-        "run",
-        "requests",
-        "req/s",
-        "p50 ms",
-        "p99 ms",
-        "p99.9 ms",
-        "errors",
-        "accessd CPU s",
-        "bench CPU s",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect::<Vec<_>>()];
+    let mut rows = vec![header(&[
+        &["run", "requests", "req/s"],
+        &LATENCY_COLUMNS,
+        &CPU_COLUMNS,
+    ])];
     let mut target = None;
     for concurrency in [None, Some(1)] {
         let options = ServiceOptions {
@@ -102,17 +95,14 @@ async fn hashing_once(
     service.stop();
 
     let row = |name: &str, p: &Phase, cpu: Option<f64>, own: f64| {
-        vec![
+        let mut cells = vec![
             format!("hash concurrency {label}: {name}"),
             p.ok.to_string(),
             f0(p.per_second()),
-            ms(p.latencies.ms(0.5)),
-            ms(p.latencies.ms(0.99)),
-            ms(p.latencies.ms(0.999)),
-            p.errors.to_string(),
-            cpu.map_or("-".into(), |c| format!("{c:.1}")),
-            format!("{own:.1}"),
-        ]
+        ];
+        cells.extend(latency_cells(&p.latencies, p.errors));
+        cells.extend(cpu_cells(cpu, own));
+        cells
     };
     let table = vec![
         row("non-hashing commands, idle", &idle, idle_cpu, idle_own),

@@ -9,7 +9,9 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 
 use super::{measured, ms, postgres_db, warm_up, warn_errors};
 use crate::http;
-use crate::report::{f0, f2, print_table};
+use crate::report::{
+    cpu_cells, f0, f2, header, latency_cells, print_table, CPU_COLUMNS, LATENCY_COLUMNS,
+};
 use crate::service::{Service, ServiceOptions};
 use crate::{Args, Target};
 
@@ -130,21 +132,11 @@ pub async fn login(args: &Args, options: &ServiceOptions) -> Result<Vec<Target>>
         .context("argon2 baseline task")??;
     let ratio = sessions.per_second() / bare.max(1e-9);
     print_table(&[
-        [
-            "run",
-            "count",
-            "per s",
-            "vs bare",
-            "p50 ms",
-            "p99 ms",
-            "p99.9 ms",
-            "errors",
-            "accessd CPU s",
-            "bench CPU s",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect(),
+        header(&[
+            &["run", "count", "per s", "vs bare"],
+            &LATENCY_COLUMNS,
+            &CPU_COLUMNS,
+        ]),
         vec![
             format!("bare argon2id verify, {threads} threads"),
             "-".into(),
@@ -157,18 +149,16 @@ pub async fn login(args: &Args, options: &ServiceOptions) -> Result<Vec<Target>>
             "-".into(),
             "-".into(),
         ],
-        vec![
+        [
             "accessd sessions (POST /v1/self/sessions)".into(),
             sessions.ok.to_string(),
             f0(sessions.per_second()),
             f2(ratio),
-            ms(sessions.latencies.ms(0.5)),
-            ms(sessions.latencies.ms(0.99)),
-            ms(sessions.latencies.ms(0.999)),
-            sessions.errors.to_string(),
-            cpu.map_or("-".into(), |c| format!("{c:.1}")),
-            format!("{own:.1}"),
-        ],
+        ]
+        .into_iter()
+        .chain(latency_cells(&sessions.latencies, sessions.errors))
+        .chain(cpu_cells(cpu, own))
+        .collect(),
     ]);
     println!(
         "  one verification costs {cost_ms:.1} ms on one thread: {threads} cores can verify at \

@@ -13,7 +13,7 @@ use super::{ms, postgres_db, warn_errors};
 use crate::feed;
 use crate::history::{self, Shape};
 use crate::http;
-use crate::report::{f0, f2, mib, print_table};
+use crate::report::{f0, f2, mib, per_second, print_table};
 use crate::service::{own_cpu_seconds, Service, ServiceOptions};
 use crate::{Args, Target};
 
@@ -41,7 +41,7 @@ pub async fn rebuild_and_audit(args: &Args, options: &ServiceOptions) -> Result<
         fill.events,
         fill.customers,
         fill.elapsed.as_secs_f64(),
-        f0(fill.events as f64 / fill.elapsed.as_secs_f64().max(1e-9))
+        f0(per_second(fill.events, fill.elapsed))
     );
     sqlx::query("VACUUM ANALYZE events")
         .execute(&pool)
@@ -61,8 +61,16 @@ pub async fn rebuild_and_audit(args: &Args, options: &ServiceOptions) -> Result<
             fill.events
         );
     }
-    let read_rate = (read_n as f64 / read_t.as_secs_f64().max(1e-9))
-        .max(read2_n as f64 / read2_t.as_secs_f64().max(1e-9));
+    let read_rate = per_second(read_n, read_t).max(per_second(read2_n, read2_t));
+    let plain_read = |when: &str, n: u64, t: Duration| {
+        vec![
+            format!("plain SELECT of the events table ({when} rebuild)"),
+            n.to_string(),
+            f2(t.as_secs_f64()),
+            f0(per_second(n, t)),
+            "-".into(),
+        ]
+    };
     let rebuild_rate = report.events_per_second();
     let ratio = rebuild_rate / read_rate.max(1e-9);
     print_table(&[
@@ -73,20 +81,8 @@ pub async fn rebuild_and_audit(args: &Args, options: &ServiceOptions) -> Result<
             "events/s".into(),
             "vs plain read".into(),
         ],
-        vec![
-            "plain SELECT of the events table (before rebuild)".into(),
-            read_n.to_string(),
-            f2(read_t.as_secs_f64()),
-            f0(read_n as f64 / read_t.as_secs_f64().max(1e-9)),
-            "-".into(),
-        ],
-        vec![
-            "plain SELECT of the events table (after rebuild)".into(),
-            read2_n.to_string(),
-            f2(read2_t.as_secs_f64()),
-            f0(read2_n as f64 / read2_t.as_secs_f64().max(1e-9)),
-            "-".into(),
-        ],
+        plain_read("before", read_n, read_t),
+        plain_read("after", read2_n, read2_t),
         vec![
             format!("rebuild::rebuild into fresh projections (bench CPU {rebuild_cpu:.1} s)"),
             report.events.to_string(),

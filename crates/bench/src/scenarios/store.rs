@@ -33,7 +33,7 @@ use chrono::Utc;
 use super::fresh_store;
 use crate::feed::{self, Read};
 use crate::history::{self, Fill, Shape, FILL_WRITERS};
-use crate::report::{loadavg, print_table, Latencies};
+use crate::report::{header, loadavg, print_table, Latencies};
 use crate::{Args, StoreKind, Target};
 
 /// Access notifications per customer in the throughput phases (after the
@@ -402,17 +402,13 @@ fn print_throughput(kind: StoreKind, t: &Throughput) {
 }
 
 fn print_results(reports: &[Report], args: &Args) {
-    let mut header = vec![
-        "store".to_string(),
-        "1 writer ev/s".to_string(),
-        "16 writers ev/s".to_string(),
-    ];
+    let mut columns = header(&[&["store", "1 writer ev/s", "16 writers ev/s"]]);
     for batch in &args.batch {
-        header.push(format!("read ev/s (batch {batch})"));
+        columns.push(format!("read ev/s (batch {batch})"));
     }
-    header.push("events read".to_string());
-    header.push("fill s".to_string());
-    let mut rows = vec![header];
+    columns.push("events read".to_string());
+    columns.push("fill s".to_string());
+    let mut rows = vec![columns];
     for r in reports {
         let mut row = vec![
             r.kind.name().to_string(),
@@ -433,7 +429,7 @@ fn print_results(reports: &[Report], args: &Args) {
     print_table(&rows);
     println!();
 
-    let mut rows = vec![[
+    let mut rows = vec![header(&[&[
         "store",
         "writers",
         "appends",
@@ -444,10 +440,7 @@ fn print_results(reports: &[Report], args: &Args) {
         "p50",
         "p99",
         "max",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect::<Vec<_>>()];
+    ]])];
     for r in reports {
         for t in [&r.one, &r.sixteen] {
             rows.push(vec![

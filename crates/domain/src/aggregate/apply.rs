@@ -7,10 +7,24 @@ use cqrs_es::Aggregate;
 
 use crate::commands::CustomerCommand;
 use crate::error::CustomerError;
-use crate::events::{CustomerEvent, Personal};
+use crate::events::{CustomerEvent, EventKind, Personal};
 use crate::services::CustomerServices;
+use crate::values::{CustomerId, CustomerName, EmailAddress};
 
 use super::{Customer, ImportRecord, PendingEmailChange};
+
+/// The kinds of event that change the login or its password, or end the
+/// access: each begins a new login epoch (every session before it ends).
+const NEW_LOGIN_EPOCH: [EventKind; 8] = [
+    EventKind::EmailChanged,
+    EventKind::PasswordSet,
+    EventKind::PasswordCleared,
+    EventKind::AccessRevoked,
+    EventKind::EmailChangeConfirmed,
+    EventKind::PasswordSetupCompleted,
+    EventKind::PasswordChanged,
+    EventKind::CustomerForgotten,
+];
 
 impl Aggregate for Customer {
     const TYPE: &'static str = "Customer";
@@ -36,17 +50,7 @@ impl Aggregate for Customer {
 
     fn apply(&mut self, event: Self::Event) {
         self.updated_at = Some(event.at());
-        if matches!(
-            event,
-            CustomerEvent::EmailChanged { .. }
-                | CustomerEvent::PasswordSet { .. }
-                | CustomerEvent::PasswordCleared { .. }
-                | CustomerEvent::AccessRevoked { .. }
-                | CustomerEvent::EmailChangeConfirmed { .. }
-                | CustomerEvent::PasswordSetupCompleted { .. }
-                | CustomerEvent::PasswordChanged { .. }
-                | CustomerEvent::CustomerForgotten { .. }
-        ) {
+        if NEW_LOGIN_EPOCH.contains(&event.kind()) {
             self.login_epoch += 1;
         }
         match event {
@@ -55,11 +59,7 @@ impl Aggregate for Customer {
                 email,
                 name,
                 ..
-            } => {
-                self.id = Some(customer_id);
-                self.email = email.into_known();
-                self.name = name.and_then(Personal::into_known);
-            }
+            } => self.start(customer_id, email, name),
             CustomerEvent::EmailChanged { new_email, .. } => {
                 self.email = new_email.into_known();
                 // A self-service request was made for the old login.
@@ -136,9 +136,7 @@ impl Aggregate for Customer {
                 must_change_password,
                 ..
             } => {
-                self.id = Some(customer_id);
-                self.email = email.into_known();
-                self.name = name.and_then(Personal::into_known);
+                self.start(customer_id, email, name);
                 self.access = access;
                 self.password = password_hash.clone();
                 self.must_change_password = must_change_password && password_hash.is_some();
@@ -161,5 +159,20 @@ impl Aggregate for Customer {
                 };
             }
         }
+    }
+}
+
+impl Customer {
+    /// The first event of a stream (registered or imported): who the
+    /// customer is.
+    fn start(
+        &mut self,
+        customer_id: CustomerId,
+        email: Personal<EmailAddress>,
+        name: Option<Personal<CustomerName>>,
+    ) {
+        self.id = Some(customer_id);
+        self.email = email.into_known();
+        self.name = name.and_then(Personal::into_known);
     }
 }

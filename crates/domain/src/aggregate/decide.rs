@@ -206,8 +206,8 @@ impl Customer {
                 new_email,
                 new_email_confirm,
             } => {
-                let current = self.require_access()?;
-                self.verify_current_password(&current_password, services)
+                let current = self
+                    .require_access_and_password(&current_password, services)
                     .await?;
                 if new_email != new_email_confirm {
                     return Err(CustomerError::EmailMismatch);
@@ -294,8 +294,8 @@ impl Customer {
                 new_password,
                 new_password_confirm,
             } => {
-                let login = self.require_access()?;
-                self.verify_current_password(&current_password, services)
+                let login = self
+                    .require_access_and_password(&current_password, services)
                     .await?;
                 let password_hash =
                     Self::new_password_hash(&new_password, &new_password_confirm, login, services)
