@@ -179,47 +179,34 @@ pub trait Permission: Send + Sync + 'static {
     }
 }
 
-/// Send commands (service, admin).
-pub struct SendCommands;
-impl Permission for SendCommands {
-    const ROLES: &'static [ApiRole] = &[ApiRole::Service, ApiRole::Admin];
-    const DESCRIPTION: &'static str = "sending commands needs the service or admin role";
+/// Declares permission marker types: each names the roles that may and the
+/// reason a caller of another role is refused (a table, not six impls).
+macro_rules! permissions {
+    ($($(#[$doc:meta])* $name:ident: [$($role:ident),+] => $why:literal;)+) => {
+        $(
+            $(#[$doc])*
+            pub struct $name;
+            impl Permission for $name {
+                const ROLES: &'static [ApiRole] = &[$(ApiRole::$role),+];
+                const DESCRIPTION: &'static str = $why;
+            }
+        )+
+    };
 }
 
-/// Read access state (service, auditor, admin).
-pub struct ReadState;
-impl Permission for ReadState {
-    const ROLES: &'static [ApiRole] = &[ApiRole::Service, ApiRole::Auditor, ApiRole::Admin];
-    const DESCRIPTION: &'static str = "reading needs the service, auditor or admin role";
-}
-
-/// Read the change feed (subscriber, auditor, admin).
-pub struct ReadFeed;
-impl Permission for ReadFeed {
-    const ROLES: &'static [ApiRole] = &[ApiRole::Subscriber, ApiRole::Auditor, ApiRole::Admin];
-    const DESCRIPTION: &'static str =
-        "reading the change feed needs the subscriber, auditor or admin role";
-}
-
-/// Read the history: events and audit (auditor, admin).
-pub struct ReadHistory;
-impl Permission for ReadHistory {
-    const ROLES: &'static [ApiRole] = &[ApiRole::Auditor, ApiRole::Admin];
-    const DESCRIPTION: &'static str = "reading the history needs the auditor or admin role";
-}
-
-/// Operate the service: mail queue and the like (admin).
-pub struct Operate;
-impl Permission for Operate {
-    const ROLES: &'static [ApiRole] = &[ApiRole::Admin];
-    const DESCRIPTION: &'static str = "this needs the admin role";
-}
-
-/// Forget a customer: erase its personal data for good (admin).
-pub struct ForgetCustomers;
-impl Permission for ForgetCustomers {
-    const ROLES: &'static [ApiRole] = &[ApiRole::Admin];
-    const DESCRIPTION: &'static str = "forgetting a customer needs the admin role";
+permissions! {
+    /// Send commands (service, admin).
+    SendCommands: [Service, Admin] => "sending commands needs the service or admin role";
+    /// Read access state (service, auditor, admin).
+    ReadState: [Service, Auditor, Admin] => "reading needs the service, auditor or admin role";
+    /// Read the change feed (subscriber, auditor, admin).
+    ReadFeed: [Subscriber, Auditor, Admin] => "reading the change feed needs the subscriber, auditor or admin role";
+    /// Read the history: events and audit (auditor, admin).
+    ReadHistory: [Auditor, Admin] => "reading the history needs the auditor or admin role";
+    /// Operate the service: mail queue and the like (admin).
+    Operate: [Admin] => "this needs the admin role";
+    /// Forget a customer: erase its personal data for good (admin).
+    ForgetCustomers: [Admin] => "forgetting a customer needs the admin role";
 }
 
 /// An authenticated API caller allowed to do `P`.

@@ -98,27 +98,34 @@ const STYLESHEET: &str = include_str!("../../assets/site.css");
 /// The pages' routes (merged into [`crate::http::router`], outside the
 /// OpenAPI document).
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/login", get(login::show).post(login::submit))
-        .route("/logout", post(login::logout))
-        .route("/account", get(account::home))
-        .route(
+    // Each page: its path, and the form it shows (GET) and takes (POST).
+    let pages: [(&str, axum::routing::MethodRouter<AppState>); 8] = [
+        ("/login", get(login::show).post(login::submit)),
+        ("/logout", post(login::logout)),
+        ("/account", get(account::home)),
+        (
             "/account/change-email",
             get(account::change_email_form).post(account::change_email),
-        )
-        .route(
+        ),
+        (
             "/account/change-password",
             get(account::change_password_form).post(account::change_password),
-        )
-        .route(
+        ),
+        (
             "/setup-password",
             get(links::setup_password_form).post(links::setup_password),
-        )
-        .route(
+        ),
+        (
             "/confirm-email",
             get(links::confirm_email_form).post(links::confirm_email),
-        )
-        .route("/assets/site.css", get(stylesheet))
+        ),
+        ("/assets/site.css", get(stylesheet)),
+    ];
+    pages
+        .into_iter()
+        .fold(Router::new(), |router, (path, page)| {
+            router.route(path, page)
+        })
         .layer(axum::middleware::map_response(page_security_headers))
 }
 

@@ -300,6 +300,17 @@ pub async fn customer_with_access(
     Ok(id.to_string())
 }
 
+/// `n` customers with access and a password ([`PASSWORD`]); their login
+/// emails.
+pub async fn customers_with_password(http: &Client, base: &str, n: usize) -> Result<Vec<String>> {
+    let mut emails = Vec::with_capacity(n);
+    for _ in 0..n {
+        let id = customer_with_access(http, base, true).await?;
+        emails.push(format!("bench-{id}@example.com"));
+    }
+    Ok(emails)
+}
+
 /// Hashing load: one task per customer setting its password (argon2id)
 /// again and again until `stop`; the number of passwords set.
 pub fn hashers(

@@ -101,11 +101,7 @@ pub async fn login(args: &Args, options: &ServiceOptions) -> Result<Vec<Target>>
     let db = postgres_db().await?;
     let service = Service::start(options, db.url()).await?;
     let client = http::client(32)?;
-    let mut emails = Vec::new();
-    for _ in 0..LOGIN_CUSTOMERS {
-        let id = http::customer_with_access(&client, &service.base, true).await?;
-        emails.push(format!("bench-{id}@example.com"));
-    }
+    let emails = http::customers_with_password(&client, &service.base, LOGIN_CUSTOMERS).await?;
     let d = args.duration();
     let warm = warm_up(args);
     http::logins(&client, &service.base, &emails, LOGIN_CLIENTS, warm).await?;

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::{ms, postgres_db, warm_up, warn_errors};
 use crate::http;
-use crate::report::{f0, print_table};
+use crate::report::{f0, header, print_table};
 use crate::service::{Service, ServiceOptions};
 use crate::{Args, Target};
 
@@ -30,7 +30,7 @@ pub async fn contended(args: &Args, options: &ServiceOptions) -> Result<Vec<Targ
          one customer, no client retries; accessd's default ACCESS_CUSTOMER_QUEUE_WAIT_MS; \
          then the customer's history is read back"
     );
-    let mut rows = vec![[
+    let mut rows = vec![header(&[&[
         "run",
         "acknowledged",
         "share",
@@ -39,10 +39,7 @@ pub async fn contended(args: &Args, options: &ServiceOptions) -> Result<Vec<Targ
         "p50 ms",
         "p99 ms",
         "seconds",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect::<Vec<_>>()];
+    ]])];
     let mut targets = Vec::new();
     let pg = postgres_db().await?;
     let sqlite_dir = tempfile::tempdir().context("a directory for SQLite")?;
@@ -172,11 +169,7 @@ pub async fn login_flood(args: &Args, options: &ServiceOptions) -> Result<Vec<Ta
     let db = postgres_db().await?;
     let service = Service::start(options, db.url()).await?;
     let client = http::client(64)?;
-    let mut emails = Vec::new();
-    for _ in 0..FLOOD_CUSTOMERS {
-        let id = http::customer_with_access(&client, &service.base, true).await?;
-        emails.push(format!("bench-{id}@example.com"));
-    }
+    let emails = http::customers_with_password(&client, &service.base, FLOOD_CUSTOMERS).await?;
     let warm = warm_up(args);
     http::paced(&client, &service.base, PROBE_CLIENTS, PROBE_EVERY, warm).await?;
     let idle = http::paced(&client, &service.base, PROBE_CLIENTS, PROBE_EVERY, d).await?;
@@ -210,12 +203,9 @@ pub async fn login_flood(args: &Args, options: &ServiceOptions) -> Result<Vec<Ta
         .map(|(s, n)| format!("{s}: {n}"))
         .collect();
     print_table(&[
-        [
+        header(&[&[
             "run", "requests", "per s", "p50 ms", "p99 ms", "max ms", "errors",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect(),
+        ]]),
         probe_row("non-hashing probe, idle", &idle),
         probe_row("non-hashing probe, during the flood", &loaded),
         vec![
