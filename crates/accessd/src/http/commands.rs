@@ -63,13 +63,9 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for CommandContext {
     ) -> Result<Self, Self::Rejection> {
         let request_id = crate::http::extract::RequestId::from_request_parts(parts, state).await?;
         let headers = CommandHeaders::from_request_parts(parts, state).await?;
-        let correlation_id = parts
-            .extensions
-            .get::<crate::trace_context::TraceContext>()
-            .and_then(crate::trace_context::TraceContext::correlation_id);
         Ok(Self {
-            request_id: request_id.0,
-            correlation_id,
+            request_id: request_id.id,
+            correlation_id: request_id.correlation_id,
             headers,
             method: parts.method.to_string(),
             path: parts.uri.path().to_string(),

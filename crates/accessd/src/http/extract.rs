@@ -172,22 +172,41 @@ pub fn acceptable_request_id(value: &[u8]) -> bool {
 }
 
 /// The request id set by the request-id layer (never a client value that
-/// is not [`acceptable_request_id`]).
+/// is not [`acceptable_request_id`]), and the trace id of a valid
+/// `traceparent` (the correlation id of the events the request causes).
 #[derive(Debug, Clone)]
-pub struct RequestId(pub String);
+pub struct RequestId {
+    pub id: String,
+    pub correlation_id: Option<String>,
+}
+
+impl RequestId {
+    /// The origin of a command this request causes, without conditions.
+    pub fn origin(self) -> crate::usecase::command::Origin {
+        crate::usecase::command::Origin {
+            request_id: self.id,
+            correlation_id: self.correlation_id,
+            ..Default::default()
+        }
+    }
+}
 
 impl<S: Send + Sync> FromRequestParts<S> for RequestId {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(
-            parts
+        Ok(Self {
+            id: parts
                 .headers
                 .get("x-request-id")
                 .filter(|v| acceptable_request_id(v.as_bytes()))
                 .and_then(|v| v.to_str().ok())
                 .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string),
-        ))
+            correlation_id: parts
+                .extensions
+                .get::<crate::trace_context::TraceContext>()
+                .and_then(crate::trace_context::TraceContext::correlation_id),
+        })
     }
 }
 

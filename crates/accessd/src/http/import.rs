@@ -51,7 +51,7 @@ pub struct ImportQuery {
 pub async fn import_customers(
     State(state): State<AppState>,
     caller: Caller<Operate>,
-    RequestId(request_id): RequestId,
+    RequestId { id: request_id, .. }: RequestId,
     Query(query): Query<ImportQuery>,
     body: Bytes,
 ) -> ApiResult<Response> {

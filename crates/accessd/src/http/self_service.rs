@@ -31,8 +31,14 @@ pub async fn create_session(
     body: JsonBody<SessionRequest>,
 ) -> ApiResult<Response> {
     let req = body.value;
-    let (id, loaded) =
-        login::check_login(&state, address, &req.email, req.password, &request_id.0).await?;
+    let (id, loaded) = login::check_login(
+        &state,
+        address,
+        &req.email,
+        req.password,
+        &request_id.origin(),
+    )
+    .await?;
     let session = session::open(&state, &loaded.customer, id).await?;
     Ok((
         StatusCode::CREATED,
@@ -127,7 +133,7 @@ pub async fn change_password(
         new_password_confirm: req.new_password_confirm,
     };
     let (version, new_session) =
-        account::change_password(&state, &session, address, request_id.0, change).await?;
+        account::change_password(&state, &session, address, request_id.origin(), change).await?;
     Ok(Json(PasswordChanged {
         customer_id: session.customer_id.as_uuid(),
         version,
@@ -149,7 +155,7 @@ pub async fn confirm_email(
     body: JsonBody<ConfirmEmailRequest>,
 ) -> ApiResult<Response> {
     let (_, outcome) =
-        links::confirm_email(&state, request_id.0, address, &body.value.token).await?;
+        links::confirm_email(&state, request_id.origin(), address, &body.value.token).await?;
     Ok(outcome
         .reply(StatusCode::OK, &ReplyShape::Command)
         .into_response())
@@ -169,7 +175,7 @@ pub async fn setup_password(
     let req = body.value;
     let outcome = links::setup_password(
         &state,
-        request_id.0,
+        request_id.origin(),
         address,
         &req.token,
         &req.password,

@@ -19,7 +19,6 @@ use crate::http::extract::Active;
 use crate::http::extract::{ClientAddress, RequestId};
 use crate::state::AppState;
 use crate::usecase::account::{self, EmailChange, PasswordChange};
-use crate::usecase::command::Origin;
 use crate::usecase::reply::EmailChangeAccepted;
 use crate::usecase::SelfServiceError;
 
@@ -153,7 +152,7 @@ pub(crate) async fn change_email(
         new_email,
         new_email_confirm: confirm,
     };
-    let origin = Origin::plain(request_id.0);
+    let origin = request_id.origin();
     let result = account::request_email_change(&state, &session.0, address, change, origin).await;
     let Err(err) = result else {
         return Ok(see_other("/account/change-email?sent=1", Vec::new()));
@@ -266,7 +265,8 @@ pub(crate) async fn change_password(
         new_password: value.new_password,
         new_password_confirm: value.new_password_confirm,
     };
-    let result = account::change_password(&state, &session.0, address, request_id.0, change).await;
+    let result =
+        account::change_password(&state, &session.0, address, request_id.origin(), change).await;
     let err = match result {
         Ok((_, new_session)) => {
             return Ok(see_other(

@@ -88,16 +88,26 @@ pub(crate) async fn setup_password_form(
     csrf: CsrfToken,
     Query(query): Query<TokenQuery>,
 ) -> Result<Response, PageError> {
-    let live = live_token(
-        &state,
-        address,
-        query.token.as_deref(),
-        TokenPurpose::PasswordSetup,
-    )
-    .await?;
+    let link = (TokenPurpose::PasswordSetup, Link::Setup);
+    link_page(&state, address, query, link, |token| {
+        setup_page(csrf, token, setup_fields())
+    })
+    .await
+}
+
+/// The page of a link: `page` while its token is live (not used yet), the
+/// "no longer valid" page otherwise.
+async fn link_page(
+    state: &AppState,
+    address: Option<std::net::IpAddr>,
+    query: TokenQuery,
+    (purpose, link): (TokenPurpose, Link),
+    page: impl FnOnce(&str) -> Page,
+) -> Result<Response, PageError> {
+    let live = live_token(state, address, query.token.as_deref(), purpose).await?;
     Ok(match live {
-        Some(token) => setup_page(csrf, &token, setup_fields()).render(),
-        None => link_expired(Link::Setup).render(),
+        Some(token) => page(&token).render(),
+        None => link_expired(link).render(),
     })
 }
 
@@ -128,7 +138,7 @@ pub(crate) async fn setup_password(
     }
     let result = links::setup_password(
         &state,
-        request_id.0,
+        request_id.origin(),
         address,
         &value.token,
         &value.password,
@@ -170,20 +180,13 @@ pub(crate) async fn confirm_email_form(
     csrf: CsrfToken,
     Query(query): Query<TokenQuery>,
 ) -> Result<Response, PageError> {
-    let live = live_token(
-        &state,
-        address,
-        query.token.as_deref(),
-        TokenPurpose::EmailChange,
-    )
-    .await?;
-    Ok(match live {
-        Some(token) => Page::new("confirm_email.html", "Confirm your new email address")
+    let link = (TokenPurpose::EmailChange, Link::Confirm);
+    link_page(&state, address, query, link, |token| {
+        Page::new("confirm_email.html", "Confirm your new email address")
             .csrf(csrf)
             .with(minijinja::context! { token => token })
-            .render(),
-        None => link_expired(Link::Confirm).render(),
     })
+    .await
 }
 
 /// Runs `ConfirmEmailChange` like `POST /v1/self/confirm-email`, then says
@@ -196,7 +199,7 @@ pub(crate) async fn confirm_email(
     form: PageForm<ConfirmEmailForm>,
 ) -> Result<Response, PageError> {
     let value = form.value;
-    let result = links::confirm_email(&state, request_id.0, address, &value.token).await;
+    let result = links::confirm_email(&state, request_id.origin(), address, &value.token).await;
     match result {
         Ok((customer_id, _)) => {
             let email = links::login_email(&state, customer_id).await?;

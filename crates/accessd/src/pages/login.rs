@@ -75,7 +75,15 @@ pub(crate) async fn submit(
             .code(StatusCode::UNPROCESSABLE_ENTITY)
             .render());
     }
-    match login::check_login(&state, address, &value.email, value.password, &request_id.0).await {
+    match login::check_login(
+        &state,
+        address,
+        &value.email,
+        value.password,
+        &request_id.origin(),
+    )
+    .await
+    {
         Ok((id, loaded)) => {
             let session = session::open(&state, &loaded.customer, id).await?;
             let to = if session.must_change_password {

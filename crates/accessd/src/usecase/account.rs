@@ -60,7 +60,7 @@ pub async fn change_password(
     state: &AppState,
     session: &CustomerSession,
     address: Option<IpAddr>,
-    request_id: String,
+    origin: Origin,
     change: PasswordChange,
 ) -> Result<(u64, SessionResponse), SelfServiceError> {
     let login = session.login_email();
@@ -70,12 +70,7 @@ pub async fn change_password(
         new_password,
         new_password_confirm: Secret::new(change.new_password_confirm),
     };
-    let request = CommandRequest::new(
-        session.actor(),
-        session.customer_id,
-        command,
-        Origin::plain(request_id),
-    );
+    let request = CommandRequest::new(session.actor(), session.customer_id, command, origin);
     let account = session.customer_id.to_string();
     let outcome = throttled(state, &account, address, request, wrong_password);
     let Some(version) = outcome.await?.version() else {

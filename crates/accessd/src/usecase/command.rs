@@ -33,16 +33,6 @@ pub struct Origin {
     pub idempotency: Option<Idempotency>,
 }
 
-impl Origin {
-    /// A request without conditions (the pages, the links, logins).
-    pub fn plain(request_id: String) -> Self {
-        Self {
-            request_id,
-            ..Self::default()
-        }
-    }
-}
-
 /// A retry-safe request: its key, and what identifies the request (method,
 /// path and body digest: [`fingerprint`]).
 #[derive(Debug, Clone)]

@@ -33,7 +33,7 @@ fn account(customer_id: CustomerId) -> String {
 /// pages).
 pub async fn setup_password(
     state: &AppState,
-    request_id: String,
+    origin: Origin,
     address: Option<IpAddr>,
     raw_token: &str,
     password: &str,
@@ -45,7 +45,7 @@ pub async fn setup_password(
         password: Password::parse(password, &[])?,
         password_confirm: Secret::new(password_confirm),
     };
-    run(state, request_id, address, customer_id, command).await
+    run(state, origin, address, customer_id, command).await
 }
 
 /// Completes a pending email change with the token of a validation link
@@ -53,13 +53,13 @@ pub async fn setup_password(
 /// ended with the change, and the outcome.
 pub async fn confirm_email(
     state: &AppState,
-    request_id: String,
+    origin: Origin,
     address: Option<IpAddr>,
     raw_token: &str,
 ) -> Result<(CustomerId, Outcome), SelfServiceError> {
     let (customer_id, token) = split(raw_token)?;
     let command = CustomerCommand::ConfirmEmailChange { token };
-    let outcome = run(state, request_id, address, customer_id, command).await?;
+    let outcome = run(state, origin, address, customer_id, command).await?;
     Ok((customer_id, outcome))
 }
 
@@ -67,7 +67,7 @@ pub async fn confirm_email(
 /// names and the client's address; a right one resets the count.
 async fn run(
     state: &AppState,
-    request_id: String,
+    origin: Origin,
     address: Option<IpAddr>,
     customer_id: CustomerId,
     command: CustomerCommand,
@@ -76,7 +76,7 @@ async fn run(
         Actor::Customer { customer_id },
         customer_id,
         command,
-        Origin::plain(request_id),
+        origin,
     );
     let wrong_link = |err: &SelfServiceError| matches!(err, SelfServiceError::InvalidToken);
     throttled(state, &account(customer_id), address, request, wrong_link).await

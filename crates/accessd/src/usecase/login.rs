@@ -24,7 +24,7 @@ pub async fn check_login(
     address: Option<IpAddr>,
     raw_email: &str,
     password: String,
-    request_id: &str,
+    origin: &Origin,
 ) -> Result<(CustomerId, Loaded), SelfServiceError> {
     let account = EmailAddress::parse(raw_email).map_or_else(
         |_| raw_email.trim().to_lowercase(),
@@ -50,7 +50,7 @@ pub async fn check_login(
         Ok(Some((found, rehash))) => {
             state.throttle().succeeded(&reserved).await;
             if rehash {
-                upgrade_password_hash(state, found.0, password, request_id).await;
+                upgrade_password_hash(state, found.0, password, origin).await;
             }
             Ok(found)
         }
@@ -106,7 +106,7 @@ async fn upgrade_password_hash(
     state: &AppState,
     customer_id: CustomerId,
     password: Secret,
-    request_id: &str,
+    origin: &Origin,
 ) {
     let request = CommandRequest::new(
         Actor::System {
@@ -114,7 +114,7 @@ async fn upgrade_password_hash(
         },
         customer_id,
         CustomerCommand::UpgradePasswordHash { password },
-        Origin::plain(request_id.to_string()),
+        origin.clone(),
     )
     .reason(Some(
         "password hash upgraded to the current parameters".to_string(),

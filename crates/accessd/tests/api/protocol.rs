@@ -670,7 +670,59 @@ async fn trace_context_follows_a_command(db: Db) {
     );
 }
 
+/// The customer's own commands keep the trace id too: a password set
+/// through a link and a password changed with a session.
+async fn a_trace_id_follows_the_customers_own_commands(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let traced = format!("00-{trace}-b7ad6b7169203331-01");
+    let headers = [("traceparent", traced.as_str())];
+    let email = "own-trace@example.com";
+    let id = app.register(email).await;
+    app.command(&id, "grant-access", json!({"send_notification": true}))
+        .await
+        .expect(200);
+    let token = app.token_from_mail(email, "/setup-password").await;
+    app.call_with(
+        Method::POST,
+        "/v1/self/setup-password",
+        None,
+        Some(json!({"token": token, "password": PW, "password_confirm": PW})),
+        &headers,
+    )
+    .await
+    .expect(200);
+    let session = app.session(email, PW).await;
+    app.call_with(
+        Method::POST,
+        "/v1/self/change-password",
+        Some(&session),
+        Some(json!({"current_password": PW, "new_password": PW2, "new_password_confirm": PW2})),
+        &headers,
+    )
+    .await
+    .expect(200);
+    let events = app
+        .get(&format!("/v1/customers/{id}/events"), AUDITOR)
+        .await
+        .expect(200);
+    let traced_types: Vec<&str> = events.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["metadata"]["correlation_id"] == trace)
+        .map(|e| e["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        traced_types,
+        ["PasswordSetupCompleted", "PasswordChanged"],
+        "{}",
+        events.body
+    );
+}
+
 crate::on_both_stores!(
+    a_trace_id_follows_the_customers_own_commands,
     every_error_code_of_the_contract,
     password_checks_are_throttled,
     idempotent_retries,
