@@ -348,10 +348,10 @@ impl Metrics {
         let behind = status.events_behind();
         self.relay_lag_events
             .set(i64::try_from(behind).unwrap_or(i64::MAX));
-        let seconds = match (behind, status.pending_since) {
-            (0, _) | (_, None) => 0.0,
-            (_, Some(at)) => (now - at).num_milliseconds().max(0) as f64 / 1000.0,
-        };
+        // The age of the oldest event not yet in the stream (0 caught up).
+        let seconds = status.pending_since.map_or(0.0, |at| {
+            (now - at).num_milliseconds().max(0) as f64 / 1000.0
+        });
         self.relay_lag_seconds.set(seconds);
         self.relay_position.set(status.checkpoint.global);
         self.relay_leader.set(i64::from(status.leader));
