@@ -475,64 +475,39 @@ impl Round<'_> {
     ) -> Result<Step, RelayError> {
         let (store, name) = (self.store, self.name);
         let db = store.sql();
-        if db.kind() == "postgres" {
-            if !hold(db, name, lease).await? {
-                let at = db.checkpoint(name).await.map_err(StoreError::from)?;
-                return Ok(Step::Idle { at, leader: false });
-            }
-            let checkpoint = db.checkpoint(name).await.map_err(StoreError::from)?;
-            let batch = self.read(checkpoint, tail).await?;
-            let after = batch.after;
-            let published = self.publish(batch, tail).await?;
-            let at = tail
-                .and_then(|t| t.position)
-                .unwrap_or(checkpoint)
-                .max(checkpoint);
-            if at > checkpoint {
-                // After the acknowledgement (or, when the stream holds
-                // more than the checkpoint says, as after a crash between
-                // the two: catching up). A short transaction of its own:
-                // one that holds a row lock holds back every feed reader.
-                let mut tx = db.begin().await.map_err(StoreError::from)?;
+        if db.kind() == "postgres" && !hold(db, name, lease).await? {
+            let at = db.checkpoint(name).await.map_err(StoreError::from)?;
+            return Ok(Step::Idle { at, leader: false });
+        }
+        let checkpoint = db.checkpoint(name).await.map_err(StoreError::from)?;
+        let batch = self.read(checkpoint, tail).await?;
+        let after = batch.after;
+        let published = self.publish(batch, tail).await?;
+        let at = tail
+            .and_then(|t| t.position)
+            .unwrap_or(checkpoint)
+            .max(checkpoint);
+        if at > checkpoint {
+            // After the acknowledgement (or, when the stream holds more
+            // than the checkpoint says, as after a crash between the two:
+            // catching up). A short transaction of its own: one that holds
+            // a row lock holds back every feed reader on PostgreSQL.
+            let mut tx = db.begin().await.map_err(StoreError::from)?;
+            let found = tx.lock_checkpoint(name).await.map_err(StoreError::from)?;
+            if found < at {
                 tx.set_checkpoint(name, at)
                     .await
                     .map_err(StoreError::from)?;
                 tx.commit().await.map_err(StoreError::from)?;
             }
-            Ok(match published {
-                Some(to) => {
-                    self.status.send_modify(|s| s.pending_since = after);
-                    Step::Relayed { to }
-                }
-                None => Step::Idle { at, leader: true },
-            })
-        } else {
-            let checkpoint = db.checkpoint(name).await.map_err(StoreError::from)?;
-            let batch = self.read(checkpoint, tail).await?;
-            let after = batch.after;
-            let published = self.publish(batch, tail).await?;
-            let at = tail
-                .and_then(|t| t.position)
-                .unwrap_or(checkpoint)
-                .max(checkpoint);
-            if at > checkpoint {
-                let mut tx = db.begin().await.map_err(StoreError::from)?;
-                let found = tx.lock_checkpoint(name).await.map_err(StoreError::from)?;
-                if found < at {
-                    tx.set_checkpoint(name, at)
-                        .await
-                        .map_err(StoreError::from)?;
-                    tx.commit().await.map_err(StoreError::from)?;
-                }
-            }
-            Ok(match published {
-                Some(to) => {
-                    self.status.send_modify(|s| s.pending_since = after);
-                    Step::Relayed { to }
-                }
-                None => Step::Idle { at, leader: true },
-            })
         }
+        Ok(match published {
+            Some(to) => {
+                self.status.send_modify(|s| s.pending_since = after);
+                Step::Relayed { to }
+            }
+            None => Step::Idle { at, leader: true },
+        })
     }
 
     /// Publishes a batch as a window of in-flight messages, each expecting

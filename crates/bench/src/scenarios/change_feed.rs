@@ -277,6 +277,13 @@ pub async fn change_feed(args: &Args, options: &ServiceOptions) -> Result<Vec<Ta
         "  backlog: {total} events written in {:.1} s",
         fill.elapsed.as_secs_f64()
     );
+    // Fresh planner statistics, as autovacuum gives a real database after
+    // a bulk load: without them (a server with autovacuum off) the feed's
+    // read plans a scan of every later event per batch.
+    store
+        .sql()
+        .execute(&access_store::sql::Query::new("ANALYZE"))
+        .await?;
     let read_started = Instant::now();
     let mut at = access_store::Position::START;
     let mut read = 0u64;
