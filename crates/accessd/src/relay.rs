@@ -531,8 +531,8 @@ impl Round<'_> {
         let sent = async {
             let mut acks = Vec::with_capacity(events.len());
             let mut forgotten = Vec::new();
-            let mut expected = from.sequence;
-            for event in events {
+            // Each message expects its predecessor's stream sequence.
+            for (expected, event) in (from.sequence..).zip(events) {
                 let forgets = matches!(event.event, CustomerEvent::CustomerForgotten { .. });
                 let item = FeedItem::from_event(event);
                 if forgets {
@@ -550,7 +550,6 @@ impl Round<'_> {
                     .expected_last_sequence(expected)
                     .payload(payload.into());
                 acks.push(js.send_publish(subject, message).await.map_err(nats)?);
-                expected += 1;
             }
             let mut sequence = from.sequence;
             let mut sequences = Vec::with_capacity(acks.len());
