@@ -54,11 +54,14 @@ impl Copy {
         let entry = self.customers.entry(item.customer_id.clone()).or_default();
         match item.event_type.as_str() {
             "CustomerRegistered" | "EmailChanged" | "EmailChangeConfirmed" => {
-                let email = ["email", "new_email"]
-                    .iter()
-                    .find_map(|k| item.data.get(*k).and_then(|v| v.as_str()));
-                if let Some(email) = email {
-                    entry.0 = Some(email.to_string());
+                entry.0 = email_of(item).or(entry.0.take());
+            }
+            // A customer brought in by a bulk import (with access when the
+            // import said so): like a registration.
+            "CustomerImported" => {
+                entry.0 = email_of(item).or(entry.0.take());
+                if item.data.get("access").is_some_and(|a| !a.is_null()) {
+                    entry.1 = true;
                 }
             }
             "AccessGranted" => entry.1 = true,
@@ -71,6 +74,14 @@ impl Copy {
         }
         self.last = Some(at);
     }
+}
+
+/// The login email an event carries.
+fn email_of(item: &FeedItem) -> Option<String> {
+    ["email", "new_email"]
+        .iter()
+        .find_map(|k| item.data.get(*k).and_then(|v| v.as_str()))
+        .map(str::to_string)
 }
 
 #[tokio::main]
@@ -122,4 +133,34 @@ async fn main() -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("ack: {e}"))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(position: &str, event_type: &str, data: serde_json::Value) -> FeedItem {
+        FeedItem {
+            position: position.into(),
+            customer_id: "c1".into(),
+            event_type: event_type.into(),
+            data,
+        }
+    }
+
+    #[test]
+    fn an_imported_customer_is_known_like_a_registered_one() {
+        let mut copy = Copy::default();
+        copy.apply(&item(
+            "0:1",
+            "CustomerImported",
+            serde_json::json!({"email": "ann@example.com", "access": "customer"}),
+        ));
+        assert_eq!(
+            copy.customers.get("c1"),
+            Some(&(Some("ann@example.com".to_string()), true))
+        );
+        copy.apply(&item("0:2", "CustomerForgotten", serde_json::json!({})));
+        assert!(copy.customers.is_empty());
+    }
 }

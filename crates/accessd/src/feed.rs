@@ -6,20 +6,22 @@
 //!   the one the projector follows: it never passes an event whose
 //!   transaction may still commit (the visibility watermark), so a cursor
 //!   handed out here never skips a slower transaction's event.
-//! - Waiting: [`FeedHub`] wakes waiters when a command of this process
-//!   commits ([`FeedHub::committed`]), and a watcher polls the store's head
-//!   every [`FeedHub::poll`] while anyone waits, for commits made by other
-//!   replicas or tools.
+//! - Waiting: one tail reader per replica ([`FeedHub`]) follows the feed
+//!   while anyone waits: at once when a command of this process commits
+//!   ([`FeedHub::committed`]), every [`FeedHub::poll`] for commits made by
+//!   other replicas or tools. Waiters at the feed's head take their events
+//!   from its memory (filtered there); a waiter further behind reads the
+//!   store, its filter in the SQL, at most [`MAX_SCAN`] events a request.
 //! - Items carry the event's data with personal fields opened (the store
 //!   opens them; `[forgotten]` once the customer is forgotten) and without
 //!   password hashes or token digests ([`without_secrets`]).
 
 use access_store::prelude::*;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use access_domain::CustomerId;
-use access_store::{Position, RecordedEvent, Store, StoreError};
+use access_store::{FeedSelection, Position, RecordedEvent, Store, StoreError};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::sync::watch;
@@ -28,12 +30,14 @@ use utoipa::ToSchema;
 
 use crate::http::dto::without_secrets;
 
-/// Events read per query when a filter may drop most of them.
-const SCAN_BATCH: u32 = 500;
-/// Most events one page looks at (matching or not) before it answers with
-/// what it has (a cursor further on): a filter that matches rarely cannot
-/// make one request read the whole store.
-const MAX_SCAN: usize = 20_000;
+/// Most events one request looks at in the store (matching or not) before
+/// it answers with what it has (a cursor further on): a filter that
+/// matches rarely cannot make one request read the whole store.
+pub const MAX_SCAN: u64 = 20_000;
+/// Events the shared tail keeps for the waiters at the feed's head.
+const TAIL_KEEP: usize = 4096;
+/// Events the tail reader reads per query.
+const TAIL_BATCH: u32 = 1000;
 /// The first pause while committed events wait for the watermark.
 const HELD_BACK_FIRST: Duration = Duration::from_millis(2);
 
@@ -125,88 +129,204 @@ pub struct Page {
     pub next: Position,
     /// The wait ended because the service is stopping.
     pub closing: bool,
+    /// Events of the store looked at (matching or not).
+    pub scanned: u64,
 }
 
-/// Up to `limit` matching events after `after`, without waiting.
+/// Up to `limit` matching events after `after`, without waiting, looking
+/// at no more than `budget` events of the store (the filter runs in the
+/// database).
 pub async fn read_page(
     store: &Store,
     after: Position,
     limit: usize,
     filter: &FeedFilter,
+    budget: u64,
 ) -> Result<Page, StoreError> {
-    let batch = if filter.is_empty() {
-        u32::try_from(limit).unwrap_or(SCAN_BATCH).max(1)
-    } else {
-        SCAN_BATCH
-    };
-    let mut page = Page {
-        next: after,
-        ..Page::default()
-    };
-    let mut scanned = 0;
-    loop {
-        let events = store.read_feed(page.next, batch).await?;
-        let read = events.len();
-        for e in events {
+    let limit32 = u32::try_from(limit).unwrap_or(u32::MAX).max(1);
+    if filter.is_empty() {
+        let events = store.read_feed(after, limit32).await?;
+        return Ok(Page {
+            next: events.last().map_or(after, |e| e.position),
+            scanned: events.len() as u64,
+            events,
+            closing: false,
+        });
+    }
+    let scan = u32::try_from(budget.min(MAX_SCAN))
+        .unwrap_or(u32::MAX)
+        .max(1);
+    let found = store
+        .read_feed_matching(
+            after,
+            scan,
+            limit32,
+            FeedSelection {
+                event_types: &filter.event_types,
+                customer_id: filter.customer_id,
+            },
+        )
+        .await?;
+    Ok(Page {
+        events: found.events,
+        next: found.next,
+        closing: false,
+        scanned: found.scanned,
+    })
+}
+
+/// The newest events of the feed as this replica's tail reader read them:
+/// every event after `start` up to `end`, in the feed's order. Waiters at
+/// the head of the feed take their events from here (filtered in memory)
+/// instead of each reading the store.
+#[derive(Debug, Default)]
+struct Tail {
+    /// False while nobody waits (the reader rests; waiters read the store).
+    live: bool,
+    start: Position,
+    end: Position,
+    events: VecDeque<RecordedEvent>,
+}
+
+impl Tail {
+    /// The page for a reader after `cursor`, when the tail covers it.
+    fn serve(&self, cursor: Position, limit: usize, filter: &FeedFilter) -> Option<Page> {
+        if !self.live || cursor < self.start {
+            return None;
+        }
+        let mut page = Page {
+            next: cursor.max(self.end),
+            ..Page::default()
+        };
+        let from = self.events.partition_point(|e| e.position <= cursor);
+        for e in self.events.range(from..) {
             if page.events.len() >= limit {
-                return Ok(page);
+                break;
             }
             page.next = e.position;
-            if filter.matches(&e) {
-                page.events.push(e);
+            if filter.matches(e) {
+                page.events.push(e.clone());
             }
         }
-        scanned += read;
-        if read < batch as usize || page.events.len() >= limit || scanned >= MAX_SCAN {
-            return Ok(page);
+        if page.events.len() < limit {
+            page.next = cursor.max(self.end);
         }
+        Some(page)
     }
 }
 
 /// Wakes the feed's waiters (long polls, SSE streams, the relay).
 #[derive(Clone)]
 pub struct FeedHub {
-    commits: watch::Sender<u64>,
+    /// The shared tail (its receivers are the waiters).
+    tail: watch::Sender<Tail>,
+    /// Commits of this process (the tail reader and the relay).
+    local: watch::Sender<u64>,
     closing: watch::Sender<bool>,
     poll: Duration,
 }
 
 impl FeedHub {
-    /// A hub whose watcher polls `store`'s head every `poll` while anyone
-    /// waits (commits of other processes).
+    /// A hub whose tail reader follows the feed while anyone waits: at
+    /// once when a command of this process commits, and every `poll` for
+    /// commits of other processes.
     pub fn spawn(store: Store, poll: Duration) -> Self {
-        let (commits, _) = watch::channel(0u64);
+        let (tail, _) = watch::channel(Tail::default());
+        let (local, _) = watch::channel(0u64);
         let (closing, _) = watch::channel(false);
         let hub = Self {
-            commits,
+            tail,
+            local,
             closing,
             poll,
         };
-        let watcher = hub.commits.clone();
-        let mut stop = hub.closing.subscribe();
-        tokio::spawn(async move {
-            let mut last = None;
-            loop {
+        tokio::spawn(hub.clone().follow(store));
+        hub
+    }
+
+    /// The tail reader: one read of the store per wake-up, whatever the
+    /// number of waiters.
+    async fn follow(self, store: Store) {
+        let mut local = self.local.subscribe();
+        let mut stop = self.closing.subscribe();
+        let mut held_back = Duration::ZERO;
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let pause = if self.tail.receiver_count() == 0 {
+                // Nobody waits: forget the tail (the next waiter reads the
+                // store until the reader has a place again).
+                if self.tail.borrow().live {
+                    self.tail.send_replace(Tail::default());
+                }
+                Some(self.poll)
+            } else {
+                match self.read_tail(&store).await {
+                    Ok(Read::More) => None,
+                    Ok(Read::UpToDate) => {
+                        held_back = Duration::ZERO;
+                        Some(self.poll)
+                    }
+                    Ok(Read::HeldBack) => {
+                        held_back = (held_back * 2).max(HELD_BACK_FIRST).min(self.poll);
+                        Some(held_back)
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "feed tail not read");
+                        Some(self.poll)
+                    }
+                }
+            };
+            if let Some(pause) = pause {
+                local.borrow_and_update();
                 tokio::select! {
-                    () = tokio::time::sleep(poll) => {}
+                    _ = local.changed() => {}
+                    () = tokio::time::sleep(pause) => {}
                     _ = stop.changed() => return,
                 }
-                if watcher.receiver_count() == 0 {
-                    // Nobody waits: the next waiter reads the store first.
-                    last = None;
-                    continue;
-                }
-                match store.head().await {
-                    Ok(head) if Some(head) != last => {
-                        last = Some(head);
-                        watcher.send_modify(|n| *n = n.wrapping_add(1));
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::debug!(error = %e, "feed watcher: head not read"),
+            }
+        }
+    }
+
+    /// Reads what follows the tail.
+    async fn read_tail(&self, store: &Store) -> Result<Read, StoreError> {
+        let (live, end) = {
+            let tail = self.tail.borrow();
+            (tail.live, tail.end)
+        };
+        if !live {
+            // A place no later commit can come before.
+            let head = store.feed_head().await?;
+            self.tail.send_replace(Tail {
+                live: true,
+                start: head,
+                end: head,
+                events: VecDeque::new(),
+            });
+            return Ok(Read::More);
+        }
+        let events = store.read_feed(end, TAIL_BATCH).await?;
+        if events.is_empty() {
+            return Ok(if store.head().await? > end {
+                Read::HeldBack
+            } else {
+                Read::UpToDate
+            });
+        }
+        let full = events.len() >= TAIL_BATCH as usize;
+        self.tail.send_modify(|tail| {
+            for e in events {
+                tail.end = e.position;
+                tail.events.push_back(e);
+            }
+            while tail.events.len() > TAIL_KEEP {
+                if let Some(e) = tail.events.pop_front() {
+                    tail.start = e.position;
                 }
             }
         });
-        hub
+        Ok(if full { Read::More } else { Read::UpToDate })
     }
 
     /// How often other processes' commits are looked for.
@@ -214,9 +334,9 @@ impl FeedHub {
         self.poll
     }
 
-    /// A command of this process committed: wake the waiters now.
+    /// A command of this process committed: wake the tail reader now.
     pub fn committed(&self) {
-        self.commits.send_modify(|n| *n = n.wrapping_add(1));
+        self.local.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// The service is stopping: open waits and streams end.
@@ -228,13 +348,15 @@ impl FeedHub {
         *self.closing.borrow()
     }
 
-    /// A receiver woken at each commit seen (for the relay).
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.commits.subscribe()
+    /// A receiver woken at each commit of this process (for the relay; it
+    /// does not keep the tail reader polling the store).
+    pub fn local_commits(&self) -> watch::Receiver<u64> {
+        self.local.subscribe()
     }
 
     /// Up to `limit` matching events after `after`; when there are none,
-    /// waits up to `wait` for some (returns as soon as there is one).
+    /// waits up to `wait` for some (returns as soon as there is one). One
+    /// request looks at no more than [`MAX_SCAN`] events of the store.
     pub async fn wait_page(
         &self,
         store: &Store,
@@ -244,48 +366,104 @@ impl FeedHub {
         wait: Duration,
     ) -> Result<Page, StoreError> {
         let deadline = Instant::now() + wait;
-        let mut commits = self.commits.subscribe();
+        let mut tail = self.tail.subscribe();
         let mut closing = self.closing.subscribe();
         let mut cursor = after;
-        let mut held_back_wait = Duration::ZERO;
+        let mut budget = MAX_SCAN;
         loop {
-            commits.borrow_and_update();
-            let mut page = read_page(store, cursor, limit, filter).await?;
-            if !page.events.is_empty() || wait.is_zero() {
+            let served = tail.borrow_and_update().serve(cursor, limit, filter);
+            let mut page = match served {
+                Some(page) => page,
+                None => {
+                    let page = read_page(store, cursor, limit, filter, budget).await?;
+                    budget = budget.saturating_sub(page.scanned.max(1));
+                    page
+                }
+            };
+            if !page.events.is_empty() || wait.is_zero() || budget == 0 {
                 return Ok(page);
             }
+            let moved = page.next > cursor;
             cursor = page.next;
             let now = Instant::now();
             if now >= deadline || *closing.borrow() {
                 page.closing = *closing.borrow();
                 return Ok(page);
             }
-            // Committed events the feed does not show yet wait for the
-            // visibility watermark (an older transaction is still open):
-            // look again soon rather than wait for a wake-up.
-            let pause = if store.head().await? > cursor {
-                held_back_wait = (held_back_wait * 2).max(HELD_BACK_FIRST).min(self.poll);
-                held_back_wait
-            } else {
-                held_back_wait = Duration::ZERO;
-                deadline - now
-            };
+            if moved {
+                // Passed events a filter left out: look on at once.
+                continue;
+            }
             tokio::select! {
-                changed = commits.changed() => {
+                changed = tail.changed() => {
                     if changed.is_err() {
                         tokio::time::sleep(self.poll.min(deadline - now)).await;
                     }
                 }
-                () = tokio::time::sleep(pause.min(deadline - now)) => {}
+                () = tokio::time::sleep(deadline - now) => {}
                 _ = closing.changed() => {}
             }
         }
     }
 }
 
+/// What a read of the tail found.
+enum Read {
+    /// Events, maybe more: read again at once.
+    More,
+    UpToDate,
+    /// Committed events wait for the visibility watermark.
+    HeldBack,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn at(global: i64) -> Position {
+        Position { tx: 0, global }
+    }
+
+    fn forgotten(global: i64) -> RecordedEvent {
+        RecordedEvent {
+            position: at(global),
+            customer_id: CustomerId::new_random(),
+            sequence: 1,
+            event: access_domain::CustomerEvent::CustomerForgotten { at: Utc::now() },
+            metadata: HashMap::new(),
+            recorded_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn the_shared_tail_serves_only_the_cursors_it_covers() {
+        let tail = Tail {
+            live: true,
+            start: at(2),
+            end: at(5),
+            events: [3, 4, 5].into_iter().map(forgotten).collect(),
+        };
+        let all = FeedFilter::default();
+        let positions = |page: &Page| page.events.iter().map(|e| e.position).collect::<Vec<_>>();
+        // Behind the tail: the reader reads the store.
+        assert!(tail.serve(at(1), 10, &all).is_none());
+        let page = tail.serve(at(3), 10, &all).unwrap();
+        assert_eq!((positions(&page), page.next), (vec![at(4), at(5)], at(5)));
+        let page = tail.serve(at(2), 1, &all).unwrap();
+        assert_eq!((positions(&page), page.next), (vec![at(3)], at(3)));
+        // Ahead of the tail (a cursor from another replica): wait.
+        let page = tail.serve(at(7), 10, &all).unwrap();
+        assert_eq!((positions(&page), page.next), (vec![], at(7)));
+        // A filter passes what it leaves out.
+        let revoked = FeedFilter {
+            event_types: vec!["AccessRevoked".into()],
+            customer_id: None,
+        };
+        let page = tail.serve(at(2), 10, &revoked).unwrap();
+        assert_eq!((positions(&page), page.next), (vec![], at(5)));
+        // Not live: nothing is served from memory.
+        assert!(Tail::default().serve(at(0), 10, &all).is_none());
+    }
 
     #[test]
     fn event_types_become_snake_case_subject_tokens() {

@@ -71,12 +71,57 @@ pub trait EventStore: Send + Sync {
 
 /// Every event column, with the customer's key (to open personal data).
 fn select_event(db: &Db) -> String {
+    format!("SELECT {} {}", event_columns(db), event_source(""))
+}
+
+/// The columns of [`select_event`].
+fn event_columns(db: &Db) -> String {
     format!(
-        "SELECT global_position, {} AS tx, aggregate_id, sequence, event_type, event_version, \
-         payload, metadata, recorded_at, k.wrapped_key, k.customer_id IS NOT NULL AS has_key \
-         FROM events LEFT JOIN customer_keys k ON k.customer_id = events.aggregate_id",
+        "global_position, {} AS tx, aggregate_id, sequence, event_type, event_version, \
+         payload, metadata, recorded_at, k.wrapped_key, k.customer_id IS NOT NULL AS has_key",
         db.sql().event_tx
     )
+}
+
+/// The `FROM` of [`select_event`], with `join` (a join on `events`) before
+/// the key's.
+fn event_source(join: &str) -> String {
+    format!("FROM events{join} LEFT JOIN customer_keys k ON k.customer_id = events.aggregate_id")
+}
+
+/// Which events a filtered feed read wants (empty: any).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FeedSelection<'a> {
+    /// Any of these event types.
+    pub event_types: &'a [String],
+    pub customer_id: Option<CustomerId>,
+}
+
+/// What a filtered feed read found.
+#[derive(Debug, Default)]
+pub struct FeedScan {
+    /// The matching events, in the global order.
+    pub events: Vec<RecordedEvent>,
+    /// After every event looked at (the last match when `limit` stopped
+    /// the read); the `after` given when there was nothing to look at.
+    pub next: Position,
+    /// Events looked at (matching or not).
+    pub scanned: u64,
+}
+
+impl FeedSelection<'_> {
+    /// The condition, its values bound into `q`.
+    fn push_condition(&self, q: &mut Query) {
+        q.push("(1 = 1");
+        if !self.event_types.is_empty() {
+            q.push(" AND event_type");
+            q.push_in(self.event_types.iter().map(String::as_str));
+        }
+        if let Some(id) = self.customer_id {
+            q.push(" AND aggregate_id = ").push_bind(id.to_string());
+        }
+        q.push(")");
+    }
 }
 
 /// A row's place in the global order (`tx` as text: PostgreSQL's xid8).
@@ -125,6 +170,78 @@ fn decode_rows(rows: &[Row], keyring: &Keyring) -> Result<Vec<RecordedEvent>, St
 }
 
 impl Store {
+    /// Up to `limit` events after `after` that match `selection`, looking
+    /// at no more than `scan` events of the feed (the filter runs in the
+    /// database): a rare filter cannot make one read go through the whole
+    /// store. Never passes an event whose transaction may still commit
+    /// (as [`EventStore::read_feed`]).
+    pub async fn read_feed_matching(
+        &self,
+        after: Position,
+        scan: u32,
+        limit: u32,
+        selection: FeedSelection<'_>,
+    ) -> Result<FeedScan, StoreError> {
+        let sql = self.db.sql();
+        // The window: the next `scan` events, numbered; then its matches
+        // and its last event (where the cursor goes when the matches do
+        // not fill `limit`).
+        let mut q = Query::new(format!(
+            "WITH w AS (SELECT global_position, row_number() OVER (ORDER BY {}) AS n \
+             FROM events WHERE aggregate_type = $1",
+            sql.feed_order
+        ))
+        .bind(AGGREGATE_TYPE);
+        self.db.push_feed_after(&mut q, after);
+        q.push(&format!(" ORDER BY {} LIMIT ", sql.feed_order))
+            .push_bind(i64::from(scan.max(1)));
+        q.push(&format!(") SELECT {}, w.n AS n, ", event_columns(&self.db)));
+        selection.push_condition(&mut q);
+        q.push(&format!(
+            " AS matched {} WHERE ",
+            event_source(" JOIN w USING (global_position)")
+        ));
+        selection.push_condition(&mut q);
+        q.push(" OR w.n = (SELECT max(n) FROM w) ORDER BY w.n LIMIT ")
+            .push_bind(i64::from(limit) + 1);
+        let rows = self.db.read(&q).await?;
+        let mut found = FeedScan {
+            next: after,
+            ..FeedScan::default()
+        };
+        let keyring = self.keyring()?;
+        let upcasters = codec::shared_upcasters();
+        let mut opener = Opener::new(keyring);
+        for row in &rows {
+            if found.events.len() >= limit as usize {
+                break;
+            }
+            found.next = position_of(row)?;
+            found.scanned = u64::try_from(row.int("n")?).unwrap_or_default();
+            if row.bool("matched")? {
+                found
+                    .events
+                    .push(codec::decode(raw_row(row)?, &upcasters, &mut opener)?);
+            }
+        }
+        Ok(found)
+    }
+
+    /// The newest event the feed shows now (START when none): a reader that
+    /// starts after it misses no event that commits later.
+    pub async fn feed_head(&self) -> Result<Position, StoreError> {
+        let sql = self.db.sql();
+        let mut q = Query::new(format!(
+            "SELECT {} AS tx, global_position FROM events WHERE aggregate_type = $1",
+            sql.event_tx
+        ))
+        .bind(AGGREGATE_TYPE);
+        self.db.push_feed_after(&mut q, Position::START);
+        q.push(&format!(" ORDER BY {} LIMIT 1", sql.feed_order_desc));
+        let row = self.db.read_optional(&q).await?;
+        row.as_ref().map_or(Ok(Position::START), position_of)
+    }
+
     /// The customer's state, and with `with_key` its live data key (for a
     /// command's append).
     pub(crate) async fn load_current(

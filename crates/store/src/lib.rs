@@ -57,7 +57,7 @@ pub use accounts::{Accounts, SessionRecord, StoredApiKey};
 pub use cache::CacheStats;
 pub use codec::AGGREGATE_TYPE;
 pub use error::StoreError;
-pub use events::EventStore;
+pub use events::{EventStore, FeedScan, FeedSelection};
 pub use execute::{ExecuteError, Executed, Execution, OutboxInput};
 pub use idempotency::Idempotency;
 pub use keys::{KeyAdmin, Keyring, MasterKey};

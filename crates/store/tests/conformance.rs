@@ -879,6 +879,86 @@ async fn sessions_api_keys_and_lookup_by_email(store: Store) {
     assert_eq!(keys[0].secret_digest, "abc");
 }
 
+/// A filtered feed read gives the matching events in the feed's order,
+/// looks at no more than `scan` events, and its cursor passes every event
+/// it looked at; read on from the cursors, it sees every match once.
+async fn a_filtered_feed_read_is_bounded_and_loses_nothing(store: Store) {
+    let mut granted = Vec::new();
+    for i in 0..6 {
+        let id = customer_with_access(&store, &format!("f{i}@example.com")).await;
+        granted.push(id);
+    }
+    // On PostgreSQL another open transaction on the server holds the feed
+    // back for a moment (the watermark): wait until it shows everything.
+    let total = store.count_events().await.unwrap() as usize;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut all = read_all(&store).await;
+    while all.len() < total {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the feed shows {} of {total}",
+            all.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        all = read_all(&store).await;
+    }
+    let grants = vec!["AccessGranted".to_string()];
+    let wanted: Vec<_> = all
+        .iter()
+        .filter(|e| e.event.type_name() == "AccessGranted")
+        .map(|e| e.position)
+        .collect();
+    assert_eq!(wanted.len(), 6);
+    let selection = access_store::FeedSelection {
+        event_types: &grants,
+        customer_id: None,
+    };
+    // A window of 4 events: at most 4 looked at, the cursor at the 4th.
+    let first = store
+        .read_feed_matching(Position::START, 4, 100, selection)
+        .await
+        .unwrap();
+    assert_eq!(first.scanned, 4);
+    assert_eq!(first.next, all[3].position);
+    assert!(first.events.iter().all(|e| e.position <= all[3].position));
+    // Read on in windows of 5, 2 matches a read at most.
+    let mut after = Position::START;
+    let mut seen = Vec::new();
+    loop {
+        let page = store
+            .read_feed_matching(after, 5, 2, selection)
+            .await
+            .unwrap();
+        assert!(page.scanned <= 5 && page.events.len() <= 2);
+        seen.extend(page.events.iter().map(|e| e.position));
+        if page.next == after {
+            break;
+        }
+        after = page.next;
+    }
+    assert_eq!(seen, wanted);
+    // One customer's events.
+    let one = store
+        .read_feed_matching(
+            Position::START,
+            1000,
+            100,
+            access_store::FeedSelection {
+                event_types: &[],
+                customer_id: Some(granted[2]),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(one.events.len(), 3);
+    assert!(one.events.iter().all(|e| e.customer_id == granted[2]));
+    assert_eq!(one.next, all.last().unwrap().position);
+    assert_eq!(
+        store.feed_head().await.unwrap(),
+        all.last().unwrap().position
+    );
+}
+
 // ---------------------------------------------------------------------------
 // each test on both stores
 // ---------------------------------------------------------------------------
@@ -899,6 +979,7 @@ access_store::on_both_stores!(
     idempotency_records_are_stored_with_the_events,
     corrupt_rows_give_clear_errors_naming_customer_and_position,
     sessions_api_keys_and_lookup_by_email,
+    a_filtered_feed_read_is_bounded_and_loses_nothing,
 );
 
 // ---------------------------------------------------------------------------

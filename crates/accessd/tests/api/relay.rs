@@ -438,8 +438,191 @@ async fn relay_is_exactly_once_after_sigkill_mid_relay(db: Db) {
     delete_stream(MACHINE_NATS, &names.stream).await;
 }
 
+/// The stream the relay would create, made by the test first (the relay
+/// uses a stream it finds) so that the test can set its limits.
+async fn make_stream(
+    url: &str,
+    names: &Names,
+    adjust: impl FnOnce(&mut jetstream::stream::Config),
+) {
+    let js = jetstream::new(async_nats::connect(url).await.unwrap());
+    let mut config = jetstream::stream::Config {
+        name: names.stream.clone(),
+        subjects: vec![format!("{}.>", names.prefix)],
+        storage: jetstream::stream::StorageType::File,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    };
+    adjust(&mut config);
+    js.create_stream(config).await.unwrap();
+}
+
+async fn update_stream(
+    url: &str,
+    names: &Names,
+    adjust: impl FnOnce(&mut jetstream::stream::Config),
+) {
+    let js = jetstream::new(async_nats::connect(url).await.unwrap());
+    let mut stream = js.get_stream(&names.stream).await.unwrap();
+    let mut config = stream.info().await.unwrap().config.clone();
+    adjust(&mut config);
+    js.update_stream(config).await.unwrap();
+}
+
+/// Waits until the relay has counted an error.
+async fn wait_for_relay_error(app: &TestApp) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = app.state.relay().unwrap().status();
+        if status.errors > 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no relay error seen: {status:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// JetStream refuses one message of a batch (here: too large for the
+/// stream) while the ones after it would be taken: the relay must not let
+/// later events into the stream before it, so once the message fits the
+/// stream still holds every event once, in position order.
+async fn relay_keeps_position_order_when_jetstream_refuses_a_message(db: Db) {
+    let names = names();
+    make_stream(MACHINE_NATS, &names, |_| {}).await;
+    let app = TestApp::spawn_with(db, |c| relay_to(c, MACHINE_NATS, &names)).await;
+    some_events(&app, "small", 3).await;
+    let before = expected_in_stream(&app).await.len() as u64;
+    wait_for_stream(MACHINE_NATS, &names.stream, before).await;
+    let largest = stream_messages(MACHINE_NATS, &names.stream)
+        .await
+        .iter()
+        .map(|(_, _, body)| body.to_string().len())
+        .max()
+        .unwrap();
+    // Room for the small events (and their headers), not for the big one.
+    let limit = i32::try_from(largest + 200).unwrap();
+    update_stream(MACHINE_NATS, &names, |c| c.max_message_size = limit).await;
+    app.post(
+        "/v1/customers",
+        SERVICE,
+        json!({"email": "big@example.com", "name": "B".repeat(200), "reason": "r".repeat(400)}),
+    )
+    .await
+    .expect(201);
+    wait_for_relay_error(&app).await;
+    // Small events after the refused one, and time for the relay's
+    // retries to offer them to JetStream.
+    some_events(&app, "later", 3).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    update_stream(MACHINE_NATS, &names, |c| c.max_message_size = -1).await;
+    assert_exactly_once(&app, MACHINE_NATS, &names).await;
+    app.stop().await;
+    delete_stream(MACHINE_NATS, &names.stream).await;
+}
+
+/// The relay's checkpoint lags the stream (as after a crash between
+/// JetStream's acknowledgement and the checkpoint's move) for longer than
+/// the stream's duplicate window: the relay resumes after the stream's
+/// last message, so nothing is stored twice.
+async fn relay_resumes_after_the_streams_last_message_past_the_duplicate_window(db: Db) {
+    let names = names();
+    make_stream(MACHINE_NATS, &names, |c| {
+        c.duplicate_window = Duration::from_millis(500)
+    })
+    .await;
+    let app = TestApp::spawn_with(db, |c| relay_to(c, MACHINE_NATS, &names)).await;
+    some_events(&app, "first", 4).await;
+    let before = expected_in_stream(&app).await.len() as u64;
+    wait_for_stream(MACHINE_NATS, &names.stream, before).await;
+    // The checkpoint back at the start; the duplicate window passes.
+    let checkpoint = format!("nats:{}", names.stream);
+    let mut tx = app.state.store().sql().begin().await.unwrap();
+    tx.set_checkpoint(&checkpoint, access_store::Position::START)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    some_events(&app, "then", 2).await;
+    assert_exactly_once(&app, MACHINE_NATS, &names).await;
+    app.stop().await;
+    delete_stream(MACHINE_NATS, &names.stream).await;
+}
+
+/// The relay's rounds (each a look at the store) over `period`.
+async fn rounds_over(app: &TestApp, period: Duration) -> u64 {
+    let before = app.state.relay().unwrap().status().rounds;
+    tokio::time::sleep(period).await;
+    app.state.relay().unwrap().status().rounds - before
+}
+
+/// With nothing to relay the relay rests: a round per second at most
+/// (its fallback look), not a poll every few milliseconds.
+async fn an_idle_relay_rests(db: Db) {
+    let names = names();
+    let app = TestApp::spawn_with(db, |c| relay_to(c, MACHINE_NATS, &names)).await;
+    some_events(&app, "idle", 2).await;
+    let total = expected_in_stream(&app).await.len() as u64;
+    wait_for_stream(MACHINE_NATS, &names.stream, total).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rounds = rounds_over(&app, Duration::from_secs(3)).await;
+    assert!(rounds <= 4, "{rounds} relay rounds in 3 idle seconds");
+    // A commit still wakes it: relayed well before the 1-second look
+    // (measured from the command's answer; a loaded machine's watermark
+    // may hold the event back a little).
+    app.register("wake@example.com").await;
+    let answered = Instant::now();
+    wait_for_stream(MACHINE_NATS, &names.stream, total + 1).await;
+    assert!(
+        answered.elapsed() < Duration::from_millis(800),
+        "relayed {:?} after the answer",
+        answered.elapsed()
+    );
+    app.stop().await;
+    delete_stream(MACHINE_NATS, &names.stream).await;
+}
+
+/// A replica that does not hold the relay tries for it at a slow pace,
+/// not at every commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_without_the_relay_tries_for_it_slowly_on_postgres() {
+    let names = names();
+    let app = TestApp::spawn_with(Db::Postgres, |c| relay_to(c, MACHINE_NATS, &names)).await;
+    some_events(&app, "lead", 1).await;
+    wait_for_stream(MACHINE_NATS, &names.stream, 1).await;
+    let other = app
+        .replica(|c| {
+            relay_to(c, MACHINE_NATS, &names);
+            c.projector = false;
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (leader, follower) = if app.state.relay().unwrap().status().leader {
+        (&app, &other)
+    } else {
+        (&other, &app)
+    };
+    let before = follower.state.relay().unwrap().status().rounds;
+    let load = async {
+        for round in 0..3 {
+            some_events(leader, &format!("load{round}-"), 3).await;
+            some_events(follower, &format!("load{round}+"), 3).await;
+        }
+    };
+    let ((), ()) = tokio::join!(load, tokio::time::sleep(Duration::from_secs(3)));
+    let rounds = follower.state.relay().unwrap().status().rounds - before;
+    assert!(!follower.state.relay().unwrap().status().leader);
+    assert!(rounds <= 3, "the follower looked {rounds} times in 3 s");
+    assert_exactly_once(&app, MACHINE_NATS, &names).await;
+    other.stop().await;
+    app.stop().await;
+    delete_stream(MACHINE_NATS, &names.stream).await;
+}
+
 crate::on_both_stores!(
     relay_publishes_every_event_once_in_order,
+    relay_keeps_position_order_when_jetstream_refuses_a_message,
+    relay_resumes_after_the_streams_last_message_past_the_duplicate_window,
+    an_idle_relay_rests,
     relay_catches_up_after_nats_is_stopped_and_started_under_load,
     relay_is_exactly_once_after_sigkill_mid_relay,
 );
