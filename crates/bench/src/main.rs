@@ -86,12 +86,13 @@ pub struct Args {
     #[arg(long = "accessd-env", value_name = "KEY=VALUE")]
     pub accessd_env: Vec<String>,
 
-    /// Scenarios to run (1..=10; 3 runs with 1, 5 with 4). 8 and 9 use
-    /// the store directly and need no `accessd`; 10 needs NATS.
+    /// Scenarios to run (1..=11; 3 runs with 1, 5 with 4). 8 and 9 use
+    /// the store directly and need no `accessd`; 10 needs NATS; 11 runs
+    /// `accessctl` (next to this binary).
     #[arg(long, value_delimiter = ',', default_value = "1,2,4,6,7,8,9,10")]
     pub scenarios: Vec<u32>,
 
-    /// The databases of scenarios 8 and 9.
+    /// The databases of scenarios 8, 9 and 11.
     #[arg(long, value_delimiter = ',', default_value = "postgres,sqlite")]
     pub stores: Vec<StoreKind>,
 
@@ -119,6 +120,10 @@ pub struct Args {
     /// NATS with JetStream for scenario 10.
     #[arg(long, default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+
+    /// Rows of scenario 11's import file.
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub import_rows: u64,
 
     /// Batch sizes of scenario 8's full reads of the feed (one read each).
     #[arg(long, value_delimiter = ',', default_value = "1000,5000", value_parser = clap::value_parser!(u32).range(1..))]
@@ -156,13 +161,14 @@ impl Args {
             self.max_appends = 2000;
             self.feed_clients = 4;
             self.feed_backlog = 2000;
+            self.import_rows = 2000;
         }
         self
     }
 
     fn validate(&self) -> Result<()> {
-        if let Some(n) = self.scenarios.iter().find(|n| !(1..=10).contains(*n)) {
-            anyhow::bail!("--scenarios: no scenario {n} (1..=10)");
+        if let Some(n) = self.scenarios.iter().find(|n| !(1..=11).contains(*n)) {
+            anyhow::bail!("--scenarios: no scenario {n} (1..=11)");
         }
         if !(self.append_seconds > 0.0 && self.append_seconds.is_finite()) {
             anyhow::bail!("--append-seconds {}: must be positive", self.append_seconds);
@@ -329,6 +335,9 @@ async fn main() -> Result<()> {
     }
     if args.scenarios.contains(&10) {
         targets.extend(scenarios::change_feed::change_feed(&args, &options).await?);
+    }
+    if args.scenarios.contains(&11) {
+        targets.extend(scenarios::import::import(&args).await?);
     }
 
     println!(

@@ -256,7 +256,9 @@ pub enum CustomerEvent {
     CustomerImported {
         customer_id: CustomerId,
         source: ImportSource,
-        external_id: Option<ExternalId>,
+        /// The customer's id in the old system: personal (it names the
+        /// person there), sealed like the email and the name.
+        external_id: Option<Personal<ExternalId>>,
         email: Personal<EmailAddress>,
         name: Option<Personal<CustomerName>>,
         access: Option<Role>,
@@ -346,11 +348,21 @@ impl CustomerEvent {
     fn personal_fields(&mut self) -> PersonalFields<'_> {
         let mut emails: Vec<(&'static str, &mut Personal<EmailAddress>)> = Vec::new();
         let mut names: Vec<(&'static str, &mut Personal<CustomerName>)> = Vec::new();
+        let mut externals: Vec<(&'static str, &mut Personal<ExternalId>)> = Vec::new();
         match self {
-            Self::CustomerRegistered { email, name, .. }
-            | Self::CustomerImported { email, name, .. } => {
+            Self::CustomerRegistered { email, name, .. } => {
                 emails.push(("email", email));
                 names.extend(name.as_mut().map(|n| ("name", n)));
+            }
+            Self::CustomerImported {
+                email,
+                name,
+                external_id,
+                ..
+            } => {
+                emails.push(("email", email));
+                names.extend(name.as_mut().map(|n| ("name", n)));
+                externals.extend(external_id.as_mut().map(|e| ("external_id", e)));
             }
             Self::EmailChanged {
                 old_email,
@@ -380,7 +392,11 @@ impl CustomerEvent {
             | Self::PasswordRehashed { .. }
             | Self::CustomerForgotten { .. } => {}
         }
-        PersonalFields { emails, names }
+        PersonalFields {
+            emails,
+            names,
+            externals,
+        }
     }
 
     /// Seals every personal field with `cipher` (before storing).
@@ -390,6 +406,9 @@ impl CustomerEvent {
             field.seal_with(name, cipher)?;
         }
         for (name, field) in fields.names {
+            field.seal_with(name, cipher)?;
+        }
+        for (name, field) in fields.externals {
             field.seal_with(name, cipher)?;
         }
         Ok(())
@@ -403,6 +422,9 @@ impl CustomerEvent {
             field.open_with(name, cipher)?;
         }
         for (name, field) in fields.names {
+            field.open_with(name, cipher)?;
+        }
+        for (name, field) in fields.externals {
             field.open_with(name, cipher)?;
         }
         Ok(())
@@ -425,13 +447,15 @@ impl CustomerEvent {
         let fields = self.personal_fields();
         let emails = fields.emails.iter().filter_map(|(_, f)| sealed(f));
         let names = fields.names.iter().filter_map(|(_, f)| sealed(f));
-        emails.chain(names).collect()
+        let externals = fields.externals.iter().filter_map(|(_, f)| sealed(f));
+        emails.chain(names).chain(externals).collect()
     }
 }
 
 struct PersonalFields<'a> {
     emails: Vec<(&'static str, &'a mut Personal<EmailAddress>)>,
     names: Vec<(&'static str, &'a mut Personal<CustomerName>)>,
+    externals: Vec<(&'static str, &'a mut Personal<ExternalId>)>,
 }
 
 impl DomainEvent for CustomerEvent {
@@ -507,7 +531,7 @@ mod tests {
             CustomerEvent::CustomerImported {
                 customer_id: CustomerId::new_random(),
                 source: ImportSource::parse("old portal").unwrap(),
-                external_id: Some(ExternalId::parse("42").unwrap()),
+                external_id: Some(Personal::Known(ExternalId::parse("ann-4711").unwrap())),
                 email: email("ann@example.com"),
                 name: Some(Personal::Known(CustomerName::parse("Ann Smith").unwrap())),
                 access: Some(Role::CustomerCenter),
@@ -524,6 +548,7 @@ mod tests {
             let mut sealed = event.clone();
             sealed.seal(&Rot(true)).unwrap();
             let json = serde_json::to_string(&sealed).unwrap();
+            // Names, emails and an old system's id (`ann-4711`) alike.
             assert!(!json.contains("ann") && !json.contains("Smith"), "{json}");
             assert!(json.contains("{\"sealed\":"), "{json}");
             // Stored and read back: still sealed until opened.
