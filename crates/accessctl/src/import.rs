@@ -222,6 +222,7 @@ pub async fn run(store: &Store, args: &ImportArgs) -> anyhow::Result<ExitCode> {
     let reason = format!("imported from {source}");
     let mut batch: Vec<(u64, Result<PendingRow, RowError>)> = Vec::with_capacity(batch_size);
     let mut rows = rows.peekable();
+    let mut batches = 0u64;
     while let Some((line, row)) = rows.next() {
         let parsed = row.and_then(|row| {
             let command = import::parse_row(&row, &source, keyring)?;
@@ -249,9 +250,17 @@ pub async fn run(store: &Store, args: &ImportArgs) -> anyhow::Result<ExitCode> {
             continue;
         }
         let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
+        batches += 1;
+        // The tables grew since the planner last looked (inside the batch's
+        // future: the batches in flight keep being driven meanwhile, and
+        // one of them may hold SQLite's one writer connection).
+        let analyze = batches.is_power_of_two() && !args.dry_run;
         let services = &services;
         let dry_run = args.dry_run;
         running.push_back(async move {
+            if analyze {
+                store.import_statistics().await?;
+            }
             store
                 .import_lines(services, full, dry_run, &no_mail)
                 .await

@@ -143,12 +143,6 @@ pub async fn import(args: &Args) -> Result<Vec<Target>> {
             "  [{name}] {rows} customers in {seconds:.1} s = {rate:.0} customers/s; \
              accessctl peak RSS {rss_mb:.1} MB; {summary}"
         );
-        // A second run writes nothing: every row unchanged.
-        let (again, _, summary) = run_import(&binary, db.url(), &file)?;
-        println!(
-            "  [{name}] again (all unchanged): {again:.1} s = {:.0} rows/s; {summary}",
-            rows as f64 / again
-        );
         if *kind == StoreKind::Postgres {
             targets.push(Target {
                 name: "11 import into PostgreSQL",
