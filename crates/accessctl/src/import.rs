@@ -1,9 +1,10 @@
 //! `accessctl import FILE [--format csv|jsonl] [--dry-run] [--source NAME]`:
 //! customers from an older system, with their password hashes (see
 //! docs/import.md). The file is read as a stream (constant memory: one
-//! 64-bit hash per email for the duplicate check); each row is one
-//! `ImportCustomer` command through the aggregate and the store's append,
-//! several at a time. Per-line problems go to stderr (line, field, code,
+//! 64-bit hash per email for the duplicate check, and the batches in
+//! flight); each row is one `ImportCustomer` command decided by the
+//! aggregate, and the new customers of each batch of rows are written in
+//! one transaction (`Store::import_lines`), a few batches at a time. Per-line problems go to stderr (line, field, code,
 //! reason; never the hash), the summary to stdout. Exit 0 only when every
 //! line was imported or was already there.
 
@@ -15,8 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use access_domain::{Actor, CommandMetadata, CustomerServices, ImportSource, LinkLifetimes};
-use access_store::import::{self, ImportRow, RowError, RowResult, SeenEmails, Summary};
-use access_store::{ExecuteError, Store};
+use access_store::import::{self, ImportRow, PendingRow, RowError, RowResult, SeenEmails, Summary};
+use access_store::{OutboxInput, OutboxMessage, Store};
 use anyhow::{bail, Context};
 use futures::stream::{FuturesOrdered, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -42,8 +43,11 @@ pub struct ImportArgs {
     /// Which old system the customers come from (kept in each event).
     #[arg(long, default_value = "accessctl import")]
     pub source: String,
-    /// Rows imported at the same time.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    /// Rows per batch (one transaction for the new customers of a batch).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u16).range(1..=10000))]
+    pub batch_size: u16,
+    /// Batches written at the same time.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: u16,
 }
 
@@ -173,6 +177,12 @@ fn report(result: &RowResult, summary: &mut Summary, bar: &ProgressBar) {
     }
 }
 
+/// The mail of an imported row: none (rows that call for a setup link are
+/// refused above; the service sends those).
+fn no_mail(_: &OutboxInput<'_>) -> Result<Vec<OutboxMessage>, String> {
+    Ok(Vec::new())
+}
+
 /// `accessctl import`.
 pub async fn run(store: &Store, args: &ImportArgs) -> anyhow::Result<ExitCode> {
     let format = format_of(args)?;
@@ -199,14 +209,23 @@ pub async fn run(store: &Store, args: &ImportArgs) -> anyhow::Result<ExitCode> {
     );
     let started = Instant::now();
     let bar = progress_bar(total);
+    let keyring = store.keyring()?;
     let mut seen = SeenEmails::default();
     let mut summary = Summary::default();
     let mut running = FuturesOrdered::new();
     let limit = usize::from(args.concurrency);
+    let batch_size = usize::from(args.batch_size);
     let run_id = format!("accessctl-import-{}", chrono::Utc::now().timestamp_millis());
-    for (line, row) in rows {
+    let actor = Actor::System {
+        name: "accessctl".into(),
+    };
+    let reason = format!("imported from {source}");
+    let mut batch: Vec<(u64, Result<PendingRow, RowError>)> = Vec::with_capacity(batch_size);
+    let mut rows = rows.peekable();
+    let mut batches = 0u64;
+    while let Some((line, row)) = rows.next() {
         let parsed = row.and_then(|row| {
-            let command = import::parse_row(&row, &source)?;
+            let command = import::parse_row(&row, &source, keyring)?;
             if row.send_notification == Some(true) {
                 return Err(RowError {
                     field: "send_notification",
@@ -218,43 +237,51 @@ pub async fn run(store: &Store, args: &ImportArgs) -> anyhow::Result<ExitCode> {
             }
             match seen.first_line(&command.email, line) {
                 Some(first) => Err(import::duplicate_email(first)),
-                None => Ok(command),
+                None => Ok(PendingRow {
+                    line,
+                    import: command,
+                    metadata: CommandMetadata::new(actor.clone(), format!("{run_id}-line-{line}"))
+                        .with_reason(Some(reason.clone())),
+                }),
             }
         });
-        let store = store.clone();
-        let services = services.clone();
-        let metadata = CommandMetadata::new(
-            Actor::System {
-                name: "accessctl".into(),
-            },
-            format!("{run_id}-line-{line}"),
-        )
-        .with_reason(Some(format!("imported from {source}")));
+        batch.push((line, parsed));
+        if batch.len() < batch_size && rows.peek().is_some() {
+            continue;
+        }
+        let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
+        batches += 1;
+        // The tables grew since the planner last looked (inside the batch's
+        // future: the batches in flight keep being driven meanwhile, and
+        // one of them may hold SQLite's one writer connection).
+        let analyze = batches.is_power_of_two() && !args.dry_run;
+        let services = &services;
         let dry_run = args.dry_run;
         running.push_back(async move {
-            match parsed {
-                Err(error) => Ok::<_, ExecuteError>(RowResult::refused(line, error)),
-                Ok(command) => {
-                    store
-                        .import_row(&services, &metadata, line, command, dry_run, |_| {
-                            Ok(Vec::new())
-                        })
-                        .await
-                }
+            if analyze {
+                store.import_statistics().await?;
             }
+            store
+                .import_lines(services, full, dry_run, &no_mail)
+                .await
+                .map(|done| (line, done))
         });
         if running.len() >= limit {
             if let Some(done) = running.next().await {
-                let done = done.with_context(|| format!("importing near line {line}"))?;
-                report(&done, &mut summary, &bar);
+                let (last, done) = done.with_context(|| format!("importing near line {line}"))?;
+                for result in &done {
+                    report(result, &mut summary, &bar);
+                }
                 bar.set_position(read.load(std::sync::atomic::Ordering::Relaxed));
-                bar.set_message(format!("{} rows", summary.rows()));
+                bar.set_message(format!("{} rows, to line {last}", summary.rows()));
             }
         }
     }
     while let Some(done) = running.next().await {
-        let done = done.context("importing the last rows")?;
-        report(&done, &mut summary, &bar);
+        let (_, done) = done.context("importing the last rows")?;
+        for result in &done {
+            report(result, &mut summary, &bar);
+        }
     }
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();

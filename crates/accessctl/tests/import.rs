@@ -322,7 +322,18 @@ async fn import_log_in_and_run_again(db: TestDatabase) {
         ));
     }
     std::fs::write(&csv, body).unwrap();
+    // From another source the same external ids are other customers: their
+    // logins are taken.
     let out = accessctl(&url, &["import", csv.to_str().unwrap()]);
+    assert!(
+        text(&out.stdout).contains(&format!("{} refused", logins.len())),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = accessctl(
+        &url,
+        &["import", csv.to_str().unwrap(), "--source", "old-portal"],
+    );
     assert!(
         out.status.success(),
         "{}{}",
@@ -343,7 +354,25 @@ async fn import_log_in_and_run_again(db: TestDatabase) {
                    "access": "customer_center", "password_hash": logins[1].2}),
         ],
     );
-    let out = accessctl(&url, &["import", other.to_str().unwrap()]);
+    // The dry run says the same (email_in_use against the store too).
+    let out = accessctl(
+        &url,
+        &[
+            "import",
+            other.to_str().unwrap(),
+            "--dry-run",
+            "--source",
+            "old-portal",
+        ],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("line 1: external_id: conflict"), "{stderr}");
+    assert!(stderr.contains("line 2: email: email_in_use"), "{stderr}");
+    let out = accessctl(
+        &url,
+        &["import", other.to_str().unwrap(), "--source", "old-portal"],
+    );
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr.contains("line 1: external_id: conflict"), "{stderr}");
@@ -372,4 +401,41 @@ fn a_file_of_unknown_format_or_a_bad_source_is_one_clear_error() {
     let out = accessctl(lite.url(), &["import", file.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("--format csv or --format jsonl"));
+}
+
+/// 1d: a customer's exported stream that starts with its import replays
+/// like one that starts with its registration.
+#[test]
+fn replay_accepts_a_stream_that_starts_with_customer_imported() {
+    let lines = [
+        json!({"sequence": 1, "event_type": "CustomerImported", "event_version": "1.0",
+               "metadata": {"actor_kind": "system", "actor_name": "accessctl", "request_id": "imp-1",
+                            "reason": "imported from old-portal"},
+               "data": {"customer_id": "0b4c3a6e-3d1f-4a51-9a0d-5d1f3c2b1a00", "source": "old-portal",
+                        "external_id": "crm-1", "email": "imported@example.com", "name": "Ima Ported",
+                        "access": "customer_center", "must_change_password": false,
+                        "at": "2026-01-02T03:04:05Z"}}),
+        json!({"sequence": 2, "event_type": "AccessRevoked",
+               "data": {"reason": "left the company", "at": "2026-02-01T00:00:00Z"}}),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("imported.jsonl");
+    write_lines(&file, &lines);
+    let out = accessctl(
+        "mysql://nowhere/none",
+        &["replay", "--format", "json", file.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["events"], 2);
+    let customer = &report["customers"][0];
+    assert_eq!(customer["state"]["email"], "imported@example.com");
+    assert_eq!(customer["state"]["access_granted"], false);
+    let kinds: Vec<_> = customer["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(kinds, ["customer_imported", "access_revoked"]);
 }

@@ -86,12 +86,13 @@ pub struct Args {
     #[arg(long = "accessd-env", value_name = "KEY=VALUE")]
     pub accessd_env: Vec<String>,
 
-    /// Scenarios to run (1..=10, 12, 13; 3 runs with 1, 5 with 4). 8 and 9
-    /// use the store directly and need no `accessd`; 10 needs NATS.
+    /// Scenarios to run (1..=13; 3 runs with 1, 5 with 4). 8 and 9 use
+    /// the store directly and need no `accessd`; 10 needs NATS; 11 runs
+    /// `accessctl` (next to this binary).
     #[arg(long, value_delimiter = ',', default_value = "1,2,4,6,7,8,9,10,12,13")]
     pub scenarios: Vec<u32>,
 
-    /// The databases of scenarios 8 and 9.
+    /// The databases of scenarios 8, 9 and 11.
     #[arg(long, value_delimiter = ',', default_value = "postgres,sqlite")]
     pub stores: Vec<StoreKind>,
 
@@ -120,6 +121,10 @@ pub struct Args {
     #[arg(long, default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
 
+    /// Rows of scenario 11's import file.
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub import_rows: u64,
+
     /// Batch sizes of scenario 8's full reads of the feed (one read each).
     #[arg(long, value_delimiter = ',', default_value = "1000,5000", value_parser = clap::value_parser!(u32).range(1..))]
     pub batch: Vec<u32>,
@@ -144,7 +149,7 @@ impl StoreKind {
 /// The scenarios that run `accessd`.
 /// Every scenario that runs on its own, in the order they run (3 runs
 /// with 1, 5 with 4).
-const RUN_ORDER: [u32; 10] = [1, 2, 7, 6, 4, 8, 9, 10, 12, 13];
+const RUN_ORDER: [u32; 11] = [1, 2, 7, 6, 4, 8, 9, 10, 11, 12, 13];
 
 const SERVICE_SCENARIOS: [u32; 8] = [1, 2, 4, 6, 7, 10, 12, 13];
 
@@ -160,6 +165,7 @@ impl Args {
             self.max_appends = 2000;
             self.feed_clients = 4;
             self.feed_backlog = 2000;
+            self.import_rows = 2000;
         }
         self
     }
@@ -170,7 +176,7 @@ impl Args {
             .iter()
             .find(|n| !(RUN_ORDER.contains(*n) || [3, 5].contains(*n)))
         {
-            anyhow::bail!("--scenarios: no scenario {n} (1..=10, 12, 13)");
+            anyhow::bail!("--scenarios: no scenario {n} (1..=13)");
         }
         if !(self.append_seconds > 0.0 && self.append_seconds.is_finite()) {
             anyhow::bail!("--append-seconds {}: must be positive", self.append_seconds);
@@ -326,6 +332,7 @@ async fn main() -> Result<()> {
             8 => scenarios::store::store(a).await?,
             9 => scenarios::feed_rebuild::feed_rebuild(a).await?,
             10 => scenarios::change_feed::change_feed(a, o).await?,
+            11 => scenarios::import::import(a).await?,
             12 => scenarios::overload::contended(a, o).await?,
             13 => scenarios::overload::login_flood(a, o).await?,
             _ => Vec::new(),

@@ -1041,7 +1041,7 @@ fn imported_event(at: DateTime<Utc>) -> CustomerEvent {
     CustomerEvent::CustomerImported {
         customer_id: id(),
         source: crate::ImportSource::parse("old-portal").unwrap(),
-        external_id: Some(crate::ExternalId::parse("1001").unwrap()),
+        external_id: Some(Personal::Known(crate::ExternalId::parse("1001").unwrap())),
         email: Personal::Known(email(OLD)),
         name: Some(Personal::Known(CustomerName::parse("Ann Smith").unwrap())),
         access: Some(Role::CustomerCenter),
@@ -1171,25 +1171,6 @@ fn an_import_without_access_is_just_data() {
     let decision = block_on(state(vec![]).decide(import(plain), &services_at(now()))).unwrap();
     let after = state(decision.events);
     assert!(after.is_registered() && !after.has_access() && !after.has_password());
-}
-
-#[test]
-fn an_external_id_always_derives_the_same_customer_id() {
-    let derived = crate::ExternalId::parse("1001")
-        .unwrap()
-        .derived_customer_id();
-    assert_eq!(
-        derived,
-        crate::ExternalId::parse(" 1001 ")
-            .unwrap()
-            .derived_customer_id()
-    );
-    assert_ne!(
-        derived,
-        crate::ExternalId::parse("1002")
-            .unwrap()
-            .derived_customer_id()
-    );
 }
 
 // ---------------------------------------------------------------------------

@@ -296,7 +296,9 @@ pub enum CustomerEvent {
     CustomerImported {
         customer_id: CustomerId,
         source: ImportSource,
-        external_id: Option<ExternalId>,
+        /// The customer's id in the old system: personal (it names the
+        /// person there), sealed like the email and the name.
+        external_id: Option<Personal<ExternalId>>,
         email: Personal<EmailAddress>,
         name: Option<Personal<CustomerName>>,
         access: Option<Role>,
@@ -369,11 +371,24 @@ impl CustomerEvent {
     fn personal_fields(&mut self) -> Vec<(&'static str, &mut dyn PersonalField)> {
         let mut fields: Vec<(&'static str, &mut dyn PersonalField)> = Vec::new();
         match self {
-            Self::CustomerRegistered { email, name, .. }
-            | Self::CustomerImported { email, name, .. } => {
+            Self::CustomerRegistered { email, name, .. } => {
                 fields.push(("email", email));
                 if let Some(name) = name {
                     fields.push(("name", name));
+                }
+            }
+            Self::CustomerImported {
+                email,
+                name,
+                external_id,
+                ..
+            } => {
+                fields.push(("email", email));
+                if let Some(name) = name {
+                    fields.push(("name", name));
+                }
+                if let Some(external_id) = external_id {
+                    fields.push(("external_id", external_id));
                 }
             }
             Self::EmailChanged {
@@ -510,7 +525,7 @@ mod tests {
             CustomerEvent::CustomerImported {
                 customer_id: CustomerId::new_random(),
                 source: ImportSource::parse("old portal").unwrap(),
-                external_id: Some(ExternalId::parse("42").unwrap()),
+                external_id: Some(Personal::Known(ExternalId::parse("ann-4711").unwrap())),
                 email: email("ann@example.com"),
                 name: Some(Personal::Known(CustomerName::parse("Ann Smith").unwrap())),
                 access: Some(Role::CustomerCenter),
@@ -527,6 +542,7 @@ mod tests {
             let mut sealed = event.clone();
             sealed.seal(&Rot(true)).unwrap();
             let json = serde_json::to_string(&sealed).unwrap();
+            // Names, emails and an old system's id (`ann-4711`) alike.
             assert!(!json.contains("ann") && !json.contains("Smith"), "{json}");
             assert!(json.contains("{\"sealed\":"), "{json}");
             // Stored and read back: still sealed until opened.

@@ -63,14 +63,12 @@ impl CustomerId {
         Self(Uuid::new_v4())
     }
 
-    /// A customer id derived from a key of an import (`kind`: what the key
-    /// is): a UUID v8 from SHA-256, the same for the same key every time.
-    pub fn derived(kind: &str, key: &str) -> Self {
-        use sha2::{Digest, Sha256};
-        let digest = Sha256::digest(format!("access-import:{kind}:{key}").as_bytes());
-        let mut bytes = [0u8; 16];
-        bytes.copy_from_slice(&digest[..16]);
-        Self(uuid::Builder::from_custom_bytes(bytes).into_uuid())
+    /// A customer id derived from a key of an import: a UUID v8 from the
+    /// first 16 bytes of a keyed digest the store computes (HMAC under its
+    /// index key, so nobody without the key can compute an imported
+    /// customer's id from an email or an old system's id).
+    pub fn from_import_digest(digest: [u8; 16]) -> Self {
+        Self(uuid::Builder::from_custom_bytes(digest).into_uuid())
     }
 
     pub fn from_uuid(id: Uuid) -> Self {
@@ -639,13 +637,6 @@ impl ExternalId {
 
     pub fn as_str(&self) -> &str {
         &self.0
-    }
-
-    /// The customer id an imported customer gets when its row names none:
-    /// derived from the external id (a UUID v8 from SHA-256), so the same
-    /// row imported twice lands on the same customer.
-    pub fn derived_customer_id(&self) -> CustomerId {
-        CustomerId::derived("external_id", &self.0)
     }
 }
 

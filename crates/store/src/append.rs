@@ -384,7 +384,7 @@ fn reservations(
 }
 
 /// True when this append crosses a multiple of the snapshot interval.
-fn snapshot_due(interval: u64, before: u64, after: u64) -> bool {
+pub(crate) fn snapshot_due(interval: u64, before: u64, after: u64) -> bool {
     interval > 0 && after / interval > before / interval
 }
 

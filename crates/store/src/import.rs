@@ -4,22 +4,32 @@
 //! the field and the reason, never the hash), duplicate emails inside a
 //! file, and the outcome of each row.
 //!
-//! Each row is one `ImportCustomer` command through the aggregate and the
-//! store's append (one transaction per customer: its events, its login
-//! reservation and its data key), so the rules are the aggregate's:
-//! re-running a file writes nothing, other content for an imported
-//! customer is a conflict, a taken login email is `email_in_use`.
+//! Rows are imported in batches ([`crate::Store::import_batch`]): the
+//! rules stay the aggregate's (each row is decided by `decide` on its
+//! customer), the I/O is batched: one read per lookup table for the whole
+//! batch, then every new customer of the batch in one transaction with
+//! one bulk insert per table (data keys, events, login reservations, email
+//! lookups, the external-id index, mail). A row the batch cannot write
+//! alone (its customer exists, a concurrent writer got there first, …)
+//! goes through the store's ordinary command path, one transaction per
+//! customer. So re-running a file writes nothing, other content for an
+//! imported customer is a conflict, a taken login email is
+//! `email_in_use`, and a refused line leaves nothing written.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 
 use access_domain::{
-    CustomerCommand, CustomerError, CustomerId, CustomerName, EmailAddress, ExternalId,
-    ImportCustomer, ImportSource, PasswordHash, Role, ValueError,
+    CommandMetadata, Customer, CustomerCommand, CustomerError, CustomerId, CustomerName,
+    CustomerServices, EmailAddress, ExternalId, ImportCustomer, ImportSource, PasswordHash, Role,
+    ValueError,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{ExecuteError, StoreError};
+use crate::codec::{self, AGGREGATE_TYPE};
+use crate::keys::{self, Keyring};
+use crate::sql::{Query, Value};
+use crate::{ExecuteError, OutboxInput, OutboxMessage, StoreError};
 
 /// Most rows in one `POST /v1/customers/import` request.
 pub const MAX_ROWS_PER_REQUEST: usize = 10_000;
@@ -144,9 +154,15 @@ fn text(raw: &Option<String>) -> Option<&str> {
 }
 
 /// Turns a row into its command. The customer id is the row's, else
-/// derived from the external id, else from the email (so a re-run of the
-/// same file lands on the same customers).
-pub fn parse_row(row: &ImportRow, source: &ImportSource) -> Result<ImportCustomer, RowError> {
+/// derived from the source and the external id, else from the source and
+/// the email, with a keyed digest ([`Keyring::import_digest`]): a re-run of
+/// the same file from the same source lands on the same customers, and
+/// nobody without the key can compute an id from an email.
+pub fn parse_row(
+    row: &ImportRow,
+    source: &ImportSource,
+    keyring: &Keyring,
+) -> Result<ImportCustomer, RowError> {
     let email = text(&row.email)
         .ok_or_else(|| RowError::new("email", "invalid_email", "the email is missing"))?;
     let email = EmailAddress::parse(email).map_err(|e| RowError::value("email", e))?;
@@ -163,8 +179,8 @@ pub fn parse_row(row: &ImportRow, source: &ImportSource) -> Result<ImportCustome
             .parse::<CustomerId>()
             .map_err(|e| RowError::value("customer_id", e))?,
         None => match &external_id {
-            Some(external) => external.derived_customer_id(),
-            None => derived_from_email(&email),
+            Some(external) => derived_id(keyring, source, "external_id", external.as_str()),
+            None => derived_id(keyring, source, "email", email.normalized()),
         },
     };
     let access = match text(&row.access) {
@@ -197,10 +213,22 @@ pub fn parse_row(row: &ImportRow, source: &ImportSource) -> Result<ImportCustome
     })
 }
 
-/// The id of a row with neither a customer id nor an external id: a UUID
-/// v8 from the SHA-256 of the normalized email.
-fn derived_from_email(email: &EmailAddress) -> CustomerId {
-    CustomerId::derived("email", email.normalized())
+/// The id of a row without a customer id: a UUID v8 from the keyed digest
+/// of the source and `key` (the external id, else the normalized email).
+fn derived_id(keyring: &Keyring, source: &ImportSource, kind: &str, key: &str) -> CustomerId {
+    let digest = keyring.import_digest(&format!("customer-id/{kind}"), source.as_str(), key);
+    let mut bytes = [0u8; 16];
+    // The digest is the hex of an HMAC-SHA-256: 32 bytes, the first 16 used.
+    if let Ok(raw) = hex::decode(digest.get(..32).unwrap_or_default()) {
+        bytes.copy_from_slice(&raw);
+    }
+    CustomerId::from_import_digest(bytes)
+}
+
+/// The blind index of an external id: the keyed digest of the source and
+/// the id (never the id itself, which is personal).
+pub fn external_key(keyring: &Keyring, source: &ImportSource, external: &ExternalId) -> String {
+    keyring.import_digest("external-id", source.as_str(), external.as_str())
 }
 
 /// Emails seen earlier in the same file (64-bit keyed hashes of the
@@ -343,19 +371,541 @@ impl Summary {
     }
 }
 
+/// The conflict of a row whose external id is another customer's.
+fn external_id_taken(line: u64, command: &ImportCustomer) -> RowResult {
+    RowResult {
+        line,
+        status: RowStatus::Conflict,
+        customer_id: Some(command.customer_id),
+        external_id: command.external_id.as_ref().map(|e| e.as_str().to_string()),
+        error: Some(RowError::new(
+            "external_id",
+            "conflict",
+            "this external id belongs to another customer; nothing was written",
+        )),
+    }
+}
+
+/// A parsed row waiting for its batch.
+#[derive(Debug, Clone)]
+pub struct PendingRow {
+    pub line: u64,
+    pub import: ImportCustomer,
+    /// The command's metadata (actor, request id, reason).
+    pub metadata: CommandMetadata,
+}
+
+/// Builds the mail a decided import calls for (a setup link).
+pub type OutboxFn<'a> =
+    &'a (dyn Fn(&OutboxInput<'_>) -> Result<Vec<OutboxMessage>, String> + Send + Sync);
+
+/// Who holds a login email now.
+struct Holder {
+    customer_id: String,
+    kind: String,
+    expires_ms: Option<i64>,
+}
+
+impl Holder {
+    /// A login, or a pending change whose link has not expired (an expired
+    /// one is released by the next claim).
+    fn holds(&self, now_ms: i64) -> bool {
+        self.kind == "login" || self.expires_ms.is_none_or(|e| e > now_ms)
+    }
+}
+
+/// A new customer of a batch, decided and ready to write.
+struct Fresh {
+    index: usize,
+    id: String,
+    decision: access_domain::Decision,
+    after: Customer,
+    external_key: Option<String>,
+}
+
+/// What a batch reads of the store before deciding.
+struct Known {
+    /// Customers that have events.
+    existing: HashSet<String>,
+    /// Login-email reservations by email key.
+    holders: HashMap<String, Holder>,
+    /// The external-id index by key.
+    external: HashMap<String, String>,
+}
+
 impl crate::Store {
+    /// One read per table for a batch: which customers exist, who holds
+    /// the batch's emails, whose the batch's external ids are.
+    async fn import_known(
+        &self,
+        ids: &[String],
+        email_keys: &[String],
+        external_keys: &[String],
+    ) -> Result<Known, StoreError> {
+        let mut known = Known {
+            existing: HashSet::new(),
+            holders: HashMap::new(),
+            external: HashMap::new(),
+        };
+        if !ids.is_empty() {
+            // Every customer written since encryption has a key row (kept,
+            // emptied, when it is forgotten): a lookup on its one-column
+            // key, which the planner uses whatever its statistics say (the
+            // events' key starts with the aggregate type). A customer
+            // whose events predate encryption has none: its row meets
+            // the events' key in the batch's transaction, and goes the
+            // one-at-a-time way.
+            let mut q = Query::new("SELECT customer_id FROM customer_keys WHERE customer_id");
+            q.push_in(ids.iter().map(String::as_str));
+            for row in self.db.read(&q).await? {
+                known.existing.insert(row.text("customer_id")?);
+            }
+        }
+        if !email_keys.is_empty() {
+            let mut q = Query::new(
+                "SELECT email_key, customer_id, kind, expires_ms FROM login_emails WHERE email_key",
+            );
+            q.push_in(email_keys.iter().map(String::as_str));
+            for row in self.db.read(&q).await? {
+                known.holders.insert(
+                    row.text("email_key")?,
+                    Holder {
+                        customer_id: row.text("customer_id")?,
+                        kind: row.text("kind")?,
+                        expires_ms: row.opt_int("expires_ms")?,
+                    },
+                );
+            }
+        }
+        if !external_keys.is_empty() {
+            let mut q = Query::new(
+                "SELECT external_key, customer_id FROM import_external_ids WHERE external_key",
+            );
+            q.push_in(external_keys.iter().map(String::as_str));
+            for row in self.db.read(&q).await? {
+                known
+                    .external
+                    .insert(row.text("external_key")?, row.text("customer_id")?);
+            }
+        }
+        Ok(known)
+    }
+
+    /// Refreshes the planner's statistics of the tables an import reads
+    /// (`ANALYZE`, the same statement on both databases): a bulk load
+    /// grows them faster than autovacuum looks, and on statistics of an
+    /// empty table PostgreSQL reads them whole for every batch. Call it
+    /// now and then during a long import (`accessctl import` does after
+    /// batch 1, 2, 4, 8, …).
+    pub async fn import_statistics(&self) -> Result<(), StoreError> {
+        for table in ["customer_keys", "login_emails", "import_external_ids"] {
+            self.db
+                .execute(&Query::new(format!("ANALYZE {table}")))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// [`crate::Store::import_batch`] for lines as read: a line that did
+    /// not parse is refused in its place; the answers are in line order.
+    pub async fn import_lines(
+        &self,
+        services: &CustomerServices,
+        lines: Vec<(u64, Result<PendingRow, RowError>)>,
+        dry_run: bool,
+        outbox: OutboxFn<'_>,
+    ) -> Result<Vec<RowResult>, ExecuteError> {
+        let mut rows = Vec::with_capacity(lines.len());
+        let mut refused = Vec::new();
+        for (line, parsed) in lines {
+            match parsed {
+                Ok(row) => rows.push(row),
+                Err(error) => refused.push(RowResult::refused(line, error)),
+            }
+        }
+        let mut done = self.import_batch(services, &rows, dry_run, outbox).await?;
+        if !refused.is_empty() {
+            done.extend(refused);
+            done.sort_by_key(|r| r.line);
+        }
+        Ok(done)
+    }
+
+    /// Imports a batch of parsed rows (or, with `dry_run`, decides each on
+    /// the store's current state, the same way, writing nothing). The
+    /// answers are in the rows' order. `Err` only for a failure of the
+    /// store.
+    ///
+    /// Each row is decided by the aggregate. New customers are written
+    /// together in one transaction (one bulk insert per table); a row whose
+    /// customer exists, and every row of a batch whose transaction fails
+    /// (a concurrent writer took an email or a customer id first), goes
+    /// through [`crate::Store::import_row`] instead, one customer at a
+    /// time, so its answer is what the ordinary command path says.
+    pub async fn import_batch(
+        &self,
+        services: &CustomerServices,
+        rows: &[PendingRow],
+        dry_run: bool,
+        outbox: OutboxFn<'_>,
+    ) -> Result<Vec<RowResult>, ExecuteError> {
+        let keyring = self.keyring()?;
+        let ids: Vec<String> = rows
+            .iter()
+            .map(|r| r.import.customer_id.to_string())
+            .collect();
+        let external: Vec<Option<String>> = rows
+            .iter()
+            .map(|r| {
+                r.import
+                    .external_id
+                    .as_ref()
+                    .map(|e| external_key(keyring, &r.import.source, e))
+            })
+            .collect();
+        let email_keys: Vec<String> = rows
+            .iter()
+            .map(|r| keyring.email_key(&r.import.email))
+            .collect();
+        let external_keys: Vec<String> = external.iter().flatten().cloned().collect();
+        let known = self.import_known(&ids, &email_keys, &external_keys).await?;
+
+        let now_ms = services.now().timestamp_millis();
+        let mut results: Vec<Option<RowResult>> = vec![None; rows.len()];
+        // Rows for the one-at-a-time path, after the batch.
+        let mut one_by_one = Vec::new();
+        let mut fresh = Vec::new();
+        // Customers and external ids decided earlier in this batch: their
+        // state after it (a dry run decides a repeated one on it, as the
+        // real run would find it written).
+        let mut batch_ids: HashMap<String, Customer> = HashMap::new();
+        let mut batch_external: HashMap<String, String> = HashMap::new();
+        for (index, row) in rows.iter().enumerate() {
+            let id = &ids[index];
+            let earlier_external = external[index]
+                .as_ref()
+                .and_then(|k| batch_external.get(k))
+                .filter(|holder| *holder != id);
+            if dry_run && earlier_external.is_some() {
+                results[index] = Some(external_id_taken(row.line, &row.import));
+                continue;
+            }
+            if let (true, Some(earlier)) = (dry_run, batch_ids.get(id)) {
+                let decided = earlier
+                    .decide(command(row.import.clone()), services)
+                    .await
+                    .map(|d| d.events.len())
+                    .map_err(ExecuteError::from);
+                results[index] = Some(outcome(row.line, &row.import, decided, true)?);
+                continue;
+            }
+            let repeated = batch_ids.contains_key(id) || earlier_external.is_some();
+            if known.existing.contains(id) || repeated || !self.options.seal_personal_data {
+                one_by_one.push(index);
+                continue;
+            }
+            let decided = Customer::default()
+                .decide(command(row.import.clone()), services)
+                .await;
+            let decision = match decided {
+                Ok(decision) => decision,
+                Err(e) => {
+                    results[index] = Some(outcome(row.line, &row.import, Err(e.into()), dry_run)?);
+                    continue;
+                }
+            };
+            if let Some(holder) = external[index].as_ref().and_then(|k| known.external.get(k)) {
+                if holder != id {
+                    results[index] = Some(external_id_taken(row.line, &row.import));
+                    continue;
+                }
+            }
+            let mut after = Customer::default();
+            for event in &decision.events {
+                cqrs_es::Aggregate::apply(&mut after, event.clone());
+            }
+            let reserves = !after.reserved_emails(services.now()).is_empty();
+            match known.holders.get(&email_keys[index]) {
+                Some(holder) if reserves && holder.customer_id != *id => {
+                    if holder.holds(now_ms) {
+                        let taken = Err(ExecuteError::Store(StoreError::EmailInUse {
+                            email: row.import.email.normalized().to_string(),
+                        }));
+                        results[index] = Some(outcome(row.line, &row.import, taken, dry_run)?);
+                        continue;
+                    }
+                    // An expired pending change: the command path releases
+                    // it in its transaction.
+                    if !dry_run {
+                        one_by_one.push(index);
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+            if crate::append::snapshot_due(
+                self.options.snapshot_interval,
+                0,
+                decision.events.len() as u64,
+            ) {
+                one_by_one.push(index);
+                continue;
+            }
+            batch_ids.insert(id.clone(), after.clone());
+            if let Some(key) = &external[index] {
+                batch_external.insert(key.clone(), id.clone());
+            }
+            if dry_run {
+                let decided = Ok(decision.events.len());
+                results[index] = Some(outcome(row.line, &row.import, decided, true)?);
+                continue;
+            }
+            fresh.push(Fresh {
+                index,
+                id: id.clone(),
+                decision,
+                after,
+                external_key: external[index].clone(),
+            });
+        }
+        if !fresh.is_empty() {
+            match self.write_fresh(keyring, rows, &fresh, outbox).await {
+                Ok(()) => {
+                    if let Some(cache) = self.cache() {
+                        for f in &fresh {
+                            cache.forget(&rows[f.index].import.customer_id);
+                        }
+                    }
+                    for f in &fresh {
+                        let row = &rows[f.index];
+                        let written = Ok(f.decision.events.len());
+                        results[f.index] = Some(outcome(row.line, &row.import, written, false)?);
+                    }
+                }
+                Err(ExecuteError::Outbox(e)) => return Err(ExecuteError::Outbox(e)),
+                Err(e) => {
+                    tracing::debug!(error = %e, rows = fresh.len(), "import batch not written at once; one row at a time");
+                    one_by_one.extend(fresh.iter().map(|f| f.index));
+                }
+            }
+        }
+        one_by_one.sort_unstable();
+        for index in one_by_one {
+            let row = &rows[index];
+            if let Some(key) = &external[index] {
+                if !known.existing.contains(&ids[index])
+                    && self
+                        .external_holder(key)
+                        .await?
+                        .is_some_and(|holder| holder != ids[index])
+                {
+                    results[index] = Some(external_id_taken(row.line, &row.import));
+                    continue;
+                }
+            }
+            let result = self
+                .import_row(
+                    services,
+                    &row.metadata,
+                    row.line,
+                    row.import.clone(),
+                    dry_run,
+                    |input| outbox(input),
+                )
+                .await?;
+            if result.status == RowStatus::Imported {
+                if let Some(key) = &external[index] {
+                    // The index row of a customer written by the command
+                    // path (its uniqueness was checked above).
+                    let insert = Query::new(
+                        "INSERT INTO import_external_ids (external_key, customer_id) \
+                         VALUES ($1, $2) ON CONFLICT (external_key) DO NOTHING",
+                    )
+                    .bind(key.as_str())
+                    .bind(ids[index].as_str());
+                    self.db.execute(&insert).await.map_err(StoreError::from)?;
+                }
+            }
+            results[index] = Some(result);
+        }
+        Ok(results
+            .into_iter()
+            .zip(rows)
+            .map(|(result, row)| {
+                result.unwrap_or_else(|| {
+                    RowResult::refused(
+                        row.line,
+                        RowError::new("line", "invalid_row", "the row was not decided"),
+                    )
+                })
+            })
+            .collect())
+    }
+
+    /// The customer an external id's key belongs to.
+    async fn external_holder(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let q = Query::new("SELECT customer_id FROM import_external_ids WHERE external_key = $1")
+            .bind(key);
+        match self.db.read_optional(&q).await? {
+            Some(row) => Ok(Some(row.text("customer_id")?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes the new customers of a batch in one transaction: their data
+    /// keys, events (sealed), login reservations, email lookups, external
+    /// ids and mail, one bulk insert per table. Any failure rolls it all
+    /// back.
+    async fn write_fresh(
+        &self,
+        keyring: &Keyring,
+        rows: &[PendingRow],
+        fresh: &[Fresh],
+        outbox: OutboxFn<'_>,
+    ) -> Result<(), ExecuteError> {
+        let sql = self.db.sql();
+        let now = chrono::Utc::now();
+        let now_ms = now.timestamp_millis();
+        let mut data_keys = Vec::with_capacity(fresh.len());
+        let mut events = Vec::with_capacity(fresh.len());
+        let mut logins = Vec::new();
+        let mut lookups = Vec::with_capacity(fresh.len());
+        let mut externals = Vec::new();
+        let mut mails = Vec::new();
+        for f in fresh {
+            let row = &rows[f.index];
+            let (key, wrapped) = keyring.new_data_key(&f.id)?;
+            data_keys.push(vec![
+                Value::from(&f.id),
+                Value::from(wrapped),
+                Value::from(now_ms),
+            ]);
+            let sealed = keys::seal_events(&key, &f.id, 1, &f.decision.events)?;
+            for e in codec::encode(&sealed, 1, &row.metadata)? {
+                let mut values = vec![
+                    Value::from(AGGREGATE_TYPE),
+                    Value::from(&f.id),
+                    Value::from(e.sequence),
+                    Value::from(e.event_type),
+                    Value::from(e.event_version),
+                    Value::Json(Some(e.payload)),
+                    Value::Json(Some(e.metadata)),
+                ];
+                if !sql.recorded_at_default {
+                    values.push(Value::stamp(now));
+                }
+                events.push(values);
+            }
+            for (email, kind) in f.after.reserved_emails(now) {
+                logins.push(vec![
+                    Value::from(keyring.email_key(&email)),
+                    Value::from(&f.id),
+                    Value::from(kind.as_str()),
+                    Value::Int(None),
+                ]);
+            }
+            lookups.push(vec![
+                Value::from(&f.id),
+                Value::from(keyring.email_key(&row.import.email)),
+            ]);
+            if let Some(external) = &f.external_key {
+                externals.push(vec![Value::from(external), Value::from(&f.id)]);
+            }
+            let input = OutboxInput {
+                customer_id: row.import.customer_id,
+                events: &f.decision.events,
+                issued_tokens: &f.decision.issued,
+                after: &f.after,
+            };
+            for mail in outbox(&input).map_err(ExecuteError::Outbox)? {
+                mails.push(vec![
+                    Value::from(mail.id.as_str()),
+                    Value::from(&f.id),
+                    Value::from(mail.kind.as_str()),
+                    Value::from(mail.sender.as_str()),
+                    Value::from(mail.recipient.as_str()),
+                    Value::from(keys::seal_mail(&key, &f.id, &mail.id, &mail.message)?),
+                    Value::from("pending"),
+                    Value::I32(Some(0)),
+                    Value::from(now_ms),
+                    Value::from(0i64),
+                    Value::from(now_ms),
+                ]);
+            }
+        }
+        let mut tx = self.db.begin().await.map_err(StoreError::from)?;
+        // The reservations first: an address taken since the batch read
+        // the store fails the batch (its rows then go one at a time).
+        for chunk in logins.chunks(1000) {
+            let mut insert =
+                Query::new("INSERT INTO login_emails (email_key, customer_id, kind, expires_ms) ");
+            insert.push_values(chunk.iter().cloned(), |r| r);
+            insert.push(" ON CONFLICT (email_key) DO NOTHING RETURNING email_key");
+            let inserted = tx.fetch(&insert).await.map_err(StoreError::from)?;
+            if inserted.len() != chunk.len() {
+                return Err(ExecuteError::Store(StoreError::EmailInUse {
+                    email: "(one of the batch)".to_string(),
+                }));
+            }
+        }
+        let recorded_at = if sql.recorded_at_default {
+            ""
+        } else {
+            ", recorded_at"
+        };
+        let tables = [
+            (
+                "customer_keys",
+                "customer_id, wrapped_key, created_ms".to_string(),
+                data_keys,
+            ),
+            (
+                "events",
+                format!(
+                    "aggregate_type, aggregate_id, sequence, event_type, event_version, payload, \
+                     metadata{recorded_at}"
+                ),
+                events,
+            ),
+            (
+                "customer_emails",
+                "customer_id, email_key".to_string(),
+                lookups,
+            ),
+            (
+                "import_external_ids",
+                "external_key, customer_id".to_string(),
+                externals,
+            ),
+            (
+                "mail_outbox",
+                "id, customer_id, kind, sender, recipient, message, status, attempts, \
+                 next_attempt_ms, claimed_until_ms, created_ms"
+                    .to_string(),
+                mails,
+            ),
+        ];
+        for (table, columns, values) in &tables {
+            tx.bulk_insert(table, columns, values)
+                .await
+                .map_err(StoreError::from)?;
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(())
+    }
+
     /// Imports one parsed row (or, with `dry_run`, only decides it on the
     /// current state): the command runs through the aggregate and the
     /// store's append like any other; `outbox` builds the mail a setup link
     /// calls for. `Err` only for a failure of the store.
     pub async fn import_row(
         &self,
-        services: &access_domain::CustomerServices,
-        metadata: &access_domain::CommandMetadata,
+        services: &CustomerServices,
+        metadata: &CommandMetadata,
         line: u64,
         import: ImportCustomer,
         dry_run: bool,
-        outbox: impl Fn(&crate::OutboxInput<'_>) -> Result<Vec<crate::OutboxMessage>, String>,
+        outbox: impl Fn(&OutboxInput<'_>) -> Result<Vec<OutboxMessage>, String>,
     ) -> Result<RowResult, ExecuteError> {
         use crate::EventStore as _;
         let customer_id = import.customer_id;

@@ -71,7 +71,9 @@ pub(super) async fn load(store: &Store, events: Vec<Parsed>) -> anyhow::Result<V
     for parsed in events {
         let n = parsed.line;
         let id = match &parsed.event {
-            CustomerEvent::CustomerRegistered { customer_id, .. } => {
+            // A stream starts with its registration, or with its import.
+            CustomerEvent::CustomerRegistered { customer_id, .. }
+            | CustomerEvent::CustomerImported { customer_id, .. } => {
                 if streams.contains_key(customer_id) {
                     bail!("line {n}: customer {customer_id} is registered a second time");
                 }
@@ -88,8 +90,9 @@ pub(super) async fn load(store: &Store, events: Vec<Parsed>) -> anyhow::Result<V
             }
             other => current.with_context(|| {
                 format!(
-                    "line {n}: {} before any CustomerRegistered: the file must hold the \
-                     customer's whole stream, from its registration (sequence 1)",
+                    "line {n}: {} before any CustomerRegistered or CustomerImported: the file \
+                     must hold the customer's whole stream, from its registration or import \
+                     (sequence 1)",
                     other.type_name()
                 )
             })?,

@@ -1,11 +1,11 @@
 //! `POST /v1/customers/import` (admin): customers from an older system with
 //! their password hashes, as JSON lines in and out (docs/import.md). Each
-//! line is one `ImportCustomer` command through the aggregate and the
-//! store's append, like every command; the answer has one JSON line per
-//! input line, in order.
+//! line is one `ImportCustomer` command decided by the aggregate; the new
+//! customers are written in one transaction (`Store::import_lines`); the
+//! answer has one JSON line per input line, in order.
 
 use access_domain::ImportSource;
-use access_store::import::{self, RowResult, SeenEmails, MAX_ROWS_PER_REQUEST};
+use access_store::import::{self, PendingRow, SeenEmails, MAX_ROWS_PER_REQUEST};
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
@@ -75,38 +75,43 @@ pub async fn import_customers(
             ),
         ));
     }
+    let keyring = state.store().keyring().map_err(ApiError::from)?;
     let mut seen = SeenEmails::default();
-    let mut answer = String::with_capacity(lines.len() * 96);
+    let parsed: Vec<_> = lines
+        .into_iter()
+        .map(|(line, raw)| {
+            let row = import::parse_json_row(raw).and_then(|row| {
+                let command = import::parse_row(&row, &source, keyring)?;
+                match seen.first_line(&command.email, line) {
+                    Some(first) => Err(import::duplicate_email(first)),
+                    None => Ok(PendingRow {
+                        line,
+                        import: command,
+                        metadata: access_domain::CommandMetadata::new(
+                            caller.actor(),
+                            format!("{request_id}-line-{line}"),
+                        )
+                        .with_reason(Some(format!("imported from {source}"))),
+                    }),
+                }
+            });
+            (line, row)
+        })
+        .collect();
+    let mail = state.mail();
+    let prepare = |input: &access_store::OutboxInput<'_>| mail.prepare(input);
+    let results = state
+        .store()
+        .import_lines(state.services(), parsed, false, &prepare)
+        .await
+        .map_err(ApiError::from)?;
+    let mut answer = String::with_capacity(results.len() * 96);
     let mut imported = 0usize;
-    for (line, raw) in lines {
-        let parsed = import::parse_json_row(raw).and_then(|row| {
-            let command = import::parse_row(&row, &source)?;
-            match seen.first_line(&command.email, line) {
-                Some(first) => Err(import::duplicate_email(first)),
-                None => Ok(command),
-            }
-        });
-        let result = match parsed {
-            Err(error) => RowResult::refused(line, error),
-            Ok(command) => {
-                let metadata = access_domain::CommandMetadata::new(
-                    caller.actor(),
-                    format!("{request_id}-line-{line}"),
-                )
-                .with_reason(Some(format!("imported from {source}")));
-                state
-                    .store()
-                    .import_row(state.services(), &metadata, line, command, false, |input| {
-                        state.mail().prepare(input)
-                    })
-                    .await
-                    .map_err(ApiError::from)?
-            }
-        };
+    for result in &results {
         if result.status == import::RowStatus::Imported {
             imported += 1;
         }
-        let json = serde_json::to_string(&result).map_err(|e| {
+        let json = serde_json::to_string(result).map_err(|e| {
             ApiError::from(access_store::StoreError::Database(format!(
                 "an import result does not serialize: {e}"
             )))

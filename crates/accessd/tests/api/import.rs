@@ -147,4 +147,61 @@ async fn import_over_http_then_log_in(db: Db) {
     assert!(text.contains("too_many_rows"), "{text}");
 }
 
-crate::on_both_stores!(import_over_http_then_log_in);
+/// Issue 17, item 4: the largest request (10,000 rows, each with access
+/// and a bcrypt hash) is answered well within 30 s, one result per line;
+/// the imported customers log in (their email reservations were written
+/// with them) and the projection sees them.
+async fn ten_thousand_rows_are_answered_well_within_thirty_seconds(db: Db) {
+    // An unoptimized build on a loaded machine is many times slower than
+    // the release build the promise is about: it gets more time, and the
+    // 30 s bound is checked on release builds (`cargo nextest run
+    // --release -p accessd --test api ten_thousand`).
+    let app = TestApp::spawn_with(db, |config| {
+        if cfg!(debug_assertions) {
+            config.request_timeout_secs = 600;
+        }
+    })
+    .await;
+    let bcrypt = python_bcrypt(PW);
+    let body: String = (0..10_000)
+        .map(|n| {
+            format!(
+                "{}\n",
+                json!({"email": format!("many{n}@example.com"), "name": format!("Many {n}"),
+                       "external_id": format!("many-{n}"), "access": "customer_center",
+                       "password_hash": bcrypt})
+            )
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let (status, text) = post_lines(&app, ADMIN, body).await;
+    let took = started.elapsed();
+    assert_eq!(status, 200, "{}", &text[..text.len().min(500)]);
+    let answer = results(&text);
+    assert_eq!(answer.len(), 10_000);
+    assert!(answer.iter().all(|a| a["status"] == "imported"));
+    assert!(
+        cfg!(debug_assertions) || took < std::time::Duration::from_secs(30),
+        "10,000 rows took {took:?}"
+    );
+    println!("POST /v1/customers/import of 10,000 rows: {took:?}");
+    app.session("many9999@example.com", PW).await;
+    let id = answer[4321]["customer_id"].as_str().unwrap();
+    for _ in 0..100 {
+        if app
+            .get(&format!("/v1/customers/{id}"), AUDITOR)
+            .await
+            .status
+            == 200
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("customer {id} never reached the read model");
+}
+
+crate::on_both_stores!(
+    import_over_http_then_log_in,
+    ten_thousand_rows_are_answered_well_within_thirty_seconds
+);

@@ -9,6 +9,7 @@
 //! | 8 | [`store`] | `Store::append` throughput (1 and 16 writers) and a full `read_feed`, on both databases |
 //! | 9 | [`feed_rebuild`] | `rebuild::rebuild` against a full `read_feed`, on both databases, verified |
 //! | 10 | [`change_feed`] | commit → SSE and → JetStream latency under load; the NATS relay's catch-up against a full `read_feed` |
+//! | 11 | [`import`] | `accessctl import` of a generated file: customers/s on both databases, peak RSS |
 //! | 12 and 13 | [`overload`] | one customer, many writers (1 and 2 replicas); a login flood at 10 × the argon2id capacity against an idle probe |
 //!
 //! Each returns its targets (scenarios 6, 8 and 9 have none: they only
@@ -18,6 +19,7 @@ pub mod change_feed;
 pub mod commands;
 pub mod feed_rebuild;
 pub mod hashing;
+pub mod import;
 pub mod login;
 pub mod overload;
 pub mod rebuild;

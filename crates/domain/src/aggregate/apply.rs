@@ -141,7 +141,7 @@ impl Aggregate for Customer {
                 self.password = password_hash.clone();
                 self.must_change_password = must_change_password && password_hash.is_some();
                 self.imported = self.email.clone().map(|email| ImportRecord {
-                    external_id,
+                    external_id: external_id.and_then(Personal::into_known),
                     email,
                     name: self.name.clone(),
                     access,

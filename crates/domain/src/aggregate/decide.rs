@@ -72,7 +72,7 @@ impl Customer {
         let mut events = vec![CustomerEvent::CustomerImported {
             customer_id: import.customer_id,
             source: import.source,
-            external_id: import.external_id,
+            external_id: import.external_id.map(Personal::Known),
             email: Personal::Known(import.email.clone()),
             name: import.name.map(Personal::Known),
             access: import.access,

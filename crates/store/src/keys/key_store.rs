@@ -106,6 +106,7 @@ pub(crate) async fn erase_customer(tx: &mut Tx, customer_id: &str) -> Result<(),
         "DELETE FROM snapshots WHERE aggregate_id = $1",
         "DELETE FROM customer_emails WHERE customer_id = $1",
         "DELETE FROM login_emails WHERE customer_id = $1",
+        "DELETE FROM import_external_ids WHERE customer_id = $1",
         "DELETE FROM customer_sessions WHERE customer_id = $1",
         // Responses name the customer in their body (no-op responses are
         // stored without the customer column).

@@ -88,6 +88,18 @@ impl Keyring {
         self.email_index.digest(&address.trim().to_lowercase())
     }
 
+    /// A keyed digest (HMAC under the email index key, hex) of one key of a
+    /// bulk import: `purpose` says what it is for, `source` names the
+    /// import. Customer ids derived for imported rows and the blind index
+    /// of external ids come from it, so they cannot be computed from an
+    /// email or an old system's id without the key. (None of the parts
+    /// can hold a NUL: values refuse control characters.)
+    pub fn import_digest(&self, purpose: &str, source: &str, key: &str) -> String {
+        self.email_index.digest(&format!(
+            "access-import\u{0}{purpose}\u{0}{source}\u{0}{key}"
+        ))
+    }
+
     /// A new data key for `customer_id` and its wrapped (storable) form.
     pub(crate) fn new_data_key(&self, customer_id: &str) -> Result<(DataKey, String), StoreError> {
         let key = DataKey::generate().map_err(key_error)?;
