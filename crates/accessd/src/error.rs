@@ -168,6 +168,14 @@ impl From<StoreError> for ApiError {
                     "other requests on this customer kept this one waiting too long; retry",
                 )
             },
+            StoreError::Contention(_) => Self {
+                retry_after: Some(1),
+                ..Self::new(
+                    StatusCode::CONFLICT,
+                    "concurrent_modification",
+                    "this request collided with others in the database several times; retry",
+                )
+            },
             StoreError::Conflict { .. } => Self::new(
                 StatusCode::CONFLICT,
                 "concurrent_modification",

@@ -12,6 +12,13 @@ pub enum StoreError {
         "customer {customer_id} is busy: other commands on it kept this one waiting {waited_ms} ms"
     )]
     Busy { customer_id: String, waited_ms: u64 },
+    /// The database aborted the transaction because it ran into another
+    /// one (PostgreSQL: a deadlock between two replicas' appends, or a
+    /// serialization failure). Nothing was written; the command is decided
+    /// again (`execute`), and answered like a conflict if that keeps
+    /// happening.
+    #[error("the database aborted a transaction that collided with another: {0}")]
+    Contention(String),
     /// Another customer holds this login email.
     #[error("the email address is already the login of another customer")]
     EmailInUse { email: String },
@@ -63,7 +70,9 @@ impl StoreError {
     /// Stable code, as the HTTP layer reports it.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::Conflict { .. } | Self::Busy { .. } => "concurrent_modification",
+            Self::Conflict { .. } | Self::Busy { .. } | Self::Contention(_) => {
+                "concurrent_modification"
+            }
             Self::EmailInUse { .. } => "email_in_use",
             Self::IdempotencyKeyTaken => "idempotency_key_taken",
             Self::Corrupt { .. } => "corrupt_event",
@@ -105,6 +114,9 @@ pub enum ErrorCode {
     /// The database cannot serve now (shutting down, not reachable,
     /// locked past the busy timeout): worth retrying later.
     Unavailable,
+    /// The transaction collided with another and was aborted (a
+    /// deadlock): worth deciding again at once.
+    Contention,
 }
 
 /// Classifies an sqlx error: a unique violation (named by its constraint,
@@ -145,6 +157,8 @@ impl From<sqlx::Error> for StoreError {
                 let code = db.code().unwrap_or_default();
                 if code_says(&code, ErrorCode::Unavailable) {
                     Self::Unavailable(err.to_string())
+                } else if code_says(&code, ErrorCode::Contention) {
+                    Self::Contention(err.to_string())
                 } else {
                     Self::Database(err.to_string())
                 }

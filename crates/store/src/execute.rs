@@ -233,6 +233,13 @@ impl Store {
                         issued_tokens: issued,
                     });
                 }
+                // A deadlock with another replica's append: nothing was
+                // written; decide again on the database's state (`If-Match`
+                // is checked again there).
+                Err(StoreError::Contention(detail)) if attempt < CONFLICT_RETRIES => {
+                    tracing::debug!(customer_id = %id, attempt, %detail, "transaction aborted by a collision, deciding again");
+                    continue;
+                }
                 Err(StoreError::Conflict { .. })
                     if execution.expected_version.is_none()
                         && (from_cache || attempt < CONFLICT_RETRIES) =>

@@ -94,7 +94,8 @@ impl Dialect for Postgres {
 
     /// SQLSTATE 23505 unique_violation; 57P01 admin_shutdown, 57P02
     /// crash_shutdown, 57P03 cannot_connect_now, 08xxx connection
-    /// exceptions, 25006 read-only transaction.
+    /// exceptions, 25006 read-only transaction; 40P01 deadlock_detected,
+    /// 40001 serialization_failure.
     fn code_says(code: &str, what: ErrorCode) -> bool {
         match what {
             ErrorCode::UniqueViolation => code == "23505",
@@ -104,6 +105,7 @@ impl Dialect for Postgres {
             ErrorCode::Unavailable => {
                 code.starts_with("57P") || code.starts_with("08") || code == "25006"
             }
+            ErrorCode::Contention => code == "40P01" || code == "40001",
         }
     }
 

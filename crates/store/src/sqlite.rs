@@ -111,6 +111,8 @@ impl Dialect for Sqlite {
         let codes: &[&str] = match what {
             ErrorCode::UniqueViolation => &["1555", "2067"],
             ErrorCode::Unavailable => &["5", "6", "517"],
+            // One writer at a time: transactions queue, never deadlock.
+            ErrorCode::Contention => &[],
         };
         codes.contains(&code)
     }

@@ -294,6 +294,42 @@ async fn the_cache_can_be_turned_off(postgres: bool) {
     assert_eq!(store.load(id).await.unwrap().version, 4);
 }
 
+/// Two replicas swapping two customers' login emails at the same moment:
+/// each transaction releases its old address, then takes the other's, so
+/// PostgreSQL can find them waiting for each other (a deadlock, SQLSTATE
+/// 40P01) and abort one. That one is decided again, never a database error
+/// (it was an `internal` 500 over HTTP).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_two_replicas_swapping_login_emails_never_fail_with_a_database_error() {
+    let (db, a) = fresh_store(true, StoreOptions::default()).await;
+    let b = replica(&db).await;
+    let mut outcomes = std::collections::BTreeMap::new();
+    for round in 0..40 {
+        let (x, y) = (
+            format!("x{round}@example.com"),
+            format!("y{round}@example.com"),
+        );
+        let first = customer_with_access(&a, &x).await;
+        let second = customer_with_access(&a, &y).await;
+        let change = |to: &str| CustomerCommand::ChangeEmail {
+            email: email(to),
+            credential: Credential::SetupLink,
+        };
+        let (one, two) = tokio::join!(run(&a, first, change(&y)), run(&b, second, change(&x)));
+        for result in [one, two] {
+            let outcome = match result {
+                Ok(_) => "ok".to_string(),
+                Err(ExecuteError::Store(access_store::StoreError::EmailInUse { .. })) => {
+                    "email_in_use".to_string()
+                }
+                Err(other) => panic!("round {round}: {other:?}"),
+            };
+            *outcomes.entry(outcome).or_insert(0) += 1;
+        }
+    }
+    assert!(outcomes.contains_key("email_in_use"), "{outcomes:?}");
+}
+
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
         mod postgres {

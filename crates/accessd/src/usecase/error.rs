@@ -48,7 +48,9 @@ impl CommandError {
 /// The code of a store failure.
 fn store_code(err: &StoreError) -> &'static str {
     match err {
-        StoreError::Conflict { .. } | StoreError::Busy { .. } => "concurrent_modification",
+        StoreError::Conflict { .. } | StoreError::Busy { .. } | StoreError::Contention(_) => {
+            "concurrent_modification"
+        }
         StoreError::EmailInUse { .. } => "email_in_use",
         StoreError::Unavailable(_) => "unavailable",
         _ => "internal",

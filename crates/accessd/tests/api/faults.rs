@@ -667,9 +667,23 @@ async fn two_replicas_under_contended_load() {
         *m.entry(format!("{} {}", s.status, s.code)).or_insert(0) += 1;
         m
     });
+    let errors_logged = || {
+        ["replica-a", "replica-b"]
+            .iter()
+            .map(|r| std::fs::read_to_string(dir.path().join(format!("{r}.stderr"))))
+            .filter_map(Result::ok)
+            .flat_map(|log| {
+                log.lines()
+                    .filter(|l| l.contains("ERROR") || l.contains("WARN"))
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>()
+    };
     assert!(
         seen.iter().all(|s| s.status != 0 && s.status < 500),
-        "server errors: {statuses:?}"
+        "server errors: {statuses:?}; logged: {:#?}",
+        errors_logged()
     );
     let (acknowledged, lost, duplicated, _, _) = check_commands(&bases[0], &seen).await;
     // Unique login emails: no two customers with access share a login.
