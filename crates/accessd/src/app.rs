@@ -272,6 +272,14 @@ pub async fn start(
             "argon2id costs below OWASP's recommendation (19456 KiB, 2 iterations)"
         );
     }
+    // A login that waits for the hasher until its request times out would
+    // count against the account without ever being checked.
+    if config.hash_wait_ms >= config.request_timeout_secs.saturating_mul(1000) {
+        return Err(StartupError::Hasher(format!(
+            "ACCESS_HASH_WAIT_MS ({}) must be less than ACCESS_REQUEST_TIMEOUT_SECS ({} s)",
+            config.hash_wait_ms, config.request_timeout_secs
+        )));
+    }
     let hasher = Arc::new(
         Argon2idHasher::with_params(params, config.hash_concurrency).with_admission(
             AdmissionLimits {

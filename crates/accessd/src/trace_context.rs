@@ -1,10 +1,9 @@
 //! W3C Trace Context (<https://www.w3.org/TR/trace-context/>): a request
 //! that arrives with `traceparent` keeps its trace id. It is logged with the
 //! request id (the `request` span's `trace_id` field), stored as the
-//! `correlation_id` of the events of commands that take a
-//! `CommandContext` (the API-key commands and the self-service email
-//! change request; not yet the other self-service commands), and the
-//! answer carries a `traceparent` of the same trace with this service's own
+//! `correlation_id` of every event the request causes (through the
+//! `RequestId` extractor: API-key commands, the customer's own commands,
+//! links and pages, a login's hash upgrade), and the answer carries a `traceparent` of the same trace with this service's own
 //! span id, so a command can be followed from the upstream service through
 //! this one. A request without a valid `traceparent` starts a new trace (in
 //! the answer and the logs; its events get no correlation id).

@@ -58,7 +58,11 @@ impl IntoResponse for PageError {
                 &["Reload the page and try again."],
             )
             .render(),
-            Self::Api(err) => error_page(err).render(),
+            Self::Api(err) => {
+                // 429 and 503 keep their `Retry-After` on the page too.
+                let retry_after = err.retry_after;
+                with_retry_after(error_page(err).render(), retry_after)
+            }
         }
     }
 }

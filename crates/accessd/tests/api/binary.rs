@@ -118,6 +118,10 @@ fn start_up_errors_are_one_clear_line() {
         ),
         (("ACCESS_MAIL", "carrier-pigeon"), "mail"),
         (("ACCESS_PUBLIC_URL", "example.com"), "must start with http"),
+        (
+            ("ACCESS_HASH_WAIT_MS", "30000"),
+            "ACCESS_HASH_WAIT_MS (30000) must be less than ACCESS_REQUEST_TIMEOUT_SECS",
+        ),
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_accessd"))
             .current_dir(dir.path())
