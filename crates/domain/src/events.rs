@@ -373,9 +373,7 @@ impl CustomerEvent {
         match self {
             Self::CustomerRegistered { email, name, .. } => {
                 fields.push(("email", email));
-                if let Some(name) = name {
-                    fields.push(("name", name));
-                }
+                fields.extend(name.as_mut().map(|n| ("name", n as &mut dyn PersonalField)));
             }
             Self::CustomerImported {
                 email,
@@ -384,12 +382,12 @@ impl CustomerEvent {
                 ..
             } => {
                 fields.push(("email", email));
-                if let Some(name) = name {
-                    fields.push(("name", name));
-                }
-                if let Some(external_id) = external_id {
-                    fields.push(("external_id", external_id));
-                }
+                fields.extend(name.as_mut().map(|n| ("name", n as &mut dyn PersonalField)));
+                fields.extend(
+                    external_id
+                        .as_mut()
+                        .map(|e| ("external_id", e as &mut dyn PersonalField)),
+                );
             }
             Self::EmailChanged {
                 old_email,
