@@ -237,6 +237,7 @@ pub async fn run(store: &Store, shown_url: &str, args: ExportArgs) -> anyhow::Re
         from: args.from,
         to: args.to,
         after: None,
+        newest_first: false,
     };
     let mut written: u64 = 0;
     let mut first = true;

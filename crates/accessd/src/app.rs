@@ -387,6 +387,10 @@ pub async fn start(
         feed: feed.clone(),
         feed_heartbeat: Duration::from_secs(config.feed_heartbeat_secs.max(1)),
         feed_max_wait: Duration::from_secs(config.request_timeout_secs.max(2) - 1),
+        console: crate::usecase::console::ConsoleSettings::new(
+            config.audit_session_hours,
+            config.audit_verify_secs,
+        ),
         relay: config.nats_url.as_ref().map(|url| {
             crate::relay::Relay::spawn(
                 store_for_relay,
@@ -415,6 +419,9 @@ pub async fn start(
                 state.throttle().shrink(Utc::now()).await;
                 if let Err(e) = state.store().purge_expired_sessions(Utc::now()).await {
                     tracing::warn!(error = %e, "could not purge expired sessions");
+                }
+                if let Err(e) = crate::usecase::console::purge_expired(&state).await {
+                    tracing::warn!(error = %e, "could not purge expired console sessions");
                 }
             }
         })

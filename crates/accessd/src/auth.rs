@@ -74,6 +74,12 @@ impl ApiKey {
         }
     }
 
+    /// The digest of the key's secret, lower-case hex (what `api_keys`
+    /// and console sessions keep).
+    pub fn digest_hex(&self) -> String {
+        hex::encode(self.digest)
+    }
+
     /// A key known only by its stored hex digest.
     pub fn from_digest(name: impl Into<String>, role: ApiRole, hex_digest: &str) -> Option<Self> {
         let bytes = hex::decode(hex_digest).ok()?;
@@ -164,6 +170,15 @@ impl ApiKeys {
             }
         }
         found
+    }
+
+    /// The key named `name` whose secret has this digest (hex), if it is
+    /// still configured: a session opened by a key ends when the key is
+    /// removed or its secret replaced.
+    pub fn current(&self, name: &str, digest_hex: &str) -> Option<&ApiKey> {
+        self.keys
+            .iter()
+            .find(|k| k.name == name && k.digest_hex() == digest_hex)
     }
 }
 

@@ -151,6 +151,15 @@ pub struct Config {
     #[arg(long, env = "ACCESS_SNAPSHOT_INTERVAL", default_value_t = 100)]
     pub snapshot_interval: u64,
 
+    /// How long an audit console session lasts, in hours (1 to 8).
+    #[arg(long, env = "ACCESS_AUDIT_SESSION_HOURS", default_value_t = 8)]
+    pub audit_session_hours: u32,
+
+    /// The longest an integrity check started from the audit console
+    /// runs, in seconds (longer histories: `accessctl audit verify`).
+    #[arg(long, env = "ACCESS_AUDIT_VERIFY_SECS", default_value_t = 300)]
+    pub audit_verify_secs: u64,
+
     /// Longest time a request may take, in seconds.
     #[arg(long, env = "ACCESS_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,

@@ -53,6 +53,8 @@ pub struct Inner {
     pub feed_max_wait: std::time::Duration,
     /// The NATS JetStream relay, when configured.
     pub relay: Option<crate::relay::Relay>,
+    /// The auditors' console's settings.
+    pub console: crate::usecase::console::ConsoleSettings,
 }
 
 impl FromRef<AppState> for ApiKeys {
@@ -171,6 +173,10 @@ impl AppState {
 
     pub fn projector(&self) -> Option<&access_projections::Projector> {
         self.0.projector.as_ref()
+    }
+
+    pub fn console(&self) -> crate::usecase::console::ConsoleSettings {
+        self.0.console
     }
 
     pub fn now(&self) -> DateTime<Utc> {

@@ -337,16 +337,30 @@ pub async fn access_state_by_email(
 /// Ends a page's query: the first `limit` rows after `after` in the global
 /// order, whose place is in the two columns `place` (`tx, position`).
 fn page_after(q: &mut Query, place: &str, after: Option<Position>, limit: u32) {
-    if let Some(after) = after {
+    page_from(q, place, after, false, limit);
+}
+
+/// Rows after the cursor in the global order, or before it with
+/// `newest_first` (then in reverse order).
+fn page_from(q: &mut Query, place: &str, cursor: Option<Position>, newest_first: bool, limit: u32) {
+    let (beyond, order) = if newest_first {
+        (
+            "<",
+            format!(" ORDER BY {}", place.replace(',', " DESC,") + " DESC"),
+        )
+    } else {
+        (">", format!(" ORDER BY {place}"))
+    };
+    if let Some(cursor) = cursor {
         // A row-value comparison: both databases walk the index on the
         // place from the cursor instead of from the start.
-        q.push(&format!(" AND ({place}) > ("))
-            .push_bind(Value::count(after.tx))
+        q.push(&format!(" AND ({place}) {beyond} ("))
+            .push_bind(Value::count(cursor.tx))
             .push(", ")
-            .push_bind(after.global)
+            .push_bind(cursor.global)
             .push(")");
     }
-    q.push(&format!(" ORDER BY {place} LIMIT "))
+    q.push(&format!("{order} LIMIT "))
         .push_bind(i64::from(limit));
 }
 
@@ -393,11 +407,16 @@ pub struct AuditFilter {
     pub actor: Option<String>,
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
-    /// Rows after this place in the global order (the cursor).
+    /// Rows after this place in the global order (the cursor); with
+    /// `newest_first`, rows before it.
     pub after: Option<Position>,
+    /// The newest rows first (the latest changes), instead of the global
+    /// order.
+    pub newest_first: bool,
 }
 
-/// Up to `limit` audit rows matching `filter`, in the global order.
+/// Up to `limit` audit rows matching `filter`, in the global order (or
+/// the reverse with `newest_first`).
 pub async fn audit_page(
     store: &Store,
     filter: &AuditFilter,
@@ -425,7 +444,13 @@ pub async fn audit_page(
     if let Some(to) = filter.to {
         q.push(" AND at < ").push_bind(Value::stamp(to));
     }
-    page_after(&mut q, "tx, position", filter.after, limit);
+    page_from(
+        &mut q,
+        "tx, position",
+        filter.after,
+        filter.newest_first,
+        limit,
+    );
     store
         .sql()
         .read(&q)

@@ -225,6 +225,35 @@ async fn audit_queries_filter_and_page(store: Store) {
     sorted.dedup();
     assert_eq!(sorted.len(), seen.len());
 
+    // Newest first (the console's latest changes): pages of 5 walk the
+    // same rows backwards, each exactly once.
+    let mut before: Option<Position> = None;
+    let mut backwards = Vec::new();
+    loop {
+        let page = db::audit_page(
+            &store,
+            &AuditFilter {
+                after: before,
+                newest_first: true,
+                ..Default::default()
+            },
+            5,
+        )
+        .await
+        .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        before = page.last().map(|r| Position {
+            tx: r.tx,
+            global: r.position,
+        });
+        backwards.extend(page.into_iter().map(|r| r.position));
+    }
+    let mut forwards = seen.clone();
+    forwards.reverse();
+    assert_eq!(backwards, forwards);
+
     let by_kind = AuditFilter {
         kind: Some("email_changed".into()),
         ..Default::default()

@@ -35,6 +35,7 @@ pub mod accounts;
 mod append;
 mod cache;
 mod codec;
+pub mod console;
 pub mod error;
 mod events;
 pub mod execute;
@@ -56,6 +57,7 @@ mod writers;
 pub use accounts::{Accounts, SessionRecord, StoredApiKey};
 pub use cache::CacheStats;
 pub use codec::AGGREGATE_TYPE;
+pub use console::{Console, ConsoleSession, IntegrityCheck};
 pub use error::StoreError;
 pub use events::{EventStore, FeedScan, FeedSelection};
 pub use execute::{ExecuteError, Executed, Execution, OutboxInput};
@@ -70,7 +72,7 @@ pub use url::redact_url;
 
 /// The store's interfaces, to call them on a [`Store`].
 pub mod prelude {
-    pub use crate::{Accounts, EventStore, Idempotency, KeyAdmin, LoginAttempts, Outbox};
+    pub use crate::{Accounts, Console, EventStore, Idempotency, KeyAdmin, LoginAttempts, Outbox};
 }
 
 /// The event store, on PostgreSQL or SQLite.

@@ -124,11 +124,13 @@ fn filter(
         from: time(&query.from, "from")?,
         to: time(&query.to, "to")?,
         after,
+        newest_first: false,
     })
 }
 
+/// The forms of an audit answer.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Format {
+pub(crate) enum Format {
     Json,
     JsonLines,
     Csv,
@@ -146,8 +148,8 @@ fn format(raw: Option<&str>) -> ApiResult<Format> {
     }
 }
 
-/// Streams every matching row, a page at a time.
-fn export(state: AppState, filter: AuditFilter, format: Format) -> Response {
+/// Streams every matching row, a page at a time (JSON lines or CSV).
+pub(crate) fn export(state: AppState, filter: AuditFilter, format: Format) -> Response {
     struct Cursor {
         state: AppState,
         filter: AuditFilter,

@@ -11,6 +11,7 @@
 //! | `GET /account/change-email`, `POST …` | ask for a new login email |
 //! | `GET /account/change-password`, `POST …` | change the password |
 //! | `GET /assets/site.css` | the stylesheet |
+//! | `/audit/…` | the auditors' console ([`console`]) |
 //!
 //! The logic is the API's: logins, sessions, email and password changes
 //! and links run through the use cases of [`crate::usecase`] (the same
@@ -71,6 +72,7 @@
 //! (`login`, `account`, `links`), and `session` and [`csrf`].
 
 mod account;
+mod console;
 pub(crate) mod csrf;
 mod errors;
 mod forms;
@@ -123,6 +125,7 @@ pub fn router() -> Router<AppState> {
     ];
     pages
         .into_iter()
+        .chain(console::routes())
         .fold(Router::new(), |router, (path, page)| {
             router.route(path, page)
         })

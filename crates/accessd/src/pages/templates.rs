@@ -35,6 +35,13 @@ const TEMPLATES: &[(&str, &str)] = templates![
     "email_confirmed.html",
     "link_expired.html",
     "message.html",
+    "audit_base.html",
+    "audit_macros.html",
+    "audit_login.html",
+    "audit_home.html",
+    "audit_customer.html",
+    "audit_report.html",
+    "audit_integrity.html",
 ];
 
 static ENVIRONMENT: LazyLock<Environment<'static>> = LazyLock::new(|| {

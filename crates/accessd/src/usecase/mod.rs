@@ -15,6 +15,8 @@
 //!   change).
 //! - [`links`]: use a link from an email (set a password, confirm an
 //!   email) or check that it is live.
+//! - [`console`]: the auditors' console: sign-in with an API key,
+//!   console sessions, integrity checks in the background.
 //! - [`error`]: [`CommandError`] and [`SelfServiceError`]; a page matches
 //!   on their variants, `http/refusals.rs` turns them into the API's codes
 //!   and statuses.
@@ -24,6 +26,7 @@
 
 pub mod account;
 pub mod command;
+pub mod console;
 pub mod error;
 pub mod links;
 pub mod login;

@@ -7,6 +7,7 @@ mod authz;
 mod binary;
 mod browser;
 mod client;
+mod console;
 mod digest;
 mod exports;
 mod faults;

@@ -10,22 +10,22 @@ use serde_json::json;
 use crate::helpers::*;
 
 /// A browser: a cookie jar, following redirects.
-struct Browser {
-    base: String,
-    client: reqwest::Client,
+pub(crate) struct Browser {
+    pub(crate) base: String,
+    pub(crate) client: reqwest::Client,
 }
 
 /// A page as the browser got it (after redirects).
-struct Html {
-    status: StatusCode,
-    path: String,
-    headers: HeaderMap,
-    text: String,
+pub(crate) struct Html {
+    pub(crate) status: StatusCode,
+    pub(crate) path: String,
+    pub(crate) headers: HeaderMap,
+    pub(crate) text: String,
 }
 
 impl Html {
     #[track_caller]
-    fn expect(self, status: u16, path: &str) -> Self {
+    pub(crate) fn expect(self, status: u16, path: &str) -> Self {
         assert_eq!(
             (self.status.as_u16(), self.path.as_str()),
             (status, path),
@@ -36,12 +36,12 @@ impl Html {
     }
 
     /// The value of the hidden CSRF field of the page's forms.
-    fn csrf(&self) -> String {
+    pub(crate) fn csrf(&self) -> String {
         hidden_value(&self.text, "csrf_token").expect("a CSRF field")
     }
 
     #[track_caller]
-    fn has(&self, fragment: &str) -> &Self {
+    pub(crate) fn has(&self, fragment: &str) -> &Self {
         assert!(
             self.text.contains(fragment),
             "`{fragment}` not in the page:\n{}",
@@ -51,7 +51,7 @@ impl Html {
     }
 
     #[track_caller]
-    fn lacks(&self, fragment: &str) -> &Self {
+    pub(crate) fn lacks(&self, fragment: &str) -> &Self {
         assert!(
             !self.text.contains(fragment),
             "`{fragment}` in the page:\n{}",
@@ -72,7 +72,7 @@ impl Html {
     }
 }
 
-fn hidden_value(html: &str, name: &str) -> Option<String> {
+pub(crate) fn hidden_value(html: &str, name: &str) -> Option<String> {
     let marker = format!("name=\"{name}\" value=\"");
     let start = html.find(&marker)? + marker.len();
     let end = start + html[start..].find('"')?;
@@ -80,7 +80,7 @@ fn hidden_value(html: &str, name: &str) -> Option<String> {
 }
 
 impl Browser {
-    fn new(app: &TestApp) -> Self {
+    pub(crate) fn new(app: &TestApp) -> Self {
         Self {
             base: app.base.clone(),
             client: reqwest::Client::builder()
@@ -106,7 +106,7 @@ impl Browser {
         }
     }
 
-    async fn get(&self, path: &str) -> Html {
+    pub(crate) async fn get(&self, path: &str) -> Html {
         Self::read(
             self.client
                 .get(format!("{}{path}", self.base))
@@ -118,7 +118,7 @@ impl Browser {
     }
 
     /// Submits a form of `page` (its CSRF token added) to `action`.
-    async fn submit(&self, page: &Html, action: &str, fields: &[(&str, &str)]) -> Html {
+    pub(crate) async fn submit(&self, page: &Html, action: &str, fields: &[(&str, &str)]) -> Html {
         let csrf = page.csrf();
         let mut form: Vec<(&str, &str)> = fields.to_vec();
         form.push(("csrf_token", &csrf));
@@ -833,7 +833,7 @@ fn set_cookies(headers: &HeaderMap) -> Vec<String> {
 }
 
 #[track_caller]
-fn assert_security_headers(headers: &HeaderMap) {
+pub(crate) fn assert_security_headers(headers: &HeaderMap) {
     assert_eq!(
         headers["content-security-policy"],
         "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"

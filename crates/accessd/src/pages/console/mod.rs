@@ -1,0 +1,154 @@
+//! The auditors' console: the history of every login, read-only, in a
+//! browser. Server-rendered like the customers' pages (same look, no
+//! JavaScript, the same strict headers); the logic is in
+//! [`crate::usecase::console`] and the projections' queries.
+//!
+//! | route | page |
+//! |---|---|
+//! | `GET /audit/login`, `POST /audit/login` | sign in with an auditor's or admin's API key |
+//! | `POST /audit/logout` | sign out (the button in the header) |
+//! | `GET /audit` | search by login email or customer id; the latest changes of all customers |
+//! | `GET /audit/customers/{id}` | a customer's state and timeline (`?as_of=` the state then; `kind`, `from`, `to` filters; `cursor` paging) |
+//! | `GET /audit/report` | who had access at an instant (`?as_of=`), paged |
+//! | `GET /audit/report.csv` | the same report as CSV |
+//! | `GET /audit/export` | the audit trail of a filtered view as CSV or JSON lines, streamed |
+//! | `GET /audit/integrity`, `POST /audit/integrity/verify` | the hash chain's head; a verification in the background and its result |
+//!
+//! # Sessions
+//!
+//! The API key is exchanged for a console session in the
+//! `access_console` cookie (`HttpOnly; SameSite=Strict; Path=/audit`,
+//! `Secure` when the public URL is https), valid at most 8 hours, ended by
+//! the sign-out, or when the key is removed or replaced. The API does not
+//! accept the cookie: a console session cannot send a command, and no page
+//! of the console sends one.
+//!
+//! # Stable element ids (for browser tests)
+//!
+//! | page | ids |
+//! |---|---|
+//! | login | `#api_key`, `#submit`, `#form-error` |
+//! | every signed-in page | `#console-user`, `#nav-home`, `#nav-report`, `#nav-integrity`, `#logout` |
+//! | home | `#q`, `#search` (the search button); `#search-results`, `#no-match`; `#latest` (the table), `#next-page` |
+//! | customer | `#state` (`#state-email`, `#state-access`, `#state-as-of`), `#as_of`, `#show-as-of`, `#kind`, `#from`, `#to`, `#filter`, `#timeline` (rows `.timeline-row`), `#next-page`, `#download-csv`, `#download-jsonl`, `#filter-error` |
+//! | report | `#as_of`, `#show-report`, `#report` (rows `.report-row`), `#report-count`, `#next-page`, `#download-csv` |
+//! | integrity | `#digest`, `#covered`, `#verify` (the button), `#checks` (rows `.check-row`, the newest first: `.check-outcome`) |
+
+mod browse;
+mod integrity;
+mod login;
+mod report;
+mod view;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::routing::{get, post, MethodRouter};
+use axum_extra::extract::cookie::Cookie;
+use minijinja::value::{Serde, Value};
+use serde::Serialize;
+
+use super::csrf::CsrfToken;
+use super::session::{cookie, SameSite};
+use super::{Page, PageError};
+use crate::state::AppState;
+use crate::usecase::console::{user_of, ConsoleUser};
+
+/// The console session's cookie.
+pub const COOKIE: &str = "access_console";
+
+/// The console's routes.
+pub(crate) fn routes() -> [(&'static str, MethodRouter<AppState>); 9] {
+    [
+        ("/audit", get(browse::home)),
+        ("/audit/login", get(login::show).post(login::submit)),
+        ("/audit/logout", post(login::logout)),
+        ("/audit/customers/{id}", get(browse::customer)),
+        ("/audit/export", get(browse::export)),
+        ("/audit/report", get(report::show)),
+        ("/audit/report.csv", get(report::csv)),
+        ("/audit/integrity", get(integrity::show)),
+        ("/audit/integrity/verify", post(integrity::verify)),
+    ]
+}
+
+/// A console cookie: `HttpOnly; SameSite=Strict; Path=/audit`, `Secure`
+/// when the public URL is https.
+fn console_cookie(state: &AppState, value: &str) -> Cookie<'static> {
+    Cookie::build((COOKIE, value.to_string()))
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .path("/audit")
+        .secure(state.mail().public_url().starts_with("https://"))
+        .build()
+}
+
+/// `Set-Cookie` of a new console session (lasting as long as it).
+fn session_cookie(state: &AppState, token: &str, max_age: chrono::Duration) -> String {
+    let mut cookie = console_cookie(state, token);
+    cookie.set_max_age(::cookie::time::Duration::seconds(max_age.num_seconds()));
+    cookie.to_string()
+}
+
+/// `Set-Cookie` that removes the console cookie.
+fn clear_cookie(state: &AppState) -> String {
+    let mut cookie = console_cookie(state, "");
+    cookie.make_removal();
+    cookie.to_string()
+}
+
+/// Someone signed in to the console; without a valid session, a redirect
+/// to the console's sign-in (an ended session's cookie is cleared).
+pub(crate) struct Auditor(pub ConsoleUser);
+
+impl FromRequestParts<AppState> for Auditor {
+    type Rejection = PageError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(token) = cookie(&parts.headers, COOKIE) else {
+            return Err(PageError::Redirect {
+                to: "/audit/login",
+                cookies: Vec::new(),
+            });
+        };
+        match user_of(state, &token).await? {
+            Some(user) => Ok(Self(user)),
+            None => Err(PageError::Redirect {
+                to: "/audit/login?notice=session_ended",
+                cookies: vec![clear_cookie(state)],
+            }),
+        }
+    }
+}
+
+/// Who is signed in, for the header.
+#[derive(Serialize)]
+struct Header<'a> {
+    name: &'a str,
+    role: &'static str,
+}
+
+/// A console page: its template gets `user` (the header) and `section`
+/// (the highlighted link) besides its own variables.
+pub(crate) fn console_page(
+    template: &'static str,
+    title: impl Into<String>,
+    auditor: &Auditor,
+    csrf: CsrfToken,
+    section: &str,
+    extra: Value,
+) -> Page {
+    let user = Header {
+        name: &auditor.0.name,
+        role: auditor.0.role.as_str(),
+    };
+    Page::new(template, title)
+        .csrf(csrf)
+        .with(minijinja::context! {
+            user => Value::from(Serde(&user)),
+            section => section,
+            ..extra
+        })
+}

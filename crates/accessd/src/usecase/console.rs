@@ -1,0 +1,376 @@
+//! The auditors' console: signing in with an API key (exchanged for a
+//! console session), finding the session of a cookie, signing out, and
+//! the integrity checks started from the console.
+//!
+//! - Only `auditor` and `admin` keys may sign in; `service` and
+//!   `subscriber` keys are refused.
+//! - Sign-ins are throttled like customer logins (the same soft lock and
+//!   per-address rate), counted per client address: the key is unknown
+//!   until it matched.
+//! - A session lasts at most [`ConsoleSettings::session_ttl`] (8 hours at
+//!   most) and ends at sign-out, or when the key that opened it is removed
+//!   or its secret replaced. Only digests are stored.
+//! - Every session's start and end is a log line with the key's name (not
+//!   an event: it belongs to no customer).
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use access_domain::{ApiRole, TokenGenerator};
+use access_projections::chain;
+use access_security::OsRandomTokens;
+use access_store::prelude::*;
+use access_store::{ConsoleSession, IntegrityCheck, StoreError};
+use chrono::{DateTime, Utc};
+
+use crate::auth::{digest, ApiKey};
+use crate::state::AppState;
+use crate::throttle::ThrottleError;
+
+/// The longest a console session may last.
+pub const MAX_SESSION_HOURS: u32 = 8;
+
+/// The console's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct ConsoleSettings {
+    /// How long a console session lasts (at most
+    /// [`MAX_SESSION_HOURS`]).
+    pub session_ttl: chrono::Duration,
+    /// The longest an integrity check started from the console runs.
+    pub verify_limit: Duration,
+}
+
+impl ConsoleSettings {
+    pub fn new(session_hours: u32, verify_secs: u64) -> Self {
+        Self {
+            session_ttl: chrono::Duration::hours(i64::from(
+                session_hours.clamp(1, MAX_SESSION_HOURS),
+            )),
+            verify_limit: Duration::from_secs(verify_secs.max(1)),
+        }
+    }
+}
+
+impl Default for ConsoleSettings {
+    fn default() -> Self {
+        Self::new(MAX_SESSION_HOURS, 300)
+    }
+}
+
+/// Why a sign-in did not open a session.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsoleError {
+    /// Too many sign-ins from this address: wait this many seconds.
+    #[error("too many sign-in attempts; try again in {retry_after} s")]
+    TooManyAttempts { retry_after: u64 },
+    /// No configured key has this secret.
+    #[error("unknown API key")]
+    UnknownKey,
+    /// A known key whose role may not use the console.
+    #[error("a {} key cannot sign in to the audit console", .role.as_str())]
+    RoleRefused { role: ApiRole },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<ThrottleError> for ConsoleError {
+    fn from(err: ThrottleError) -> Self {
+        match err {
+            ThrottleError::TooManyAttempts { retry_after } => Self::TooManyAttempts { retry_after },
+            ThrottleError::Store(e) => Self::Store(e),
+        }
+    }
+}
+
+/// Someone signed in to the console.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleUser {
+    /// The API key's name (the person).
+    pub name: String,
+    pub role: ApiRole,
+    /// The digest of the session's token.
+    pub token_digest: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A session just opened: the token goes into the cookie, once.
+pub struct Opened {
+    pub token: String,
+    pub user: ConsoleUser,
+}
+
+/// Whether a role may use the console.
+pub fn may_sign_in(role: ApiRole) -> bool {
+    matches!(role, ApiRole::Auditor | ApiRole::Admin)
+}
+
+/// The key a person typed: its secret, or the whole `name:role:secret`
+/// entry as the key was handed out (the name and role must then be the
+/// key's).
+fn key_of<'k>(state: &'k AppState, presented: &str) -> Option<&'k ApiKey> {
+    let presented = presented.trim();
+    if let Some(key) = state.keys().authenticate(presented) {
+        return Some(key);
+    }
+    let mut parts = presented.splitn(3, ':');
+    let (Some(name), Some(role), Some(secret)) = (parts.next(), parts.next(), parts.next()) else {
+        return None;
+    };
+    state
+        .keys()
+        .authenticate(secret)
+        .filter(|key| key.name == name && key.role.as_str() == role)
+}
+
+/// The throttle's account for sign-ins from an address.
+fn throttle_account(address: Option<IpAddr>) -> String {
+    match address {
+        Some(ip) => format!("audit-console:{}", crate::client_ip::limit_key(ip)),
+        None => "audit-console:unknown".to_string(),
+    }
+}
+
+/// Signs in with an API key: a console session for an auditor or admin
+/// key.
+pub async fn sign_in(
+    state: &AppState,
+    settings: &ConsoleSettings,
+    address: Option<IpAddr>,
+    presented: &str,
+) -> Result<Opened, ConsoleError> {
+    let reserved = state
+        .throttle()
+        .attempt(&throttle_account(address), address, state.now())
+        .await?;
+    let key = key_of(state, presented).ok_or(ConsoleError::UnknownKey)?;
+    if !may_sign_in(key.role) {
+        tracing::info!(key = %key.name, role = key.role.as_str(), "audit console sign-in refused: role");
+        return Err(ConsoleError::RoleRefused { role: key.role });
+    }
+    state.throttle().succeeded(&reserved).await;
+    let token = OsRandomTokens.generate();
+    let now = state.now();
+    let session = ConsoleSession {
+        token_digest: hex::encode(digest(token.expose())),
+        key_name: key.name.clone(),
+        key_digest: key.digest_hex(),
+        role: key.role.as_str().to_string(),
+        created_at: now,
+        expires_at: now + settings.session_ttl,
+    };
+    state.store().create_console_session(&session).await?;
+    tracing::info!(
+        key = %key.name,
+        role = key.role.as_str(),
+        expires_at = %session.expires_at,
+        "audit console session started"
+    );
+    Ok(Opened {
+        token: token.expose().to_string(),
+        user: ConsoleUser {
+            name: key.name.clone(),
+            role: key.role,
+            token_digest: session.token_digest,
+            expires_at: session.expires_at,
+        },
+    })
+}
+
+/// The console user of a session token, when the session is valid now:
+/// not expired, and its key still configured with a console role. An
+/// ended session is deleted (its end logged) and gives `None`.
+pub async fn user_of(state: &AppState, token: &str) -> Result<Option<ConsoleUser>, StoreError> {
+    let token_digest = hex::encode(digest(token));
+    let Some(session) = state.store().find_console_session(&token_digest).await? else {
+        return Ok(None);
+    };
+    let key = state
+        .keys()
+        .current(&session.key_name, &session.key_digest)
+        .filter(|key| may_sign_in(key.role));
+    let why = match key {
+        _ if session.expires_at <= state.now() => "expired",
+        None => "key removed or replaced",
+        Some(key) => {
+            return Ok(Some(ConsoleUser {
+                name: key.name.clone(),
+                role: key.role,
+                token_digest,
+                expires_at: session.expires_at,
+            }))
+        }
+    };
+    end_digest(state, &token_digest, why).await?;
+    Ok(None)
+}
+
+/// Ends the session of a token (sign-out).
+pub async fn sign_out(state: &AppState, token: &str) -> Result<(), StoreError> {
+    end_digest(state, &hex::encode(digest(token)), "signed out").await
+}
+
+async fn end_digest(state: &AppState, token_digest: &str, why: &str) -> Result<(), StoreError> {
+    if let Some(ended) = state.store().delete_console_session(token_digest).await? {
+        log_end(&ended, why);
+    }
+    Ok(())
+}
+
+fn log_end(session: &ConsoleSession, why: &str) {
+    tracing::info!(
+        key = %session.key_name,
+        role = %session.role,
+        reason = why,
+        "audit console session ended"
+    );
+}
+
+/// Deletes expired console sessions (the janitor), logging each end.
+pub async fn purge_expired(state: &AppState) -> Result<(), StoreError> {
+    for ended in state
+        .store()
+        .purge_expired_console_sessions(state.now())
+        .await?
+    {
+        log_end(&ended, "expired");
+    }
+    Ok(())
+}
+
+/// What starting an integrity check did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Started {
+    /// A new check runs in the background.
+    Started(String),
+    /// A check started less than the time limit ago is still running: no
+    /// second one.
+    AlreadyRunning(String),
+}
+
+/// Starts a verification of the hash chain in the background (at most
+/// [`ConsoleSettings::verify_limit`]); its result is stored for the
+/// integrity page. A check left `running` by a replica that stopped is
+/// shown as abandoned once its time limit has passed.
+pub async fn start_integrity_check(
+    state: &AppState,
+    settings: &ConsoleSettings,
+    user: &ConsoleUser,
+) -> Result<Started, StoreError> {
+    let now = state.now();
+    let limit = chrono::Duration::from_std(settings.verify_limit)
+        .unwrap_or_else(|_| chrono::Duration::seconds(300));
+    if let Some(running) = state
+        .store()
+        .latest_integrity_checks(1)
+        .await?
+        .into_iter()
+        .find(|c| c.finished_at.is_none() && c.started_at + limit > now)
+    {
+        return Ok(Started::AlreadyRunning(running.id));
+    }
+    let check = IntegrityCheck {
+        id: uuid::Uuid::new_v4().to_string(),
+        started_by: user.name.clone(),
+        started_at: now,
+        finished_at: None,
+        outcome: "running".to_string(),
+        summary: "The verification is running.".to_string(),
+    };
+    state.store().insert_integrity_check(&check).await?;
+    tracing::info!(key = %user.name, check = %check.id, "integrity check started from the audit console");
+    let id = check.id.clone();
+    let state = state.clone();
+    let bound = settings.verify_limit;
+    tokio::spawn(async move {
+        let (outcome, summary) =
+            match tokio::time::timeout(bound, chain::verify(state.store(), None)).await {
+                Ok(Ok(report)) => describe(&report),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "integrity check failed");
+                    (
+                        "failed",
+                        "The verification could not be completed (the database failed); \
+                         see the service's log and try again."
+                            .to_string(),
+                    )
+                }
+                Err(_) => (
+                    "timed_out",
+                    format!(
+                        "The verification did not finish within {} s. A history this long is \
+                         verified with `accessctl audit verify`.",
+                        bound.as_secs()
+                    ),
+                ),
+            };
+        tracing::info!(check = %id, outcome, "integrity check finished");
+        if let Err(e) = state
+            .store()
+            .finish_integrity_check(&id, state.now(), outcome, &summary)
+            .await
+        {
+            tracing::error!(error = %e, check = %id, "could not record an integrity check's result");
+        }
+    });
+    Ok(Started::Started(check.id))
+}
+
+/// A report's outcome and its sentence.
+fn describe(report: &chain::VerifyReport) -> (&'static str, String) {
+    let covered = match report.hashed_up_to {
+        Some(position) => format!("up to global position {}", position.global),
+        None => "(no event is hashed yet)".to_string(),
+    };
+    if report.is_intact() {
+        (
+            "intact",
+            format!(
+                "Intact: {} events and {} stored hashes checked, {covered}; every event \
+                 produces its stored hash and the chain is unbroken.",
+                report.events, report.hashes
+            ),
+        )
+    } else {
+        let first = report
+            .problems
+            .first()
+            .map(|p| {
+                format!(
+                    " The first, at global position {}: {} ({}).",
+                    p.position.global, p.kind, p.detail
+                )
+            })
+            .unwrap_or_default();
+        (
+            "problems",
+            format!(
+                "{} problem(s) found in {} events and {} stored hashes, {covered}.{first} \
+                 Run `accessctl audit verify` for the full list.",
+                report.problem_count, report.events, report.hashes
+            ),
+        )
+    }
+}
+
+/// The last integrity checks, newest first; a check still `running` past
+/// its time limit (its replica stopped) is shown as abandoned.
+pub async fn latest_checks(
+    state: &AppState,
+    settings: &ConsoleSettings,
+    limit: u32,
+) -> Result<Vec<IntegrityCheck>, StoreError> {
+    let now = state.now();
+    let bound = chrono::Duration::from_std(settings.verify_limit)
+        .unwrap_or_else(|_| chrono::Duration::seconds(300))
+        + chrono::Duration::seconds(60);
+    let mut checks = state.store().latest_integrity_checks(limit).await?;
+    for check in &mut checks {
+        if check.finished_at.is_none() && check.started_at + bound < now {
+            check.outcome = "abandoned".to_string();
+            check.summary = "The verification stopped without a result (the service was \
+                             restarted while it ran). Start another."
+                .to_string();
+        }
+    }
+    Ok(checks)
+}
