@@ -101,11 +101,16 @@ async fn fill(browser: &Client, id: &str, value: &str) {
 /// Clicks `#submit` and waits until the browser has left the page (the old
 /// page's body goes stale), so the next read sees the answer.
 async fn submit(browser: &Client) {
+    click_and_wait(browser, "#submit").await;
+}
+
+/// Clicks the element and waits until the browser has left the page.
+async fn click_and_wait(browser: &Client, selector: &str) {
     let old_body = browser.find(Locator::Css("body")).await.unwrap();
     browser
-        .find(Locator::Css("#submit"))
+        .find(Locator::Css(selector))
         .await
-        .unwrap()
+        .unwrap_or_else(|e| panic!("{selector}: {e}"))
         .click()
         .await
         .unwrap();
@@ -308,6 +313,171 @@ async fn dead_links_say_so_when_their_page_opens_in_a_real_browser() {
     let browser = driver.browser().await;
     let outcome =
         futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(dead_links(&app, &browser)))
+            .await;
+    let _ = browser.close().await;
+    app.stop().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// The auditors' console in a real browser: sign in with the auditor's
+/// key, find a customer by email, read the notice's story on the
+/// timeline, open the state as of a past instant, download the CSV, see
+/// the access report and the integrity page (its verification's result
+/// arrives by the page's own refresh, without JavaScript).
+async fn console(app: &TestApp, browser: &Client) {
+    let story = crate::console::notice_story(app).await;
+    // Wide and tall enough for a whole timeline in the screenshots.
+    browser.set_window_size(1400, 1700).await.unwrap();
+    browser.goto(&format!("{}/audit", app.base)).await.unwrap();
+    assert_eq!(browser.current_url().await.unwrap().path(), "/audit/login");
+    shot(browser, "audit-login").await;
+    fill(browser, "api_key", AUDITOR).await;
+    submit(browser).await;
+    assert_eq!(browser.current_url().await.unwrap().path(), "/audit");
+    shot(browser, "audit-home").await;
+
+    // Find the customer by the login email.
+    fill(browser, "q", "Dana@Elsewhere.example").await;
+    click_and_wait(browser, "#search").await;
+    let url = browser.current_url().await.unwrap();
+    assert_eq!(url.path(), format!("/audit/customers/{}", story.id));
+    let rows = browser
+        .find_all(Locator::Css("#timeline .timeline-row"))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 12);
+    let page = text(browser).await;
+    for told in [
+        "Access granted",
+        "with a password-setup link",
+        "Password set through the setup link",
+        "Login email changed by an administrator",
+        "Password set by an administrator",
+        "Email change requested by the customer",
+        "Email change confirmed through the validation link",
+        "Access revoked",
+        "contract ended",
+        "req-revoke-0042",
+        "crm (API key, service)",
+    ] {
+        assert!(page.contains(told), "{told} not on the timeline:\n{page}");
+    }
+    shot(browser, "audit-customer").await;
+
+    // The state as of a past instant, through the form.
+    let as_of = story
+        .before_revoke
+        .format("%Y-%m-%dT%H:%M:%S%.3f")
+        .to_string();
+    browser
+        .execute(
+            "document.getElementById('as_of').value = arguments[0];",
+            vec![serde_json::Value::String(as_of)],
+        )
+        .await
+        .unwrap();
+    click_and_wait(browser, "#show-as-of").await;
+    let email = browser
+        .find(Locator::Css("#state-email"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(email, "dana@self.example");
+    let access = browser
+        .find(Locator::Css("#state-access"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(access.starts_with("Customer Center access"), "{access}");
+    shot(browser, "audit-as-of").await;
+
+    // The CSV download of this view, with the browser's session.
+    let href = browser
+        .find(Locator::Css("#download-csv"))
+        .await
+        .unwrap()
+        .prop("href")
+        .await
+        .unwrap()
+        .unwrap();
+    let session = browser.get_named_cookie("access_console").await.unwrap();
+    let csv = reqwest::Client::new()
+        .get(&href)
+        .header("cookie", format!("access_console={}", session.value()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(csv.status(), 200);
+    let disposition = csv.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        disposition.contains(&format!("audit-trail_customer-{}_as-of-", story.id)),
+        "{disposition}"
+    );
+    let body = csv.text().await.unwrap();
+    assert!(body.lines().count() > 5, "{body}");
+    assert!(
+        !body.contains("req-revoke-0042"),
+        "after the instant: {body}"
+    );
+
+    // The access report.
+    click_and_wait(browser, "#nav-report").await;
+    assert!(text(browser).await.contains("0 customers had access"));
+    shot(browser, "audit-report").await;
+
+    // Integrity: the digest, and a verification whose result the page
+    // shows by refreshing itself.
+    click_and_wait(browser, "#nav-integrity").await;
+    let digest = browser
+        .find(Locator::Css("#digest"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(digest.split(':').count(), 3, "{digest}");
+    click_and_wait(browser, "#verify").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let outcome = match browser
+            .find(Locator::Css(".check-row .check-outcome"))
+            .await
+        {
+            Ok(cell) => cell.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if outcome == "intact" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no result on the page: {outcome}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    shot(browser, "audit-integrity").await;
+
+    // Sign out.
+    click_and_wait(browser, "#logout").await;
+    assert_eq!(browser.current_url().await.unwrap().path(), "/audit/login");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_console_works_in_a_real_browser() {
+    let driver = Driver::start();
+    let app = TestApp::spawn(Db::Sqlite).await;
+    let browser = driver.browser().await;
+    let outcome =
+        futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(console(&app, &browser)))
             .await;
     let _ = browser.close().await;
     app.stop().await;

@@ -125,7 +125,7 @@ impl Filters {
         }
         for (name, value) in [("from", self.from), ("to", self.to), ("as_of", self.as_of)] {
             if let Some(t) = value {
-                q.append_pair(name, &t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+                q.append_pair(name, &view::query_value(t));
             }
         }
         q.finish()

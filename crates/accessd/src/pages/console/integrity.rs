@@ -68,12 +68,15 @@ pub(crate) async fn show(
             summary: c.summary,
         })
         .collect();
-    let status = match query.notice.as_deref() {
-        Some("started") => Some(Status::info(
+    let status = match (query.notice.as_deref(), running) {
+        (Some("started"), true) => Some(Status::info(
             "The verification has started. This page shows its result when it is done.",
         )),
-        Some("running") => Some(Status::info(
+        (Some("running"), true) => Some(Status::info(
             "A verification is already running; its result appears below when it is done.",
+        )),
+        (Some("started" | "running"), false) => Some(Status::info(
+            "The verification has finished: its result is below.",
         )),
         _ => None,
     };

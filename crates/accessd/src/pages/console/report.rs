@@ -61,11 +61,7 @@ fn instant(state: &AppState, raw: Option<&str>) -> Result<DateTime<Utc>, String>
 }
 
 fn as_of_param(at: DateTime<Utc>) -> String {
-    url::form_urlencoded::byte_serialize(
-        at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-            .as_bytes(),
-    )
-    .collect()
+    url::form_urlencoded::byte_serialize(view::query_value(at).as_bytes()).collect()
 }
 
 async fn holders(state: &AppState, at: DateTime<Utc>) -> Result<Vec<AccessStateRow>, PageError> {
@@ -110,6 +106,7 @@ pub(crate) async fn show(
     let extra = minijinja::context! {
         as_of => view::input_value(at),
         as_of_shown => view::shown(at),
+        as_of_param => param.clone(),
         holders => Value::from(Serde(&shown)),
         total => total,
         page => page,

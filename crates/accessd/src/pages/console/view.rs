@@ -11,9 +11,19 @@ pub(super) fn shown(at: DateTime<Utc>) -> String {
     at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
-/// A time as a `datetime-local` input's value (UTC).
+/// A time as a `datetime-local` input's value (UTC; milliseconds when
+/// there are any, the most such an input holds).
 pub(super) fn input_value(at: DateTime<Utc>) -> String {
-    at.format("%Y-%m-%dT%H:%M:%S").to_string()
+    if at.timestamp_subsec_millis() == 0 {
+        at.format("%Y-%m-%dT%H:%M:%S").to_string()
+    } else {
+        at.format("%Y-%m-%dT%H:%M:%S%.3f").to_string()
+    }
+}
+
+/// A time in a link's query (RFC 3339, to the microsecond when needed).
+pub(super) fn query_value(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
 
 /// A time in a download's file name.
