@@ -28,3 +28,5 @@ CREATE TABLE integrity_checks
     CONSTRAINT integrity_checks_pkey PRIMARY KEY (id)
 );
 CREATE INDEX integrity_checks_started ON integrity_checks (started_at);
+-- At most one check runs at a time (across replicas).
+CREATE UNIQUE INDEX integrity_checks_one_running ON integrity_checks (outcome) WHERE outcome = 'running';

@@ -19,3 +19,4 @@ CREATE TABLE integrity_checks
     summary     TEXT NOT NULL
 );
 CREATE INDEX integrity_checks_started ON integrity_checks (started_at);
+CREATE UNIQUE INDEX integrity_checks_one_running ON integrity_checks (outcome) WHERE outcome = 'running';

@@ -50,6 +50,8 @@ pub enum StartupError {
     TrustedProxies(#[from] crate::client_ip::TrustedProxiesError),
     #[error("master key: {0}")]
     MasterKey(#[from] access_store::keys::MasterKeyError),
+    #[error("audit console: {0}")]
+    Console(#[from] crate::usecase::console::SettingsError),
 }
 
 /// The name of the admin key created on first start.
@@ -203,6 +205,10 @@ pub async fn start(
         &config.trusted_proxies,
         config.forwarded_header,
     )?);
+    let console = crate::usecase::console::ConsoleSettings::new(
+        config.audit_session_hours,
+        config.audit_verify_secs,
+    )?;
     let shown_url = access_store::redact_url(&config.database_url);
     let store_error = |source| StartupError::Store {
         url: shown_url.clone(),
@@ -387,10 +393,7 @@ pub async fn start(
         feed: feed.clone(),
         feed_heartbeat: Duration::from_secs(config.feed_heartbeat_secs.max(1)),
         feed_max_wait: Duration::from_secs(config.request_timeout_secs.max(2) - 1),
-        console: crate::usecase::console::ConsoleSettings::new(
-            config.audit_session_hours,
-            config.audit_verify_secs,
-        ),
+        console,
         relay: config.nats_url.as_ref().map(|url| {
             crate::relay::Relay::spawn(
                 store_for_relay,

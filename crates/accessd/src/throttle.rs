@@ -171,14 +171,7 @@ impl Throttle {
         address: Option<IpAddr>,
         now: DateTime<Utc>,
     ) -> Result<Reservation, ThrottleError> {
-        if let Some(ip) = address {
-            let key = crate::client_ip::limit_key(ip);
-            if let Err(not_until) = self.addresses.check_key(&key) {
-                return Err(wait_error(
-                    not_until.wait_time_from(DefaultClock::default().now()),
-                ));
-            }
-        }
+        self.address_attempt(address)?;
         let now_ms = millis(now);
         let lock = self.lock;
         let reserved = self
@@ -193,6 +186,21 @@ impl Throttle {
             }),
             Reserved::Wait(wait) => Err(wait_error(wait)),
         }
+    }
+
+    /// Takes one check from the client address's quota only (no account's
+    /// soft lock): for secrets that name no account until they match (the
+    /// audit console's API keys).
+    pub fn address_attempt(&self, address: Option<IpAddr>) -> Result<(), ThrottleError> {
+        if let Some(ip) = address {
+            let key = crate::client_ip::limit_key(ip);
+            if let Err(not_until) = self.addresses.check_key(&key) {
+                return Err(wait_error(
+                    not_until.wait_time_from(DefaultClock::default().now()),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// A right password: the account's count is forgotten. Failing to

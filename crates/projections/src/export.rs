@@ -63,8 +63,22 @@ pub const CSV_HEADER: [&str; 16] = [
     "tx",
 ];
 
+/// A text cell a spreadsheet would run as a formula (it starts with `=`,
+/// `+`, `-`, `@`, a tab or a carriage return) gets a leading apostrophe,
+/// which spreadsheets show as text (OWASP's advice against CSV
+/// injection): a customer's own email such as `=cmd|'/C calc'!A0@x.example`
+/// is valid, and auditors open these files in spreadsheets. JSON lines
+/// keep every value as it is.
+pub fn spreadsheet_safe(cell: &str) -> std::borrow::Cow<'_, str> {
+    match cell.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{cell}").into(),
+        _ => cell.into(),
+    }
+}
+
+/// One audit row as CSV cells (free text made [`spreadsheet_safe`]).
 pub fn csv_record(r: &AuditRow) -> [String; 16] {
-    let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+    let opt = |v: &Option<String>| spreadsheet_safe(v.as_deref().unwrap_or_default()).into_owned();
     [
         r.position.to_string(),
         r.customer_id.to_string(),
@@ -116,4 +130,26 @@ pub fn encode(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_a_spreadsheet_would_run_are_shown_as_text() {
+        for formula in [
+            "=cmd|'/C calc'!A0@x.example",
+            "+1",
+            "-2+3",
+            "@SUM(A1)",
+            "\tx",
+            "\rx",
+        ] {
+            assert_eq!(spreadsheet_safe(formula), format!("'{formula}"));
+        }
+        for plain in ["ann@example.com", "contract ended", "", "1a2b"] {
+            assert_eq!(spreadsheet_safe(plain), plain);
+        }
+    }
 }

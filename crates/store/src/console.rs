@@ -62,7 +62,16 @@ pub trait Console: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<Vec<ConsoleSession>, StoreError>;
 
-    async fn insert_integrity_check(&self, check: &IntegrityCheck) -> Result<(), StoreError>;
+    /// Starts a check: first marks checks still `running` that started
+    /// before `stale_before` as `abandoned` (their replica stopped), then
+    /// inserts `check` unless another check is running. At most one runs at
+    /// a time across replicas (a unique index on the running row): returns
+    /// false, inserting nothing, when one does.
+    async fn start_integrity_check(
+        &self,
+        check: &IntegrityCheck,
+        stale_before: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
 
     /// Records the end of a running check.
     async fn finish_integrity_check(
@@ -75,7 +84,17 @@ pub trait Console: Send + Sync {
 
     /// The newest checks first.
     async fn latest_integrity_checks(&self, limit: u32) -> Result<Vec<IntegrityCheck>, StoreError>;
+
+    /// Deletes all but the newest [`KEPT_CHECKS`] checks.
+    async fn purge_old_integrity_checks(&self) -> Result<u64, StoreError>;
 }
+
+/// How many finished checks are kept (the newest).
+pub const KEPT_CHECKS: u32 = 100;
+
+/// The summary of a check whose replica stopped while it ran.
+pub const ABANDONED: &str = "The verification stopped without a result (the service was \
+                             restarted while it ran). Start another.";
 
 const SESSION_COLUMNS: &str = "token_digest, key_name, key_digest, role, created_at, expires_at";
 const CHECK_COLUMNS: &str = "id, started_by, started_at, finished_at, outcome, summary";
@@ -157,9 +176,25 @@ impl Console for Store {
         self.db.write(&q).await?.iter().map(session).collect()
     }
 
-    async fn insert_integrity_check(&self, c: &IntegrityCheck) -> Result<(), StoreError> {
-        let q = Query::new(format!(
-            "INSERT INTO integrity_checks ({CHECK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
+    async fn start_integrity_check(
+        &self,
+        c: &IntegrityCheck,
+        stale_before: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.db.begin().await?;
+        let abandon = Query::new(
+            "UPDATE integrity_checks SET outcome = 'abandoned', finished_at = $1, summary = $2 \
+             WHERE outcome = 'running' AND started_at < $3",
+        )
+        .bind(Value::stamp(c.started_at))
+        .bind(ABANDONED)
+        .bind(Value::stamp(stale_before));
+        tx.execute(&abandon).await?;
+        // The unique index on the running row decides between two
+        // replicas starting at once: the second inserts nothing.
+        let insert = Query::new(format!(
+            "INSERT INTO integrity_checks ({CHECK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT DO NOTHING"
         ))
         .bind(&c.id)
         .bind(&c.started_by)
@@ -167,8 +202,9 @@ impl Console for Store {
         .bind(Value::stamp(c.finished_at))
         .bind(&c.outcome)
         .bind(&c.summary);
-        self.db.execute(&q).await?;
-        Ok(())
+        let inserted = tx.execute(&insert).await? == 1;
+        tx.commit().await?;
+        Ok(inserted)
     }
 
     async fn finish_integrity_check(
@@ -180,7 +216,7 @@ impl Console for Store {
     ) -> Result<(), StoreError> {
         let q = Query::new(
             "UPDATE integrity_checks SET finished_at = $2, outcome = $3, summary = $4 \
-             WHERE id = $1",
+             WHERE id = $1 AND outcome = 'running'",
         )
         .bind(id)
         .bind(Value::stamp(finished_at))
@@ -196,5 +232,14 @@ impl Console for Store {
         ))
         .bind(i64::from(limit));
         self.db.read(&q).await?.iter().map(check).collect()
+    }
+
+    async fn purge_old_integrity_checks(&self) -> Result<u64, StoreError> {
+        let q = Query::new(
+            "DELETE FROM integrity_checks WHERE outcome <> 'running' AND id NOT IN \
+             (SELECT id FROM integrity_checks ORDER BY started_at DESC, id DESC LIMIT $1)",
+        )
+        .bind(i64::from(KEPT_CHECKS));
+        Ok(self.db.execute(&q).await?)
     }
 }

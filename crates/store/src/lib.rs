@@ -57,7 +57,7 @@ mod writers;
 pub use accounts::{Accounts, SessionRecord, StoredApiKey};
 pub use cache::CacheStats;
 pub use codec::AGGREGATE_TYPE;
-pub use console::{Console, ConsoleSession, IntegrityCheck};
+pub use console::{Console, ConsoleSession, IntegrityCheck, ABANDONED};
 pub use error::StoreError;
 pub use events::{EventStore, FeedScan, FeedSelection};
 pub use execute::{ExecuteError, Executed, Execution, OutboxInput};

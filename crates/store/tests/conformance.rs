@@ -959,6 +959,119 @@ async fn a_filtered_feed_read_is_bounded_and_loses_nothing(store: Store) {
     );
 }
 
+/// The console's sessions and integrity checks: a session found by its
+/// digest and deleted once (one replica gets the row back, so its end is
+/// logged once); at most one integrity check running across replicas,
+/// a stale one abandoned by the next start, and the end of a check
+/// recorded only while it runs.
+async fn console_sessions_and_one_running_integrity_check(store: Store) {
+    use access_store::{ConsoleSession, IntegrityCheck};
+    let now = Utc::now();
+    let session = ConsoleSession {
+        token_digest: "d1".into(),
+        key_name: "audit".into(),
+        key_digest: "k1".into(),
+        role: "auditor".into(),
+        created_at: now,
+        expires_at: now + chrono::Duration::hours(8),
+    };
+    store.create_console_session(&session).await.unwrap();
+    let found = store.find_console_session("d1").await.unwrap().unwrap();
+    assert_eq!(found.key_name, "audit");
+    assert_eq!(
+        found.expires_at.timestamp_micros(),
+        session.expires_at.timestamp_micros()
+    );
+    let (a, b) = tokio::join!(
+        store.delete_console_session("d1"),
+        store.delete_console_session("d1")
+    );
+    assert_eq!(
+        [a.unwrap().is_some(), b.unwrap().is_some()]
+            .iter()
+            .filter(|x| **x)
+            .count(),
+        1,
+        "exactly one delete gets the session back"
+    );
+    let expired = ConsoleSession {
+        token_digest: "d2".into(),
+        expires_at: now - chrono::Duration::seconds(1),
+        ..session.clone()
+    };
+    store.create_console_session(&expired).await.unwrap();
+    store
+        .create_console_session(&ConsoleSession {
+            token_digest: "d3".into(),
+            ..session.clone()
+        })
+        .await
+        .unwrap();
+    let purged = store.purge_expired_console_sessions(now).await.unwrap();
+    assert_eq!(
+        purged
+            .iter()
+            .map(|s| s.token_digest.as_str())
+            .collect::<Vec<_>>(),
+        ["d2"]
+    );
+    assert!(store.find_console_session("d3").await.unwrap().is_some());
+
+    let check = |id: &str, at| IntegrityCheck {
+        id: id.into(),
+        started_by: "audit".into(),
+        started_at: at,
+        finished_at: None,
+        outcome: "running".into(),
+        summary: "running".into(),
+    };
+    let long_ago = now - chrono::Duration::hours(1);
+    // Two starts at once (two replicas): one runs.
+    let (ca, cb) = (check("a", now), check("b", now));
+    let (x, y) = tokio::join!(
+        store.start_integrity_check(&ca, long_ago),
+        store.start_integrity_check(&cb, long_ago)
+    );
+    assert_eq!([x.unwrap(), y.unwrap()].iter().filter(|s| **s).count(), 1);
+    let running = store.latest_integrity_checks(10).await.unwrap();
+    assert_eq!(running.len(), 1);
+    let first = running[0].id.clone();
+    // A start while it runs (not stale yet) inserts nothing.
+    assert!(!store
+        .start_integrity_check(&check("c", now), long_ago)
+        .await
+        .unwrap());
+    // Once stale (its replica stopped), the next start abandons it.
+    let later = now + chrono::Duration::seconds(1);
+    assert!(store
+        .start_integrity_check(&check("d", later), later)
+        .await
+        .unwrap());
+    let checks = store.latest_integrity_checks(10).await.unwrap();
+    assert_eq!(checks.len(), 2);
+    assert_eq!(
+        (checks[0].id.as_str(), checks[0].outcome.as_str()),
+        ("d", "running")
+    );
+    assert_eq!(
+        (checks[1].id.as_str(), checks[1].outcome.as_str()),
+        (first.as_str(), "abandoned")
+    );
+    // The abandoned check's late result does not overwrite it.
+    store
+        .finish_integrity_check(&first, later, "intact", "late")
+        .await
+        .unwrap();
+    store
+        .finish_integrity_check("d", later, "intact", "fine")
+        .await
+        .unwrap();
+    let checks = store.latest_integrity_checks(10).await.unwrap();
+    assert_eq!(checks[0].outcome, "intact");
+    assert_eq!(checks[1].outcome, "abandoned");
+    assert_eq!(store.purge_old_integrity_checks().await.unwrap(), 0);
+}
+
 // ---------------------------------------------------------------------------
 // each test on both stores
 // ---------------------------------------------------------------------------
@@ -980,6 +1093,7 @@ access_store::on_both_stores!(
     corrupt_rows_give_clear_errors_naming_customer_and_position,
     sessions_api_keys_and_lookup_by_email,
     a_filtered_feed_read_is_bounded_and_loses_nothing,
+    console_sessions_and_one_running_integrity_check,
 );
 
 // ---------------------------------------------------------------------------

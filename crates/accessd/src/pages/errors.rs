@@ -20,6 +20,8 @@ pub(crate) enum PageError {
     Csrf,
     /// The form could not be read.
     BadForm(StatusCode),
+    /// The address's query could not be read (what was wrong).
+    BadQuery(String),
     /// Anything else: the API's error, as a page.
     Api(ApiError),
 }
@@ -56,6 +58,15 @@ impl IntoResponse for PageError {
                 status,
                 "The form could not be read",
                 &["Reload the page and try again."],
+            )
+            .render(),
+            Self::BadQuery(why) => message_page(
+                StatusCode::BAD_REQUEST,
+                "This address is not valid",
+                &[
+                    &why,
+                    "Use the links and forms on the pages rather than editing the address.",
+                ],
             )
             .render(),
             Self::Api(err) => {

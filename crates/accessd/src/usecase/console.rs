@@ -4,9 +4,13 @@
 //!
 //! - Only `auditor` and `admin` keys may sign in; `service` and
 //!   `subscriber` keys are refused.
-//! - Sign-ins are throttled like customer logins (the same soft lock and
-//!   per-address rate), counted per client address: the key is unknown
-//!   until it matched.
+//! - Sign-ins are throttled by the customer logins' rate per client
+//!   address (`ACCESS_LOGIN_ATTEMPTS_PER_ADDRESS` a minute). Not by the
+//!   soft lock per account: a key names no account until it matches, and
+//!   a lock per address would let anyone behind the same address (an
+//!   office's NAT, a proxy not listed as trusted) lock every auditor out;
+//!   keys are long random secrets compared in constant time, so the rate
+//!   alone makes guessing hopeless.
 //! - A session lasts at most [`ConsoleSettings::session_ttl`] (8 hours at
 //!   most) and ends at sign-out, or when the key that opened it is removed
 //!   or its secret replaced. Only digests are stored.
@@ -40,20 +44,44 @@ pub struct ConsoleSettings {
     pub verify_limit: Duration,
 }
 
+/// A console setting out of its range (refused at start-up).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SettingsError {
+    #[error("ACCESS_AUDIT_SESSION_HOURS must be from 1 to {MAX_SESSION_HOURS} (got {0})")]
+    SessionHours(u32),
+    #[error("ACCESS_AUDIT_VERIFY_SECS must be from 1 to 86400 (got {0})")]
+    VerifySecs(u64),
+}
+
 impl ConsoleSettings {
-    pub fn new(session_hours: u32, verify_secs: u64) -> Self {
-        Self {
-            session_ttl: chrono::Duration::hours(i64::from(
-                session_hours.clamp(1, MAX_SESSION_HOURS),
-            )),
-            verify_limit: Duration::from_secs(verify_secs.max(1)),
+    pub fn new(session_hours: u32, verify_secs: u64) -> Result<Self, SettingsError> {
+        if !(1..=MAX_SESSION_HOURS).contains(&session_hours) {
+            return Err(SettingsError::SessionHours(session_hours));
         }
+        if !(1..=86_400).contains(&verify_secs) {
+            return Err(SettingsError::VerifySecs(verify_secs));
+        }
+        Ok(Self {
+            session_ttl: chrono::Duration::hours(i64::from(session_hours)),
+            verify_limit: Duration::from_secs(verify_secs),
+        })
+    }
+
+    /// A check still `running` this long after its start was left by a
+    /// replica that stopped: the time limit and a minute's grace.
+    fn stale_after(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.verify_limit)
+            .unwrap_or_else(|_| chrono::Duration::seconds(300))
+            + chrono::Duration::seconds(60)
     }
 }
 
 impl Default for ConsoleSettings {
     fn default() -> Self {
-        Self::new(MAX_SESSION_HOURS, 300)
+        Self {
+            session_ttl: chrono::Duration::hours(i64::from(MAX_SESSION_HOURS)),
+            verify_limit: Duration::from_secs(300),
+        }
     }
 }
 
@@ -122,32 +150,25 @@ fn key_of<'k>(state: &'k AppState, presented: &str) -> Option<&'k ApiKey> {
         .filter(|key| key.name == name && key.role.as_str() == role)
 }
 
-/// The throttle's account for sign-ins from an address.
-fn throttle_account(address: Option<IpAddr>) -> String {
-    match address {
-        Some(ip) => format!("audit-console:{}", crate::client_ip::limit_key(ip)),
-        None => "audit-console:unknown".to_string(),
-    }
-}
-
 /// Signs in with an API key: a console session for an auditor or admin
-/// key.
+/// key. `previous`: the token of the browser's earlier session, if any,
+/// ended by the new one.
 pub async fn sign_in(
     state: &AppState,
     settings: &ConsoleSettings,
     address: Option<IpAddr>,
     presented: &str,
+    previous: Option<&str>,
 ) -> Result<Opened, ConsoleError> {
-    let reserved = state
-        .throttle()
-        .attempt(&throttle_account(address), address, state.now())
-        .await?;
+    state.throttle().address_attempt(address)?;
     let key = key_of(state, presented).ok_or(ConsoleError::UnknownKey)?;
     if !may_sign_in(key.role) {
         tracing::info!(key = %key.name, role = key.role.as_str(), "audit console sign-in refused: role");
         return Err(ConsoleError::RoleRefused { role: key.role });
     }
-    state.throttle().succeeded(&reserved).await;
+    if let Some(token) = previous {
+        end_digest(state, &hex::encode(digest(token)), "signed in again").await?;
+    }
     let token = OsRandomTokens.generate();
     let now = state.now();
     let session = ConsoleSession {
@@ -177,31 +198,37 @@ pub async fn sign_in(
 }
 
 /// The console user of a session token, when the session is valid now:
-/// not expired, and its key still configured with a console role. An
-/// ended session is deleted (its end logged) and gives `None`.
+/// not expired, and its key configured (on this replica) with a console
+/// role. An expired session is deleted (its end logged). A session whose
+/// key this replica does not know is refused but kept: during a rolling
+/// change of the keys another replica may know it; a withdrawn key's
+/// sessions end at their expiry.
 pub async fn user_of(state: &AppState, token: &str) -> Result<Option<ConsoleUser>, StoreError> {
     let token_digest = hex::encode(digest(token));
     let Some(session) = state.store().find_console_session(&token_digest).await? else {
         return Ok(None);
     };
-    let key = state
+    if session.expires_at <= state.now() {
+        end_digest(state, &token_digest, "expired").await?;
+        return Ok(None);
+    }
+    let Some(key) = state
         .keys()
         .current(&session.key_name, &session.key_digest)
-        .filter(|key| may_sign_in(key.role));
-    let why = match key {
-        _ if session.expires_at <= state.now() => "expired",
-        None => "key removed or replaced",
-        Some(key) => {
-            return Ok(Some(ConsoleUser {
-                name: key.name.clone(),
-                role: key.role,
-                token_digest,
-                expires_at: session.expires_at,
-            }))
-        }
+        .filter(|key| may_sign_in(key.role))
+    else {
+        tracing::info!(
+            key = %session.key_name,
+            "audit console session refused: its key is not configured here (withdrawn or replaced)"
+        );
+        return Ok(None);
     };
-    end_digest(state, &token_digest, why).await?;
-    Ok(None)
+    Ok(Some(ConsoleUser {
+        name: key.name.clone(),
+        role: key.role,
+        token_digest,
+        expires_at: session.expires_at,
+    }))
 }
 
 /// Ends the session of a token (sign-out).
@@ -225,7 +252,8 @@ fn log_end(session: &ConsoleSession, why: &str) {
     );
 }
 
-/// Deletes expired console sessions (the janitor), logging each end.
+/// Deletes expired console sessions (the janitor), logging each end, and
+/// integrity checks beyond the newest [`access_store::console::KEPT_CHECKS`].
 pub async fn purge_expired(state: &AppState) -> Result<(), StoreError> {
     for ended in state
         .store()
@@ -234,6 +262,7 @@ pub async fn purge_expired(state: &AppState) -> Result<(), StoreError> {
     {
         log_end(&ended, "expired");
     }
+    state.store().purge_old_integrity_checks().await?;
     Ok(())
 }
 
@@ -242,9 +271,8 @@ pub async fn purge_expired(state: &AppState) -> Result<(), StoreError> {
 pub enum Started {
     /// A new check runs in the background.
     Started(String),
-    /// A check started less than the time limit ago is still running: no
-    /// second one.
-    AlreadyRunning(String),
+    /// Another check is running (on any replica): no second one.
+    AlreadyRunning,
 }
 
 /// Starts a verification of the hash chain in the background (at most
@@ -257,17 +285,6 @@ pub async fn start_integrity_check(
     user: &ConsoleUser,
 ) -> Result<Started, StoreError> {
     let now = state.now();
-    let limit = chrono::Duration::from_std(settings.verify_limit)
-        .unwrap_or_else(|_| chrono::Duration::seconds(300));
-    if let Some(running) = state
-        .store()
-        .latest_integrity_checks(1)
-        .await?
-        .into_iter()
-        .find(|c| c.finished_at.is_none() && c.started_at + limit > now)
-    {
-        return Ok(Started::AlreadyRunning(running.id));
-    }
     let check = IntegrityCheck {
         id: uuid::Uuid::new_v4().to_string(),
         started_by: user.name.clone(),
@@ -276,7 +293,13 @@ pub async fn start_integrity_check(
         outcome: "running".to_string(),
         summary: "The verification is running.".to_string(),
     };
-    state.store().insert_integrity_check(&check).await?;
+    if !state
+        .store()
+        .start_integrity_check(&check, now - settings.stale_after())
+        .await?
+    {
+        return Ok(Started::AlreadyRunning);
+    }
     tracing::info!(key = %user.name, check = %check.id, "integrity check started from the audit console");
     let id = check.id.clone();
     let state = state.clone();
@@ -353,24 +376,51 @@ fn describe(report: &chain::VerifyReport) -> (&'static str, String) {
 }
 
 /// The last integrity checks, newest first; a check still `running` past
-/// its time limit (its replica stopped) is shown as abandoned.
+/// its time limit and a minute (its replica stopped) is shown as
+/// abandoned (and recorded so by the next start).
 pub async fn latest_checks(
     state: &AppState,
     settings: &ConsoleSettings,
     limit: u32,
 ) -> Result<Vec<IntegrityCheck>, StoreError> {
-    let now = state.now();
-    let bound = chrono::Duration::from_std(settings.verify_limit)
-        .unwrap_or_else(|_| chrono::Duration::seconds(300))
-        + chrono::Duration::seconds(60);
+    let stale_before = state.now() - settings.stale_after();
     let mut checks = state.store().latest_integrity_checks(limit).await?;
     for check in &mut checks {
-        if check.finished_at.is_none() && check.started_at + bound < now {
+        if check.outcome == "running" && check.started_at < stale_before {
             check.outcome = "abandoned".to_string();
-            check.summary = "The verification stopped without a result (the service was \
-                             restarted while it ran). Start another."
-                .to_string();
+            check.summary = access_store::ABANDONED.to_string();
         }
     }
     Ok(checks)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn console_settings_out_of_range_are_refused_by_name() {
+        assert!(ConsoleSettings::new(8, 300).is_ok());
+        assert_eq!(
+            ConsoleSettings::new(24, 300).unwrap_err(),
+            SettingsError::SessionHours(24)
+        );
+        assert_eq!(
+            ConsoleSettings::new(0, 300).unwrap_err(),
+            SettingsError::SessionHours(0)
+        );
+        let err = ConsoleSettings::new(8, 0).unwrap_err();
+        assert!(
+            err.to_string().contains("ACCESS_AUDIT_VERIFY_SECS"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn only_auditor_and_admin_keys_may_sign_in() {
+        assert!(may_sign_in(ApiRole::Auditor) && may_sign_in(ApiRole::Admin));
+        assert!(!may_sign_in(ApiRole::Service) && !may_sign_in(ApiRole::Subscriber));
+    }
 }

@@ -73,7 +73,7 @@ fn api_operations() -> BTreeSet<String> {
 }
 
 /// The pages (not in the OpenAPI document; listed in src/pages/mod.rs).
-const PAGES: [&str; 23] = [
+const PAGES: [&str; 24] = [
     "GET /audit",
     "GET /audit/login",
     "POST /audit/login",
@@ -82,6 +82,7 @@ const PAGES: [&str; 23] = [
     "GET /audit/export",
     "GET /audit/report",
     "GET /audit/report.csv",
+    "GET /audit/report.jsonl",
     "GET /audit/integrity",
     "POST /audit/integrity/verify",
     "GET /login",

@@ -65,7 +65,11 @@ impl Driver {
                     "--disable-background-networking", "--disable-component-update", "--no-first-run",
                     "--disable-sync", "--disable-quic", "--window-size=1024,900",
                     format!("--user-data-dir={}", self._profile.path().display()),
-                ]
+                ],
+                "prefs": {
+                    "download.default_directory": self.downloads().display().to_string(),
+                    "download.prompt_for_download": false,
+                }
             }
         });
         let serde_json::Value::Object(caps) = caps else {
@@ -79,6 +83,33 @@ impl Driver {
             .connect(&format!("http://127.0.0.1:{}", self.port))
             .await
             .unwrap()
+    }
+}
+
+impl Driver {
+    /// Where the browser saves downloads.
+    fn downloads(&self) -> std::path::PathBuf {
+        self._profile.path().join("downloads")
+    }
+
+    /// The file the browser downloaded whose name starts with `prefix`,
+    /// once complete.
+    async fn downloaded(&self, prefix: &str) -> (String, String) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let done = std::fs::read_dir(self.downloads())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .find(|n| n.starts_with(prefix) && !n.ends_with(".crdownload"));
+            if let Some(name) = done {
+                let text = std::fs::read_to_string(self.downloads().join(&name)).unwrap();
+                return (name, text);
+            }
+            assert!(Instant::now() < deadline, "no download named {prefix}…");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
@@ -102,6 +133,17 @@ async fn fill(browser: &Client, id: &str, value: &str) {
 /// page's body goes stale), so the next read sees the answer.
 async fn submit(browser: &Client) {
     click_and_wait(browser, "#submit").await;
+}
+
+/// Clicks a download link (the page stays).
+async fn click_and_wait_download(browser: &Client, selector: &str) {
+    browser
+        .find(Locator::Css(selector))
+        .await
+        .unwrap_or_else(|e| panic!("{selector}: {e}"))
+        .click()
+        .await
+        .unwrap();
 }
 
 /// Clicks the element and waits until the browser has left the page.
@@ -326,8 +368,11 @@ async fn dead_links_say_so_when_their_page_opens_in_a_real_browser() {
 /// timeline, open the state as of a past instant, download the CSV, see
 /// the access report and the integrity page (its verification's result
 /// arrives by the page's own refresh, without JavaScript).
-async fn console(app: &TestApp, browser: &Client) {
+async fn console(app: &TestApp, driver: &Driver, browser: &Client) {
     let story = crate::console::notice_story(app).await;
+    // Two more customers with access, for the report.
+    app.customer_with_password("erin@example.com").await;
+    app.customer_with_password("finn@example.com").await;
     // Wide and tall enough for a whole timeline in the screenshots.
     browser.set_window_size(1400, 1700).await.unwrap();
     browser.goto(&format!("{}/audit", app.base)).await.unwrap();
@@ -397,32 +442,13 @@ async fn console(app: &TestApp, browser: &Client) {
     assert!(access.starts_with("Customer Center access"), "{access}");
     shot(browser, "audit-as-of").await;
 
-    // The CSV download of this view, with the browser's session.
-    let href = browser
-        .find(Locator::Css("#download-csv"))
-        .await
-        .unwrap()
-        .prop("href")
-        .await
-        .unwrap()
-        .unwrap();
-    let session = browser.get_named_cookie("access_console").await.unwrap();
-    let csv = reqwest::Client::new()
-        .get(&href)
-        .header("cookie", format!("access_console={}", session.value()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(csv.status(), 200);
-    let disposition = csv.headers()["content-disposition"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    assert!(
-        disposition.contains(&format!("audit-trail_customer-{}_as-of-", story.id)),
-        "{disposition}"
-    );
-    let body = csv.text().await.unwrap();
+    // The CSV download of this view: the browser saves it.
+    click_and_wait_download(browser, "#download-csv").await;
+    let (name, body) = driver
+        .downloaded(&format!("audit-trail_customer-{}", story.id))
+        .await;
+    assert!(name.contains("_as-of-") && name.ends_with(".csv"), "{name}");
+    assert!(body.starts_with("position,customer_id"), "{body}");
     assert!(body.lines().count() > 5, "{body}");
     assert!(
         !body.contains("req-revoke-0042"),
@@ -431,7 +457,12 @@ async fn console(app: &TestApp, browser: &Client) {
 
     // The access report.
     click_and_wait(browser, "#nav-report").await;
-    assert!(text(browser).await.contains("0 customers had access"));
+    let report = text(browser).await;
+    assert!(report.contains("2 customers had access"), "{report}");
+    assert!(
+        report.contains("erin@example.com") && !report.contains("dana@"),
+        "{report}"
+    );
     shot(browser, "audit-report").await;
 
     // Integrity: the digest, and a verification whose result the page
@@ -476,9 +507,10 @@ async fn the_audit_console_works_in_a_real_browser() {
     let driver = Driver::start();
     let app = TestApp::spawn(Db::Sqlite).await;
     let browser = driver.browser().await;
-    let outcome =
-        futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(console(&app, &browser)))
-            .await;
+    let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(console(
+        &app, &driver, &browser,
+    )))
+    .await;
     let _ = browser.close().await;
     app.stop().await;
     if let Err(panic) = outcome {

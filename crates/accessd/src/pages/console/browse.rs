@@ -4,7 +4,7 @@
 use access_domain::{CustomerId, EmailAddress};
 use access_projections::{db, history, AuditFilter};
 use access_store::prelude::*;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -12,7 +12,7 @@ use minijinja::value::{Serde, Value};
 use serde::Deserialize;
 
 use super::view::{self, Change};
-use super::{console_page, Auditor};
+use super::{console_page, Auditor, ConsoleQuery};
 use crate::error::ApiError;
 use crate::http::audit::{export as stream_export, parse_position, Format};
 use crate::pages::csrf::CsrfToken;
@@ -78,6 +78,12 @@ impl Filters {
                 ("To", Ok(t)) => f.to = t,
                 (_, Ok(t)) => f.as_of = t,
                 (_, Err(())) => f.errors.push(view::bad_time(name)),
+            }
+        }
+        if let (Some(from), Some(to)) = (f.from, f.to) {
+            if from >= to {
+                f.errors
+                    .push("“From” must be before “Until”: no change can match.".to_string());
             }
         }
         if let Some(raw) = query.cursor.as_deref().filter(|c| !c.is_empty()) {
@@ -164,6 +170,7 @@ fn filter_context(f: &Filters) -> Value {
         from => input(f.from),
         to => input(f.to),
         as_of => input(f.as_of),
+        as_of_exact => f.as_of.map(view::query_value).unwrap_or_default(),
         filter_error => f.error(),
     }
 }
@@ -212,8 +219,9 @@ pub(crate) async fn home(
     State(state): State<AppState>,
     auditor: Auditor,
     csrf: CsrfToken,
-    Query(query): Query<ViewQuery>,
+    ConsoleQuery(query): ConsoleQuery<ViewQuery>,
 ) -> Result<Response, PageError> {
+    state.projections_caught_up().await?;
     let mut no_match = None;
     let mut several = Vec::new();
     if let Some(q) = query.q.as_deref().filter(|q| !q.trim().is_empty()) {
@@ -233,7 +241,6 @@ pub(crate) async fn home(
         }
     }
     let f = Filters::of(&query);
-    state.projections_caught_up().await?;
     let mut filter = f.audit(None);
     filter.newest_first = true;
     let (changes, next) = if f.errors.is_empty() {
@@ -301,7 +308,7 @@ pub(crate) async fn customer(
     auditor: Auditor,
     csrf: CsrfToken,
     Path(raw_id): Path<String>,
-    Query(query): Query<ViewQuery>,
+    ConsoleQuery(query): ConsoleQuery<ViewQuery>,
 ) -> Result<Response, PageError> {
     let Ok(id) = raw_id.parse::<CustomerId>() else {
         return Ok(not_found("This is not a customer id (a UUID)."));
@@ -336,7 +343,7 @@ pub(crate) async fn customer(
         customer_id => id.to_string(),
         current_email => current.email.clone(),
         state => Value::from(Serde(&shown_state)),
-        state_at => view::shown(at),
+        state_at => if f.as_of.is_some() { view::shown_exact(at) } else { view::shown(at) },
         time_travel => f.as_of.is_some(),
         changes => Value::from(Serde(&changes)),
         first_page => f.after.is_some(),
@@ -368,7 +375,7 @@ pub(crate) async fn customer(
 pub(crate) async fn export(
     State(state): State<AppState>,
     _auditor: Auditor,
-    Query(query): Query<ViewQuery>,
+    ConsoleQuery(query): ConsoleQuery<ViewQuery>,
 ) -> Result<Response, PageError> {
     let f = Filters::of(&query);
     let format = match query.format.as_deref() {

@@ -110,7 +110,7 @@ pub(crate) async fn verify(
 ) -> Result<Response, PageError> {
     let notice = match start_integrity_check(&state, &state.console(), &auditor.0).await? {
         Started::Started(_) => "started",
-        Started::AlreadyRunning(_) => "running",
+        Started::AlreadyRunning => "running",
     };
     Ok(see_other(
         &format!("/audit/integrity?notice={notice}"),

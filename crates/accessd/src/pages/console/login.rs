@@ -48,20 +48,22 @@ pub(crate) async fn show(
     csrf: CsrfToken,
     Query(query): Query<NoticeQuery>,
 ) -> Result<Response, PageError> {
+    let mut page = sign_in_page(csrf, sign_in_form()).status(notice(query.notice.as_deref()));
     if let Some(token) = cookie(&headers, COOKIE) {
         if user_of(&state, &token).await?.is_some() {
             return Ok(see_other("/audit", Vec::new()));
         }
+        // A cookie of a session that ended: removed.
+        page = page.cookie(clear_cookie(&state));
     }
-    Ok(sign_in_page(csrf, sign_in_form())
-        .status(notice(query.notice.as_deref()))
-        .render())
+    Ok(page.render())
 }
 
 /// Exchanges an auditor's or admin's API key for a console session.
 pub(crate) async fn submit(
     State(state): State<AppState>,
     ClientAddress(address): ClientAddress,
+    headers: HeaderMap,
     form: PageForm<SignInForm>,
 ) -> Result<Response, PageError> {
     let PageForm { value, csrf } = form;
@@ -73,7 +75,16 @@ pub(crate) async fn submit(
             .render());
     }
     let settings = state.console();
-    match sign_in(&state, &settings, address, &value.api_key).await {
+    let previous = cookie(&headers, COOKIE);
+    match sign_in(
+        &state,
+        &settings,
+        address,
+        &value.api_key,
+        previous.as_deref(),
+    )
+    .await
+    {
         Ok(opened) => Ok(see_other(
             "/audit",
             vec![session_cookie(&state, &opened.token, settings.session_ttl)],

@@ -10,7 +10,7 @@
 //! | `GET /audit` | search by login email or customer id; the latest changes of all customers |
 //! | `GET /audit/customers/{id}` | a customer's state and timeline (`?as_of=` the state then; `kind`, `from`, `to` filters; `cursor` paging) |
 //! | `GET /audit/report` | who had access at an instant (`?as_of=`), paged |
-//! | `GET /audit/report.csv` | the same report as CSV |
+//! | `GET /audit/report.csv`, `GET /audit/report.jsonl` | the same report as CSV or JSON lines |
 //! | `GET /audit/export` | the audit trail of a filtered view as CSV or JSON lines, streamed |
 //! | `GET /audit/integrity`, `POST /audit/integrity/verify` | the hash chain's head; a verification in the background and its result |
 //!
@@ -31,7 +31,7 @@
 //! | every signed-in page | `#console-user`, `#nav-home`, `#nav-report`, `#nav-integrity`, `#logout` |
 //! | home | `#q`, `#search` (the search button); `#search-results`, `#no-match`; `#latest` (the table), `#next-page` |
 //! | customer | `#state` (`#state-email`, `#state-access`, `#state-as-of`), `#as_of`, `#show-as-of`, `#kind`, `#from`, `#to`, `#filter`, `#timeline` (rows `.timeline-row`), `#next-page`, `#download-csv`, `#download-jsonl`, `#filter-error` |
-//! | report | `#as_of`, `#show-report`, `#report` (rows `.report-row`), `#report-count`, `#next-page`, `#download-csv` |
+//! | report | `#as_of`, `#show-report`, `#report` (rows `.report-row`), `#report-count`, `#next-page`, `#previous-page`, `#download-csv`, `#download-jsonl` |
 //! | integrity | `#digest`, `#covered`, `#verify` (the button), `#checks` (rows `.check-row`, the newest first: `.check-outcome`) |
 
 mod browse;
@@ -57,7 +57,7 @@ use crate::usecase::console::{user_of, ConsoleUser};
 pub const COOKIE: &str = "access_console";
 
 /// The console's routes.
-pub(crate) fn routes() -> [(&'static str, MethodRouter<AppState>); 9] {
+pub(crate) fn routes() -> [(&'static str, MethodRouter<AppState>); 10] {
     [
         ("/audit", get(browse::home)),
         ("/audit/login", get(login::show).post(login::submit)),
@@ -66,6 +66,7 @@ pub(crate) fn routes() -> [(&'static str, MethodRouter<AppState>); 9] {
         ("/audit/export", get(browse::export)),
         ("/audit/report", get(report::show)),
         ("/audit/report.csv", get(report::csv)),
+        ("/audit/report.jsonl", get(report::jsonl)),
         ("/audit/integrity", get(integrity::show)),
         ("/audit/integrity/verify", post(integrity::verify)),
     ]
@@ -120,6 +121,28 @@ impl FromRequestParts<AppState> for Auditor {
                 cookies: vec![clear_cookie(state)],
             }),
         }
+    }
+}
+
+/// A page's query string (`Query`), a console page saying what is wrong
+/// when it does not parse (a repeated or unknown parameter, bad
+/// percent-encoding) instead of a plain-text 400.
+pub(crate) struct ConsoleQuery<T>(pub T);
+
+impl<T> FromRequestParts<AppState> for ConsoleQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = PageError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| Self(value))
+            .map_err(|rejection| PageError::BadQuery(rejection.body_text()))
     }
 }
 

@@ -1,17 +1,24 @@
 //! `/audit/report`: who had access to the customer portal at an instant
-//! (the access report, by replaying the events), paged, and its CSV.
+//! (the access report, by replaying the events), paged, and its
+//! downloads (CSV, JSON lines).
+//!
+//! Every page and download replays the events up to the instant (as
+//! `GET /v1/access-report` does): the replay keeps one row per customer,
+//! so its memory grows with the customers, not the events.
 
 use access_projections::history;
 use access_projections::rows::AccessStateRow;
-use axum::extract::{Query, State};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use minijinja::value::{Serde, Value};
 use serde::{Deserialize, Serialize};
 
 use super::view;
-use super::{console_page, Auditor};
+use super::{console_page, Auditor, ConsoleQuery};
 use crate::error::ApiError;
 use crate::pages::csrf::CsrfToken;
 use crate::pages::{message_page, PageError};
@@ -19,6 +26,9 @@ use crate::state::AppState;
 
 /// Customers per page.
 const PAGE: usize = 100;
+
+/// Rows encoded per chunk of a download.
+const CHUNK: usize = 1000;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -28,9 +38,11 @@ pub(crate) struct ReportQuery {
     page: Option<String>,
 }
 
-/// One customer with access at the instant.
+/// One customer with access at the instant (a row of the page and of the
+/// downloads).
 #[derive(Serialize)]
 struct Holder {
+    as_of: String,
     customer_id: String,
     name: Option<String>,
     email: String,
@@ -38,9 +50,10 @@ struct Holder {
     version: u64,
 }
 
-impl From<&AccessStateRow> for Holder {
-    fn from(row: &AccessStateRow) -> Self {
+impl Holder {
+    fn of(row: &AccessStateRow, as_of: &str) -> Self {
         Self {
+            as_of: as_of.to_string(),
             customer_id: row.customer_id.to_string(),
             name: row.name.clone(),
             email: row.email.clone(),
@@ -70,22 +83,30 @@ async fn holders(state: &AppState, at: DateTime<Utc>) -> Result<Vec<AccessStateR
         .map_err(ApiError::from)?)
 }
 
+/// The page asked for: from 1 (absent: 1).
+fn page_number(raw: Option<&str>) -> Result<usize, String> {
+    match raw.map(str::trim).filter(|p| !p.is_empty()) {
+        None => Ok(1),
+        Some(raw) => raw
+            .parse::<usize>()
+            .ok()
+            .filter(|p| *p >= 1)
+            .ok_or_else(|| "The page number must be a whole number from 1.".to_string()),
+    }
+}
+
 /// `GET /audit/report`
 pub(crate) async fn show(
     State(state): State<AppState>,
     auditor: Auditor,
     csrf: CsrfToken,
-    Query(query): Query<ReportQuery>,
+    ConsoleQuery(query): ConsoleQuery<ReportQuery>,
 ) -> Result<Response, PageError> {
-    let page = query
-        .page
-        .as_deref()
-        .and_then(|p| p.parse::<usize>().ok())
-        .filter(|p| *p >= 1)
-        .unwrap_or(1);
-    let (at, error) = match instant(&state, query.as_of.as_deref()) {
-        Ok(at) => (at, None),
-        Err(e) => (state.now(), Some(e)),
+    let asked = instant(&state, query.as_of.as_deref())
+        .and_then(|at| page_number(query.page.as_deref()).map(|page| (at, page)));
+    let (at, page, mut error) = match asked {
+        Ok((at, page)) => (at, page, None),
+        Err(e) => (state.now(), 1, Some(e)),
     };
     let rows = if error.is_none() {
         holders(&state, at).await?
@@ -93,13 +114,21 @@ pub(crate) async fn show(
         Vec::new()
     };
     let total = rows.len();
+    let pages = total.div_ceil(PAGE).max(1);
+    if page > pages && error.is_none() {
+        error = Some(format!(
+            "There is no page {page}: the report has {pages} page{}.",
+            if pages == 1 { "" } else { "s" }
+        ));
+    }
+    let first = page.saturating_sub(1).saturating_mul(PAGE);
+    let as_of_text = view::query_value(at);
     let shown: Vec<Holder> = rows
         .iter()
-        .skip((page - 1).saturating_mul(PAGE))
+        .skip(first)
         .take(PAGE)
-        .map(Holder::from)
+        .map(|row| Holder::of(row, &as_of_text))
         .collect();
-    let pages = total.div_ceil(PAGE).max(1);
     // The links keep the instant: the next page is of the same report
     // even when it was asked for "now".
     let param = as_of_param(at);
@@ -111,10 +140,11 @@ pub(crate) async fn show(
         total => total,
         page => page,
         pages => pages,
-        first_row => (page - 1) * PAGE + 1,
+        first_row => first.saturating_add(1),
         next_page => (page < pages).then(|| format!("/audit/report?as_of={param}&page={}", page + 1)),
-        previous_page => (page > 1).then(|| format!("/audit/report?as_of={param}&page={}", page - 1)),
+        previous_page => (page > 1 && page <= pages).then(|| format!("/audit/report?as_of={param}&page={}", page - 1)),
         download_csv => format!("/audit/report.csv?as_of={param}"),
+        download_jsonl => format!("/audit/report.jsonl?as_of={param}"),
         filter_error => error.clone(),
     };
     Ok(console_page(
@@ -137,7 +167,72 @@ pub(crate) async fn show(
 pub(crate) async fn csv(
     State(state): State<AppState>,
     _auditor: Auditor,
-    Query(query): Query<ReportQuery>,
+    ConsoleQuery(query): ConsoleQuery<ReportQuery>,
+) -> Result<Response, PageError> {
+    download(state, query, Download::Csv).await
+}
+
+/// `GET /audit/report.jsonl`: the whole report as JSON lines.
+pub(crate) async fn jsonl(
+    State(state): State<AppState>,
+    _auditor: Auditor,
+    ConsoleQuery(query): ConsoleQuery<ReportQuery>,
+) -> Result<Response, PageError> {
+    download(state, query, Download::JsonLines).await
+}
+
+#[derive(Clone, Copy)]
+enum Download {
+    Csv,
+    JsonLines,
+}
+
+/// The CSV header of the report.
+const CSV_HEADER: [&str; 6] = ["as_of", "customer_id", "name", "email", "role", "version"];
+
+/// Encodes rows of the report (the CSV header first when `first`).
+fn encode(rows: &[Holder], format: Download, first: bool) -> Result<Vec<u8>, String> {
+    match format {
+        Download::Csv => {
+            let mut out = csv::Writer::from_writer(Vec::new());
+            let mut write =
+                || -> Result<(), csv::Error> {
+                    if first {
+                        out.write_record(CSV_HEADER)?;
+                    }
+                    for h in rows {
+                        let cells = [
+                            h.as_of.clone(),
+                            h.customer_id.clone(),
+                            h.name.clone().unwrap_or_default(),
+                            h.email.clone(),
+                            h.role.clone().unwrap_or_default(),
+                            h.version.to_string(),
+                        ];
+                        out.write_record(cells.iter().map(|c| {
+                            access_projections::export::spreadsheet_safe(c).into_owned()
+                        }))?;
+                    }
+                    Ok(())
+                };
+            write().map_err(|e| e.to_string())?;
+            out.into_inner().map_err(|e| e.to_string())
+        }
+        Download::JsonLines => {
+            let mut out = Vec::new();
+            for h in rows {
+                serde_json::to_writer(&mut out, h).map_err(|e| e.to_string())?;
+                out.push(b'\n');
+            }
+            Ok(out)
+        }
+    }
+}
+
+async fn download(
+    state: AppState,
+    query: ReportQuery,
+    format: Download,
 ) -> Result<Response, PageError> {
     let at = match instant(&state, query.as_of.as_deref()) {
         Ok(at) => at,
@@ -147,27 +242,28 @@ pub(crate) async fn csv(
             )
         }
     };
-    let rows = holders(&state, at).await?;
-    let header_row = ["as_of", "customer_id", "name", "email", "role", "version"];
-    let as_of = at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    let write = || -> Result<Vec<u8>, csv::Error> {
-        let mut out = csv::Writer::from_writer(Vec::new());
-        out.write_record(header_row)?;
-        for row in &rows {
-            out.write_record([
-                as_of.as_str(),
-                &row.customer_id.to_string(),
-                row.name.as_deref().unwrap_or(""),
-                &row.email,
-                row.role.as_deref().unwrap_or(""),
-                &row.version.to_string(),
-            ])?;
-        }
-        out.into_inner().map_err(|e| e.into_error().into())
+    let as_of = view::query_value(at);
+    let rows: Vec<Holder> = holders(&state, at)
+        .await?
+        .iter()
+        .map(|row| Holder::of(row, &as_of))
+        .collect();
+    // Encoded a chunk at a time as the client reads (the rows are in
+    // memory already: the replay needs them all to sort them).
+    let chunks = rows.len().div_ceil(CHUNK).max(1);
+    let body = Body::from_stream(futures::stream::iter(0..chunks).map(move |n| {
+        let start = (n * CHUNK).min(rows.len());
+        let end = (start + CHUNK).min(rows.len());
+        encode(&rows[start..end], format, n == 0)
+            .map(Bytes::from)
+            .map_err(std::io::Error::other)
+    }));
+    let (content_type, extension) = match format {
+        Download::Csv => ("text/csv; charset=utf-8", "csv"),
+        Download::JsonLines => ("application/x-ndjson", "jsonl"),
     };
-    let body = write().map_err(|e| ApiError::internal(e.to_string()))?;
-    let name = format!("access-report_as-of-{}.csv", view::file_stamp(at));
-    let mut response = ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response();
+    let name = format!("access-report_as-of-{}.{extension}", view::file_stamp(at));
+    let mut response = ([(header::CONTENT_TYPE, content_type)], body).into_response();
     if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
         response
             .headers_mut()

@@ -11,6 +11,11 @@ pub(super) fn shown(at: DateTime<Utc>) -> String {
     at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
+/// An instant someone chose, shown exactly (its fraction of a second too).
+pub(super) fn shown_exact(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%S%.f UTC").to_string()
+}
+
 /// A time as a `datetime-local` input's value (UTC; milliseconds when
 /// there are any, the most such an input holds).
 pub(super) fn input_value(at: DateTime<Utc>) -> String {
@@ -28,7 +33,7 @@ pub(super) fn query_value(at: DateTime<Utc>) -> String {
 
 /// A time in a download's file name.
 pub(super) fn file_stamp(at: DateTime<Utc>) -> String {
-    at.format("%Y%m%dT%H%M%SZ").to_string()
+    at.format("%Y%m%dT%H%M%S%.fZ").to_string()
 }
 
 /// Parses a time from a filter form: RFC 3339, or a browser's
@@ -38,8 +43,16 @@ pub(super) fn parse_time(raw: Option<&str>) -> Result<Option<DateTime<Utc>>, ()>
     let Some(raw) = raw.map(str::trim).filter(|r| !r.is_empty()) else {
         return Ok(None);
     };
+    // Years the stores' timestamps hold (four digits).
+    parse_any(raw)
+        .filter(|t| (1..=9998).contains(&chrono::Datelike::year(t)))
+        .map(Some)
+        .ok_or(())
+}
+
+fn parse_any(raw: &str) -> Option<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(raw) {
-        return Ok(Some(t.with_timezone(&Utc)));
+        return Some(t.with_timezone(&Utc));
     }
     for format in [
         "%Y-%m-%dT%H:%M:%S%.f",
@@ -47,20 +60,21 @@ pub(super) fn parse_time(raw: Option<&str>) -> Result<Option<DateTime<Utc>>, ()>
         "%Y-%m-%d %H:%M:%S",
     ] {
         if let Ok(t) = NaiveDateTime::parse_from_str(raw, format) {
-            return Ok(Some(t.and_utc()));
+            return Some(t.and_utc());
         }
     }
     NaiveDate::parse_from_str(raw, "%Y-%m-%d")
         .ok()
         .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|t| Some(t.and_utc()))
-        .ok_or(())
+        .map(|t| t.and_utc())
 }
 
 /// The message of a time that did not parse.
 pub(super) fn bad_time(field: &str) -> String {
     format!(
-        "“{field}” is not a time: use the date picker, or write e.g. 2026-01-31T12:00:00 (UTC) or 2026-01-31T12:00:00Z."
+        "“{field}” is not a time (years 1 to 9998): use the date picker, or write e.g. \
+         2026-01-31T12:00:00 (UTC) or 2026-01-31T12:00:00Z (in a link, the + of an offset \
+         must be written %2B)."
     )
 }
 
@@ -259,6 +273,7 @@ mod tests {
         );
         assert_eq!(parse_time(Some("yesterday")), Err(()));
         assert_eq!(parse_time(Some("2026-13-01")), Err(()));
+        assert_eq!(parse_time(Some("9999-12-31T23:59:59.9999999Z")), Err(()));
     }
 
     #[test]
