@@ -163,7 +163,7 @@ pub async fn sign_in(
     state.throttle().address_attempt(address)?;
     let key = key_of(state, presented).ok_or(ConsoleError::UnknownKey)?;
     if !may_sign_in(key.role) {
-        tracing::info!(key = %key.name, role = key.role.as_str(), "audit console sign-in refused: role");
+        tracing::info!(key = %key.name, role = %key.role.as_str(), "audit console sign-in refused: role");
         return Err(ConsoleError::RoleRefused { role: key.role });
     }
     if let Some(token) = previous {
@@ -182,7 +182,7 @@ pub async fn sign_in(
     state.store().create_console_session(&session).await?;
     tracing::info!(
         key = %key.name,
-        role = key.role.as_str(),
+        role = %key.role.as_str(),
         expires_at = %session.expires_at,
         "audit console session started"
     );

@@ -301,3 +301,108 @@ async fn logs_to_a_file_are_plain_lines_one_per_request_without_personal_data() 
         assert!(line.contains("latency_ms="), "{line}");
     }
 }
+
+/// Every audit console session's start and end is a log line naming the
+/// key (its name and role), never the key's secret or the session's token;
+/// and an out-of-range console setting stops the start with a clear line.
+#[tokio::test]
+async fn console_sessions_are_logged_by_key_name_never_by_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("accessd.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let secret = "auditor-secret-for-the-log-test";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_accessd"))
+        .current_dir(dir.path())
+        .env_remove("ACCESS_DATABASE_URL")
+        .env_remove("ACCESS_API_KEYS_FILE")
+        .env_remove("ACCESS_MASTER_KEY")
+        .env_remove("ACCESS_MASTER_KEY_FILE")
+        .env_remove("ACCESS_LOG_FORMAT")
+        .env("ACCESS_API_KEYS", format!("ines:auditor:{secret}"))
+        .env("ACCESS_LISTEN", "127.0.0.1:0")
+        .env("ACCESS_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        let done = line.contains("listening on");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    let base = address(&lines);
+    let client = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let page = client
+        .get(format!("{base}/audit/login"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let marker = r#"name="csrf_token" value=""#;
+    let start = page.find(marker).unwrap() + marker.len();
+    let csrf = &page[start..start + 32];
+    let home = client
+        .post(format!("{base}/audit/login"))
+        .form(&[("api_key", secret), ("csrf_token", csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(home.url().path(), "/audit");
+    let out = client
+        .post(format!("{base}/audit/logout"))
+        .form(&[("csrf_token", csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.url().path(), "/audit/login");
+    assert!(terminate(&mut child).success());
+
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(!text.contains(secret), "the key in the log:\n{text}");
+    let started: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("audit console session started"))
+        .collect();
+    assert_eq!(started.len(), 1, "{text}");
+    assert!(
+        started[0].contains("key=ines") && started[0].contains("role=auditor"),
+        "{}",
+        started[0]
+    );
+    let ended: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("audit console session ended"))
+        .collect();
+    assert_eq!(ended.len(), 1, "{text}");
+    assert!(
+        ended[0].contains("key=ines") && ended[0].contains("signed out"),
+        "{}",
+        ended[0]
+    );
+
+    // A console session longer than 8 hours is refused at start.
+    let refused = Command::new(env!("CARGO_BIN_EXE_accessd"))
+        .current_dir(dir.path())
+        .env_remove("ACCESS_DATABASE_URL")
+        .env_remove("ACCESS_MASTER_KEY")
+        .env("ACCESS_AUDIT_SESSION_HOURS", "24")
+        .env("ACCESS_LISTEN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("ACCESS_AUDIT_SESSION_HOURS must be from 1 to 8 (got 24)"),
+        "{err}"
+    );
+}
