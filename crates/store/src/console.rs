@@ -55,8 +55,6 @@ pub trait Console: Send + Sync {
         token_digest: &str,
     ) -> Result<Option<ConsoleSession>, StoreError>;
 
-    /// Deletes sessions that expired before `now`; returns them (their
-    /// end is logged).
     async fn purge_expired_console_sessions(
         &self,
         now: DateTime<Utc>,
@@ -98,6 +96,11 @@ pub const ABANDONED: &str = "The verification stopped without a result (the serv
 
 const SESSION_COLUMNS: &str = "token_digest, key_name, key_digest, role, created_at, expires_at";
 const CHECK_COLUMNS: &str = "id, started_by, started_at, finished_at, outcome, summary";
+
+/// `statement` on the session with this token digest.
+fn session_by_digest(statement: &str, token_digest: &str) -> Query {
+    Query::new(format!("{statement} WHERE token_digest = $1")).bind(token_digest)
+}
 
 fn session(row: &Row) -> Result<ConsoleSession, StoreError> {
     Ok(ConsoleSession {
@@ -141,28 +144,24 @@ impl Console for Store {
         &self,
         token_digest: &str,
     ) -> Result<Option<ConsoleSession>, StoreError> {
-        let q = Query::new(format!(
-            "SELECT {SESSION_COLUMNS} FROM console_sessions WHERE token_digest = $1"
-        ))
-        .bind(token_digest);
-        self.db
-            .read_optional(&q)
-            .await?
-            .map(|row| session(&row))
-            .transpose()
+        let q = session_by_digest(
+            &format!("SELECT {SESSION_COLUMNS} FROM console_sessions"),
+            token_digest,
+        );
+        let rows = self.db.read(&q).await?;
+        rows.first().map(session).transpose()
     }
 
     async fn delete_console_session(
         &self,
         token_digest: &str,
     ) -> Result<Option<ConsoleSession>, StoreError> {
-        let q = Query::new(format!(
-            "DELETE FROM console_sessions WHERE token_digest = $1 RETURNING {SESSION_COLUMNS}"
-        ))
-        .bind(token_digest);
+        let mut q = session_by_digest("DELETE FROM console_sessions", token_digest);
+        q.push(&format!(" RETURNING {SESSION_COLUMNS}"));
         // The deleting replica alone gets the row back: a session's end is
         // logged once however many replicas see the logout.
-        self.db.write(&q).await?.first().map(session).transpose()
+        let rows = self.db.write(&q).await?;
+        rows.first().map(session).transpose()
     }
 
     async fn purge_expired_console_sessions(

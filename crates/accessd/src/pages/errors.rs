@@ -125,6 +125,20 @@ pub(crate) fn too_many_attempts(retry_after: Option<u64>) -> String {
     format!("Too many attempts. Please wait {wait} and try again.")
 }
 
+/// A form shown again after too many attempts: 429, the wait said on the
+/// form (`#form-error`) and in `Retry-After`.
+pub(crate) fn throttled_form(
+    mut form: super::Form,
+    retry_after: u64,
+    page: impl FnOnce(super::Form) -> Page,
+) -> Response {
+    form.form_error(too_many_attempts(Some(retry_after)));
+    with_retry_after(
+        page(form).code(StatusCode::TOO_MANY_REQUESTS).render(),
+        Some(retry_after),
+    )
+}
+
 /// Adds `Retry-After` to a throttled answer.
 pub(crate) fn with_retry_after(mut response: Response, retry_after: Option<u64>) -> Response {
     if let Some(seconds) = retry_after {

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::csrf::{CsrfToken, PageForm};
 use super::session::{clear_session_cookie, cookie, session_cookie, COOKIE};
-use super::{notice, see_other, too_many_attempts, with_retry_after, Field, Form, Page, PageError};
+use super::{notice, see_other, throttled_form, Field, Form, Page, PageError};
 use crate::http::extract::{ClientAddress, RequestId};
 use crate::state::AppState;
 use crate::usecase::{login, session, SelfServiceError};
@@ -103,13 +103,7 @@ pub(crate) async fn submit(
                 .render())
         }
         Err(SelfServiceError::TooManyAttempts { retry_after }) => {
-            form.form_error(too_many_attempts(Some(retry_after)));
-            Ok(with_retry_after(
-                login_page(csrf, form)
-                    .code(StatusCode::TOO_MANY_REQUESTS)
-                    .render(),
-                Some(retry_after),
-            ))
+            Ok(throttled_form(form, retry_after, |f| login_page(csrf, f)))
         }
         Err(err) => Err(err.into()),
     }

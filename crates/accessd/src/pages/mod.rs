@@ -88,7 +88,7 @@ use axum::Router;
 
 use crate::state::AppState;
 
-pub(crate) use errors::{refused, too_many_attempts, with_retry_after, PageError};
+pub(crate) use errors::{refused, throttled_form, too_many_attempts, with_retry_after, PageError};
 pub(crate) use forms::{notice, Field, Form, Status};
 pub(crate) use templates::{message_page, see_other, Page};
 

@@ -75,6 +75,39 @@ impl PageSession {
     }
 }
 
+/// Where a page without a session sends the browser: its login page, and
+/// the same with the "session ended" notice when the cookie's session has
+/// ended (that cookie is then cleared by `clear`).
+pub(crate) struct SignIn {
+    pub login: &'static str,
+    pub ended: &'static str,
+    pub clear: String,
+}
+
+/// The session of the cookie `name`, found by `lookup`; without a cookie
+/// or with an ended session, a redirect to the sign-in.
+pub(crate) async fn from_cookie<T, E, F>(
+    parts: &Parts,
+    name: &str,
+    sign_in: SignIn,
+    lookup: impl FnOnce(String) -> F,
+) -> Result<T, PageError>
+where
+    F: std::future::Future<Output = Result<Option<T>, E>>,
+    PageError: From<E>,
+{
+    let Some(token) = cookie(&parts.headers, name) else {
+        return Err(PageError::Redirect {
+            to: sign_in.login,
+            cookies: Vec::new(),
+        });
+    };
+    lookup(token).await?.ok_or(PageError::Redirect {
+        to: sign_in.ended,
+        cookies: vec![sign_in.clear],
+    })
+}
+
 impl FromRequestParts<AppState> for PageSession {
     type Rejection = PageError;
 
@@ -82,19 +115,16 @@ impl FromRequestParts<AppState> for PageSession {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let Some(token) = cookie(&parts.headers, COOKIE) else {
-            return Err(PageError::Redirect {
-                to: "/login",
-                cookies: Vec::new(),
-            });
+        let sign_in = SignIn {
+            login: "/login",
+            ended: "/login?notice=session_ended",
+            clear: clear_session_cookie(state),
         };
-        match of_token(state, &token).await? {
-            Some(session) => Ok(Self(session)),
-            None => Err(PageError::Redirect {
-                to: "/login?notice=session_ended",
-                cookies: vec![clear_session_cookie(state)],
-            }),
-        }
+        from_cookie(parts, COOKIE, sign_in, |token| async move {
+            of_token(state, &token).await
+        })
+        .await
+        .map(Self)
     }
 }
 

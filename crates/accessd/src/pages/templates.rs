@@ -25,6 +25,7 @@ macro_rules! templates {
 
 const TEMPLATES: &[(&str, &str)] = templates![
     "base.html",
+    "heading.html",
     "macros.html",
     "login.html",
     "account.html",

@@ -8,6 +8,15 @@ use std::time::{Duration, Instant};
 /// Starts accessd in `dir` with `env`, returns the child and its stdout
 /// lines up to the "listening" line.
 fn start(dir: &std::path::Path, env: &[(&str, &str)]) -> (Child, Vec<String>) {
+    start_logging_to(dir, env, Stdio::null())
+}
+
+/// [`start`], its log (stderr) going to `log`.
+fn start_logging_to(
+    dir: &std::path::Path,
+    env: &[(&str, &str)],
+    log: Stdio,
+) -> (Child, Vec<String>) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_accessd"));
     command
         .current_dir(dir)
@@ -19,7 +28,7 @@ fn start(dir: &std::path::Path, env: &[(&str, &str)]) -> (Child, Vec<String>) {
         .env("ACCESS_LISTEN", "127.0.0.1:0")
         .env("ACCESS_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        .stderr(log);
     for (k, v) in env {
         command.env(k, v);
     }
@@ -311,30 +320,16 @@ async fn console_sessions_are_logged_by_key_name_never_by_secret() {
     let log_path = dir.path().join("accessd.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let secret = "auditor-secret-for-the-log-test";
-    let mut child = Command::new(env!("CARGO_BIN_EXE_accessd"))
-        .current_dir(dir.path())
-        .env_remove("ACCESS_DATABASE_URL")
-        .env_remove("ACCESS_API_KEYS_FILE")
-        .env_remove("ACCESS_MASTER_KEY")
-        .env_remove("ACCESS_MASTER_KEY_FILE")
-        .env_remove("ACCESS_LOG_FORMAT")
-        .env("ACCESS_API_KEYS", format!("ines:auditor:{secret}"))
-        .env("ACCESS_LISTEN", "127.0.0.1:0")
-        .env("ACCESS_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = Vec::new();
-    for line in BufReader::new(stdout).lines() {
-        let line = line.unwrap();
-        let done = line.contains("listening on");
-        lines.push(line);
-        if done {
-            break;
-        }
-    }
+    let keys = format!("ines:auditor:{secret}");
+    let (mut child, lines) = start_logging_to(
+        dir.path(),
+        &[
+            ("ACCESS_API_KEYS", keys.as_str()),
+            ("ACCESS_LOG", "info"),
+            ("ACCESS_LOG_FORMAT", "text"),
+        ],
+        Stdio::from(log),
+    );
     let base = address(&lines);
     let client = reqwest::Client::builder()
         .cookie_store(true)

@@ -5,14 +5,14 @@ use access_domain::{CustomerId, EmailAddress};
 use access_projections::{db, history, AuditFilter};
 use access_store::prelude::*;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use chrono::{DateTime, Utc};
 use minijinja::value::{Serde, Value};
 use serde::Deserialize;
 
 use super::view::{self, Change};
-use super::{console_page, Auditor, ConsoleQuery};
+use super::{attachment, console_page, status_for, Auditor, ConsoleQuery};
 use crate::error::ApiError;
 use crate::http::audit::{export as stream_export, parse_position, Format};
 use crate::pages::csrf::CsrfToken;
@@ -259,11 +259,7 @@ pub(crate) async fn home(
         download_jsonl => format!("/audit/export?{}", with_format(&base, "jsonl")),
         ..filter_context(&f)
     };
-    let code = if f.errors.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::BAD_REQUEST
-    };
+    let code = status_for(!f.errors.is_empty());
     Ok(console_page(
         "audit_home.html",
         "Audit console",
@@ -353,11 +349,7 @@ pub(crate) async fn customer(
         download_jsonl => format!("/audit/export?{}", with_format(&export_base, "jsonl")),
         ..filter_context(&f)
     };
-    let code = if f.errors.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::BAD_REQUEST
-    };
+    let code = status_for(!f.errors.is_empty());
     Ok(console_page(
         "audit_customer.html",
         format!("Customer {}", current.email),
@@ -409,11 +401,5 @@ pub(crate) async fn export(
     let mut filter = f.audit(customer_id);
     filter.after = None;
     let name = f.file_name(customer_id, format);
-    let mut response = stream_export(state, filter, format);
-    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
-        response
-            .headers_mut()
-            .insert(header::CONTENT_DISPOSITION, value);
-    }
-    Ok(response.into_response())
+    Ok(attachment(stream_export(state, filter, format), &name))
 }

@@ -9,7 +9,7 @@ use super::{clear_cookie, session_cookie, COOKIE};
 use crate::http::extract::ClientAddress;
 use crate::pages::csrf::{CsrfToken, PageForm};
 use crate::pages::session::cookie;
-use crate::pages::{notice, see_other, too_many_attempts, with_retry_after};
+use crate::pages::{notice, see_other, throttled_form};
 use crate::pages::{Field, Form, Page, PageError};
 use crate::state::AppState;
 use crate::usecase::console::{sign_in, sign_out, user_of, ConsoleError};
@@ -108,13 +108,7 @@ pub(crate) async fn submit(
                 .render())
         }
         Err(ConsoleError::TooManyAttempts { retry_after }) => {
-            form.form_error(too_many_attempts(Some(retry_after)));
-            Ok(with_retry_after(
-                sign_in_page(csrf, form)
-                    .code(StatusCode::TOO_MANY_REQUESTS)
-                    .render(),
-                Some(retry_after),
-            ))
+            Ok(throttled_form(form, retry_after, |f| sign_in_page(csrf, f)))
         }
         Err(ConsoleError::Store(e)) => Err(e.into()),
     }

@@ -48,7 +48,7 @@ use minijinja::value::{Serde, Value};
 use serde::Serialize;
 
 use super::csrf::CsrfToken;
-use super::session::{cookie, SameSite};
+use super::session::{from_cookie, SameSite, SignIn};
 use super::{Page, PageError};
 use crate::state::AppState;
 use crate::usecase::console::{user_of, ConsoleUser};
@@ -65,8 +65,14 @@ pub(crate) fn routes() -> [(&'static str, MethodRouter<AppState>); 10] {
         ("/audit/customers/{id}", get(browse::customer)),
         ("/audit/export", get(browse::export)),
         ("/audit/report", get(report::show)),
-        ("/audit/report.csv", get(report::csv)),
-        ("/audit/report.jsonl", get(report::jsonl)),
+        (
+            "/audit/report.csv",
+            report::download_route(report::Download::Csv),
+        ),
+        (
+            "/audit/report.jsonl",
+            report::download_route(report::Download::JsonLines),
+        ),
         ("/audit/integrity", get(integrity::show)),
         ("/audit/integrity/verify", post(integrity::verify)),
     ]
@@ -108,19 +114,16 @@ impl FromRequestParts<AppState> for Auditor {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let Some(token) = cookie(&parts.headers, COOKIE) else {
-            return Err(PageError::Redirect {
-                to: "/audit/login",
-                cookies: Vec::new(),
-            });
+        let sign_in = SignIn {
+            login: "/audit/login",
+            ended: "/audit/login?notice=session_ended",
+            clear: clear_cookie(state),
         };
-        match user_of(state, &token).await? {
-            Some(user) => Ok(Self(user)),
-            None => Err(PageError::Redirect {
-                to: "/audit/login?notice=session_ended",
-                cookies: vec![clear_cookie(state)],
-            }),
-        }
+        from_cookie(parts, COOKIE, sign_in, |token| async move {
+            user_of(state, &token).await
+        })
+        .await
+        .map(Self)
     }
 }
 
@@ -143,6 +146,31 @@ where
             .await
             .map(|axum::extract::Query(value)| Self(value))
             .map_err(|rejection| PageError::BadQuery(rejection.body_text()))
+    }
+}
+
+/// Marks a download's response as a file named `name` (a name made of
+/// the page's filters: fixed words, ids and times, nothing to escape).
+pub(crate) fn attachment(
+    mut response: axum::response::Response,
+    name: &str,
+) -> axum::response::Response {
+    if let Ok(value) =
+        axum::http::HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
+    {
+        response
+            .headers_mut()
+            .insert(axum::http::header::CONTENT_DISPOSITION, value);
+    }
+    response
+}
+
+/// 400 when a page's filters did not parse (said above its table).
+pub(crate) fn status_for(errors: bool) -> axum::http::StatusCode {
+    if errors {
+        axum::http::StatusCode::BAD_REQUEST
+    } else {
+        axum::http::StatusCode::OK
     }
 }
 

@@ -10,15 +10,16 @@ use access_projections::history;
 use access_projections::rows::AccessStateRow;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::routing::{get, MethodRouter};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use minijinja::value::{Serde, Value};
 use serde::{Deserialize, Serialize};
 
 use super::view;
-use super::{console_page, Auditor, ConsoleQuery};
+use super::{attachment, console_page, status_for, Auditor, ConsoleQuery};
 use crate::error::ApiError;
 use crate::pages::csrf::CsrfToken;
 use crate::pages::{message_page, PageError};
@@ -155,34 +156,25 @@ pub(crate) async fn show(
         "report",
         extra,
     )
-    .code(if error.is_some() {
-        StatusCode::BAD_REQUEST
-    } else {
-        StatusCode::OK
-    })
+    .code(status_for(error.is_some()))
     .render())
 }
 
-/// `GET /audit/report.csv`: the whole report as CSV.
-pub(crate) async fn csv(
-    State(state): State<AppState>,
-    _auditor: Auditor,
-    ConsoleQuery(query): ConsoleQuery<ReportQuery>,
-) -> Result<Response, PageError> {
-    download(state, query, Download::Csv).await
+/// `GET /audit/report.csv` and `GET /audit/report.jsonl`: the whole
+/// report as a file.
+pub(crate) fn download_route(format: Download) -> MethodRouter<AppState> {
+    get(
+        move |State(state): State<AppState>,
+              _auditor: Auditor,
+              ConsoleQuery(query): ConsoleQuery<ReportQuery>| {
+            download(state, query, format)
+        },
+    )
 }
 
-/// `GET /audit/report.jsonl`: the whole report as JSON lines.
-pub(crate) async fn jsonl(
-    State(state): State<AppState>,
-    _auditor: Auditor,
-    ConsoleQuery(query): ConsoleQuery<ReportQuery>,
-) -> Result<Response, PageError> {
-    download(state, query, Download::JsonLines).await
-}
-
+/// The report's file formats.
 #[derive(Clone, Copy)]
-enum Download {
+pub(crate) enum Download {
     Csv,
     JsonLines,
 }
@@ -263,11 +255,8 @@ async fn download(
         Download::JsonLines => ("application/x-ndjson", "jsonl"),
     };
     let name = format!("access-report_as-of-{}.{extension}", view::file_stamp(at));
-    let mut response = ([(header::CONTENT_TYPE, content_type)], body).into_response();
-    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
-        response
-            .headers_mut()
-            .insert(header::CONTENT_DISPOSITION, value);
-    }
-    Ok(response)
+    Ok(attachment(
+        ([(header::CONTENT_TYPE, content_type)], body).into_response(),
+        &name,
+    ))
 }
