@@ -750,6 +750,43 @@ async fn withdrawing_a_key_ends_its_console_sessions(db: Db) {
     app.stop().await;
 }
 
+/// Behind a load balancer: a session opened on one replica works on the
+/// other, a check started on one is shown by the other, and signing out
+/// on one ends the session everywhere.
+async fn a_console_session_works_on_every_replica(db: Db) {
+    let a = TestApp::spawn(db).await;
+    let b = a.replica(|_| {}).await;
+    let on_a = Browser::new(&a);
+    sign_in(&on_a, AUDITOR).await.expect(200, "/audit");
+    // The same cookie jar (cookies are per host, not per port).
+    let on_b = Browser {
+        base: b.base.clone(),
+        client: on_a.client.clone(),
+    };
+    on_b.get("/audit").await.expect(200, "/audit");
+    let page = on_a.get("/audit/integrity").await;
+    on_a.submit(&page, "/audit/integrity/verify", &[])
+        .await
+        .expect(200, "/audit/integrity?notice=started");
+    let mut shown = false;
+    for _ in 0..100 {
+        let page = on_b.get("/audit/integrity").await;
+        if page.text.contains(r#"outcome--intact">intact<"#) {
+            shown = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(shown, "replica B shows the check A ran");
+    let page = on_b.get("/audit").await;
+    on_b.submit(&page, "/audit/logout", &[])
+        .await
+        .expect(200, "/audit/login?notice=signed_out");
+    on_a.get("/audit").await.expect(200, "/audit/login");
+    b.stop().await;
+    a.stop().await;
+}
+
 crate::on_both_stores!(
     only_auditor_and_admin_keys_sign_in,
     the_console_cookie_is_strict_and_lasts_eight_hours,
@@ -761,4 +798,5 @@ crate::on_both_stores!(
     the_integrity_page_verifies_in_the_background,
     console_sign_in_is_rate_limited_per_client_address,
     withdrawing_a_key_ends_its_console_sessions,
+    a_console_session_works_on_every_replica,
 );
