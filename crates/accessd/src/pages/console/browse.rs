@@ -4,7 +4,7 @@
 use access_domain::{CustomerId, EmailAddress};
 use access_projections::{db, history, AuditFilter};
 use access_store::prelude::*;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
@@ -12,10 +12,9 @@ use minijinja::value::{Serde, Value};
 use serde::Deserialize;
 
 use super::view::{self, Change};
-use super::{attachment, console_page, status_for, Auditor, ConsoleQuery};
+use super::{attachment, ConsoleRequest};
 use crate::error::ApiError;
 use crate::http::audit::{export as stream_export, parse_position, Format};
-use crate::pages::csrf::CsrfToken;
 use crate::pages::{message_page, see_other, PageError};
 use crate::state::AppState;
 
@@ -215,17 +214,13 @@ async fn search(state: &AppState, q: &str) -> Result<Found, PageError> {
 }
 
 /// `GET /audit`: the search, and the latest changes of every customer.
-pub(crate) async fn home(
-    State(state): State<AppState>,
-    auditor: Auditor,
-    csrf: CsrfToken,
-    ConsoleQuery(query): ConsoleQuery<ViewQuery>,
-) -> Result<Response, PageError> {
+pub(crate) async fn home(req: ConsoleRequest<ViewQuery>) -> Result<Response, PageError> {
+    let (state, query) = (&req.state, &req.query);
     state.projections_caught_up().await?;
     let mut no_match = None;
     let mut several = Vec::new();
     if let Some(q) = query.q.as_deref().filter(|q| !q.trim().is_empty()) {
-        match search(&state, q).await? {
+        match search(state, q).await? {
             Found::One(id) => return Ok(see_other(&format!("/audit/customers/{id}"), Vec::new())),
             Found::Several(ids) => {
                 for id in ids {
@@ -240,11 +235,11 @@ pub(crate) async fn home(
             Found::Nothing(why) => no_match = Some(why),
         }
     }
-    let f = Filters::of(&query);
+    let f = Filters::of(query);
     let mut filter = f.audit(None);
     filter.newest_first = true;
     let (changes, next) = if f.errors.is_empty() {
-        page_of(&state, &filter).await?
+        page_of(state, &filter).await?
     } else {
         (Vec::new(), None)
     };
@@ -259,17 +254,15 @@ pub(crate) async fn home(
         download_jsonl => format!("/audit/export?{}", with_format(&base, "jsonl")),
         ..filter_context(&f)
     };
-    let code = status_for(!f.errors.is_empty());
-    Ok(console_page(
-        "audit_home.html",
-        "Audit console",
-        &auditor,
-        csrf,
-        "home",
-        extra,
-    )
-    .code(code)
-    .render())
+    Ok(req
+        .page(
+            "audit_home.html",
+            "Audit console",
+            "home",
+            extra,
+            !f.errors.is_empty(),
+        )
+        .render())
 }
 
 fn with_cursor(base: &str, cursor: &str) -> String {
@@ -300,16 +293,14 @@ fn not_found(what: &str) -> Response {
 /// `GET /audit/customers/{id}`: the state (now, or `as_of`) and the
 /// timeline.
 pub(crate) async fn customer(
-    State(state): State<AppState>,
-    auditor: Auditor,
-    csrf: CsrfToken,
     Path(raw_id): Path<String>,
-    ConsoleQuery(query): ConsoleQuery<ViewQuery>,
+    req: ConsoleRequest<ViewQuery>,
 ) -> Result<Response, PageError> {
+    let (state, query) = (&req.state, &req.query);
     let Ok(id) = raw_id.parse::<CustomerId>() else {
         return Ok(not_found("This is not a customer id (a UUID)."));
     };
-    let f = Filters::of(&query);
+    let f = Filters::of(query);
     state.projections_caught_up().await?;
     let Some(current) = db::access_state(state.store(), id)
         .await
@@ -329,7 +320,7 @@ pub(crate) async fn customer(
         None => (Some(view::State::of(&current, now)), now),
     };
     let (changes, next) = if f.errors.is_empty() {
-        page_of(&state, &f.audit(Some(id))).await?
+        page_of(state, &f.audit(Some(id))).await?
     } else {
         (Vec::new(), None)
     };
@@ -349,26 +340,22 @@ pub(crate) async fn customer(
         download_jsonl => format!("/audit/export?{}", with_format(&export_base, "jsonl")),
         ..filter_context(&f)
     };
-    let code = status_for(!f.errors.is_empty());
-    Ok(console_page(
-        "audit_customer.html",
-        format!("Customer {}", current.email),
-        &auditor,
-        csrf,
-        "home",
-        extra,
-    )
-    .code(code)
-    .render())
+    let title = format!("Customer {}", current.email);
+    Ok(req
+        .page(
+            "audit_customer.html",
+            title,
+            "home",
+            extra,
+            !f.errors.is_empty(),
+        )
+        .render())
 }
 
 /// `GET /audit/export`: every row of a filtered view, streamed as CSV or
 /// JSON lines (the API's export), named after its filters.
-pub(crate) async fn export(
-    State(state): State<AppState>,
-    _auditor: Auditor,
-    ConsoleQuery(query): ConsoleQuery<ViewQuery>,
-) -> Result<Response, PageError> {
+pub(crate) async fn export(req: ConsoleRequest<ViewQuery>) -> Result<Response, PageError> {
+    let ConsoleRequest { state, query, .. } = req;
     let f = Filters::of(&query);
     let format = match query.format.as_deref() {
         Some("csv") | None => Format::Csv,

@@ -4,15 +4,15 @@
 
 use access_projections::chain;
 use access_store::prelude::*;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use minijinja::value::{Serde, Value};
 use serde::{Deserialize, Serialize};
 
 use super::view;
-use super::{console_page, Auditor};
+use super::{Auditor, ConsoleRequest};
 use crate::error::ApiError;
-use crate::pages::csrf::{CsrfToken, PageForm};
+use crate::pages::csrf::PageForm;
 use crate::pages::{see_other, PageError, Status};
 use crate::state::AppState;
 use crate::usecase::console::{latest_checks, start_integrity_check, Started};
@@ -40,12 +40,8 @@ struct CheckRow {
 }
 
 /// `GET /audit/integrity`
-pub(crate) async fn show(
-    State(state): State<AppState>,
-    auditor: Auditor,
-    csrf: CsrfToken,
-    Query(query): Query<IntegrityQuery>,
-) -> Result<Response, PageError> {
+pub(crate) async fn show(req: ConsoleRequest<IntegrityQuery>) -> Result<Response, PageError> {
+    let (state, query) = (&req.state, &req.query);
     let head = chain::head(state.store()).await.map_err(|e| match e {
         access_projections::ProjectionError::Store(e) => ApiError::from(e),
         other => ApiError::internal(other),
@@ -56,7 +52,7 @@ pub(crate) async fn show(
         None => (chain::genesis_digest(), 0),
     };
     let behind = newest.global.saturating_sub(covered).max(0);
-    let checks = latest_checks(&state, &state.console(), SHOWN_CHECKS).await?;
+    let checks = latest_checks(state, &state.console(), SHOWN_CHECKS).await?;
     let running = checks.iter().any(|c| c.outcome == "running");
     let rows: Vec<CheckRow> = checks
         .into_iter()
@@ -89,16 +85,16 @@ pub(crate) async fn show(
         running => running,
         verify_limit_secs => state.console().verify_limit.as_secs(),
     };
-    Ok(console_page(
-        "audit_integrity.html",
-        "Integrity of the history",
-        &auditor,
-        csrf,
-        "integrity",
-        extra,
-    )
-    .status(status)
-    .render())
+    Ok(req
+        .page(
+            "audit_integrity.html",
+            "Integrity of the history",
+            "integrity",
+            extra,
+            false,
+        )
+        .status(status)
+        .render())
 }
 
 /// `POST /audit/integrity/verify`: starts a verification in the

@@ -181,25 +181,59 @@ struct Header<'a> {
     role: &'static str,
 }
 
-/// A console page: its template gets `user` (the header) and `section`
-/// (the highlighted link) besides its own variables.
-pub(crate) fn console_page(
-    template: &'static str,
-    title: impl Into<String>,
-    auditor: &Auditor,
-    csrf: CsrfToken,
-    section: &str,
-    extra: Value,
-) -> Page {
-    let user = Header {
-        name: &auditor.0.name,
-        role: auditor.0.role.as_str(),
-    };
-    Page::new(template, title)
-        .csrf(csrf)
-        .with(minijinja::context! {
-            user => Value::from(Serde(&user)),
-            section => section,
-            ..extra
+/// What every console page gets: the state, who is signed in, the CSRF
+/// token of its forms (the sign-out button), and its query.
+pub(crate) struct ConsoleRequest<Q> {
+    pub state: AppState,
+    pub auditor: Auditor,
+    pub csrf: CsrfToken,
+    pub query: Q,
+}
+
+impl<Q> FromRequestParts<AppState> for ConsoleRequest<Q>
+where
+    Q: serde::de::DeserializeOwned + Send,
+{
+    type Rejection = PageError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let auditor = Auditor::from_request_parts(parts, state).await?;
+        let ConsoleQuery(query) = ConsoleQuery::from_request_parts(parts, state).await?;
+        Ok(Self {
+            state: state.clone(),
+            auditor,
+            csrf: CsrfToken::of(state, &parts.headers),
+            query,
         })
+    }
+}
+
+impl<Q> ConsoleRequest<Q> {
+    /// A console page: its template gets `user` (the header) and
+    /// `section` (the highlighted link) besides its own variables; 400
+    /// when the page's filters did not parse.
+    pub(crate) fn page(
+        &self,
+        template: &'static str,
+        title: impl Into<String>,
+        section: &str,
+        extra: Value,
+        bad_filters: bool,
+    ) -> Page {
+        let user = Header {
+            name: &self.auditor.0.name,
+            role: self.auditor.0.role.as_str(),
+        };
+        Page::new(template, title)
+            .csrf(self.csrf.clone())
+            .code(status_for(bad_filters))
+            .with(minijinja::context! {
+                user => Value::from(Serde(&user)),
+                section => section,
+                ..extra
+            })
+    }
 }

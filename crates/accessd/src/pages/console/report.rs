@@ -9,7 +9,6 @@
 use access_projections::history;
 use access_projections::rows::AccessStateRow;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, MethodRouter};
@@ -19,9 +18,8 @@ use minijinja::value::{Serde, Value};
 use serde::{Deserialize, Serialize};
 
 use super::view;
-use super::{attachment, console_page, status_for, Auditor, ConsoleQuery};
+use super::{attachment, ConsoleRequest};
 use crate::error::ApiError;
-use crate::pages::csrf::CsrfToken;
 use crate::pages::{message_page, PageError};
 use crate::state::AppState;
 
@@ -97,20 +95,16 @@ fn page_number(raw: Option<&str>) -> Result<usize, String> {
 }
 
 /// `GET /audit/report`
-pub(crate) async fn show(
-    State(state): State<AppState>,
-    auditor: Auditor,
-    csrf: CsrfToken,
-    ConsoleQuery(query): ConsoleQuery<ReportQuery>,
-) -> Result<Response, PageError> {
-    let asked = instant(&state, query.as_of.as_deref())
+pub(crate) async fn show(req: ConsoleRequest<ReportQuery>) -> Result<Response, PageError> {
+    let (state, query) = (&req.state, &req.query);
+    let asked = instant(state, query.as_of.as_deref())
         .and_then(|at| page_number(query.page.as_deref()).map(|page| (at, page)));
     let (at, page, mut error) = match asked {
         Ok((at, page)) => (at, page, None),
         Err(e) => (state.now(), 1, Some(e)),
     };
     let rows = if error.is_none() {
-        holders(&state, at).await?
+        holders(state, at).await?
     } else {
         Vec::new()
     };
@@ -148,28 +142,21 @@ pub(crate) async fn show(
         download_jsonl => format!("/audit/report.jsonl?as_of={param}"),
         filter_error => error.clone(),
     };
-    Ok(console_page(
-        "audit_report.html",
-        "Access report",
-        &auditor,
-        csrf,
-        "report",
-        extra,
-    )
-    .code(status_for(error.is_some()))
-    .render())
+    Ok(req
+        .page(
+            "audit_report.html",
+            "Access report",
+            "report",
+            extra,
+            error.is_some(),
+        )
+        .render())
 }
 
 /// `GET /audit/report.csv` and `GET /audit/report.jsonl`: the whole
 /// report as a file.
 pub(crate) fn download_route(format: Download) -> MethodRouter<AppState> {
-    get(
-        move |State(state): State<AppState>,
-              _auditor: Auditor,
-              ConsoleQuery(query): ConsoleQuery<ReportQuery>| {
-            download(state, query, format)
-        },
-    )
+    get(move |req: ConsoleRequest<ReportQuery>| download(req.state, req.query, format))
 }
 
 /// The report's file formats.
