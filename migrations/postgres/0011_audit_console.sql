@@ -22,6 +22,9 @@ CREATE TABLE integrity_checks
     id          text        NOT NULL,
     started_by  text        NOT NULL,
     started_at  timestamptz NOT NULL,
+    -- A check still running after this was left by a replica that
+    -- stopped (its time limit and a minute's grace, from its start).
+    deadline    timestamptz NOT NULL,
     finished_at timestamptz,
     outcome     text        NOT NULL,
     summary     text        NOT NULL,

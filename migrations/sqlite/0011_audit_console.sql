@@ -14,6 +14,7 @@ CREATE TABLE integrity_checks
     id          TEXT NOT NULL PRIMARY KEY,
     started_by  TEXT NOT NULL,
     started_at  TEXT NOT NULL,
+    deadline    TEXT NOT NULL,
     finished_at TEXT,
     outcome     TEXT NOT NULL,
     summary     TEXT NOT NULL

@@ -423,9 +423,7 @@ pub async fn start(
                 if let Err(e) = state.store().purge_expired_sessions(Utc::now()).await {
                     tracing::warn!(error = %e, "could not purge expired sessions");
                 }
-                if let Err(e) = crate::usecase::console::purge_expired(&state).await {
-                    tracing::warn!(error = %e, "could not purge expired console sessions");
-                }
+                crate::usecase::console::purge_expired(&state).await;
             }
         })
     };

@@ -32,6 +32,10 @@ pub struct IntegrityCheck {
     /// The API key name of the person who started it.
     pub started_by: String,
     pub started_at: DateTime<Utc>,
+    /// Still `running` after this, the check was left by a replica that
+    /// stopped (its time limit and a grace period, fixed at its start by
+    /// the replica that runs it).
+    pub deadline: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
     /// `running`, `intact`, `problems`, `timed_out` or `failed`.
     pub outcome: String,
@@ -42,7 +46,13 @@ pub struct IntegrityCheck {
 /// The console's sessions and integrity checks.
 #[async_trait]
 pub trait Console: Send + Sync {
-    async fn create_console_session(&self, session: &ConsoleSession) -> Result<(), StoreError>;
+    /// Opens `session`, ending the session `previous` (a token digest) in
+    /// the same transaction; returns the ended session if it existed.
+    async fn replace_console_session(
+        &self,
+        session: &ConsoleSession,
+        previous: Option<&str>,
+    ) -> Result<Option<ConsoleSession>, StoreError>;
 
     async fn find_console_session(
         &self,
@@ -60,16 +70,12 @@ pub trait Console: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<Vec<ConsoleSession>, StoreError>;
 
-    /// Starts a check: first marks checks still `running` that started
-    /// before `stale_before` as `abandoned` (their replica stopped), then
-    /// inserts `check` unless another check is running. At most one runs at
-    /// a time across replicas (a unique index on the running row): returns
-    /// false, inserting nothing, when one does.
-    async fn start_integrity_check(
-        &self,
-        check: &IntegrityCheck,
-        stale_before: DateTime<Utc>,
-    ) -> Result<bool, StoreError>;
+    /// Starts a check: first marks checks still `running` past their
+    /// deadline at `check.started_at` as `abandoned` (their replica
+    /// stopped), then inserts `check` unless another check is running. At
+    /// most one runs at a time across replicas (a unique index on the
+    /// running row): returns false, inserting nothing, when one does.
+    async fn start_integrity_check(&self, check: &IntegrityCheck) -> Result<bool, StoreError>;
 
     /// Records the end of a running check.
     async fn finish_integrity_check(
@@ -95,7 +101,7 @@ pub const ABANDONED: &str = "The verification stopped without a result (the serv
                              restarted while it ran). Start another.";
 
 const SESSION_COLUMNS: &str = "token_digest, key_name, key_digest, role, created_at, expires_at";
-const CHECK_COLUMNS: &str = "id, started_by, started_at, finished_at, outcome, summary";
+const CHECK_COLUMNS: &str = "id, started_by, started_at, deadline, finished_at, outcome, summary";
 
 /// `statement` on the session with this token digest.
 fn session_by_digest(statement: &str, token_digest: &str) -> Query {
@@ -118,6 +124,7 @@ fn check(row: &Row) -> Result<IntegrityCheck, StoreError> {
         id: row.text("id")?,
         started_by: row.text("started_by")?,
         started_at: row.stamp("started_at")?,
+        deadline: row.stamp("deadline")?,
         finished_at: row.opt_stamp("finished_at")?,
         outcome: row.text("outcome")?,
         summary: row.text("summary")?,
@@ -126,7 +133,20 @@ fn check(row: &Row) -> Result<IntegrityCheck, StoreError> {
 
 #[async_trait]
 impl Console for Store {
-    async fn create_console_session(&self, s: &ConsoleSession) -> Result<(), StoreError> {
+    async fn replace_console_session(
+        &self,
+        s: &ConsoleSession,
+        previous: Option<&str>,
+    ) -> Result<Option<ConsoleSession>, StoreError> {
+        let mut tx = self.db.begin().await?;
+        let ended = match previous {
+            Some(digest) => {
+                let mut q = session_by_digest("DELETE FROM console_sessions", digest);
+                q.push(&format!(" RETURNING {SESSION_COLUMNS}"));
+                tx.fetch(&q).await?.first().map(session).transpose()?
+            }
+            None => None,
+        };
         let q = Query::new(format!(
             "INSERT INTO console_sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
         ))
@@ -136,8 +156,9 @@ impl Console for Store {
         .bind(&s.role)
         .bind(Value::stamp(s.created_at))
         .bind(Value::stamp(s.expires_at));
-        self.db.execute(&q).await?;
-        Ok(())
+        tx.execute(&q).await?;
+        tx.commit().await?;
+        Ok(ended)
     }
 
     async fn find_console_session(
@@ -175,29 +196,25 @@ impl Console for Store {
         self.db.write(&q).await?.iter().map(session).collect()
     }
 
-    async fn start_integrity_check(
-        &self,
-        c: &IntegrityCheck,
-        stale_before: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+    async fn start_integrity_check(&self, c: &IntegrityCheck) -> Result<bool, StoreError> {
         let mut tx = self.db.begin().await?;
         let abandon = Query::new(
             "UPDATE integrity_checks SET outcome = 'abandoned', finished_at = $1, summary = $2 \
-             WHERE outcome = 'running' AND started_at < $3",
+             WHERE outcome = 'running' AND deadline < $1",
         )
         .bind(Value::stamp(c.started_at))
-        .bind(ABANDONED)
-        .bind(Value::stamp(stale_before));
+        .bind(ABANDONED);
         tx.execute(&abandon).await?;
         // The unique index on the running row decides between two
         // replicas starting at once: the second inserts nothing.
         let insert = Query::new(format!(
-            "INSERT INTO integrity_checks ({CHECK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) \
+            "INSERT INTO integrity_checks ({CHECK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7) \
              ON CONFLICT DO NOTHING"
         ))
         .bind(&c.id)
         .bind(&c.started_by)
         .bind(Value::stamp(c.started_at))
+        .bind(Value::stamp(c.deadline))
         .bind(Value::stamp(c.finished_at))
         .bind(&c.outcome)
         .bind(&c.summary);

@@ -975,16 +975,49 @@ async fn console_sessions_and_one_running_integrity_check(store: Store) {
         created_at: now,
         expires_at: now + chrono::Duration::hours(8),
     };
-    store.create_console_session(&session).await.unwrap();
+    assert_eq!(
+        store.replace_console_session(&session, None).await.unwrap(),
+        None
+    );
     let found = store.find_console_session("d1").await.unwrap().unwrap();
     assert_eq!(found.key_name, "audit");
     assert_eq!(
         found.expires_at.timestamp_micros(),
         session.expires_at.timestamp_micros()
     );
+    // Signing in again ends the browser's earlier session in the same
+    // transaction.
+    let again = ConsoleSession {
+        token_digest: "d0".into(),
+        ..session.clone()
+    };
+    let ended = store
+        .replace_console_session(&again, Some("d1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ended.token_digest, "d1");
+    assert!(store.find_console_session("d1").await.unwrap().is_none());
+    // A session that cannot be opened (its digest exists) ends nothing:
+    // one transaction.
+    let other = ConsoleSession {
+        token_digest: "d5".into(),
+        ..session.clone()
+    };
+    store.replace_console_session(&other, None).await.unwrap();
+    let clash = ConsoleSession {
+        token_digest: "d0".into(),
+        ..session.clone()
+    };
+    assert!(store
+        .replace_console_session(&clash, Some("d5"))
+        .await
+        .is_err());
+    assert!(store.find_console_session("d5").await.unwrap().is_some());
+    store.delete_console_session("d5").await.unwrap();
     let (a, b) = tokio::join!(
-        store.delete_console_session("d1"),
-        store.delete_console_session("d1")
+        store.delete_console_session("d0"),
+        store.delete_console_session("d0")
     );
     assert_eq!(
         [a.unwrap().is_some(), b.unwrap().is_some()]
@@ -999,12 +1032,15 @@ async fn console_sessions_and_one_running_integrity_check(store: Store) {
         expires_at: now - chrono::Duration::seconds(1),
         ..session.clone()
     };
-    store.create_console_session(&expired).await.unwrap();
+    store.replace_console_session(&expired, None).await.unwrap();
     store
-        .create_console_session(&ConsoleSession {
-            token_digest: "d3".into(),
-            ..session.clone()
-        })
+        .replace_console_session(
+            &ConsoleSession {
+                token_digest: "d3".into(),
+                ..session.clone()
+            },
+            None,
+        )
         .await
         .unwrap();
     let purged = store.purge_expired_console_sessions(now).await.unwrap();
@@ -1017,34 +1053,37 @@ async fn console_sessions_and_one_running_integrity_check(store: Store) {
     );
     assert!(store.find_console_session("d3").await.unwrap().is_some());
 
-    let check = |id: &str, at| IntegrityCheck {
+    // Checks: the deadline is fixed at the start by the replica that runs
+    // the check.
+    let check = |id: &str, at: chrono::DateTime<Utc>| IntegrityCheck {
         id: id.into(),
         started_by: "audit".into(),
         started_at: at,
+        deadline: at + chrono::Duration::minutes(6),
         finished_at: None,
         outcome: "running".into(),
         summary: "running".into(),
     };
-    let long_ago = now - chrono::Duration::hours(1);
     // Two starts at once (two replicas): one runs.
     let (ca, cb) = (check("a", now), check("b", now));
     let (x, y) = tokio::join!(
-        store.start_integrity_check(&ca, long_ago),
-        store.start_integrity_check(&cb, long_ago)
+        store.start_integrity_check(&ca),
+        store.start_integrity_check(&cb)
     );
     assert_eq!([x.unwrap(), y.unwrap()].iter().filter(|s| **s).count(), 1);
     let running = store.latest_integrity_checks(10).await.unwrap();
     assert_eq!(running.len(), 1);
     let first = running[0].id.clone();
-    // A start while it runs (not stale yet) inserts nothing.
+    // A start before its deadline inserts nothing.
+    let soon = now + chrono::Duration::minutes(5);
     assert!(!store
-        .start_integrity_check(&check("c", now), long_ago)
+        .start_integrity_check(&check("c", soon))
         .await
         .unwrap());
-    // Once stale (its replica stopped), the next start abandons it.
-    let later = now + chrono::Duration::seconds(1);
+    // Past its deadline (its replica stopped), the next start abandons it.
+    let later = now + chrono::Duration::minutes(7);
     assert!(store
-        .start_integrity_check(&check("d", later), later)
+        .start_integrity_check(&check("d", later))
         .await
         .unwrap());
     let checks = store.latest_integrity_checks(10).await.unwrap();
@@ -1069,7 +1108,20 @@ async fn console_sessions_and_one_running_integrity_check(store: Store) {
     let checks = store.latest_integrity_checks(10).await.unwrap();
     assert_eq!(checks[0].outcome, "intact");
     assert_eq!(checks[1].outcome, "abandoned");
-    assert_eq!(store.purge_old_integrity_checks().await.unwrap(), 0);
+    // Only the newest 100 are kept.
+    for n in 0..105 {
+        let at = later + chrono::Duration::minutes(10 + n);
+        let c = check(&format!("old{n:03}"), at);
+        assert!(store.start_integrity_check(&c).await.unwrap());
+        store
+            .finish_integrity_check(&c.id, at, "intact", "fine")
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.purge_old_integrity_checks().await.unwrap(), 7);
+    let kept = store.latest_integrity_checks(200).await.unwrap();
+    assert_eq!(kept.len(), 100);
+    assert_eq!(kept[0].id, "old104");
 }
 
 // ---------------------------------------------------------------------------

@@ -22,6 +22,12 @@ pub(crate) enum PageError {
     BadForm(StatusCode),
     /// The address's query could not be read (what was wrong).
     BadQuery(String),
+    /// A refusal said in words.
+    Message {
+        status: StatusCode,
+        title: &'static str,
+        text: &'static str,
+    },
     /// Anything else: the API's error, as a page.
     Api(ApiError),
 }
@@ -60,6 +66,11 @@ impl IntoResponse for PageError {
                 &["Reload the page and try again."],
             )
             .render(),
+            Self::Message {
+                status,
+                title,
+                text,
+            } => message_page(status, title, &[text]).render(),
             Self::BadQuery(why) => message_page(
                 StatusCode::BAD_REQUEST,
                 "This address is not valid",

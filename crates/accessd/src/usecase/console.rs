@@ -68,7 +68,8 @@ impl ConsoleSettings {
     }
 
     /// A check still `running` this long after its start was left by a
-    /// replica that stopped: the time limit and a minute's grace.
+    /// replica that stopped: the time limit and a minute's grace (fixed in
+    /// the check's row by the replica that runs it).
     fn stale_after(&self) -> chrono::Duration {
         chrono::Duration::from_std(self.verify_limit)
             .unwrap_or_else(|_| chrono::Duration::seconds(300))
@@ -166,9 +167,6 @@ pub async fn sign_in(
         tracing::info!(key = %key.name, role = %key.role.as_str(), "audit console sign-in refused: role");
         return Err(ConsoleError::RoleRefused { role: key.role });
     }
-    if let Some(token) = previous {
-        end_digest(state, &hex::encode(digest(token)), "signed in again").await?;
-    }
     let token = OsRandomTokens.generate();
     let now = state.now();
     let session = ConsoleSession {
@@ -179,7 +177,14 @@ pub async fn sign_in(
         created_at: now,
         expires_at: now + settings.session_ttl,
     };
-    state.store().create_console_session(&session).await?;
+    let previous = previous.map(|token| hex::encode(digest(token)));
+    if let Some(ended) = state
+        .store()
+        .replace_console_session(&session, previous.as_deref())
+        .await?
+    {
+        log_end(&ended, "signed in again");
+    }
     tracing::info!(
         key = %key.name,
         role = %key.role.as_str(),
@@ -197,20 +202,29 @@ pub async fn sign_in(
     })
 }
 
-/// The console user of a session token, when the session is valid now:
-/// not expired, and its key configured (on this replica) with a console
-/// role. An expired session is deleted (its end logged). A session whose
-/// key this replica does not know is refused but kept: during a rolling
-/// change of the keys another replica may know it; a withdrawn key's
-/// sessions end at their expiry.
-pub async fn user_of(state: &AppState, token: &str) -> Result<Option<ConsoleUser>, StoreError> {
+/// What a console session's token gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// A valid session.
+    Valid(ConsoleUser),
+    /// No such session, or it expired (then deleted, its end logged).
+    Ended,
+    /// A live session whose key this replica does not know (withdrawn or
+    /// replaced, or not yet known here during a rolling change of the
+    /// keys): refused here, but kept, since another replica may know the
+    /// key; a withdrawn key's sessions end at their expiry.
+    KeyUnknownHere,
+}
+
+/// The console session of a token, now.
+pub async fn lookup(state: &AppState, token: &str) -> Result<Lookup, StoreError> {
     let token_digest = hex::encode(digest(token));
     let Some(session) = state.store().find_console_session(&token_digest).await? else {
-        return Ok(None);
+        return Ok(Lookup::Ended);
     };
     if session.expires_at <= state.now() {
         end_digest(state, &token_digest, "expired").await?;
-        return Ok(None);
+        return Ok(Lookup::Ended);
     }
     let Some(key) = state
         .keys()
@@ -221,9 +235,9 @@ pub async fn user_of(state: &AppState, token: &str) -> Result<Option<ConsoleUser
             key = %session.key_name,
             "audit console session refused: its key is not configured here (withdrawn or replaced)"
         );
-        return Ok(None);
+        return Ok(Lookup::KeyUnknownHere);
     };
-    Ok(Some(ConsoleUser {
+    Ok(Lookup::Valid(ConsoleUser {
         name: key.name.clone(),
         role: key.role,
         token_digest,
@@ -253,17 +267,20 @@ fn log_end(session: &ConsoleSession, why: &str) {
 }
 
 /// Deletes expired console sessions (the janitor), logging each end, and
-/// integrity checks beyond the newest [`access_store::console::KEPT_CHECKS`].
-pub async fn purge_expired(state: &AppState) -> Result<(), StoreError> {
-    for ended in state
+/// integrity checks beyond the newest [`access_store::console::KEPT_CHECKS`];
+/// a failure of either is logged and does not stop the other.
+pub async fn purge_expired(state: &AppState) {
+    match state
         .store()
         .purge_expired_console_sessions(state.now())
-        .await?
+        .await
     {
-        log_end(&ended, "expired");
+        Ok(ended) => ended.iter().for_each(|s| log_end(s, "expired")),
+        Err(e) => tracing::warn!(error = %e, "could not purge expired console sessions"),
     }
-    state.store().purge_old_integrity_checks().await?;
-    Ok(())
+    if let Err(e) = state.store().purge_old_integrity_checks().await {
+        tracing::warn!(error = %e, "could not purge old integrity checks");
+    }
 }
 
 /// What starting an integrity check did.
@@ -289,15 +306,12 @@ pub async fn start_integrity_check(
         id: uuid::Uuid::new_v4().to_string(),
         started_by: user.name.clone(),
         started_at: now,
+        deadline: now + settings.stale_after(),
         finished_at: None,
         outcome: "running".to_string(),
         summary: "The verification is running.".to_string(),
     };
-    if !state
-        .store()
-        .start_integrity_check(&check, now - settings.stale_after())
-        .await?
-    {
+    if !state.store().start_integrity_check(&check).await? {
         return Ok(Started::AlreadyRunning);
     }
     tracing::info!(key = %user.name, check = %check.id, "integrity check started from the audit console");
@@ -376,17 +390,16 @@ fn describe(report: &chain::VerifyReport) -> (&'static str, String) {
 }
 
 /// The last integrity checks, newest first; a check still `running` past
-/// its time limit and a minute (its replica stopped) is shown as
-/// abandoned (and recorded so by the next start).
+/// its deadline (its replica stopped) is shown as abandoned (and recorded
+/// so by the next start).
 pub async fn latest_checks(
     state: &AppState,
-    settings: &ConsoleSettings,
     limit: u32,
 ) -> Result<Vec<IntegrityCheck>, StoreError> {
-    let stale_before = state.now() - settings.stale_after();
+    let now = state.now();
     let mut checks = state.store().latest_integrity_checks(limit).await?;
     for check in &mut checks {
-        if check.outcome == "running" && check.started_at < stale_before {
+        if check.outcome == "running" && check.deadline < now {
             check.outcome = "abandoned".to_string();
             check.summary = access_store::ABANDONED.to_string();
         }

@@ -724,9 +724,10 @@ async fn console_sign_in_is_rate_limited_per_client_address(db: Db) {
     app.stop().await;
 }
 
-/// A console session ends when its key is withdrawn (the service restarted
-/// without it), and the end is not a customer event.
-async fn withdrawing_a_key_ends_its_console_sessions(db: Db) {
+/// A console session stops working when its key is withdrawn (the service
+/// restarted without it): the page says so, the sign-in takes a current
+/// key, and none of it is a customer event.
+async fn withdrawing_a_key_stops_its_console_sessions(db: Db) {
     let app = TestApp::spawn(db).await;
     let browser = Browser::new(&app);
     sign_in(&browser, AUDITOR).await.expect(200, "/audit");
@@ -740,11 +741,17 @@ async fn withdrawing_a_key_ends_its_console_sessions(db: Db) {
         base: app.base.clone(),
         client: browser.client.clone(),
     };
-    browser
-        .get("/audit")
+    let refused = browser.get("/audit").await;
+    assert_eq!(refused.status, 403, "{}", refused.text);
+    refused.has("Your key is not known here");
+    for path in ["/audit/report", "/audit/export?format=csv"] {
+        assert_eq!(browser.get(path).await.status, 403, "{path}");
+    }
+    sign_in(&browser, AUDITOR)
         .await
-        .expect(200, "/audit/login?notice=session_ended")
-        .has("Your session has ended");
+        .expect(401, "/audit/login")
+        .has("This API key is not known.");
+    sign_in(&browser, ADMIN).await.expect(200, "/audit");
     let audit = app.get("/v1/audit", ADMIN).await.expect(200);
     assert_eq!(audit.body["items"].as_array().map(Vec::len), Some(0));
     app.stop().await;
@@ -787,6 +794,40 @@ async fn a_console_session_works_on_every_replica(db: Db) {
     a.stop().await;
 }
 
+/// During a rolling change of the keys, a replica that does not know the
+/// key refuses the page but does not end the session: the other replica
+/// still takes it.
+async fn a_replica_without_the_key_refuses_without_signing_out(db: Db) {
+    let a = TestApp::spawn(db).await;
+    let b = a
+        .replica(|c| c.api_keys = Some(format!("ops:admin:{ADMIN},crm:service:{SERVICE}")))
+        .await;
+    let on_a = Browser::new(&a);
+    sign_in(&on_a, AUDITOR).await.expect(200, "/audit");
+    let on_b = Browser {
+        base: b.base.clone(),
+        client: on_a.client.clone(),
+    };
+    let refused = on_b.get("/audit").await;
+    assert_eq!(refused.status, 403, "{}", refused.text);
+    refused.has("Your key is not known here");
+    assert!(
+        refused.headers.get("set-cookie").is_none(),
+        "the cookie is kept"
+    );
+    on_a.get("/audit").await.expect(200, "/audit");
+    // The download of an unknown or malformed customer says so.
+    on_a.get("/audit/export?customer_id=nope&format=csv")
+        .await
+        .expect(400, "/audit/export?customer_id=nope&format=csv")
+        .has("is not a customer id");
+    let unknown = uuid::Uuid::new_v4();
+    let path = format!("/audit/export?customer_id={unknown}&format=csv");
+    on_a.get(&path).await.expect(404, &path);
+    b.stop().await;
+    a.stop().await;
+}
+
 crate::on_both_stores!(
     only_auditor_and_admin_keys_sign_in,
     the_console_cookie_is_strict_and_lasts_eight_hours,
@@ -797,6 +838,7 @@ crate::on_both_stores!(
     the_latest_changes_page_backwards_without_gaps,
     the_integrity_page_verifies_in_the_background,
     console_sign_in_is_rate_limited_per_client_address,
-    withdrawing_a_key_ends_its_console_sessions,
+    withdrawing_a_key_stops_its_console_sessions,
     a_console_session_works_on_every_replica,
+    a_replica_without_the_key_refuses_without_signing_out,
 );

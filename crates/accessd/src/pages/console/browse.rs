@@ -68,13 +68,13 @@ impl Filters {
         }
         for (name, raw) in [
             ("From", &query.from),
-            ("To", &query.to),
+            ("Until", &query.to),
             ("As of", &query.as_of),
         ] {
             let parsed = view::parse_time(raw.as_deref());
             match (name, parsed) {
                 ("From", Ok(t)) => f.from = t,
-                ("To", Ok(t)) => f.to = t,
+                ("Until", Ok(t)) => f.to = t,
                 (_, Ok(t)) => f.as_of = t,
                 (_, Err(())) => f.errors.push(view::bad_time(name)),
             }
@@ -235,7 +235,10 @@ pub(crate) async fn home(req: ConsoleRequest<ViewQuery>) -> Result<Response, Pag
             Found::Nothing(why) => no_match = Some(why),
         }
     }
-    let f = Filters::of(query);
+    let mut f = Filters::of(query);
+    // The latest changes are of now: an instant in the address is not
+    // one of this page's filters.
+    f.as_of = None;
     let mut filter = f.audit(None);
     filter.newest_first = true;
     let (changes, next) = if f.errors.is_empty() {
@@ -372,7 +375,14 @@ pub(crate) async fn export(req: ConsoleRequest<ViewQuery>) -> Result<Response, P
     let customer_id = match query.customer_id.as_deref().filter(|c| !c.is_empty()) {
         Some(raw) => match raw.parse::<CustomerId>() {
             Ok(id) => Some(id),
-            Err(_) => return Ok(not_found("This is not a customer id (a UUID).")),
+            Err(_) => {
+                return Ok(message_page(
+                    StatusCode::BAD_REQUEST,
+                    "The download's filters are not valid",
+                    &["“customer_id” is not a customer id (a UUID)."],
+                )
+                .render())
+            }
         },
         None => None,
     };
@@ -385,6 +395,15 @@ pub(crate) async fn export(req: ConsoleRequest<ViewQuery>) -> Result<Response, P
         .render());
     }
     state.projections_caught_up().await?;
+    if let Some(id) = customer_id {
+        let known = db::access_state(state.store(), id)
+            .await
+            .map_err(ApiError::from)?
+            .is_some();
+        if !known {
+            return Ok(not_found("No customer has this id."));
+        }
+    }
     let mut filter = f.audit(customer_id);
     filter.after = None;
     let name = f.file_name(customer_id, format);

@@ -52,7 +52,7 @@ pub(crate) async fn show(req: ConsoleRequest<IntegrityQuery>) -> Result<Response
         None => (chain::genesis_digest(), 0),
     };
     let behind = newest.global.saturating_sub(covered).max(0);
-    let checks = latest_checks(state, &state.console(), SHOWN_CHECKS).await?;
+    let checks = latest_checks(state, SHOWN_CHECKS).await?;
     let running = checks.iter().any(|c| c.outcome == "running");
     let rows: Vec<CheckRow> = checks
         .into_iter()

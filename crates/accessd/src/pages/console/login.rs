@@ -1,6 +1,6 @@
 //! `/audit/login` and `/audit/logout`.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
@@ -12,7 +12,7 @@ use crate::pages::session::cookie;
 use crate::pages::{notice, see_other, throttled_form};
 use crate::pages::{Field, Form, Page, PageError};
 use crate::state::AppState;
-use crate::usecase::console::{sign_in, sign_out, user_of, ConsoleError};
+use crate::usecase::console::{lookup, sign_in, sign_out, ConsoleError, Lookup};
 
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct NoticeQuery {
@@ -46,15 +46,16 @@ pub(crate) async fn show(
     State(state): State<AppState>,
     headers: HeaderMap,
     csrf: CsrfToken,
-    Query(query): Query<NoticeQuery>,
+    super::ConsoleQuery(query): super::ConsoleQuery<NoticeQuery>,
 ) -> Result<Response, PageError> {
     let mut page = sign_in_page(csrf, sign_in_form()).status(notice(query.notice.as_deref()));
     if let Some(token) = cookie(&headers, COOKIE) {
-        if user_of(&state, &token).await?.is_some() {
-            return Ok(see_other("/audit", Vec::new()));
+        match lookup(&state, &token).await? {
+            Lookup::Valid(_) => return Ok(see_other("/audit", Vec::new())),
+            // A cookie of a session that ended: removed.
+            Lookup::Ended => page = page.cookie(clear_cookie(&state)),
+            Lookup::KeyUnknownHere => {}
         }
-        // A cookie of a session that ended: removed.
-        page = page.cookie(clear_cookie(&state));
     }
     Ok(page.render())
 }

@@ -51,7 +51,7 @@ use super::csrf::CsrfToken;
 use super::session::{from_cookie, SameSite, SignIn};
 use super::{Page, PageError};
 use crate::state::AppState;
-use crate::usecase::console::{user_of, ConsoleUser};
+use crate::usecase::console::{lookup, ConsoleUser, Lookup};
 
 /// The console session's cookie.
 pub const COOKIE: &str = "access_console";
@@ -120,7 +120,19 @@ impl FromRequestParts<AppState> for Auditor {
             clear: clear_cookie(state),
         };
         from_cookie(parts, COOKIE, sign_in, |token| async move {
-            user_of(state, &token).await
+            match lookup(state, &token).await? {
+                Lookup::Valid(user) => Ok(Some(user)),
+                Lookup::Ended => Ok(None),
+                // Refused here but not ended: the cookie stays, another
+                // replica may know the key.
+                Lookup::KeyUnknownHere => Err(PageError::Message {
+                    status: axum::http::StatusCode::FORBIDDEN,
+                    title: "Your key is not known here",
+                    text: "This server does not know the API key you signed in with: it was \
+                           withdrawn or replaced, or is being rolled out. Try again in a \
+                           moment, or sign in again with your current key.",
+                }),
+            }
         })
         .await
         .map(Self)
@@ -128,8 +140,9 @@ impl FromRequestParts<AppState> for Auditor {
 }
 
 /// A page's query string (`Query`), a console page saying what is wrong
-/// when it does not parse (a repeated or unknown parameter, bad
-/// percent-encoding) instead of a plain-text 400.
+/// when it does not parse (a repeated parameter, bad percent-encoding)
+/// instead of a plain-text 400. Parameters a page does not use are
+/// ignored.
 pub(crate) struct ConsoleQuery<T>(pub T);
 
 impl<T> FromRequestParts<AppState> for ConsoleQuery<T>

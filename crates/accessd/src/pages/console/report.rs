@@ -97,11 +97,17 @@ fn page_number(raw: Option<&str>) -> Result<usize, String> {
 /// `GET /audit/report`
 pub(crate) async fn show(req: ConsoleRequest<ReportQuery>) -> Result<Response, PageError> {
     let (state, query) = (&req.state, &req.query);
-    let asked = instant(state, query.as_of.as_deref())
-        .and_then(|at| page_number(query.page.as_deref()).map(|page| (at, page)));
-    let (at, page, mut error) = match asked {
-        Ok((at, page)) => (at, page, None),
-        Err(e) => (state.now(), 1, Some(e)),
+    // The instant is kept when only the page is wrong.
+    let (at, mut error) = match instant(state, query.as_of.as_deref()) {
+        Ok(at) => (at, None),
+        Err(e) => (state.now(), Some(e)),
+    };
+    let page = match page_number(query.page.as_deref()) {
+        Ok(page) => page,
+        Err(e) => {
+            error = error.or(Some(e));
+            1
+        }
     };
     let rows = if error.is_none() {
         holders(state, at).await?
