@@ -322,6 +322,11 @@ pub fn outcome(
             };
             answer.error = Some(RowError::new(field_of(&error), error.code(), reason));
         }
+        // The command's transaction met the external id's index row of
+        // another customer: nothing was written.
+        Err(ExecuteError::Store(StoreError::ExternalIdTaken)) => {
+            return Ok(external_id_taken(line, command));
+        }
         Err(ExecuteError::Store(StoreError::EmailInUse { .. })) => {
             answer.status = RowStatus::Refused;
             answer.error = Some(RowError::new(
@@ -692,7 +697,10 @@ impl crate::Store {
         one_by_one.sort_unstable();
         for index in one_by_one {
             let row = &rows[index];
-            if let Some(key) = &external[index] {
+            // A dry run checks the external id here; a real run's
+            // transaction does (`ExternalIdTaken`), also against a
+            // concurrent writer.
+            if let (true, Some(key)) = (dry_run, &external[index]) {
                 if !known.existing.contains(&ids[index])
                     && self
                         .external_holder(key)
@@ -713,19 +721,6 @@ impl crate::Store {
                     |input| outbox(input),
                 )
                 .await?;
-            if result.status == RowStatus::Imported {
-                if let Some(key) = &external[index] {
-                    // The index row of a customer written by the command
-                    // path (its uniqueness was checked above).
-                    let insert = Query::new(
-                        "INSERT INTO import_external_ids (external_key, customer_id) \
-                         VALUES ($1, $2) ON CONFLICT (external_key) DO NOTHING",
-                    )
-                    .bind(key.as_str())
-                    .bind(ids[index].as_str());
-                    self.db.execute(&insert).await.map_err(StoreError::from)?;
-                }
-            }
             results[index] = Some(result);
         }
         Ok(results

@@ -11,7 +11,7 @@ use access_domain::{
 use access_store::import::{self, ImportRow, PendingRow, RowResult, RowStatus};
 use access_store::prelude::*;
 use access_store::sql::Query;
-use access_store::testing::{fake_services, fresh_store, run_with};
+use access_store::testing::{exec_sql, fake_services, fresh_store, run_with};
 use access_store::{OutboxInput, OutboxMessage, Position, Store, StoreOptions};
 use chrono::Utc;
 
@@ -249,9 +249,76 @@ async fn a_batch_writes_each_new_customer_once_and_refuses_per_line(store: Store
     assert_eq!(count(&store, "import_external_ids").await, 301);
 }
 
+/// 3: a row the batch cannot write goes through the command path, one
+/// customer per transaction; that transaction holds its external id's
+/// index row too: the row is there after the import, and a failure of
+/// its write leaves neither the customer's events nor the index row (a
+/// crash in between would leave a customer a re-run imports again).
+async fn a_row_imported_one_by_one_writes_its_external_id_in_the_same_transaction(store: Store) {
+    // Two lines competing for one login email: the batch's transaction
+    // fails, and each row goes the one-at-a-time way.
+    let competing = vec![
+        row("hal@example.com", Some("h-1")),
+        row("Hal@Example.com", Some("h-2")),
+    ];
+    let results = batch(&store, &competing, false).await;
+    assert_eq!(
+        statuses(&results),
+        vec![RowStatus::Imported, RowStatus::Refused]
+    );
+    let q = Query::new("SELECT customer_id FROM import_external_ids");
+    let holders = store.sql().read(&q).await.unwrap();
+    assert_eq!(holders.len(), 1);
+    assert_eq!(
+        holders[0].text("customer_id").unwrap(),
+        results[0].customer_id.unwrap().to_string()
+    );
+    let events = store.count_events().await.unwrap();
+    assert_eq!(events, 1);
+
+    // The index row cannot be written (the batch fails, then the row's
+    // own transaction): nothing of the customer is left.
+    if store.sql().kind() == "postgres" {
+        exec_sql(
+            &store,
+            "CREATE FUNCTION refuse_external_id() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$",
+        )
+        .await;
+        exec_sql(
+            &store,
+            "CREATE TRIGGER refuse_external_id BEFORE INSERT ON import_external_ids \
+             FOR EACH ROW EXECUTE FUNCTION refuse_external_id()",
+        )
+        .await;
+    } else {
+        exec_sql(
+            &store,
+            "CREATE TRIGGER refuse_external_id BEFORE INSERT ON import_external_ids \
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+        )
+        .await;
+    }
+    let services: CustomerServices = fake_services(Utc::now());
+    let failed = store
+        .import_batch(
+            &services,
+            &pending(&store, &[row("ida@example.com", Some("i-1"))]),
+            false,
+            &no_mail,
+        )
+        .await;
+    assert!(failed.is_err(), "{failed:?}");
+    assert_eq!(store.count_events().await.unwrap(), events);
+    assert_eq!(count(&store, "import_external_ids").await, 1);
+    assert_eq!(count(&store, "customer_emails").await, 1);
+    assert!(store.load_login("ida@example.com").await.unwrap().is_none());
+}
+
 access_store::on_both_stores!(
     derived_customer_ids_need_the_stores_key,
     a_forget_erases_the_external_id,
     a_dry_run_reports_exactly_what_a_real_run_would,
     a_batch_writes_each_new_customer_once_and_refuses_per_line,
+    a_row_imported_one_by_one_writes_its_external_id_in_the_same_transaction,
 );
