@@ -7,12 +7,15 @@
 //! Rows are imported in batches ([`crate::Store::import_batch`]): the
 //! rules stay the aggregate's (each row is decided by `decide` on its
 //! customer), the I/O is batched: one read per lookup table for the whole
-//! batch, then every new customer of the batch in one transaction with
-//! one bulk insert per table (data keys, events, login reservations, email
+//! batch and one read of the events of its customers that exist (a
+//! re-run: decided here, `unchanged` or `conflict`, nothing written),
+//! then every new customer of the batch in one transaction with one bulk
+//! insert per table (data keys, events, login reservations, email
 //! lookups, the external-id index, mail). A row the batch cannot write
-//! alone (its customer exists, a concurrent writer got there first, …)
+//! alone (a concurrent writer got there first, a snapshot falls due, …)
 //! goes through the store's ordinary command path, one transaction per
-//! customer. So re-running a file writes nothing, other content for an
+//! customer, which holds the external-id index row too (written by the
+//! append). So re-running a file writes nothing, other content for an
 //! imported customer is a conflict, a taken login email is
 //! `email_in_use`, and a refused line leaves nothing written.
 
@@ -541,12 +544,16 @@ impl crate::Store {
     /// answers are in the rows' order. `Err` only for a failure of the
     /// store.
     ///
-    /// Each row is decided by the aggregate. New customers are written
-    /// together in one transaction (one bulk insert per table); a row whose
-    /// customer exists, and every row of a batch whose transaction fails
-    /// (a concurrent writer took an email or a customer id first), goes
-    /// through [`crate::Store::import_row`] instead, one customer at a
-    /// time, so its answer is what the ordinary command path says.
+    /// Each row is decided by the aggregate. A row whose customer exists
+    /// is decided on its events, read for the whole batch at once: a row
+    /// that changes nothing is `unchanged`, a refusal (`conflict`) is
+    /// answered, neither writes. New customers are written together in
+    /// one transaction (one bulk insert per table); a row with something
+    /// to write to an existing customer, and every row of a batch whose
+    /// transaction fails (a concurrent writer took an email or a customer
+    /// id first), goes through [`crate::Store::import_row`] instead, one
+    /// customer at a time, so its answer is what the ordinary command path
+    /// says.
     pub async fn import_batch(
         &self,
         services: &CustomerServices,
@@ -574,6 +581,18 @@ impl crate::Store {
             .collect();
         let external_keys: Vec<String> = external.iter().flatten().cloned().collect();
         let known = self.import_known(&ids, &email_keys, &external_keys).await?;
+
+        // The customers of the batch that exist (a re-run), each from its
+        // events, in one read: a row that changes nothing (`unchanged`) or
+        // is refused (`conflict`) is decided here, writing nothing.
+        let mut existing_ids: Vec<&str> = ids
+            .iter()
+            .filter(|id| known.existing.contains(*id))
+            .map(String::as_str)
+            .collect();
+        existing_ids.sort_unstable();
+        existing_ids.dedup();
+        let states = self.load_replayed(&existing_ids).await?;
 
         let now_ms = services.now().timestamp_millis();
         let mut results: Vec<Option<RowResult>> = vec![None; rows.len()];
@@ -605,6 +624,25 @@ impl crate::Store {
                 continue;
             }
             let repeated = batch_ids.contains_key(id) || earlier_external.is_some();
+            if let (false, Some(loaded)) = (repeated, states.get(id)) {
+                match loaded
+                    .customer
+                    .decide(command(row.import.clone()), services)
+                    .await
+                {
+                    // Already there as the line says: nothing to write.
+                    Ok(decision) if decision.events.is_empty() => {
+                        results[index] = Some(outcome(row.line, &row.import, Ok(0), dry_run)?);
+                    }
+                    // Something to write: the command path.
+                    Ok(_) => one_by_one.push(index),
+                    Err(e) => {
+                        let refused = Err(ExecuteError::from(e));
+                        results[index] = Some(outcome(row.line, &row.import, refused, dry_run)?);
+                    }
+                }
+                continue;
+            }
             if known.existing.contains(id) || repeated || !self.options.seal_personal_data {
                 one_by_one.push(index);
                 continue;

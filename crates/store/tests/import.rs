@@ -11,7 +11,7 @@ use access_domain::{
 use access_store::import::{self, ImportRow, PendingRow, RowResult, RowStatus};
 use access_store::prelude::*;
 use access_store::sql::Query;
-use access_store::testing::{exec_sql, fake_services, fresh_store, run_with};
+use access_store::testing::{dump_all_tables, exec_sql, fake_services, fresh_store, run_with};
 use access_store::{OutboxInput, OutboxMessage, Position, Store, StoreOptions};
 use chrono::Utc;
 
@@ -315,10 +315,48 @@ async fn a_row_imported_one_by_one_writes_its_external_id_in_the_same_transactio
     assert!(store.load_login("ida@example.com").await.unwrap().is_none());
 }
 
+/// 4: running a file again writes nothing: every line already imported
+/// is decided in its batch on its customer's events, `unchanged`, and a
+/// line with other content a `conflict`; afterwards the database is the
+/// same row for row, and a dry run answers the same.
+async fn a_re_run_writes_nothing_and_reports_every_row_unchanged(store: Store) {
+    re_run_writes_nothing(store, 0).await;
+}
+
+/// 4b: the same for customers whose state has a snapshot (every append
+/// writes one here): the re-run's answer is the events'.
+async fn a_re_run_of_customers_with_snapshots_writes_nothing(store: Store) {
+    re_run_writes_nothing(store, 40).await;
+}
+
+async fn re_run_writes_nothing(store: Store, snapshots: i64) {
+    let rows: Vec<_> = (0..40)
+        .map(|n| row(&format!("again{n}@example.com"), Some(&format!("a-{n}"))))
+        .collect();
+    let first = batch(&store, &rows, false).await;
+    assert!(first.iter().all(|r| r.status == RowStatus::Imported));
+    assert_eq!(count(&store, "snapshots").await, snapshots);
+    let before = dump_all_tables(&store).await;
+
+    let dry = batch(&store, &rows, true).await;
+    assert!(dry.iter().all(|r| r.status == RowStatus::Unchanged));
+    let again = batch(&store, &rows, false).await;
+    assert!(again.iter().all(|r| r.status == RowStatus::Unchanged));
+    let mut changed = rows.clone();
+    changed[7].name = Some("Somebody Else".to_string());
+    let results = batch(&store, &changed, false).await;
+    let mut expected = vec![RowStatus::Unchanged; 40];
+    expected[7] = RowStatus::Conflict;
+    assert_eq!(statuses(&results), expected);
+    assert_eq!(dump_all_tables(&store).await, before);
+}
+
 access_store::on_both_stores!(
     derived_customer_ids_need_the_stores_key,
     a_forget_erases_the_external_id,
     a_dry_run_reports_exactly_what_a_real_run_would,
     a_batch_writes_each_new_customer_once_and_refuses_per_line,
     a_row_imported_one_by_one_writes_its_external_id_in_the_same_transaction,
+    a_re_run_writes_nothing_and_reports_every_row_unchanged,
+    a_re_run_of_customers_with_snapshots_writes_nothing with StoreOptions { snapshot_interval: 1, ..StoreOptions::default() },
 );
