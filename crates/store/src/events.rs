@@ -329,9 +329,17 @@ impl Store {
         if customer_ids.is_empty() {
             return Ok(states);
         }
+        // The key of each event's customer by a lookup on its own (not a
+        // join, for which PostgreSQL may read the whole key table).
         let mut q = Query::new(format!(
-            "{} WHERE aggregate_type = $1 AND aggregate_id",
-            select_event(&self.db)
+            "SELECT global_position, {} AS tx, aggregate_id, sequence, event_type, \
+             event_version, payload, metadata, recorded_at, \
+             (SELECT k.wrapped_key FROM customer_keys k \
+              WHERE k.customer_id = events.aggregate_id) AS wrapped_key, \
+             EXISTS (SELECT 1 FROM customer_keys k \
+              WHERE k.customer_id = events.aggregate_id) AS has_key \
+             FROM events WHERE aggregate_type = $1 AND aggregate_id",
+            self.db.sql().event_tx
         ))
         .bind(AGGREGATE_TYPE);
         q.push_in(customer_ids.iter().copied());

@@ -442,13 +442,14 @@ struct Known {
 }
 
 impl crate::Store {
-    /// One read per table for a batch: which customers exist, who holds
-    /// the batch's emails, whose the batch's external ids are.
+    /// One read per table for a batch: which customers exist, then, for
+    /// the rows of the others (the new customers), who holds their emails
+    /// and whose their external ids are (a re-run reads only the first).
     async fn import_known(
         &self,
         ids: &[String],
         email_keys: &[String],
-        external_keys: &[String],
+        external: &[Option<String>],
     ) -> Result<Known, StoreError> {
         let mut known = Known {
             existing: HashSet::new(),
@@ -469,11 +470,20 @@ impl crate::Store {
                 known.existing.insert(row.text("customer_id")?);
             }
         }
+        let new = |index: &usize| !known.existing.contains(&ids[*index]);
+        let email_keys: Vec<&str> = (0..ids.len())
+            .filter(new)
+            .filter_map(|i| email_keys.get(i).map(String::as_str))
+            .collect();
+        let external_keys: Vec<&str> = (0..ids.len())
+            .filter(new)
+            .filter_map(|i| external.get(i).and_then(Option::as_deref))
+            .collect();
         if !email_keys.is_empty() {
             let mut q = Query::new(
                 "SELECT email_key, customer_id, kind, expires_ms FROM login_emails WHERE email_key",
             );
-            q.push_in(email_keys.iter().map(String::as_str));
+            q.push_in(email_keys.iter().copied());
             for row in self.db.read(&q).await? {
                 known.holders.insert(
                     row.text("email_key")?,
@@ -489,7 +499,7 @@ impl crate::Store {
             let mut q = Query::new(
                 "SELECT external_key, customer_id FROM import_external_ids WHERE external_key",
             );
-            q.push_in(external_keys.iter().map(String::as_str));
+            q.push_in(external_keys.iter().copied());
             for row in self.db.read(&q).await? {
                 known
                     .external
@@ -502,11 +512,17 @@ impl crate::Store {
     /// Refreshes the planner's statistics of the tables an import reads
     /// (`ANALYZE`, the same statement on both databases): a bulk load
     /// grows them faster than autovacuum looks, and on statistics of an
-    /// empty table PostgreSQL reads them whole for every batch. Call it
-    /// now and then during a long import (`accessctl import` does after
-    /// batch 1, 2, 4, 8, …).
+    /// empty table PostgreSQL reads them whole for every batch (the
+    /// events too: a re-run reads the events of a batch's customers).
+    /// Call it now and then during a long import (`accessctl import` does
+    /// after batch 1, 2, 4, 8, …).
     pub async fn import_statistics(&self) -> Result<(), StoreError> {
-        for table in ["customer_keys", "login_emails", "import_external_ids"] {
+        for table in [
+            "customer_keys",
+            "login_emails",
+            "import_external_ids",
+            "events",
+        ] {
             self.db
                 .execute(&Query::new(format!("ANALYZE {table}")))
                 .await?;
@@ -579,8 +595,7 @@ impl crate::Store {
             .iter()
             .map(|r| keyring.email_key(&r.import.email))
             .collect();
-        let external_keys: Vec<String> = external.iter().flatten().cloned().collect();
-        let known = self.import_known(&ids, &email_keys, &external_keys).await?;
+        let known = self.import_known(&ids, &email_keys, &external).await?;
 
         // The customers of the batch that exist (a re-run), each from its
         // events, in one read: a row that changes nothing (`unchanged`) or
