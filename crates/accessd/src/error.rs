@@ -182,6 +182,11 @@ impl From<StoreError> for ApiError {
                 "the customer was changed by another request at the same time; retry",
             ),
             StoreError::EmailInUse { .. } => Self::email_in_use(),
+            StoreError::ExternalIdTaken => Self::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "the external id belongs to another customer; nothing was written",
+            ),
             StoreError::Unavailable(detail) => {
                 tracing::warn!(error = %detail, "store unavailable");
                 Self::unavailable()

@@ -130,7 +130,8 @@ impl Store {
 }
 
 /// Everything an append writes after the events, in the same transaction:
-/// reservations, the idempotency record, the mail (sealed with `key` when
+/// reservations, the email lookup, an import's external-id index row, the
+/// idempotency record, the mail (sealed with `key` when
 /// given) and a snapshot when one is due (sealed with `key` when given).
 /// Returns the customer's new version.
 async fn finish_append(
@@ -164,6 +165,7 @@ async fn finish_append(
             tx.execute(&upsert).await?;
         }
     }
+    write_external_ids(tx, keyring, customer_id, append.events).await?;
     if let Some(record) = append.idempotency {
         crate::idempotency::insert(tx, record, Some(customer_id)).await?;
     }
@@ -263,6 +265,53 @@ pub(crate) async fn write_reservations(
             return Err(StoreError::EmailInUse {
                 email: email.normalized().to_string(),
             });
+        }
+    }
+    Ok(())
+}
+
+/// The blind-index rows of the external ids an import's events name
+/// (`import_external_ids`), in the append's transaction: a customer is
+/// never imported without the row a re-run finds it by. An external id
+/// another customer of the same source holds is
+/// [`StoreError::ExternalIdTaken`] (the transaction rolls back).
+async fn write_external_ids(
+    tx: &mut Tx,
+    keyring: &Keyring,
+    customer_id: &str,
+    events: &[access_domain::CustomerEvent],
+) -> Result<(), StoreError> {
+    for event in events {
+        let access_domain::CustomerEvent::CustomerImported {
+            source,
+            external_id: Some(external),
+            ..
+        } = event
+        else {
+            continue;
+        };
+        let Some(external) = external.known() else {
+            continue;
+        };
+        let key = crate::import::external_key(keyring, source, external);
+        let insert = Query::new(
+            "INSERT INTO import_external_ids (external_key, customer_id) VALUES ($1, $2) \
+             ON CONFLICT (external_key) DO NOTHING RETURNING external_key",
+        )
+        .bind(&key)
+        .bind(customer_id);
+        if tx.fetch_optional(&insert).await?.is_some() {
+            continue;
+        }
+        let holder =
+            Query::new("SELECT customer_id FROM import_external_ids WHERE external_key = $1")
+                .bind(&key);
+        let held_by = match tx.fetch_optional(&holder).await? {
+            Some(row) => Some(row.text("customer_id")?),
+            None => None,
+        };
+        if held_by.as_deref() != Some(customer_id) {
+            return Err(StoreError::ExternalIdTaken);
         }
     }
     Ok(())

@@ -22,6 +22,10 @@ pub enum StoreError {
     /// Another customer holds this login email.
     #[error("the email address is already the login of another customer")]
     EmailInUse { email: String },
+    /// An import's external id (its blind index) belongs to another
+    /// customer of the same source. Nothing was written.
+    #[error("the external id belongs to another customer")]
+    ExternalIdTaken,
     /// The (caller, key) pair was stored by another request in the meantime.
     #[error("idempotency key already used")]
     IdempotencyKeyTaken,
@@ -74,6 +78,7 @@ impl StoreError {
                 "concurrent_modification"
             }
             Self::EmailInUse { .. } => "email_in_use",
+            Self::ExternalIdTaken => "conflict",
             Self::IdempotencyKeyTaken => "idempotency_key_taken",
             Self::Corrupt { .. } => "corrupt_event",
             Self::CorruptSnapshot { .. } => "corrupt_snapshot",

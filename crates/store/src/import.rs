@@ -7,12 +7,15 @@
 //! Rows are imported in batches ([`crate::Store::import_batch`]): the
 //! rules stay the aggregate's (each row is decided by `decide` on its
 //! customer), the I/O is batched: one read per lookup table for the whole
-//! batch, then every new customer of the batch in one transaction with
-//! one bulk insert per table (data keys, events, login reservations, email
+//! batch and one read of the events of its customers that exist (a
+//! re-run: decided here, `unchanged` or `conflict`, nothing written),
+//! then every new customer of the batch in one transaction with one bulk
+//! insert per table (data keys, events, login reservations, email
 //! lookups, the external-id index, mail). A row the batch cannot write
-//! alone (its customer exists, a concurrent writer got there first, …)
+//! alone (a concurrent writer got there first, a snapshot falls due, …)
 //! goes through the store's ordinary command path, one transaction per
-//! customer. So re-running a file writes nothing, other content for an
+//! customer, which holds the external-id index row too (written by the
+//! append). So re-running a file writes nothing, other content for an
 //! imported customer is a conflict, a taken login email is
 //! `email_in_use`, and a refused line leaves nothing written.
 
@@ -322,6 +325,11 @@ pub fn outcome(
             };
             answer.error = Some(RowError::new(field_of(&error), error.code(), reason));
         }
+        // The command's transaction met the external id's index row of
+        // another customer: nothing was written.
+        Err(ExecuteError::Store(StoreError::ExternalIdTaken)) => {
+            return Ok(external_id_taken(line, command));
+        }
         Err(ExecuteError::Store(StoreError::EmailInUse { .. })) => {
             answer.status = RowStatus::Refused;
             answer.error = Some(RowError::new(
@@ -434,13 +442,14 @@ struct Known {
 }
 
 impl crate::Store {
-    /// One read per table for a batch: which customers exist, who holds
-    /// the batch's emails, whose the batch's external ids are.
+    /// One read per table for a batch: which customers exist, then, for
+    /// the rows of the others (the new customers), who holds their emails
+    /// and whose their external ids are (a re-run reads only the first).
     async fn import_known(
         &self,
         ids: &[String],
         email_keys: &[String],
-        external_keys: &[String],
+        external: &[Option<String>],
     ) -> Result<Known, StoreError> {
         let mut known = Known {
             existing: HashSet::new(),
@@ -461,11 +470,20 @@ impl crate::Store {
                 known.existing.insert(row.text("customer_id")?);
             }
         }
+        let new = |index: &usize| !known.existing.contains(&ids[*index]);
+        let email_keys: Vec<&str> = (0..ids.len())
+            .filter(new)
+            .filter_map(|i| email_keys.get(i).map(String::as_str))
+            .collect();
+        let external_keys: Vec<&str> = (0..ids.len())
+            .filter(new)
+            .filter_map(|i| external.get(i).and_then(Option::as_deref))
+            .collect();
         if !email_keys.is_empty() {
             let mut q = Query::new(
                 "SELECT email_key, customer_id, kind, expires_ms FROM login_emails WHERE email_key",
             );
-            q.push_in(email_keys.iter().map(String::as_str));
+            q.push_in(email_keys.iter().copied());
             for row in self.db.read(&q).await? {
                 known.holders.insert(
                     row.text("email_key")?,
@@ -481,7 +499,7 @@ impl crate::Store {
             let mut q = Query::new(
                 "SELECT external_key, customer_id FROM import_external_ids WHERE external_key",
             );
-            q.push_in(external_keys.iter().map(String::as_str));
+            q.push_in(external_keys.iter().copied());
             for row in self.db.read(&q).await? {
                 known
                     .external
@@ -494,11 +512,17 @@ impl crate::Store {
     /// Refreshes the planner's statistics of the tables an import reads
     /// (`ANALYZE`, the same statement on both databases): a bulk load
     /// grows them faster than autovacuum looks, and on statistics of an
-    /// empty table PostgreSQL reads them whole for every batch. Call it
-    /// now and then during a long import (`accessctl import` does after
-    /// batch 1, 2, 4, 8, …).
+    /// empty table PostgreSQL reads them whole for every batch (the
+    /// events too: a re-run reads the events of a batch's customers).
+    /// Call it now and then during a long import (`accessctl import` does
+    /// after batch 1, 2, 4, 8, …).
     pub async fn import_statistics(&self) -> Result<(), StoreError> {
-        for table in ["customer_keys", "login_emails", "import_external_ids"] {
+        for table in [
+            "customer_keys",
+            "login_emails",
+            "import_external_ids",
+            "events",
+        ] {
             self.db
                 .execute(&Query::new(format!("ANALYZE {table}")))
                 .await?;
@@ -536,12 +560,16 @@ impl crate::Store {
     /// answers are in the rows' order. `Err` only for a failure of the
     /// store.
     ///
-    /// Each row is decided by the aggregate. New customers are written
-    /// together in one transaction (one bulk insert per table); a row whose
-    /// customer exists, and every row of a batch whose transaction fails
-    /// (a concurrent writer took an email or a customer id first), goes
-    /// through [`crate::Store::import_row`] instead, one customer at a
-    /// time, so its answer is what the ordinary command path says.
+    /// Each row is decided by the aggregate. A row whose customer exists
+    /// is decided on its events, read for the whole batch at once: a row
+    /// that changes nothing is `unchanged`, a refusal (`conflict`) is
+    /// answered, neither writes. New customers are written together in
+    /// one transaction (one bulk insert per table); a row with something
+    /// to write to an existing customer, and every row of a batch whose
+    /// transaction fails (a concurrent writer took an email or a customer
+    /// id first), goes through [`crate::Store::import_row`] instead, one
+    /// customer at a time, so its answer is what the ordinary command path
+    /// says.
     pub async fn import_batch(
         &self,
         services: &CustomerServices,
@@ -567,8 +595,19 @@ impl crate::Store {
             .iter()
             .map(|r| keyring.email_key(&r.import.email))
             .collect();
-        let external_keys: Vec<String> = external.iter().flatten().cloned().collect();
-        let known = self.import_known(&ids, &email_keys, &external_keys).await?;
+        let known = self.import_known(&ids, &email_keys, &external).await?;
+
+        // The customers of the batch that exist (a re-run), each from its
+        // events, in one read: a row that changes nothing (`unchanged`) or
+        // is refused (`conflict`) is decided here, writing nothing.
+        let mut existing_ids: Vec<&str> = ids
+            .iter()
+            .filter(|id| known.existing.contains(*id))
+            .map(String::as_str)
+            .collect();
+        existing_ids.sort_unstable();
+        existing_ids.dedup();
+        let states = self.load_replayed(&existing_ids).await?;
 
         let now_ms = services.now().timestamp_millis();
         let mut results: Vec<Option<RowResult>> = vec![None; rows.len()];
@@ -600,6 +639,25 @@ impl crate::Store {
                 continue;
             }
             let repeated = batch_ids.contains_key(id) || earlier_external.is_some();
+            if let (false, Some(loaded)) = (repeated, states.get(id)) {
+                match loaded
+                    .customer
+                    .decide(command(row.import.clone()), services)
+                    .await
+                {
+                    // Already there as the line says: nothing to write.
+                    Ok(decision) if decision.events.is_empty() => {
+                        results[index] = Some(outcome(row.line, &row.import, Ok(0), dry_run)?);
+                    }
+                    // Something to write: the command path.
+                    Ok(_) => one_by_one.push(index),
+                    Err(e) => {
+                        let refused = Err(ExecuteError::from(e));
+                        results[index] = Some(outcome(row.line, &row.import, refused, dry_run)?);
+                    }
+                }
+                continue;
+            }
             if known.existing.contains(id) || repeated || !self.options.seal_personal_data {
                 one_by_one.push(index);
                 continue;
@@ -692,7 +750,10 @@ impl crate::Store {
         one_by_one.sort_unstable();
         for index in one_by_one {
             let row = &rows[index];
-            if let Some(key) = &external[index] {
+            // A dry run checks the external id here; a real run's
+            // transaction does (`ExternalIdTaken`), also against a
+            // concurrent writer.
+            if let (true, Some(key)) = (dry_run, &external[index]) {
                 if !known.existing.contains(&ids[index])
                     && self
                         .external_holder(key)
@@ -713,19 +774,6 @@ impl crate::Store {
                     |input| outbox(input),
                 )
                 .await?;
-            if result.status == RowStatus::Imported {
-                if let Some(key) = &external[index] {
-                    // The index row of a customer written by the command
-                    // path (its uniqueness was checked above).
-                    let insert = Query::new(
-                        "INSERT INTO import_external_ids (external_key, customer_id) \
-                         VALUES ($1, $2) ON CONFLICT (external_key) DO NOTHING",
-                    )
-                    .bind(key.as_str())
-                    .bind(ids[index].as_str());
-                    self.db.execute(&insert).await.map_err(StoreError::from)?;
-                }
-            }
             results[index] = Some(result);
         }
         Ok(results

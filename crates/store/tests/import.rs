@@ -11,7 +11,7 @@ use access_domain::{
 use access_store::import::{self, ImportRow, PendingRow, RowResult, RowStatus};
 use access_store::prelude::*;
 use access_store::sql::Query;
-use access_store::testing::{fake_services, fresh_store, run_with};
+use access_store::testing::{dump_all_tables, exec_sql, fake_services, fresh_store, run_with};
 use access_store::{OutboxInput, OutboxMessage, Position, Store, StoreOptions};
 use chrono::Utc;
 
@@ -249,9 +249,114 @@ async fn a_batch_writes_each_new_customer_once_and_refuses_per_line(store: Store
     assert_eq!(count(&store, "import_external_ids").await, 301);
 }
 
+/// 3: a row the batch cannot write goes through the command path, one
+/// customer per transaction; that transaction holds its external id's
+/// index row too: the row is there after the import, and a failure of
+/// its write leaves neither the customer's events nor the index row (a
+/// crash in between would leave a customer a re-run imports again).
+async fn a_row_imported_one_by_one_writes_its_external_id_in_the_same_transaction(store: Store) {
+    // Two lines competing for one login email: the batch's transaction
+    // fails, and each row goes the one-at-a-time way.
+    let competing = vec![
+        row("hal@example.com", Some("h-1")),
+        row("Hal@Example.com", Some("h-2")),
+    ];
+    let results = batch(&store, &competing, false).await;
+    assert_eq!(
+        statuses(&results),
+        vec![RowStatus::Imported, RowStatus::Refused]
+    );
+    let q = Query::new("SELECT customer_id FROM import_external_ids");
+    let holders = store.sql().read(&q).await.unwrap();
+    assert_eq!(holders.len(), 1);
+    assert_eq!(
+        holders[0].text("customer_id").unwrap(),
+        results[0].customer_id.unwrap().to_string()
+    );
+    let events = store.count_events().await.unwrap();
+    assert_eq!(events, 1);
+
+    // The index row cannot be written (the batch fails, then the row's
+    // own transaction): nothing of the customer is left.
+    if store.sql().kind() == "postgres" {
+        exec_sql(
+            &store,
+            "CREATE FUNCTION refuse_external_id() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$",
+        )
+        .await;
+        exec_sql(
+            &store,
+            "CREATE TRIGGER refuse_external_id BEFORE INSERT ON import_external_ids \
+             FOR EACH ROW EXECUTE FUNCTION refuse_external_id()",
+        )
+        .await;
+    } else {
+        exec_sql(
+            &store,
+            "CREATE TRIGGER refuse_external_id BEFORE INSERT ON import_external_ids \
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+        )
+        .await;
+    }
+    let services: CustomerServices = fake_services(Utc::now());
+    let failed = store
+        .import_batch(
+            &services,
+            &pending(&store, &[row("ida@example.com", Some("i-1"))]),
+            false,
+            &no_mail,
+        )
+        .await;
+    assert!(failed.is_err(), "{failed:?}");
+    assert_eq!(store.count_events().await.unwrap(), events);
+    assert_eq!(count(&store, "import_external_ids").await, 1);
+    assert_eq!(count(&store, "customer_emails").await, 1);
+    assert!(store.load_login("ida@example.com").await.unwrap().is_none());
+}
+
+/// 4: running a file again writes nothing: every line already imported
+/// is decided in its batch on its customer's events, `unchanged`, and a
+/// line with other content a `conflict`; afterwards the database is the
+/// same row for row, and a dry run answers the same.
+async fn a_re_run_writes_nothing_and_reports_every_row_unchanged(store: Store) {
+    re_run_writes_nothing(store, 0).await;
+}
+
+/// 4b: the same for customers whose state has a snapshot (every append
+/// writes one here): the re-run's answer is the events'.
+async fn a_re_run_of_customers_with_snapshots_writes_nothing(store: Store) {
+    re_run_writes_nothing(store, 40).await;
+}
+
+async fn re_run_writes_nothing(store: Store, snapshots: i64) {
+    let rows: Vec<_> = (0..40)
+        .map(|n| row(&format!("again{n}@example.com"), Some(&format!("a-{n}"))))
+        .collect();
+    let first = batch(&store, &rows, false).await;
+    assert!(first.iter().all(|r| r.status == RowStatus::Imported));
+    assert_eq!(count(&store, "snapshots").await, snapshots);
+    let before = dump_all_tables(&store).await;
+
+    let dry = batch(&store, &rows, true).await;
+    assert!(dry.iter().all(|r| r.status == RowStatus::Unchanged));
+    let again = batch(&store, &rows, false).await;
+    assert!(again.iter().all(|r| r.status == RowStatus::Unchanged));
+    let mut changed = rows.clone();
+    changed[7].name = Some("Somebody Else".to_string());
+    let results = batch(&store, &changed, false).await;
+    let mut expected = vec![RowStatus::Unchanged; 40];
+    expected[7] = RowStatus::Conflict;
+    assert_eq!(statuses(&results), expected);
+    assert_eq!(dump_all_tables(&store).await, before);
+}
+
 access_store::on_both_stores!(
     derived_customer_ids_need_the_stores_key,
     a_forget_erases_the_external_id,
     a_dry_run_reports_exactly_what_a_real_run_would,
     a_batch_writes_each_new_customer_once_and_refuses_per_line,
+    a_row_imported_one_by_one_writes_its_external_id_in_the_same_transaction,
+    a_re_run_writes_nothing_and_reports_every_row_unchanged,
+    a_re_run_of_customers_with_snapshots_writes_nothing with StoreOptions { snapshot_interval: 1, ..StoreOptions::default() },
 );

@@ -52,6 +52,7 @@ fn store_code(err: &StoreError) -> &'static str {
             "concurrent_modification"
         }
         StoreError::EmailInUse { .. } => "email_in_use",
+        StoreError::ExternalIdTaken => "conflict",
         StoreError::Unavailable(_) => "unavailable",
         _ => "internal",
     }

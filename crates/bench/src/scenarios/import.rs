@@ -2,7 +2,9 @@
 //! JSON-lines file of `--import-rows` customers (each with access and a
 //! bcrypt hash, which is stored, never computed) into a fresh database of
 //! each `--stores` kind: customers per second, and `accessctl`'s peak
-//! resident set size (VmHWM, read from `/proc` while it runs). The
+//! resident set size (VmHWM, read from `/proc` while it runs); then the
+//! same file again (every row `unchanged`, nothing written): rows per
+//! second of a re-run. The
 //! `accessctl` binary is the one next to this one (build both in release).
 //!
 //! Targets (PostgreSQL): at least 5,000 customers/s; peak RSS under
@@ -142,6 +144,22 @@ pub async fn import(args: &Args) -> Result<Vec<Target>> {
         println!(
             "  [{name}] {rows} customers in {seconds:.1} s = {rate:.0} customers/s; \
              accessctl peak RSS {rss_mb:.1} MB; {summary}"
+        );
+        // The same file again: every row `unchanged`, nothing written.
+        let (again_seconds, again_kib, again_summary) = run_import(&binary, db.url(), &file)?;
+        let after = access_store::EventStore::count_events(&store)
+            .await
+            .map_err(|e| anyhow!("[{name}] count events: {e}"))?;
+        if after != rows || !again_summary.contains(&format!("{rows} unchanged")) {
+            bail!(
+                "[{name}] the re-run wrote or changed something ({after} events): {again_summary}"
+            );
+        }
+        println!(
+            "  [{name}] re-run of the same file: {rows} rows in {again_seconds:.1} s = {:.0} rows/s \
+             (all unchanged); accessctl peak RSS {:.1} MB",
+            rows as f64 / again_seconds,
+            again_kib as f64 / 1024.0
         );
         if *kind == StoreKind::Postgres {
             targets.push(Target {
