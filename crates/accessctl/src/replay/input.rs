@@ -50,6 +50,14 @@ fn fill_secrets(event_type: &str, data: &mut serde_json::Map<String, Value>) {
             placeholder(data, "password_hash", PLACEHOLDER_HASH);
         }
         "EmailChangeRequested" => placeholder(data, "token_digest", PLACEHOLDER_DIGEST),
+        // The TOTP secret left out reads as forgotten: the replayed state
+        // has no secret (a second factor must be enrolled anew).
+        "TotpEnrollmentBegun" => placeholder(data, "totp_secret", access_domain::events::FORGOTTEN),
+        "RecoveryCodesIssued" => {
+            data.entry("recovery_code_digests".to_string())
+                .or_insert_with(|| Value::Array(Vec::new()));
+        }
+        "RecoveryCodeUsed" => placeholder(data, "recovery_code_digest", PLACEHOLDER_DIGEST),
         "AccessNotificationSent" => {
             if let Some(link) = data.get_mut("setup_link").and_then(Value::as_object_mut) {
                 placeholder(link, "token_digest", PLACEHOLDER_DIGEST);

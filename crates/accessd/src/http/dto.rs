@@ -145,13 +145,25 @@ impl PartState {
     }
 }
 
-/// Removes password hashes and token digests from an event's JSON.
+/// The fields of an event's JSON that are secrets: password hashes,
+/// token and recovery-code digests, and the TOTP secret.
+pub const SECRET_FIELDS: [&str; 5] = [
+    "password_hash",
+    "token_digest",
+    "totp_secret",
+    "recovery_code_digests",
+    "recovery_code_digest",
+];
+
+/// Removes password hashes, token and recovery-code digests and TOTP
+/// secrets from an event's JSON.
 pub fn without_secrets(mut value: serde_json::Value) -> serde_json::Value {
     fn scrub(v: &mut serde_json::Value) {
         match v {
             serde_json::Value::Object(map) => {
-                map.remove("password_hash");
-                map.remove("token_digest");
+                for field in SECRET_FIELDS {
+                    map.remove(field);
+                }
                 for child in map.values_mut() {
                     scrub(child);
                 }
