@@ -185,4 +185,29 @@ mod tests {
         fill_secrets("EmailChangeRequested", &mut data);
         assert_eq!(data["token_digest"], "kept");
     }
+
+    #[test]
+    fn an_exported_second_factor_replays_without_its_secrets() {
+        let at = json!("2026-01-01T00:00:00Z");
+        for (event_type, mut data) in [
+            ("TotpEnrollmentBegun", json!({ "at": at })),
+            ("RecoveryCodesIssued", json!({ "at": at })),
+            ("RecoveryCodeUsed", json!({ "at": at })),
+        ] {
+            let map = data.as_object_mut().unwrap();
+            fill_secrets(event_type, map);
+            let event: CustomerEvent = serde_json::from_value(json!({ event_type: data })).unwrap();
+            match event {
+                CustomerEvent::TotpEnrollmentBegun { totp_secret, .. } => {
+                    assert_eq!(totp_secret, access_domain::Personal::Forgotten);
+                }
+                CustomerEvent::RecoveryCodesIssued {
+                    recovery_code_digests,
+                    ..
+                } => assert!(recovery_code_digests.is_empty()),
+                CustomerEvent::RecoveryCodeUsed { .. } => {}
+                other => panic!("{other:?}"),
+            }
+        }
+    }
 }

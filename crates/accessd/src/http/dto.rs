@@ -175,3 +175,25 @@ pub fn without_secrets(mut value: serde_json::Value) -> serde_json::Value {
     scrub(&mut value);
     value
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_feed_and_exports_never_show_a_totp_secret_or_recovery_code_digests() {
+        let events = [
+            serde_json::json!({"TotpEnrollmentBegun": {"totp_secret": "AEAQCAIBAEAQCAIBAEAQCAIBAEAQCAIB", "at": "2026-01-01T00:00:00Z"}}),
+            serde_json::json!({"RecoveryCodesIssued": {"recovery_code_digests": ["d1", "d2"], "at": "2026-01-01T00:00:00Z"}}),
+            serde_json::json!({"RecoveryCodeUsed": {"recovery_code_digest": "d1", "at": "2026-01-01T00:00:00Z"}}),
+        ];
+        for event in events {
+            let shown = without_secrets(event).to_string();
+            assert!(
+                !shown.contains("AEAQ") && !shown.contains("d1") && !shown.contains("d2"),
+                "{shown}"
+            );
+            assert!(shown.contains("\"at\""), "{shown}");
+        }
+    }
+}
