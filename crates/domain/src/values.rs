@@ -740,6 +740,29 @@ impl TotpSecret {
         }
     }
 
+    /// The `otpauth://totp/…` URI an authenticator app reads (from a QR
+    /// code): `issuer` and `account` (the login email) percent-encoded,
+    /// with this service's parameters (SHA1, 6 digits, 30 s). It contains
+    /// the secret: show it to its customer only.
+    pub fn otpauth_uri(&self, issuer: &str, account: &str) -> String {
+        fn encode(text: &str) -> String {
+            text.bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                        char::from(b).to_string()
+                    }
+                    other => format!("%{other:02X}"),
+                })
+                .collect()
+        }
+        format!(
+            "otpauth://totp/{issuer}:{account}?secret={secret}&issuer={issuer}&algorithm=SHA1&digits={TOTP_DIGITS}&period={TOTP_STEP_SECS}",
+            issuer = encode(issuer),
+            account = encode(account),
+            secret = self.base32(),
+        )
+    }
+
     fn totp(&self) -> totp_rs::TOTP {
         // `new_unchecked`: the length is checked when the secret is made
         // (160 bits, above the crate's 128-bit floor).
@@ -910,6 +933,15 @@ mod second_factor_tests {
         );
         assert!(TotpSecret::parse_base32("AEAQ").is_err());
         assert!(TotpSecret::parse_base32("not base32!").is_err());
+    }
+
+    #[test]
+    fn the_otpauth_uri_names_the_issuer_the_login_and_the_parameters() {
+        let secret = TotpSecret::from_bytes([1; TOTP_SECRET_BYTES]);
+        assert_eq!(
+            secret.otpauth_uri("Customer Center", "ann+1@example.com"),
+            "otpauth://totp/Customer%20Center:ann%2B1%40example.com?secret=AEAQCAIBAEAQCAIBAEAQCAIBAEAQCAIB&issuer=Customer%20Center&algorithm=SHA1&digits=6&period=30"
+        );
     }
 
     #[test]
