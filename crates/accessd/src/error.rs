@@ -137,7 +137,8 @@ impl From<CustomerError> for ApiError {
             CustomerError::CustomerNotFound => StatusCode::NOT_FOUND,
             CustomerError::CustomerExists | CustomerError::ImportConflict => StatusCode::CONFLICT,
             CustomerError::CustomerForgotten => StatusCode::GONE,
-            CustomerError::WrongPassword => StatusCode::FORBIDDEN,
+            CustomerError::WrongPassword | CustomerError::InvalidCode => StatusCode::FORBIDDEN,
+            CustomerError::SecondFactorAlreadyEnrolled => StatusCode::CONFLICT,
             CustomerError::Service(ServiceError::Overloaded {
                 retry_after_secs, ..
             }) => return Self::unavailable_for(*retry_after_secs),
@@ -151,6 +152,8 @@ impl From<CustomerError> for ApiError {
             | CustomerError::AccessAlreadyGranted
             | CustomerError::UnsupportedPasswordHash { .. }
             | CustomerError::InvalidImport { .. }
+            | CustomerError::NoPendingEnrollment
+            | CustomerError::NoSecondFactor
             | CustomerError::InvalidToken => StatusCode::UNPROCESSABLE_ENTITY,
         };
         Self::new(status, err.code(), err.to_string())

@@ -318,7 +318,9 @@ pub struct AuditView {
     pub at: DateTime<Utc>,
     /// `customer_registered`, `email_changed`, `access_granted`, `password_set`, `password_cleared`,
     /// `access_notification_sent`, `access_revoked`, `email_change_requested`, `email_change_confirmed`,
-    /// `password_setup_completed`, `password_changed`, `password_rehashed`, `customer_forgotten`, `customer_imported`.
+    /// `password_setup_completed`, `password_changed`, `password_rehashed`, `customer_forgotten`, `customer_imported`,
+    /// `totp_enrollment_begun`, `totp_enrolled`, `recovery_codes_issued`, `totp_code_accepted`, `recovery_code_used`,
+    /// `totp_removed`, `second_factor_reset`.
     pub kind: String,
     pub actor: ActorView,
     pub request_id: Option<String>,

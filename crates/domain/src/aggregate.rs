@@ -19,11 +19,12 @@ use crate::events::{CustomerEvent, PasswordClearedReason, Personal, SetupLink};
 use crate::services::{CustomerServices, IssuedToken, TokenPurpose};
 use crate::values::{
     CustomerId, CustomerName, EmailAddress, ExternalId, Password, PasswordHash, Role, Secret,
-    TokenDigest,
+    TokenDigest, TotpSecret,
 };
 
 mod apply;
 mod decide;
+mod second_factor;
 
 /// A self-service email change waiting for its validation link.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,13 +66,34 @@ pub struct ImportRecord {
     pub must_change_password: bool,
 }
 
-/// What a command decided: its events, and the plain tokens it issued
-/// (which never go into events: the caller builds the links in the mails
-/// from them after the commit, then drops them).
+/// What a command decided: its events, and the one-time secrets it made,
+/// which never go into events in plain: the tokens it issued (the caller
+/// builds the links in the mails from them after the commit, then drops
+/// them) and the recovery codes (shown to the customer once).
 #[derive(Debug, Clone, Default)]
 pub struct Decision {
     pub events: Vec<CustomerEvent>,
     pub issued: Vec<IssuedToken>,
+    /// `ConfirmTotpEnrollment`, `RegenerateRecoveryCodes`: the new recovery
+    /// codes in plain (the events keep their digests).
+    pub recovery_codes: Vec<Secret>,
+}
+
+/// The customer's TOTP second factor, as the state keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SecondFactor {
+    /// A secret whose enrollment was begun and not yet confirmed.
+    #[serde(default)]
+    pub pending: Option<TotpSecret>,
+    /// The enrolled secret.
+    #[serde(default)]
+    pub totp: Option<TotpSecret>,
+    /// The latest time step whose code was accepted.
+    #[serde(default)]
+    pub last_step: Option<u64>,
+    /// Digests of the recovery codes not used yet.
+    #[serde(default)]
+    pub recovery_codes: Vec<TokenDigest>,
 }
 
 /// Why a customer holds an email address (see `Customer::reserved_emails`).
@@ -118,6 +140,9 @@ pub struct Customer {
     /// imported with (kept after later changes, for idempotent re-runs).
     #[serde(default)]
     imported: Option<ImportRecord>,
+    /// The TOTP second factor (enrolled or pending) and recovery codes.
+    #[serde(default)]
+    second_factor: SecondFactor,
 }
 
 impl Customer {
@@ -166,6 +191,24 @@ impl Customer {
     /// What the customer was imported with, when it came in by an import.
     pub fn imported(&self) -> Option<&ImportRecord> {
         self.imported.as_ref()
+    }
+    /// True when a TOTP second factor is enrolled: a login needs a code
+    /// after the password (`CustomerCommand::VerifySecondFactor`).
+    pub fn has_second_factor(&self) -> bool {
+        self.second_factor.totp.is_some()
+    }
+    /// True while a TOTP enrollment waits for its confirmation.
+    pub fn second_factor_pending(&self) -> bool {
+        self.second_factor.pending.is_some()
+    }
+    /// The secret of the pending TOTP enrollment, to show to its customer
+    /// (QR code, manual entry) until confirmed. Never log it.
+    pub fn pending_totp_secret(&self) -> Option<&TotpSecret> {
+        self.second_factor.pending.as_ref()
+    }
+    /// How many recovery codes are left.
+    pub fn recovery_codes_left(&self) -> usize {
+        self.second_factor.recovery_codes.len()
     }
     /// True once the customer was forgotten (its personal data erased).
     pub fn is_forgotten(&self) -> bool {
@@ -381,9 +424,9 @@ impl Customer {
         command: CustomerCommand,
         services: &CustomerServices,
     ) -> Result<Decision, CustomerError> {
-        let mut issued = Vec::new();
-        let events = self.decide_events(command, services, &mut issued).await?;
-        Ok(Decision { events, issued })
+        let mut decision = Decision::default();
+        decision.events = self.decide_events(command, services, &mut decision).await?;
+        Ok(decision)
     }
 }
 

@@ -1498,3 +1498,466 @@ fn events_whose_personal_data_is_forgotten_still_replay() {
     assert_eq!(customer.email(), None);
     assert!(customer.pending_email_change().is_none());
 }
+
+// ---------------------------------------------------------------------------
+// Second factor: TOTP (RFC 6238) and recovery codes
+// ---------------------------------------------------------------------------
+
+use crate::values::{recovery_code, recovery_code_digest, TotpSecret};
+
+/// The time step of `now()` (2026-11-27T12:00:00Z).
+const STEP: u64 = 59_859_360;
+/// Codes of the fakes' first secret (bytes all 1), computed with Python's
+/// standard library (`hmac`, `hashlib.sha1`): an implementation
+/// independent of the one under test.
+const CODE_2_BEFORE: &str = "575763";
+const CODE_BEFORE: &str = "981112";
+const CODE_NOW: &str = "749700";
+const CODE_AFTER: &str = "499536";
+const CODE_2_AFTER: &str = "511586";
+/// The code of the second secret (bytes all 2) at `now()`.
+const CODE2_NOW: &str = "985786";
+
+fn fake_secret(n: u8) -> TotpSecret {
+    TotpSecret::from_bytes([n; crate::values::TOTP_SECRET_BYTES])
+}
+
+/// The recovery code the fakes make from their `k`-th fill of random bytes.
+fn rc(k: u8) -> Secret {
+    recovery_code([k; crate::values::RECOVERY_CODE_BYTES])
+}
+
+fn rc_digests(ks: impl IntoIterator<Item = u8>) -> Vec<TokenDigest> {
+    ks.into_iter()
+        .map(|k| recovery_code_digest(rc(k).expose()))
+        .collect()
+}
+
+fn totp_begun(n: u8) -> CustomerEvent {
+    CustomerEvent::TotpEnrollmentBegun {
+        totp_secret: Personal::Known(fake_secret(n)),
+        at: earlier(),
+    }
+}
+
+/// A customer with access, TOTP enrolled (secret 1, an hour ago) and
+/// recovery codes 21..=30.
+fn with_second_factor() -> Vec<CustomerEvent> {
+    let mut events = with_access();
+    events.extend([
+        totp_begun(1),
+        CustomerEvent::TotpEnrolled {
+            step: STEP - 120,
+            at: earlier(),
+        },
+        CustomerEvent::RecoveryCodesIssued {
+            recovery_code_digests: rc_digests(21..=30),
+            at: earlier(),
+        },
+    ]);
+    events
+}
+
+fn verify(code: &str) -> CustomerCommand {
+    CustomerCommand::VerifySecondFactor {
+        code: Secret::new(code),
+    }
+}
+
+fn confirm(code: &str) -> CustomerCommand {
+    CustomerCommand::ConfirmTotpEnrollment {
+        code: Secret::new(code),
+    }
+}
+
+fn then_error(given: Vec<CustomerEvent>, command: CustomerCommand, error: CustomerError) {
+    framework()
+        .given(given)
+        .when(command)
+        .then_expect_error(error);
+}
+
+#[test]
+fn begin_totp_enrollment_needs_access() {
+    then_error(
+        vec![registered()],
+        CustomerCommand::BeginTotpEnrollment,
+        CustomerError::NoAccess,
+    );
+}
+
+#[test]
+fn begin_totp_enrollment_issues_a_160_bit_secret_kept_pending() {
+    framework()
+        .given(with_access())
+        .when(CustomerCommand::BeginTotpEnrollment)
+        .then_expect_events(vec![CustomerEvent::TotpEnrollmentBegun {
+            totp_secret: Personal::Known(fake_secret(1)),
+            at: now(),
+        }]);
+    let mut events = with_access();
+    events.push(totp_begun(1));
+    let c = state(events);
+    assert!(c.second_factor_pending() && !c.has_second_factor());
+    assert_eq!(c.pending_totp_secret(), Some(&fake_secret(1)));
+}
+
+#[test]
+fn a_newer_pending_secret_replaces_an_older_one() {
+    let mut events = with_access();
+    events.extend([totp_begun(1), totp_begun(2)]);
+    assert_eq!(
+        state(events.clone()).pending_totp_secret(),
+        Some(&fake_secret(2))
+    );
+    then_error(
+        events.clone(),
+        confirm(CODE_NOW),
+        CustomerError::InvalidCode,
+    );
+    let decision = block_on(state(events).decide(confirm(CODE2_NOW), &services_at(now()))).unwrap();
+    assert!(matches!(
+        decision.events[0],
+        CustomerEvent::TotpEnrolled { step: STEP, .. }
+    ));
+}
+
+#[test]
+fn begin_totp_enrollment_with_a_second_factor_is_second_factor_already_enrolled() {
+    then_error(
+        with_second_factor(),
+        CustomerCommand::BeginTotpEnrollment,
+        CustomerError::SecondFactorAlreadyEnrolled,
+    );
+}
+
+#[test]
+fn confirm_with_a_valid_code_enrolls_and_issues_ten_recovery_codes_kept_only_as_digests() {
+    let mut events = with_access();
+    events.push(totp_begun(1));
+    framework()
+        .given(events.clone())
+        .when(confirm(CODE_NOW))
+        .then_expect_events(vec![
+            CustomerEvent::TotpEnrolled {
+                step: STEP,
+                at: now(),
+            },
+            CustomerEvent::RecoveryCodesIssued {
+                recovery_code_digests: rc_digests(1..=10),
+                at: now(),
+            },
+        ]);
+    let decision =
+        block_on(state(events.clone()).decide(confirm(CODE_NOW), &services_at(now()))).unwrap();
+    let shown: Vec<&str> = decision.recovery_codes.iter().map(Secret::expose).collect();
+    assert_eq!(shown.len(), 10);
+    assert_eq!(shown[0], "aeaq-caib-aeaq-caib");
+    let json = serde_json::to_string(&decision.events).unwrap();
+    for code in &shown {
+        assert!(
+            !json.contains(code) && !json.contains(&code.replace('-', "")),
+            "{json}"
+        );
+    }
+    events.extend(decision.events);
+    let c = state(events);
+    assert!(c.has_second_factor() && !c.second_factor_pending());
+    assert_eq!(c.recovery_codes_left(), 10);
+}
+
+#[test]
+fn confirm_with_a_wrong_or_out_of_time_code_is_invalid_code() {
+    let mut events = with_access();
+    events.push(totp_begun(1));
+    for code in ["000000", CODE_2_BEFORE, CODE_2_AFTER, "74970", "abcdef"] {
+        then_error(events.clone(), confirm(code), CustomerError::InvalidCode);
+    }
+}
+
+#[test]
+fn confirm_without_a_pending_enrollment_is_no_pending_enrollment() {
+    then_error(
+        with_access(),
+        confirm(CODE_NOW),
+        CustomerError::NoPendingEnrollment,
+    );
+}
+
+#[test]
+fn a_code_one_step_either_way_is_accepted_at_login() {
+    for (code, step) in [
+        (CODE_BEFORE, STEP - 1),
+        (CODE_NOW, STEP),
+        (CODE_AFTER, STEP + 1),
+    ] {
+        framework()
+            .given(with_second_factor())
+            .when(verify(code))
+            .then_expect_events(vec![CustomerEvent::TotpCodeAccepted { step, at: now() }]);
+    }
+    for code in [CODE_2_BEFORE, CODE_2_AFTER, "123456"] {
+        then_error(
+            with_second_factor(),
+            verify(code),
+            CustomerError::InvalidCode,
+        );
+    }
+}
+
+#[test]
+fn a_totp_step_accepted_once_is_refused_again() {
+    let mut events = with_second_factor();
+    events.push(CustomerEvent::TotpCodeAccepted {
+        step: STEP,
+        at: now(),
+    });
+    then_error(events.clone(), verify(CODE_NOW), CustomerError::InvalidCode);
+    then_error(
+        events.clone(),
+        verify(CODE_BEFORE),
+        CustomerError::InvalidCode,
+    );
+    framework()
+        .given(events)
+        .when(verify(CODE_AFTER))
+        .then_expect_events(vec![CustomerEvent::TotpCodeAccepted {
+            step: STEP + 1,
+            at: now(),
+        }]);
+}
+
+#[test]
+fn the_code_that_confirmed_the_enrollment_is_not_accepted_at_login() {
+    let mut events = with_access();
+    events.extend([
+        totp_begun(1),
+        CustomerEvent::TotpEnrolled {
+            step: STEP,
+            at: now(),
+        },
+    ]);
+    then_error(events, verify(CODE_NOW), CustomerError::InvalidCode);
+}
+
+#[test]
+fn a_recovery_code_works_once_in_any_case_and_grouping() {
+    let digest = recovery_code_digest(rc(23).expose());
+    framework()
+        .given(with_second_factor())
+        .when(verify(&rc(23).expose().to_uppercase().replace('-', " ")))
+        .then_expect_events(vec![CustomerEvent::RecoveryCodeUsed {
+            recovery_code_digest: digest.clone(),
+            at: now(),
+        }]);
+    let mut events = with_second_factor();
+    events.push(CustomerEvent::RecoveryCodeUsed {
+        recovery_code_digest: digest,
+        at: now(),
+    });
+    assert_eq!(state(events.clone()).recovery_codes_left(), 9);
+    then_error(
+        events.clone(),
+        verify(rc(23).expose()),
+        CustomerError::InvalidCode,
+    );
+    // The others still work.
+    framework()
+        .given(events)
+        .when(verify(rc(24).expose()))
+        .then_expect_events(vec![CustomerEvent::RecoveryCodeUsed {
+            recovery_code_digest: recovery_code_digest(rc(24).expose()),
+            at: now(),
+        }]);
+}
+
+#[test]
+fn verify_without_a_second_factor_is_no_second_factor_and_without_access_no_access() {
+    then_error(
+        with_access(),
+        verify(CODE_NOW),
+        CustomerError::NoSecondFactor,
+    );
+    let mut pending = with_access();
+    pending.push(totp_begun(1));
+    then_error(pending, verify(CODE_NOW), CustomerError::NoSecondFactor);
+    then_error(
+        vec![registered()],
+        verify(CODE_NOW),
+        CustomerError::NoAccess,
+    );
+}
+
+#[test]
+fn regenerating_recovery_codes_replaces_the_old_set() {
+    framework()
+        .given(with_second_factor())
+        .when(CustomerCommand::RegenerateRecoveryCodes {
+            code: Secret::new(CODE_NOW),
+        })
+        .then_expect_events(vec![
+            CustomerEvent::TotpCodeAccepted {
+                step: STEP,
+                at: now(),
+            },
+            CustomerEvent::RecoveryCodesIssued {
+                recovery_code_digests: rc_digests(1..=10),
+                at: now(),
+            },
+        ]);
+    let mut events = with_second_factor();
+    events.push(CustomerEvent::RecoveryCodesIssued {
+        recovery_code_digests: rc_digests(1..=10),
+        at: now(),
+    });
+    then_error(events, verify(rc(21).expose()), CustomerError::InvalidCode);
+}
+
+#[test]
+fn regenerating_recovery_codes_needs_a_valid_code() {
+    then_error(
+        with_second_factor(),
+        CustomerCommand::RegenerateRecoveryCodes {
+            code: Secret::new("000000"),
+        },
+        CustomerError::InvalidCode,
+    );
+    then_error(
+        with_access(),
+        CustomerCommand::RegenerateRecoveryCodes {
+            code: Secret::new(CODE_NOW),
+        },
+        CustomerError::NoSecondFactor,
+    );
+}
+
+fn remove(password: &str, code: &str) -> CustomerCommand {
+    CustomerCommand::RemoveTotp {
+        current_password: Secret::new(password),
+        code: Secret::new(code),
+    }
+}
+
+#[test]
+fn removing_totp_needs_the_password_and_a_code() {
+    then_error(
+        with_second_factor(),
+        remove(PW2, CODE_NOW),
+        CustomerError::WrongPassword,
+    );
+    then_error(
+        with_second_factor(),
+        remove(PW, "000000"),
+        CustomerError::InvalidCode,
+    );
+    then_error(
+        with_access(),
+        remove(PW, CODE_NOW),
+        CustomerError::NoSecondFactor,
+    );
+    framework()
+        .given(with_second_factor())
+        .when(remove(PW, CODE_NOW))
+        .then_expect_events(vec![
+            CustomerEvent::TotpCodeAccepted {
+                step: STEP,
+                at: now(),
+            },
+            CustomerEvent::TotpRemoved { at: now() },
+        ]);
+    let mut events = with_second_factor();
+    events.push(CustomerEvent::TotpRemoved { at: now() });
+    let c = state(events);
+    assert!(!c.has_second_factor() && c.recovery_codes_left() == 0);
+}
+
+#[test]
+fn an_administrator_resets_the_second_factor_with_a_notice_to_the_login_email() {
+    framework()
+        .given(with_second_factor())
+        .when(CustomerCommand::ResetSecondFactor {
+            reason: Some("  lost phone ".into()),
+        })
+        .then_expect_events(vec![CustomerEvent::SecondFactorReset {
+            reason: Some("lost phone".into()),
+            recipient: Personal::Known(email(OLD)),
+            at: now(),
+        }]);
+    let before = state(with_second_factor());
+    let mut events = with_second_factor();
+    events.push(CustomerEvent::SecondFactorReset {
+        reason: None,
+        recipient: Personal::Known(email(OLD)),
+        at: now(),
+    });
+    let after = state(events);
+    assert!(!after.has_second_factor() && after.recovery_codes_left() == 0);
+    // A reset ends the customer's sessions.
+    assert!(after.login_epoch() > before.login_epoch());
+}
+
+#[test]
+fn resetting_without_a_second_factor_is_no_second_factor() {
+    then_error(
+        with_access(),
+        CustomerCommand::ResetSecondFactor { reason: None },
+        CustomerError::NoSecondFactor,
+    );
+    then_error(
+        vec![],
+        CustomerCommand::ResetSecondFactor { reason: None },
+        CustomerError::CustomerNotFound,
+    );
+}
+
+#[test]
+fn revoking_access_also_removes_the_second_factor() {
+    let mut events = with_second_factor();
+    events.push(CustomerEvent::AccessRevoked {
+        reason: None,
+        at: now(),
+    });
+    let c = state(events.clone());
+    assert!(!c.has_second_factor() && c.recovery_codes_left() == 0);
+    // Access granted again: no second factor asked for.
+    events.extend([granted(), password_set(PW, true)]);
+    then_error(events, verify(CODE_NOW), CustomerError::NoSecondFactor);
+}
+
+#[test]
+fn changing_the_email_keeps_the_second_factor() {
+    let mut events = with_second_factor();
+    events.extend([
+        CustomerEvent::EmailChanged {
+            old_email: Personal::Known(email(OLD)),
+            new_email: Personal::Known(email(NEW)),
+            at: now(),
+        },
+        password_set(PW, true),
+    ]);
+    let c = state(events.clone());
+    assert!(c.has_second_factor() && c.recovery_codes_left() == 10);
+    framework()
+        .given(events)
+        .when(verify(CODE_NOW))
+        .then_expect_events(vec![CustomerEvent::TotpCodeAccepted {
+            step: STEP,
+            at: now(),
+        }]);
+}
+
+#[test]
+fn a_forgotten_customer_keeps_no_second_factor() {
+    let mut events = with_second_factor();
+    events.push(CustomerEvent::CustomerForgotten { at: now() });
+    let c = state(events);
+    assert!(!c.has_second_factor() && c.recovery_codes_left() == 0);
+    let json = serde_json::to_string(&c).unwrap();
+    assert!(!json.contains(&fake_secret(1).base32()), "{json}");
+}
+
+#[test]
+fn the_state_never_prints_the_totp_secret() {
+    let c = state(with_second_factor());
+    assert!(!format!("{c:?}").contains(&fake_secret(1).base32()));
+}

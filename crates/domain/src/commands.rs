@@ -113,6 +113,28 @@ pub enum CustomerCommand {
     /// revoked and the customer's data key destroyed. The reason goes in
     /// the command's metadata. Final: every later command is refused.
     ForgetCustomer,
+    /// Self-service (a session): a fresh TOTP secret, pending until
+    /// confirmed; a newer one replaces an older pending one. Refused while
+    /// a second factor is enrolled (remove it first).
+    BeginTotpEnrollment,
+    /// Self-service: a code from the pending secret enrolls it and issues
+    /// recovery codes (their plain text only in the `Decision`).
+    ConfirmTotpEnrollment { code: Secret },
+    /// At a login, after the password: a TOTP code (a step accepted once is
+    /// refused again) or a recovery code (used up).
+    VerifySecondFactor { code: Secret },
+    /// Self-service: a new set of recovery codes, replacing the old one,
+    /// given a TOTP or recovery code.
+    RegenerateRecoveryCodes { code: Secret },
+    /// Self-service: removes the TOTP second factor, given the password
+    /// and a TOTP or recovery code.
+    RemoveTotp {
+        current_password: Secret,
+        code: Secret,
+    },
+    /// An administrator removes the customer's second factor (a lost
+    /// device); the customer is told at the login email.
+    ResetSecondFactor { reason: Option<String> },
 }
 
 impl CustomerCommand {

@@ -26,6 +26,16 @@ pub enum CustomerError {
     WrongPassword,
     #[error("the link is invalid, expired or already used")]
     InvalidToken,
+    /// A TOTP code or recovery code that is wrong, out of its time or
+    /// already used.
+    #[error("the code is wrong, expired or already used")]
+    InvalidCode,
+    #[error("the customer already has a second factor; remove it first")]
+    SecondFactorAlreadyEnrolled,
+    #[error("no TOTP enrollment is pending")]
+    NoPendingEnrollment,
+    #[error("the customer has no second factor")]
+    NoSecondFactor,
     #[error("a customer with this id already exists")]
     CustomerExists,
     #[error("no customer with this id")]

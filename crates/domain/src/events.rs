@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::values::{
     CustomerId, CustomerName, EmailAddress, ExternalId, ImportSource, PasswordHash, Role,
-    TokenDigest,
+    TokenDigest, TotpSecret,
 };
 
 /// What a forgotten value shows: in projections, exports and the API.
@@ -306,6 +306,52 @@ pub enum CustomerEvent {
         must_change_password: bool,
         at: DateTime<Utc>,
     },
+    /// The customer began enrolling a TOTP authenticator: a fresh secret,
+    /// pending until a code from it is confirmed (a newer one replaces it).
+    /// The secret is personal and secret: sealed like the email, shredded
+    /// by a forget, never in the feed, an export or the audit trail.
+    TotpEnrollmentBegun {
+        totp_secret: Personal<TotpSecret>,
+        at: DateTime<Utc>,
+    },
+    /// A code from the pending secret was confirmed: it is the customer's
+    /// second factor. `step` is the time step of that code (not accepted
+    /// again).
+    TotpEnrolled {
+        step: u64,
+        at: DateTime<Utc>,
+    },
+    /// A new set of recovery codes, shown to the customer once; only their
+    /// SHA-256 digests are kept. Replaces any earlier set.
+    RecoveryCodesIssued {
+        recovery_code_digests: Vec<TokenDigest>,
+        at: DateTime<Utc>,
+    },
+    /// A TOTP code of time step `step` was accepted (at a login or to
+    /// confirm a change): no code of this step or an earlier one is
+    /// accepted again.
+    TotpCodeAccepted {
+        step: u64,
+        at: DateTime<Utc>,
+    },
+    /// A recovery code was used up.
+    RecoveryCodeUsed {
+        recovery_code_digest: TokenDigest,
+        at: DateTime<Utc>,
+    },
+    /// The customer removed the TOTP second factor (with the password and
+    /// a code): secret and recovery codes discarded.
+    TotpRemoved {
+        at: DateTime<Utc>,
+    },
+    /// An administrator reset the customer's second factor (a lost device):
+    /// secret and recovery codes discarded, sessions ended. `recipient` is
+    /// the login email the notice goes to.
+    SecondFactorReset {
+        reason: Option<String>,
+        recipient: Personal<EmailAddress>,
+        at: DateTime<Utc>,
+    },
 }
 
 /// Current version of each event type.
@@ -324,6 +370,13 @@ pub const EVENT_VERSIONS: &[(&str, &str)] = &[
     ("PasswordRehashed", "1.0"),
     ("CustomerForgotten", "1.0"),
     ("CustomerImported", "1.0"),
+    ("TotpEnrollmentBegun", "1.0"),
+    ("TotpEnrolled", "1.0"),
+    ("RecoveryCodesIssued", "1.0"),
+    ("TotpCodeAccepted", "1.0"),
+    ("RecoveryCodeUsed", "1.0"),
+    ("TotpRemoved", "1.0"),
+    ("SecondFactorReset", "1.0"),
 ];
 
 impl CustomerEvent {
@@ -362,6 +415,13 @@ impl CustomerEvent {
             | Self::PasswordChanged { at, .. }
             | Self::PasswordRehashed { at, .. }
             | Self::CustomerImported { at, .. }
+            | Self::TotpEnrollmentBegun { at, .. }
+            | Self::TotpEnrolled { at, .. }
+            | Self::RecoveryCodesIssued { at, .. }
+            | Self::TotpCodeAccepted { at, .. }
+            | Self::RecoveryCodeUsed { at, .. }
+            | Self::TotpRemoved { at }
+            | Self::SecondFactorReset { at, .. }
             | Self::CustomerForgotten { at } => *at,
         }
     }
@@ -407,8 +467,17 @@ impl CustomerEvent {
                 fields.push(("old_email", old_email));
                 fields.push(("new_email", new_email));
             }
-            Self::AccessNotificationSent { recipient, .. } => fields.push(("recipient", recipient)),
-            Self::AccessGranted { .. }
+            Self::AccessNotificationSent { recipient, .. }
+            | Self::SecondFactorReset { recipient, .. } => fields.push(("recipient", recipient)),
+            Self::TotpEnrollmentBegun { totp_secret, .. } => {
+                fields.push(("totp_secret", totp_secret));
+            }
+            Self::TotpEnrolled { .. }
+            | Self::RecoveryCodesIssued { .. }
+            | Self::TotpCodeAccepted { .. }
+            | Self::RecoveryCodeUsed { .. }
+            | Self::TotpRemoved { .. }
+            | Self::AccessGranted { .. }
             | Self::PasswordSet { .. }
             | Self::PasswordCleared { .. }
             | Self::AccessRevoked { .. }
@@ -531,7 +600,36 @@ mod tests {
                 must_change_password: false,
                 at,
             },
+            CustomerEvent::SecondFactorReset {
+                reason: None,
+                recipient: email("ann@example.org"),
+                at,
+            },
         ]
+    }
+
+    #[test]
+    fn a_totp_secret_is_sealed_and_forgotten_like_personal_data() {
+        let secret = TotpSecret::from_bytes([1; crate::values::TOTP_SECRET_BYTES]);
+        let plain = secret.base32();
+        let event = CustomerEvent::TotpEnrollmentBegun {
+            totp_secret: Personal::Known(secret),
+            at: Utc::now(),
+        };
+        let mut sealed = event.clone();
+        sealed.seal(&Rot(true)).unwrap();
+        let json = serde_json::to_string(&sealed).unwrap();
+        assert!(!json.contains(&plain), "{json}");
+        assert!(json.contains("{\"sealed\":\"totp_secret:"), "{json}");
+        let mut opened = sealed.clone();
+        opened.open(&Rot(true)).unwrap();
+        assert_eq!(opened, event);
+        sealed.open(&Rot(false)).unwrap();
+        let json = serde_json::to_string(&sealed).unwrap();
+        assert!(
+            !json.contains(&plain) && json.contains("[forgotten]"),
+            "{json}"
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub mod upcasting;
 pub mod values;
 
 pub use aggregate::{
-    Customer, Decision, ImportRecord, LinkStatus, PendingEmailChange, ReservationKind,
+    Customer, Decision, ImportRecord, LinkStatus, PendingEmailChange, ReservationKind, SecondFactor,
 };
 pub use commands::{Credential, CustomerCommand, ImportCustomer};
 pub use error::CustomerError;
@@ -36,7 +36,7 @@ pub use services::{
 };
 pub use values::{
     CustomerId, CustomerName, EmailAddress, ExternalId, ImportSource, Password, PasswordHash, Role,
-    Secret, TokenDigest, ValueError,
+    Secret, TokenDigest, TotpSecret, ValueError,
 };
 
 /// The message of the notice, for a given login email.

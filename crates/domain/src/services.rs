@@ -58,9 +58,12 @@ pub trait PasswordHasher: Send + Sync {
     fn check_imported(&self, hash: &PasswordHash) -> Result<(), String>;
 }
 
-/// Produces unguessable tokens (at least 128 bits of entropy).
+/// Produces unguessable tokens (at least 128 bits of entropy) and random
+/// bytes (TOTP secrets, recovery codes).
 pub trait TokenGenerator: Send + Sync {
     fn generate(&self) -> Secret;
+    /// Fills `dest` from a cryptographically secure random source.
+    fn fill_random(&self, dest: &mut [u8]);
 }
 
 /// The current time.
@@ -148,6 +151,13 @@ impl CustomerServices {
 
     /// Issues a token for a link: the plain token (for the mail), its
     /// digest and expiry (for the event).
+    /// `N` bytes from the random source (a TOTP secret, a recovery code).
+    pub(crate) fn random_bytes<const N: usize>(&self) -> [u8; N] {
+        let mut bytes = [0u8; N];
+        self.tokens.fill_random(&mut bytes);
+        bytes
+    }
+
     pub(crate) fn issue_token(
         &self,
         purpose: TokenPurpose,
@@ -245,14 +255,21 @@ pub mod fakes {
         }
     }
 
-    /// Tokens `token-1`, `token-2`, … in order.
+    /// Tokens `token-1`, `token-2`, … in order; the n-th fill of random
+    /// bytes gives bytes that are all `n` (so the first TOTP secret is
+    /// `AEAQCAIB…` in base32, and tests can compute its codes).
     #[derive(Debug, Default)]
-    pub struct CountingTokens(AtomicU64);
+    pub struct CountingTokens(AtomicU64, AtomicU64);
 
     impl TokenGenerator for CountingTokens {
         fn generate(&self) -> Secret {
             let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
             Secret::new(format!("token-{n}"))
+        }
+
+        fn fill_random(&self, dest: &mut [u8]) {
+            let n = self.1.fetch_add(1, Ordering::SeqCst) + 1;
+            dest.fill(n.to_le_bytes()[0]);
         }
     }
 

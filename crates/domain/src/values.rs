@@ -39,6 +39,10 @@ pub enum ValueError {
     InvalidExternalId(String),
     #[error("invalid import source: {0}")]
     InvalidImportSource(String),
+    /// A stored TOTP secret that is not 160 bits of base32 (never quotes
+    /// the value).
+    #[error("invalid TOTP secret: {0}")]
+    InvalidTotpSecret(String),
 }
 
 impl ValueError {
@@ -459,6 +463,12 @@ impl TokenDigest {
         &self.0
     }
 
+    /// Constant-time comparison with another digest.
+    pub fn matches_digest(&self, other: &TokenDigest) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.as_bytes().ct_eq(other.0.as_bytes()).into()
+    }
+
     /// Constant-time comparison with the digest of a presented token.
     pub fn matches(&self, presented: &Secret) -> bool {
         use subtle::ConstantTimeEq;
@@ -667,5 +677,284 @@ impl ImportSource {
 impl fmt::Display for ImportSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Second factor: TOTP secret and recovery codes
+// ---------------------------------------------------------------------------
+
+/// Bytes in a TOTP secret: 160 bits, the length RFC 4226 recommends.
+pub const TOTP_SECRET_BYTES: usize = 20;
+/// Digits of a TOTP code.
+pub const TOTP_DIGITS: usize = 6;
+/// Seconds of one TOTP time step.
+pub const TOTP_STEP_SECS: u64 = 30;
+/// Steps of tolerance either way for a device's clock.
+pub const TOTP_TOLERANCE_STEPS: u64 = 1;
+/// Recovery codes issued at a time.
+pub const RECOVERY_CODE_COUNT: usize = 10;
+/// Random bytes in one recovery code (80 bits: 16 base32 characters, so
+/// their plain SHA-256 digests cannot be searched through).
+pub const RECOVERY_CODE_BYTES: usize = 10;
+
+/// The shared secret of a customer's TOTP authenticator (RFC 6238): 160
+/// random bits. Personal and secret: events keep it only as a
+/// [`crate::Personal`] field (sealed with the customer's data key, shredded
+/// by a forget). Serialized as base32 (what an authenticator app is given);
+/// `Debug` shows `[REDACTED]`, there is no `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TotpSecret(Vec<u8>);
+
+impl TotpSecret {
+    pub fn from_bytes(bytes: [u8; TOTP_SECRET_BYTES]) -> Self {
+        Self(bytes.to_vec())
+    }
+
+    /// Reads the base32 form (RFC 4648, unpadded, any letter case).
+    pub fn parse_base32(raw: &str) -> Result<Self, ValueError> {
+        let cleaned: String = raw
+            .chars()
+            .filter(|c| !c.is_whitespace() && *c != '=')
+            .collect::<String>()
+            .to_uppercase();
+        let bytes = totp_rs::Secret::Encoded(cleaned)
+            .to_bytes()
+            .map_err(|_| ValueError::InvalidTotpSecret("it is not base32".into()))?;
+        if bytes.len() != TOTP_SECRET_BYTES {
+            return Err(ValueError::InvalidTotpSecret(format!(
+                "it must be {} bits",
+                TOTP_SECRET_BYTES * 8
+            )));
+        }
+        Ok(Self(bytes))
+    }
+
+    /// The secret in base32 (RFC 4648, unpadded): for manual entry in an
+    /// authenticator app and the `otpauth://` URI. Show it to its customer
+    /// only; never log it.
+    pub fn base32(&self) -> String {
+        match totp_rs::Secret::Raw(self.0.clone()).to_encoded() {
+            totp_rs::Secret::Encoded(s) => s,
+            totp_rs::Secret::Raw(_) => String::new(),
+        }
+    }
+
+    /// The `otpauth://totp/…` URI an authenticator app reads (from a QR
+    /// code): `issuer` and `account` (the login email) percent-encoded,
+    /// with this service's parameters (SHA1, 6 digits, 30 s). It contains
+    /// the secret: show it to its customer only.
+    pub fn otpauth_uri(&self, issuer: &str, account: &str) -> String {
+        fn encode(text: &str) -> String {
+            text.bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                        char::from(b).to_string()
+                    }
+                    other => format!("%{other:02X}"),
+                })
+                .collect()
+        }
+        format!(
+            "otpauth://totp/{issuer}:{account}?secret={secret}&issuer={issuer}&algorithm=SHA1&digits={TOTP_DIGITS}&period={TOTP_STEP_SECS}",
+            issuer = encode(issuer),
+            account = encode(account),
+            secret = self.base32(),
+        )
+    }
+
+    fn totp(&self) -> totp_rs::TOTP {
+        // `new_unchecked`: the length is checked when the secret is made
+        // (160 bits, above the crate's 128-bit floor).
+        totp_rs::TOTP::new_unchecked(
+            totp_rs::Algorithm::SHA1,
+            TOTP_DIGITS,
+            0,
+            TOTP_STEP_SECS,
+            self.0.clone(),
+        )
+    }
+
+    /// The time step of `at` (Unix seconds / 30); 0 before 1970.
+    pub fn step_of(at: chrono::DateTime<chrono::Utc>) -> u64 {
+        u64::try_from(at.timestamp()).unwrap_or(0) / TOTP_STEP_SECS
+    }
+
+    /// The code of time step `step` (SHA-1, 6 digits).
+    pub fn code_at_step(&self, step: u64) -> String {
+        self.totp().generate(step.saturating_mul(TOTP_STEP_SECS))
+    }
+
+    /// The step whose code `code` is, among the step of `now` and one step
+    /// either way, and later than `after` (a step accepted before is not
+    /// accepted again). Compared in constant time.
+    pub fn matching_step(
+        &self,
+        code: &str,
+        now: chrono::DateTime<chrono::Utc>,
+        after: Option<u64>,
+    ) -> Option<u64> {
+        use subtle::ConstantTimeEq;
+        let code: String = code.chars().filter(|c| !c.is_whitespace()).collect();
+        if code.len() != TOTP_DIGITS || !code.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let current = Self::step_of(now);
+        let first = current.saturating_sub(TOTP_TOLERANCE_STEPS);
+        let mut found = None;
+        for step in first..=current.saturating_add(TOTP_TOLERANCE_STEPS) {
+            let matches: bool = self
+                .code_at_step(step)
+                .as_bytes()
+                .ct_eq(code.as_bytes())
+                .into();
+            if matches && after.is_none_or(|last| step > last) {
+                found = Some(step);
+            }
+        }
+        found
+    }
+}
+
+impl fmt::Debug for TotpSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TotpSecret([REDACTED])")
+    }
+}
+
+impl Serialize for TotpSecret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.base32())
+    }
+}
+
+/// Only the canonical form (upper case, unpadded, as serialized) reads:
+/// a stored secret reads back to the same JSON.
+impl<'de> Deserialize<'de> for TotpSecret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        let secret = Self::parse_base32(&raw).map_err(serde::de::Error::custom)?;
+        if secret.base32() != raw {
+            return Err(serde::de::Error::custom(ValueError::InvalidTotpSecret(
+                "it is not upper-case unpadded base32".into(),
+            )));
+        }
+        Ok(secret)
+    }
+}
+
+/// A recovery code from random bytes, as shown to the customer once:
+/// 16 lower-case base32 characters in groups of four (`abcd-efgh-…`).
+pub fn recovery_code(bytes: [u8; RECOVERY_CODE_BYTES]) -> Secret {
+    let encoded = match totp_rs::Secret::Raw(bytes.to_vec()).to_encoded() {
+        totp_rs::Secret::Encoded(s) => s.to_lowercase(),
+        totp_rs::Secret::Raw(_) => String::new(),
+    };
+    let groups: Vec<String> = encoded
+        .as_bytes()
+        .chunks(4)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect();
+    Secret::new(groups.join("-"))
+}
+
+/// The digest a recovery code is stored as: SHA-256 of the code without
+/// dashes or spaces, upper-cased (so it may be typed in any case and
+/// grouping).
+pub fn recovery_code_digest(presented: &str) -> TokenDigest {
+    let normalized: String = presented
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect::<String>()
+        .to_uppercase();
+    TokenDigest::of(&normalized)
+}
+
+#[cfg(test)]
+mod second_factor_tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    /// RFC 6238, appendix B: the SHA-1 test secret and times (the last 6
+    /// of its 8 digits).
+    #[test]
+    fn totp_codes_are_those_of_rfc_6238() {
+        let secret = TotpSecret(b"12345678901234567890".to_vec());
+        for (unix, code) in [
+            (59, "287082"),
+            (1_111_111_109, "081804"),
+            (1_111_111_111, "050471"),
+            (1_234_567_890, "005924"),
+            (2_000_000_000, "279037"),
+        ] {
+            let at = Utc.timestamp_opt(unix, 0).unwrap();
+            assert_eq!(secret.code_at_step(TotpSecret::step_of(at)), code, "{unix}");
+        }
+    }
+
+    #[test]
+    fn a_code_is_accepted_one_step_either_way_and_not_twice() {
+        let secret = TotpSecret::from_bytes([7; TOTP_SECRET_BYTES]);
+        let now = Utc.timestamp_opt(1_800_000_000, 0).unwrap();
+        let step = TotpSecret::step_of(now);
+        for s in [step - 1, step, step + 1] {
+            assert_eq!(
+                secret.matching_step(&secret.code_at_step(s), now, None),
+                Some(s)
+            );
+        }
+        for s in [step - 2, step + 2] {
+            assert_eq!(
+                secret.matching_step(&secret.code_at_step(s), now, None),
+                None
+            );
+        }
+        let code = secret.code_at_step(step);
+        assert_eq!(secret.matching_step(&code, now, Some(step)), None);
+        assert_eq!(secret.matching_step("12345", now, None), None);
+        assert_eq!(secret.matching_step("abcdef", now, None), None);
+    }
+
+    #[test]
+    fn a_totp_secret_is_base32_and_never_prints() {
+        let secret = TotpSecret::from_bytes([1; TOTP_SECRET_BYTES]);
+        assert_eq!(secret.base32(), "AEAQCAIBAEAQCAIBAEAQCAIBAEAQCAIB");
+        assert_eq!(
+            TotpSecret::parse_base32("aeaq caib aeaq caib aeaq caib aeaq caib").unwrap(),
+            secret
+        );
+        assert!(!format!("{secret:?}").contains("AEAQ"));
+        assert_eq!(
+            serde_json::to_string(&secret).unwrap(),
+            "\"AEAQCAIBAEAQCAIBAEAQCAIBAEAQCAIB\""
+        );
+        assert!(
+            serde_json::from_str::<TotpSecret>("\"aeaqcaibaeaqcaibaeaqcaibaeaqcaib\"").is_err()
+        );
+        assert!(TotpSecret::parse_base32("AEAQ").is_err());
+        assert!(TotpSecret::parse_base32("not base32!").is_err());
+    }
+
+    #[test]
+    fn the_otpauth_uri_names_the_issuer_the_login_and_the_parameters() {
+        let secret = TotpSecret::from_bytes([1; TOTP_SECRET_BYTES]);
+        assert_eq!(
+            secret.otpauth_uri("Customer Center", "ann+1@example.com"),
+            "otpauth://totp/Customer%20Center:ann%2B1%40example.com?secret=AEAQCAIBAEAQCAIBAEAQCAIBAEAQCAIB&issuer=Customer%20Center&algorithm=SHA1&digits=6&period=30"
+        );
+    }
+
+    #[test]
+    fn a_recovery_code_is_grouped_and_its_digest_ignores_case_and_dashes() {
+        let code = recovery_code([1; RECOVERY_CODE_BYTES]);
+        assert_eq!(code.expose(), "aeaq-caib-aeaq-caib");
+        assert_eq!(
+            recovery_code_digest(code.expose()),
+            recovery_code_digest("AEAQCAIB AEAQCAIB")
+        );
+        assert_ne!(
+            recovery_code_digest(code.expose()),
+            recovery_code_digest("aeaq-caib-aeaq-caic")
+        );
     }
 }

@@ -75,6 +75,21 @@ fn command_names_are_the_snake_case_names_logs_and_metrics_use() {
             send_notification: false,
         })),
         CustomerCommand::ForgetCustomer,
+        CustomerCommand::BeginTotpEnrollment,
+        CustomerCommand::ConfirmTotpEnrollment {
+            code: Secret::new("1"),
+        },
+        CustomerCommand::VerifySecondFactor {
+            code: Secret::new("1"),
+        },
+        CustomerCommand::RegenerateRecoveryCodes {
+            code: Secret::new("1"),
+        },
+        CustomerCommand::RemoveTotp {
+            current_password: Secret::new("x"),
+            code: Secret::new("1"),
+        },
+        CustomerCommand::ResetSecondFactor { reason: None },
     ];
     let names: Vec<&str> = commands.iter().map(CustomerCommand::name).collect();
     assert_eq!(
@@ -93,6 +108,12 @@ fn command_names_are_the_snake_case_names_logs_and_metrics_use() {
             "upgrade_password_hash",
             "import_customer",
             "forget_customer",
+            "begin_totp_enrollment",
+            "confirm_totp_enrollment",
+            "verify_second_factor",
+            "regenerate_recovery_codes",
+            "remove_totp",
+            "reset_second_factor",
         ]
     );
 }
@@ -116,6 +137,13 @@ fn event_kinds_are_the_audit_kinds_in_their_published_order() {
             "password_rehashed",
             "customer_forgotten",
             "customer_imported",
+            "totp_enrollment_begun",
+            "totp_enrolled",
+            "recovery_codes_issued",
+            "totp_code_accepted",
+            "recovery_code_used",
+            "totp_removed",
+            "second_factor_reset",
         ]
     );
 }
@@ -146,6 +174,7 @@ fn error_codes_are_the_stable_codes_the_api_answers_with() {
         ValueError::UnknownRole("r".into()),
         ValueError::InvalidExternalId("x".into()),
         ValueError::InvalidImportSource("s".into()),
+        ValueError::InvalidTotpSecret("t".into()),
     ];
     let codes: Vec<&str> = values.iter().map(ValueError::code).collect();
     assert_eq!(
@@ -158,6 +187,7 @@ fn error_codes_are_the_stable_codes_the_api_answers_with() {
             "unknown_role",
             "invalid_external_id",
             "invalid_import_source",
+            "invalid_totp_secret",
         ]
     );
     let errors = [
@@ -171,6 +201,10 @@ fn error_codes_are_the_stable_codes_the_api_answers_with() {
         CustomerError::AccessAlreadyGranted,
         CustomerError::WrongPassword,
         CustomerError::InvalidToken,
+        CustomerError::InvalidCode,
+        CustomerError::SecondFactorAlreadyEnrolled,
+        CustomerError::NoPendingEnrollment,
+        CustomerError::NoSecondFactor,
         CustomerError::CustomerExists,
         CustomerError::CustomerNotFound,
         CustomerError::CustomerForgotten,
@@ -199,6 +233,10 @@ fn error_codes_are_the_stable_codes_the_api_answers_with() {
             "access_already_granted",
             "wrong_password",
             "invalid_token",
+            "invalid_code",
+            "second_factor_already_enrolled",
+            "no_pending_enrollment",
+            "no_second_factor",
             "customer_exists",
             "customer_not_found",
             "customer_forgotten",

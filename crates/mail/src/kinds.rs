@@ -252,6 +252,14 @@ pub fn mails_for(
             | CustomerEvent::PasswordSetupCompleted { .. }
             | CustomerEvent::PasswordRehashed { .. }
             | CustomerEvent::CustomerImported { .. }
+            | CustomerEvent::TotpEnrollmentBegun { .. }
+            | CustomerEvent::TotpEnrolled { .. }
+            | CustomerEvent::RecoveryCodesIssued { .. }
+            | CustomerEvent::TotpCodeAccepted { .. }
+            | CustomerEvent::RecoveryCodeUsed { .. }
+            | CustomerEvent::TotpRemoved { .. }
+            // The notice of a reset (to `recipient`) comes with the API step.
+            | CustomerEvent::SecondFactorReset { .. }
             | CustomerEvent::CustomerForgotten { .. } => {}
         }
     }

@@ -166,6 +166,14 @@ pub fn apply(row: Option<AccessStateRow>, event: &RecordedEvent) -> Option<Acces
         }
         // Same password, hashed anew: the state does not change.
         CustomerEvent::PasswordRehashed { .. } => {}
+        // The second factor is not (yet) a column of the access state.
+        CustomerEvent::TotpEnrollmentBegun { .. }
+        | CustomerEvent::TotpEnrolled { .. }
+        | CustomerEvent::RecoveryCodesIssued { .. }
+        | CustomerEvent::TotpCodeAccepted { .. }
+        | CustomerEvent::RecoveryCodeUsed { .. }
+        | CustomerEvent::TotpRemoved { .. }
+        | CustomerEvent::SecondFactorReset { .. } => {}
         CustomerEvent::CustomerForgotten { .. } => {
             // What a rebuild gives once the key is gone: personal fields
             // read as forgotten.
@@ -254,6 +262,9 @@ pub fn audit_row(event: &RecordedEvent) -> AuditRow {
     };
     let reason = match &event.event {
         CustomerEvent::AccessRevoked {
+            reason: Some(r), ..
+        }
+        | CustomerEvent::SecondFactorReset {
             reason: Some(r), ..
         } => Some(r.clone()),
         _ => meta(keys::REASON),

@@ -27,6 +27,12 @@ pub const COMMANDS: &[&str] = &[
     "CompletePasswordSetup",
     "ChangePassword",
     "ImportCustomer",
+    "BeginTotpEnrollment",
+    "ConfirmTotpEnrollment",
+    "VerifySecondFactor",
+    "RegenerateRecoveryCodes",
+    "RemoveTotp",
+    "ResetSecondFactor",
 ];
 
 /// The fields of `when:`, taken one by one; any field left over at the end
@@ -341,6 +347,45 @@ pub(crate) fn build_command(
                     send_notification,
                 })))
             })
+        }
+        "BeginTotpEnrollment" => {
+            f.finish()?;
+            Ok(CustomerCommand::BeginTotpEnrollment)
+        }
+        "ConfirmTotpEnrollment" => {
+            let code = f.required("code")?;
+            f.finish()?;
+            Ok(CustomerCommand::ConfirmTotpEnrollment {
+                code: Secret::new(code),
+            })
+        }
+        "VerifySecondFactor" => {
+            let code = f.required("code")?;
+            f.finish()?;
+            Ok(CustomerCommand::VerifySecondFactor {
+                code: Secret::new(code),
+            })
+        }
+        "RegenerateRecoveryCodes" => {
+            let code = f.required("code")?;
+            f.finish()?;
+            Ok(CustomerCommand::RegenerateRecoveryCodes {
+                code: Secret::new(code),
+            })
+        }
+        "RemoveTotp" => {
+            let current_password = f.required("current_password")?;
+            let code = f.required("code")?;
+            f.finish()?;
+            Ok(CustomerCommand::RemoveTotp {
+                current_password: Secret::new(current_password),
+                code: Secret::new(code),
+            })
+        }
+        "ResetSecondFactor" => {
+            let reason = f.text("reason")?;
+            f.finish()?;
+            Ok(CustomerCommand::ResetSecondFactor { reason })
         }
         other => {
             return Err(format!(

@@ -16,6 +16,10 @@ pub(crate) fn resolve(s: &str) -> String {
         FakeHasher::hash_of(plain).as_str().to_string()
     } else if let Some(token) = s.strip_prefix("digest-of:") {
         TokenDigest::of(token).as_str().to_string()
+    } else if let Some(code) = s.strip_prefix("recovery-digest-of:") {
+        access_domain::values::recovery_code_digest(code)
+            .as_str()
+            .to_string()
     } else {
         s.to_string()
     }

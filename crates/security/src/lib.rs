@@ -280,6 +280,12 @@ impl TokenGenerator for OsRandomTokens {
             .expect("the operating system's random generator is unavailable");
         Secret::new(hex::encode(bytes))
     }
+
+    fn fill_random(&self, dest: &mut [u8]) {
+        // As above: no safe secret without the OS RNG.
+        #[allow(clippy::expect_used)]
+        getrandom::fill(dest).expect("the operating system's random generator is unavailable");
+    }
 }
 
 /// The system clock.

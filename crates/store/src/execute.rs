@@ -27,6 +27,10 @@ pub struct Executed {
     /// Plain tokens the command issued, for the links in emails. Never
     /// stored.
     pub issued_tokens: Vec<IssuedToken>,
+    /// Recovery codes the command issued (`ConfirmTotpEnrollment`,
+    /// `RegenerateRecoveryCodes`), to show the customer once. Never stored:
+    /// the events keep their digests.
+    pub recovery_codes: Vec<access_domain::Secret>,
 }
 
 /// Why a command failed.
@@ -164,7 +168,11 @@ impl Store {
                     }
                 }
             }
-            let Decision { events, issued } = decided?;
+            let Decision {
+                events,
+                issued,
+                recovery_codes,
+            } = decided?;
             let mut after = loaded.customer.clone();
             for event in &events {
                 cqrs_es::Aggregate::apply(&mut after, event.clone());
@@ -231,6 +239,7 @@ impl Store {
                         events,
                         last_position: appended.last_position,
                         issued_tokens: issued,
+                        recovery_codes,
                     });
                 }
                 // A deadlock with another replica's append: nothing was

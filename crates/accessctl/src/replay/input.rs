@@ -50,6 +50,14 @@ fn fill_secrets(event_type: &str, data: &mut serde_json::Map<String, Value>) {
             placeholder(data, "password_hash", PLACEHOLDER_HASH);
         }
         "EmailChangeRequested" => placeholder(data, "token_digest", PLACEHOLDER_DIGEST),
+        // The TOTP secret left out reads as forgotten: the replayed state
+        // has no secret (a second factor must be enrolled anew).
+        "TotpEnrollmentBegun" => placeholder(data, "totp_secret", access_domain::events::FORGOTTEN),
+        "RecoveryCodesIssued" => {
+            data.entry("recovery_code_digests".to_string())
+                .or_insert_with(|| Value::Array(Vec::new()));
+        }
+        "RecoveryCodeUsed" => placeholder(data, "recovery_code_digest", PLACEHOLDER_DIGEST),
         "AccessNotificationSent" => {
             if let Some(link) = data.get_mut("setup_link").and_then(Value::as_object_mut) {
                 placeholder(link, "token_digest", PLACEHOLDER_DIGEST);
@@ -176,5 +184,30 @@ mod tests {
         assert_eq!(data["setup_link"]["token_digest"], PLACEHOLDER_DIGEST);
         fill_secrets("EmailChangeRequested", &mut data);
         assert_eq!(data["token_digest"], "kept");
+    }
+
+    #[test]
+    fn an_exported_second_factor_replays_without_its_secrets() {
+        let at = json!("2026-01-01T00:00:00Z");
+        for (event_type, mut data) in [
+            ("TotpEnrollmentBegun", json!({ "at": at })),
+            ("RecoveryCodesIssued", json!({ "at": at })),
+            ("RecoveryCodeUsed", json!({ "at": at })),
+        ] {
+            let map = data.as_object_mut().unwrap();
+            fill_secrets(event_type, map);
+            let event: CustomerEvent = serde_json::from_value(json!({ event_type: data })).unwrap();
+            match event {
+                CustomerEvent::TotpEnrollmentBegun { totp_secret, .. } => {
+                    assert_eq!(totp_secret, access_domain::Personal::Forgotten);
+                }
+                CustomerEvent::RecoveryCodesIssued {
+                    recovery_code_digests,
+                    ..
+                } => assert!(recovery_code_digests.is_empty()),
+                CustomerEvent::RecoveryCodeUsed { .. } => {}
+                other => panic!("{other:?}"),
+            }
+        }
     }
 }

@@ -145,13 +145,25 @@ impl PartState {
     }
 }
 
-/// Removes password hashes and token digests from an event's JSON.
+/// The fields of an event's JSON that are secrets: password hashes,
+/// token and recovery-code digests, and the TOTP secret.
+pub const SECRET_FIELDS: [&str; 5] = [
+    "password_hash",
+    "token_digest",
+    "totp_secret",
+    "recovery_code_digests",
+    "recovery_code_digest",
+];
+
+/// Removes password hashes, token and recovery-code digests and TOTP
+/// secrets from an event's JSON.
 pub fn without_secrets(mut value: serde_json::Value) -> serde_json::Value {
     fn scrub(v: &mut serde_json::Value) {
         match v {
             serde_json::Value::Object(map) => {
-                map.remove("password_hash");
-                map.remove("token_digest");
+                for field in SECRET_FIELDS {
+                    map.remove(field);
+                }
                 for child in map.values_mut() {
                     scrub(child);
                 }
@@ -162,4 +174,26 @@ pub fn without_secrets(mut value: serde_json::Value) -> serde_json::Value {
     }
     scrub(&mut value);
     value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_feed_and_exports_never_show_a_totp_secret_or_recovery_code_digests() {
+        let events = [
+            serde_json::json!({"TotpEnrollmentBegun": {"totp_secret": "AEAQCAIBAEAQCAIBAEAQCAIBAEAQCAIB", "at": "2026-01-01T00:00:00Z"}}),
+            serde_json::json!({"RecoveryCodesIssued": {"recovery_code_digests": ["d1", "d2"], "at": "2026-01-01T00:00:00Z"}}),
+            serde_json::json!({"RecoveryCodeUsed": {"recovery_code_digest": "d1", "at": "2026-01-01T00:00:00Z"}}),
+        ];
+        for event in events {
+            let shown = without_secrets(event).to_string();
+            assert!(
+                !shown.contains("AEAQ") && !shown.contains("d1") && !shown.contains("d2"),
+                "{shown}"
+            );
+            assert!(shown.contains("\"at\""), "{shown}");
+        }
+    }
 }

@@ -11,11 +11,11 @@ use crate::events::{CustomerEvent, EventKind, Personal};
 use crate::services::CustomerServices;
 use crate::values::{CustomerId, CustomerName, EmailAddress};
 
-use super::{Customer, ImportRecord, PendingEmailChange};
+use super::{Customer, ImportRecord, PendingEmailChange, SecondFactor};
 
 /// The kinds of event that change the login or its password, or end the
 /// access: each begins a new login epoch (every session before it ends).
-const NEW_LOGIN_EPOCH: [EventKind; 8] = [
+const NEW_LOGIN_EPOCH: [EventKind; 9] = [
     EventKind::EmailChanged,
     EventKind::PasswordSet,
     EventKind::PasswordCleared,
@@ -24,6 +24,7 @@ const NEW_LOGIN_EPOCH: [EventKind; 8] = [
     EventKind::PasswordSetupCompleted,
     EventKind::PasswordChanged,
     EventKind::CustomerForgotten,
+    EventKind::SecondFactorReset,
 ];
 
 impl Aggregate for Customer {
@@ -93,6 +94,8 @@ impl Aggregate for Customer {
                 self.must_change_password = false;
                 self.setup_link = None;
                 self.pending_email_change = None;
+                // No access, no second factor.
+                self.second_factor = SecondFactor::default();
             }
             CustomerEvent::EmailChangeRequested {
                 new_email,
@@ -148,6 +151,31 @@ impl Aggregate for Customer {
                     password_hash,
                     must_change_password,
                 });
+            }
+            CustomerEvent::TotpEnrollmentBegun { totp_secret, .. } => {
+                // A newer pending secret replaces an older one.
+                self.second_factor.pending = totp_secret.into_known();
+            }
+            CustomerEvent::TotpEnrolled { step, .. } => {
+                self.second_factor.totp = self.second_factor.pending.take();
+                self.second_factor.last_step = Some(step);
+            }
+            CustomerEvent::RecoveryCodesIssued {
+                recovery_code_digests,
+                ..
+            } => self.second_factor.recovery_codes = recovery_code_digests,
+            CustomerEvent::TotpCodeAccepted { step, .. } => {
+                self.second_factor.last_step = self.second_factor.last_step.max(Some(step));
+            }
+            CustomerEvent::RecoveryCodeUsed {
+                recovery_code_digest,
+                ..
+            } => self
+                .second_factor
+                .recovery_codes
+                .retain(|d| *d != recovery_code_digest),
+            CustomerEvent::TotpRemoved { .. } | CustomerEvent::SecondFactorReset { .. } => {
+                self.second_factor = SecondFactor::default();
             }
             CustomerEvent::CustomerForgotten { .. } => {
                 *self = Self {

@@ -6,7 +6,7 @@ use crate::error::CustomerError;
 use crate::events::{CustomerEvent, Personal};
 use crate::services::{CustomerServices, IssuedToken, TokenPurpose};
 
-use super::{Customer, ImportRecord};
+use super::{Customer, Decision, ImportRecord};
 
 impl Customer {
     /// A bulk import of one customer: the same content again decides
@@ -95,12 +95,13 @@ impl Customer {
         &self,
         command: CustomerCommand,
         services: &CustomerServices,
-        issued: &mut Vec<IssuedToken>,
+        decision: &mut Decision,
     ) -> Result<Vec<CustomerEvent>, CustomerError> {
         let now = services.now();
         if self.forgotten {
             return Err(CustomerError::CustomerForgotten);
         }
+        let issued = &mut decision.issued;
         match command {
             CustomerCommand::RegisterCustomer {
                 customer_id,
@@ -287,6 +288,16 @@ impl Customer {
                 }
                 events.push(CustomerEvent::CustomerForgotten { at: now });
                 Ok(events)
+            }
+
+            CustomerCommand::BeginTotpEnrollment
+            | CustomerCommand::ConfirmTotpEnrollment { .. }
+            | CustomerCommand::VerifySecondFactor { .. }
+            | CustomerCommand::RegenerateRecoveryCodes { .. }
+            | CustomerCommand::RemoveTotp { .. }
+            | CustomerCommand::ResetSecondFactor { .. } => {
+                self.decide_second_factor(command, services, now, &mut decision.recovery_codes)
+                    .await
             }
 
             CustomerCommand::ChangePassword {

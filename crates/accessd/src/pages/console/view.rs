@@ -95,6 +95,13 @@ pub(super) fn kind_label(kind: &str) -> &'static str {
         "password_rehashed" => "Password hash upgraded (same password)",
         "customer_forgotten" => "Personal data erased",
         "customer_imported" => "Imported from an older system",
+        "totp_enrollment_begun" => "Authenticator app enrollment begun",
+        "totp_enrolled" => "Second factor (authenticator app) enrolled",
+        "recovery_codes_issued" => "Recovery codes issued",
+        "totp_code_accepted" => "Authenticator code accepted",
+        "recovery_code_used" => "Recovery code used",
+        "totp_removed" => "Second factor removed by the customer",
+        "second_factor_reset" => "Second factor reset by an administrator",
         _ => "Other change",
     }
 }
