@@ -85,9 +85,14 @@ pub struct SecondFactor {
     /// A secret whose enrollment was begun and not yet confirmed.
     #[serde(default)]
     pub pending: Option<TotpSecret>,
-    /// The enrolled secret.
+    /// The enrolled secret (`None` while it cannot be read: sealed under a
+    /// key this process lacks, or forgotten in a replayed export).
     #[serde(default)]
     pub totp: Option<TotpSecret>,
+    /// A second factor is enrolled, whether or not its secret can be read
+    /// (so an unreadable secret fails closed: no TOTP code is accepted).
+    #[serde(default)]
+    pub enrolled: bool,
     /// The latest time step whose code was accepted.
     #[serde(default)]
     pub last_step: Option<u64>,
@@ -195,7 +200,7 @@ impl Customer {
     /// True when a TOTP second factor is enrolled: a login needs a code
     /// after the password (`CustomerCommand::VerifySecondFactor`).
     pub fn has_second_factor(&self) -> bool {
-        self.second_factor.totp.is_some()
+        self.second_factor.enrolled || self.second_factor.totp.is_some()
     }
     /// True while a TOTP enrollment waits for its confirmation.
     pub fn second_factor_pending(&self) -> bool {

@@ -1957,6 +1957,41 @@ fn a_forgotten_customer_keeps_no_second_factor() {
 }
 
 #[test]
+fn an_enrolled_second_factor_whose_secret_cannot_be_read_fails_closed() {
+    // The secret sealed under a key this process lacks (or forgotten in a
+    // replayed export): still a second factor; no TOTP code passes, a
+    // recovery code still does.
+    let mut events = with_access();
+    events.extend([
+        CustomerEvent::TotpEnrollmentBegun {
+            totp_secret: Personal::Forgotten,
+            at: earlier(),
+        },
+        CustomerEvent::TotpEnrolled {
+            step: STEP - 120,
+            at: earlier(),
+        },
+        CustomerEvent::RecoveryCodesIssued {
+            recovery_code_digests: rc_digests(21..=30),
+            at: earlier(),
+        },
+    ]);
+    assert!(state(events.clone()).has_second_factor());
+    framework()
+        .given(events.clone())
+        .when(verify(CODE_NOW))
+        .then_expect_error(CustomerError::InvalidCode);
+    let recovery = rc(21);
+    framework()
+        .given(events)
+        .when(verify(recovery.expose()))
+        .then_expect_events(vec![CustomerEvent::RecoveryCodeUsed {
+            recovery_code_digest: recovery_code_digest(recovery.expose()),
+            at: now(),
+        }]);
+}
+
+#[test]
 fn the_state_never_prints_the_totp_secret() {
     let c = state(with_second_factor());
     assert!(!format!("{c:?}").contains(&fake_secret(1).base32()));

@@ -158,6 +158,7 @@ impl Aggregate for Customer {
             }
             CustomerEvent::TotpEnrolled { step, .. } => {
                 self.second_factor.totp = self.second_factor.pending.take();
+                self.second_factor.enrolled = true;
                 self.second_factor.last_step = Some(step);
             }
             CustomerEvent::RecoveryCodesIssued {

@@ -24,9 +24,15 @@ impl Customer {
         now: DateTime<Utc>,
     ) -> Result<CustomerEvent, CustomerError> {
         let factor = &self.second_factor;
-        let totp = factor.totp.as_ref().ok_or(CustomerError::NoSecondFactor)?;
-        if let Some(step) = totp.matching_step(code.expose(), now, factor.last_step) {
-            return Ok(CustomerEvent::TotpCodeAccepted { step, at: now });
+        if !self.has_second_factor() {
+            return Err(CustomerError::NoSecondFactor);
+        }
+        // An enrolled secret that cannot be read accepts no TOTP code
+        // (fails closed); recovery codes still work.
+        if let Some(totp) = &factor.totp {
+            if let Some(step) = totp.matching_step(code.expose(), now, factor.last_step) {
+                return Ok(CustomerEvent::TotpCodeAccepted { step, at: now });
+            }
         }
         let presented = recovery_code_digest(code.expose());
         // Every stored digest is compared (constant time each), so the time
