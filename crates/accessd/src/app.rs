@@ -57,6 +57,32 @@ pub enum StartupError {
 /// The name of the admin key created on first start.
 pub const FIRST_ADMIN_KEY: &str = "admin";
 
+/// The soonest a wrong password is answered: as configured, or
+/// [`access_security::foreign::FAILED_LOGIN_FLOOR_FACTOR`] times `own_hash`
+/// (one hash with this process's parameters, timed at start) but at most
+/// half the request time limit. It must leave the request time to answer.
+fn login_failure_floor(config: &Config, own_hash: Duration) -> Result<Duration, StartupError> {
+    let limit = Duration::from_secs(config.request_timeout_secs);
+    let floor = match config.login_failure_floor_ms {
+        Some(ms) => Duration::from_millis(ms),
+        None => (own_hash * access_security::foreign::FAILED_LOGIN_FLOOR_FACTOR).min(limit / 2),
+    };
+    if floor >= limit {
+        return Err(StartupError::Hasher(format!(
+            "ACCESS_LOGIN_FAILURE_FLOOR_MS ({} ms) must be less than ACCESS_REQUEST_TIMEOUT_SECS ({} s)",
+            floor.as_millis(),
+            config.request_timeout_secs
+        )));
+    }
+    tracing::info!(
+        floor_ms = floor.as_millis() as u64,
+        own_hash_ms = own_hash.as_millis() as u64,
+        configured = config.login_failure_floor_ms.is_some(),
+        "a wrong password is answered no sooner than the floor after its request arrived"
+    );
+    Ok(floor)
+}
+
 /// A running service.
 pub struct Running {
     pub addr: SocketAddr,
@@ -302,10 +328,12 @@ pub async fn start(
     )
     .map_err(|e| StartupError::Hasher(e.to_string()))?;
     let hash_admission = hasher.admission().clone();
+    let hashing = std::time::Instant::now();
     let decoy_hash = hasher
         .hash(&decoy_password)
         .await
         .map_err(|e| StartupError::Hasher(e.to_string()))?;
+    let login_failure_floor = login_failure_floor(&config, hashing.elapsed())?;
     let services = CustomerServices::new(
         hasher,
         Arc::new(OsRandomTokens),
@@ -382,6 +410,7 @@ pub async fn start(
         keys_in_flight: Default::default(),
         session_ttl: chrono::Duration::hours(i64::from(config.session_hours.max(1))),
         decoy_hash,
+        login_failure_floor,
         hash_admission,
         projector: config.projector.then(|| {
             access_projections::Projector::spawn(
@@ -460,4 +489,33 @@ pub async fn start(
         server,
         janitor,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_failure_floor_is_the_measured_hash_times_the_factor_within_the_time_limit() {
+        let mut config = Config::defaults();
+        config.request_timeout_secs = 30;
+        let own = Duration::from_millis(33);
+        assert_eq!(
+            login_failure_floor(&config, own).unwrap(),
+            own * access_security::foreign::FAILED_LOGIN_FLOOR_FACTOR
+        );
+        // A start on a very busy machine: at most half the time limit.
+        assert_eq!(
+            login_failure_floor(&config, Duration::from_secs(10)).unwrap(),
+            Duration::from_secs(15)
+        );
+        config.login_failure_floor_ms = Some(0);
+        assert_eq!(login_failure_floor(&config, own).unwrap(), Duration::ZERO);
+        config.login_failure_floor_ms = Some(30_000);
+        let refused = login_failure_floor(&config, own).unwrap_err().to_string();
+        assert!(
+            refused.contains("ACCESS_LOGIN_FAILURE_FLOOR_MS (30000 ms) must be less than"),
+            "{refused}"
+        );
+    }
 }

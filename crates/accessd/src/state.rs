@@ -38,6 +38,10 @@ pub struct Inner {
     /// A real hash of a random password, verified against when a login
     /// names an unknown email, so both cases take as long.
     pub decoy_hash: PasswordHash,
+    /// The soonest a wrong password is answered, from the start of its
+    /// check: a wrong password for a customer with a dear imported hash
+    /// takes as long as one for an unknown email.
+    pub login_failure_floor: std::time::Duration,
     /// The admission in front of the password hasher: a login is refused
     /// before any other work when its queue is already full.
     pub hash_admission: access_security::Admission,
@@ -107,6 +111,10 @@ impl AppState {
 
     pub fn decoy_hash(&self) -> &PasswordHash {
         &self.0.decoy_hash
+    }
+
+    pub fn login_failure_floor(&self) -> std::time::Duration {
+        self.0.login_failure_floor
     }
 
     pub fn hash_admission(&self) -> &access_security::Admission {

@@ -48,6 +48,14 @@ impl HashFormat {
 /// once per customer (the first successful login rehashes to argon2id) and
 /// through the hasher's bounded admission like every hash.
 pub const MAX_COST_FACTOR: u64 = 8;
+/// How many times the service's own argon2id hash a wrong password's
+/// answer waits at least (when not configured): the slowest accepted
+/// verify above (bcrypt cost 12, 10.5×) with half again as headroom for a
+/// busy machine. Without this floor a wrong password for a customer whose
+/// imported hash is dearer than the service's own would take longer than
+/// one for an unknown email (which is checked against a decoy made with
+/// the service's parameters), and so tell which emails were imported.
+pub const FAILED_LOGIN_FLOOR_FACTOR: u32 = 16;
 /// argon2 (any variant): work is memory × passes (the crate computes the
 /// lanes one after the other), at most the factor times the service's own;
 /// memory at most 64 MiB; at most 16 lanes.
@@ -399,7 +407,8 @@ mod tests {
     }
 
     /// The measurement behind the bounds: one verify at each bound against
-    /// one verify of the service's own argon2id. Run in release:
+    /// one verify of the service's own argon2id, each below the failed-login
+    /// floor's factor. Run in release:
     /// `cargo test -p access-security --release --lib cost_of_one_verify -- --ignored --nocapture`.
     #[test]
     #[ignore = "a measurement, run by hand in release"]
@@ -491,6 +500,11 @@ mod tests {
             println!(
                 "{what}: {took:.1} ms = {:.1}× the service's own",
                 took / base
+            );
+            // A wrong password waits for the floor, which must hide it.
+            assert!(
+                took / base < f64::from(FAILED_LOGIN_FLOOR_FACTOR),
+                "{what} costs more than the failed-login floor covers"
             );
         }
     }

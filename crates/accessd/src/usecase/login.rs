@@ -15,8 +15,13 @@ use crate::state::AppState;
 
 /// Checks a login's email and password (for the API and the pages).
 /// Known, unknown and malformed emails take the same path: the same
-/// statements (`Store::load_login`) and one argon2 verification, against a
+/// statements (`Store::load_login`) and one verification, against a
 /// decoy hash made with the current parameters when there is no customer.
+/// A wrong password is answered no sooner than
+/// [`AppState::login_failure_floor`] after the check starts
+/// (before the throttle): an imported hash dearer than the decoy (bcrypt cost 12 is
+/// about 10 times the service's own) would otherwise take longer to refuse
+/// and tell that the email is a customer's.
 /// The customer whose login it is, or
 /// [`SelfServiceError::InvalidCredentials`].
 pub async fn check_login(
@@ -26,6 +31,7 @@ pub async fn check_login(
     password: String,
     origin: &Origin,
 ) -> Result<(CustomerId, Loaded), SelfServiceError> {
+    let started = tokio::time::Instant::now();
     let account = EmailAddress::parse(raw_email).map_or_else(
         |_| raw_email.trim().to_lowercase(),
         |e| e.normalized().to_string(),
@@ -54,7 +60,10 @@ pub async fn check_login(
             }
             Ok(found)
         }
-        Ok(None) => Err(SelfServiceError::InvalidCredentials),
+        Ok(None) => {
+            tokio::time::sleep_until(started + state.login_failure_floor()).await;
+            Err(SelfServiceError::InvalidCredentials)
+        }
         Err(e) => {
             state.throttle().undecided(&reserved, state.now()).await;
             Err(e)

@@ -201,7 +201,49 @@ async fn ten_thousand_rows_are_answered_well_within_thirty_seconds(db: Db) {
     panic!("customer {id} never reached the read model");
 }
 
+/// Issue 17, review: a wrong password for a customer whose imported hash
+/// is the dearest the import accepts (bcrypt cost 12, about 10 times the
+/// service's own argon2id) is answered no later than one for an unknown
+/// email (checked against a decoy with the service's parameters). Without
+/// the failure floor the first took about 350 ms and the second 35 ms:
+/// the answer's timing told which emails were imported.
+async fn a_wrong_password_does_not_tell_an_imported_email_from_an_unknown_one(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let floor = app.state.login_failure_floor();
+    let dear = bcrypt::hash(PW, access_security::foreign::MAX_BCRYPT_COST).unwrap();
+    let row = json!({"email": "dear@example.com", "external_id": "dear",
+                     "access": "customer_center", "password_hash": dear});
+    let (status, text) = post_lines(&app, ADMIN, format!("{row}\n")).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(results(&text)[0]["status"], "imported", "{text}");
+
+    // The fastest of three each: a busy machine only ever adds time.
+    let mut fastest = Vec::new();
+    for email in ["dear@example.com", "nobody@example.com"] {
+        let mut times = Vec::new();
+        for _ in 0..3 {
+            let sent = std::time::Instant::now();
+            app.login(email, PW3).await.expect(401);
+            times.push(sent.elapsed());
+        }
+        fastest.push(times.into_iter().min().unwrap());
+    }
+    let (imported, unknown) = (fastest[0], fastest[1]);
+    assert!(
+        imported >= floor && unknown >= floor,
+        "a wrong password is answered no sooner than the floor ({floor:?}): imported {imported:?}, unknown {unknown:?}"
+    );
+    assert!(
+        imported.saturating_sub(unknown) < std::time::Duration::from_millis(100),
+        "a wrong password for an imported bcrypt-12 customer took {imported:?}, \
+         for an unknown email {unknown:?} (floor {floor:?}): the timing tells them apart"
+    );
+    // The right password still logs in (and rehashes).
+    app.session("dear@example.com", PW).await;
+}
+
 crate::on_both_stores!(
     import_over_http_then_log_in,
+    a_wrong_password_does_not_tell_an_imported_email_from_an_unknown_one,
     ten_thousand_rows_are_answered_well_within_thirty_seconds
 );
