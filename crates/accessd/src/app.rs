@@ -411,6 +411,8 @@ pub async fn start(
         session_ttl: chrono::Duration::hours(i64::from(config.session_hours.max(1))),
         decoy_hash,
         login_failure_floor,
+        second_factor: config.second_factor,
+        totp_issuer: config.totp_issuer.clone(),
         hash_admission,
         projector: config.projector.then(|| {
             access_projections::Projector::spawn(

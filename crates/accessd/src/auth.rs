@@ -222,6 +222,8 @@ permissions! {
     Operate: [Admin] => "this needs the admin role";
     /// Forget a customer: erase its personal data for good (admin).
     ForgetCustomers: [Admin] => "forgetting a customer needs the admin role";
+    /// Reset a customer's second factor (admin).
+    ResetSecondFactors: [Admin] => "resetting a customer's second factor needs the admin role";
 }
 
 /// An authenticated API caller allowed to do `P`.

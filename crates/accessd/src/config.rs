@@ -245,6 +245,22 @@ pub struct Config {
     )]
     pub forwarded_header: crate::client_ip::ForwardedHeader,
 
+    /// The customers' second factor (TOTP): `optional` (a customer may
+    /// enroll one) or `required` (a customer without one must enroll right
+    /// after logging in, before anything else).
+    #[arg(
+        long,
+        env = "ACCESS_SECOND_FACTOR",
+        value_enum,
+        default_value = "optional"
+    )]
+    pub second_factor: SecondFactorPolicy,
+
+    /// The issuer an authenticator app shows next to the customer's email
+    /// (in the `otpauth://` URI of an enrollment).
+    #[arg(long, env = "ACCESS_TOTP_ISSUER", default_value = "Customer Center")]
+    pub totp_issuer: String,
+
     /// Password checks allowed per client address per minute (IPv6: per
     /// /64).
     #[arg(long, env = "ACCESS_LOGIN_ATTEMPTS_PER_ADDRESS", default_value_t = 30)]
@@ -321,4 +337,15 @@ impl Config {
     pub fn defaults() -> Self {
         Self::parse_from(["accessd"])
     }
+}
+
+/// Whether customers must have a second factor.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SecondFactorPolicy {
+    /// A customer may enroll one.
+    #[default]
+    Optional,
+    /// A customer without one must enroll right after logging in: any
+    /// other call answers 403 `second_factor_enrollment_required`.
+    Required,
 }

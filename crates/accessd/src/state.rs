@@ -57,6 +57,10 @@ pub struct Inner {
     pub feed_max_wait: std::time::Duration,
     /// The NATS JetStream relay, when configured.
     pub relay: Option<crate::relay::Relay>,
+    /// `ACCESS_SECOND_FACTOR`.
+    pub second_factor: crate::config::SecondFactorPolicy,
+    /// The issuer in the `otpauth://` URI of a TOTP enrollment.
+    pub totp_issuer: String,
     /// The auditors' console's settings.
     pub console: crate::usecase::console::ConsoleSettings,
 }
@@ -111,6 +115,14 @@ impl AppState {
 
     pub fn decoy_hash(&self) -> &PasswordHash {
         &self.0.decoy_hash
+    }
+
+    pub fn second_factor_policy(&self) -> crate::config::SecondFactorPolicy {
+        self.0.second_factor
+    }
+
+    pub fn totp_issuer(&self) -> &str {
+        &self.0.totp_issuer
     }
 
     pub fn login_failure_floor(&self) -> std::time::Duration {

@@ -54,6 +54,51 @@ pub struct SessionResponse {
     pub token: String,
     pub expires_at: DateTime<Utc>,
     pub must_change_password: bool,
+    /// The customer has a second factor: this session only serves
+    /// `POST /v1/self/sessions/verify` (a TOTP or recovery code, within 5
+    /// minutes) and logging out; anything else answers 403
+    /// `second_factor_required`.
+    #[serde(default)]
+    pub second_factor_required: bool,
+}
+
+/// `POST /v1/self/sessions/verify`, `POST /v1/self/second-factor/totp/confirm`,
+/// `POST /v1/self/second-factor/recovery-codes`
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecondFactorCodeRequest {
+    /// The 6-digit code of the authenticator app, or (to log in, or for
+    /// new recovery codes) an unused recovery code.
+    #[schema(example = "123456")]
+    pub code: String,
+}
+
+/// `DELETE /v1/self/second-factor/totp`
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveTotpRequest {
+    pub current_password: String,
+    /// A code of the authenticator app or an unused recovery code.
+    pub code: String,
+}
+
+/// A begun TOTP enrollment: the secret to put into an authenticator app
+/// (by the URI as a QR code, or typed in), until confirmed with a code.
+/// Shown to its customer only; never logged or stored in plain.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct TotpEnrollment {
+    /// The shared secret, base32 (RFC 4648, unpadded), 160 bits.
+    pub secret: String,
+    /// `otpauth://totp/…` (SHA-1, 6 digits, 30-second steps).
+    pub otpauth_uri: String,
+}
+
+/// New recovery codes, shown this once (only their digests are kept):
+/// each logs in once in place of a TOTP code.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct RecoveryCodes {
+    pub recovery_codes: Vec<String>,
+    pub version: u64,
 }
 
 /// An error answer: `{"error": {"code", "message"}}`.

@@ -49,6 +49,9 @@ pub enum MailKind {
     },
     /// Notice that the password was changed.
     PasswordChangedNotice { login: EmailAddress },
+    /// Notice that an administrator reset the second factor (the
+    /// authenticator app and the recovery codes no longer count).
+    SecondFactorResetNotice { login: EmailAddress },
 }
 
 impl MailKind {
@@ -69,7 +72,8 @@ impl MailKind {
             | Self::EmailChangeValidation { link, .. } => Some(link),
             Self::AccessNotice { .. }
             | Self::EmailChangeNotice { .. }
-            | Self::PasswordChangedNotice { .. } => None,
+            | Self::PasswordChangedNotice { .. }
+            | Self::SecondFactorResetNotice { .. } => None,
         }
     }
 
@@ -80,7 +84,8 @@ impl MailKind {
             | Self::EmailChangeValidation { expires_at, .. } => Some(*expires_at),
             Self::AccessNotice { .. }
             | Self::EmailChangeNotice { .. }
-            | Self::PasswordChangedNotice { .. } => None,
+            | Self::PasswordChangedNotice { .. }
+            | Self::SecondFactorResetNotice { .. } => None,
         }
     }
 }
@@ -134,6 +139,10 @@ impl fmt::Debug for MailKind {
                 .debug_struct("PasswordChangedNotice")
                 .field("login", login)
                 .finish(),
+            Self::SecondFactorResetNotice { login } => f
+                .debug_struct("SecondFactorResetNotice")
+                .field("login", login)
+                .finish(),
         }
     }
 }
@@ -159,6 +168,9 @@ pub struct OutgoingMail {
 /// - `PasswordChanged`: a
 ///   [`PasswordChangedNotice`](MailKind::PasswordChangedNotice) to
 ///   `current_login` ([`MailError::MissingLogin`] if `None`).
+/// - `SecondFactorReset`: a
+///   [`SecondFactorResetNotice`](MailKind::SecondFactorResetNotice) to
+///   its recipient (the login email when it happened).
 /// - Any other event: no mail.
 ///
 /// A link event is matched to its token by digest (and purpose); with no
@@ -242,6 +254,15 @@ pub fn mails_for(
                     },
                 });
             }
+            CustomerEvent::SecondFactorReset { recipient, .. } => {
+                let login = known(recipient, event)?;
+                mails.push(OutgoingMail {
+                    to: login.clone(),
+                    kind: MailKind::SecondFactorResetNotice {
+                        login: login.clone(),
+                    },
+                });
+            }
             CustomerEvent::CustomerRegistered { .. }
             | CustomerEvent::EmailChanged { .. }
             | CustomerEvent::AccessGranted { .. }
@@ -258,8 +279,6 @@ pub fn mails_for(
             | CustomerEvent::TotpCodeAccepted { .. }
             | CustomerEvent::RecoveryCodeUsed { .. }
             | CustomerEvent::TotpRemoved { .. }
-            // The notice of a reset (to `recipient`) comes with the API step.
-            | CustomerEvent::SecondFactorReset { .. }
             | CustomerEvent::CustomerForgotten { .. } => {}
         }
     }

@@ -89,6 +89,9 @@ const EMBEDDED: &[(&str, &str)] = embedded![
     "password_changed_notice.subject.txt",
     "password_changed_notice.txt",
     "password_changed_notice.html",
+    "second_factor_reset_notice.subject.txt",
+    "second_factor_reset_notice.txt",
+    "second_factor_reset_notice.html",
 ];
 
 /// The names of all template files (what an override directory may hold).

@@ -71,6 +71,7 @@ fn template_names_are_the_file_names_and_the_kind_header() {
             "email_change_validation",
             "email_change_notice",
             "password_changed_notice",
+            "second_factor_reset_notice",
         ]
     );
     let login = EmailAddress::parse("ann@example.com").unwrap();
@@ -94,7 +95,10 @@ fn template_names_are_the_file_names_and_the_kind_header() {
             old_email,
             new_email: login.clone(),
         },
-        MailKind::PasswordChangedNotice { login },
+        MailKind::PasswordChangedNotice {
+            login: login.clone(),
+        },
+        MailKind::SecondFactorResetNotice { login },
     ];
     let names: Vec<&str> = kinds.iter().map(MailKind::template_name).collect();
     assert_eq!(names, MailKind::TEMPLATE_NAMES);

@@ -17,6 +17,10 @@ pub struct SessionRecord {
     pub login_epoch: u64,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    /// Opened by a right password for a customer with a second factor: it
+    /// waits for a code (then a full session replaces it) and serves
+    /// nothing else.
+    pub second_factor_pending: bool,
 }
 
 /// An API key the service created (only its digest is kept).
@@ -83,6 +87,7 @@ fn session(digest: &str, row: &Row) -> Result<SessionRecord, StoreError> {
         login_epoch: u64::try_from(row.int("login_epoch")?).unwrap_or_default(),
         created_at: row.datetime("created_at")?,
         expires_at: row.datetime("expires_at")?,
+        second_factor_pending: row.bool("second_factor_pending")?,
     })
 }
 
@@ -90,21 +95,24 @@ fn session(digest: &str, row: &Row) -> Result<SessionRecord, StoreError> {
 impl Accounts for Store {
     async fn create_session(&self, s: &SessionRecord) -> Result<(), StoreError> {
         let q = Query::new(
-            "INSERT INTO customer_sessions (token_digest, customer_id, login_epoch, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO customer_sessions \
+             (token_digest, customer_id, login_epoch, created_at, expires_at, second_factor_pending) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&s.token_digest)
         .bind(s.customer_id.to_string())
         .bind(crate::sql::Value::count(s.login_epoch))
         .bind(s.created_at)
-        .bind(s.expires_at);
+        .bind(s.expires_at)
+        .bind(s.second_factor_pending);
         self.db.execute(&q).await?;
         Ok(())
     }
 
     async fn find_session(&self, token_digest: &str) -> Result<Option<SessionRecord>, StoreError> {
         let q = Query::new(
-            "SELECT customer_id, login_epoch, created_at, expires_at FROM customer_sessions \
+            "SELECT customer_id, login_epoch, created_at, expires_at, second_factor_pending \
+             FROM customer_sessions \
              WHERE token_digest = $1",
         )
         .bind(token_digest);

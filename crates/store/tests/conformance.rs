@@ -838,11 +838,28 @@ async fn sessions_api_keys_and_lookup_by_email(store: Store) {
         login_epoch: 3,
         created_at: now,
         expires_at: now + chrono::Duration::hours(1),
+        second_factor_pending: false,
     };
     store.create_session(&session).await.unwrap();
     let back = store.find_session("d1").await.unwrap().unwrap();
     assert_eq!(back.customer_id, with);
     assert_eq!(back.login_epoch, 3);
+    assert!(!back.second_factor_pending);
+    // A session waiting for the second factor reads back so.
+    let waiting = SessionRecord {
+        token_digest: "d3".into(),
+        second_factor_pending: true,
+        ..session.clone()
+    };
+    store.create_session(&waiting).await.unwrap();
+    assert!(
+        store
+            .find_session("d3")
+            .await
+            .unwrap()
+            .unwrap()
+            .second_factor_pending
+    );
     assert!(
         (back.expires_at - session.expires_at)
             .num_milliseconds()

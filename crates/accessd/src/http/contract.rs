@@ -18,7 +18,9 @@ use access_domain::ApiRole;
 
 use crate::auth::{Caller, Permission};
 use crate::http::commands::{CommandContext, OnCustomer};
-use crate::http::extract::{Active, ApiQuery, ClientAddress, JsonBody, PathId, RequestId};
+use crate::http::extract::{
+    Active, AnySession, ApiQuery, ClientAddress, JsonBody, PathId, RequestId,
+};
 use crate::state::AppState;
 use crate::usecase::session::CustomerSession;
 
@@ -88,7 +90,19 @@ impl<P: Permission> Answers for Caller<P> {
 }
 
 /// 401 `unauthenticated` without a live session.
+/// 401 without a valid session; 403 `second_factor_required` while it
+/// waits for the second factor.
 impl Answers for CustomerSession {
+    fn statuses() -> Vec<u16> {
+        vec![401, 403]
+    }
+    fn security() -> Option<Security> {
+        Some(Security::CustomerSession)
+    }
+}
+
+/// Any session, also one waiting for the second factor: 401 without one.
+impl Answers for AnySession {
     fn statuses() -> Vec<u16> {
         vec![401]
     }
@@ -97,7 +111,8 @@ impl Answers for CustomerSession {
     }
 }
 
-/// As [`CustomerSession`], and 403 `must_change_password`.
+/// As [`CustomerSession`], and 403 `must_change_password`,
+/// `second_factor_enrollment_required`.
 impl Answers for Active<CustomerSession> {
     fn statuses() -> Vec<u16> {
         vec![401, 403]

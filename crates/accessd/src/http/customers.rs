@@ -10,7 +10,9 @@ use axum::Json;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use crate::auth::{Caller, ForgetCustomers, ReadHistory, ReadState, SendCommands};
+use crate::auth::{
+    Caller, ForgetCustomers, ReadHistory, ReadState, ResetSecondFactors, SendCommands,
+};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::commands::{self, credential, new_password, parse, CommandContext, OnCustomer};
 use crate::http::dto::*;
@@ -171,6 +173,38 @@ pub async fn revoke_access(
     let actor = on.caller.actor();
     let reply = command::revoke_access(&on.state, actor, id, body.value.reason, origin).await?;
     Ok(reply.into_response())
+}
+
+/// Reset the customer's second factor (a lost phone and lost recovery
+/// codes): the TOTP secret and the recovery codes are removed, every
+/// session ends, and the customer gets a notice at the login email. The
+/// customer can then log in with the password alone and enroll again.
+#[utoipa::path(post, path = "/v1/customers/{id}/reset-second-factor", tag = "commands",
+    request_body = ReasonRequest,
+    params(("id" = uuid::Uuid, Path, description = "Customer id")),
+    responses((status = 200, body = CommandResponse),
+              (status = 403, body = ErrorBody, description = "forbidden (admin only)"),
+              (status = 404, body = ErrorBody, description = "customer_not_found"),
+              (status = 422, body = ErrorBody, description = "no_second_factor, no_access")))]
+pub async fn reset_second_factor(
+    on: OnCustomer<ResetSecondFactors>,
+    body: JsonBody<ReasonRequest>,
+) -> ApiResult<Response> {
+    let id = on.customer_id()?;
+    let state = on.state.clone();
+    let reason = body.value.reason.clone();
+    let command = CustomerCommand::ResetSecondFactor {
+        reason: reason.clone(),
+    };
+    let response = on.run(id, command, reason, &body.digest).await?;
+    if response.status().is_success() {
+        // The reset is a new login: sessions would end at their next use;
+        // free them now (a replay frees them too).
+        if let Err(e) = state.store().delete_sessions_of(id).await {
+            tracing::warn!(customer_id = %id, error = %e, "reset, but freeing the customer's sessions failed; they end at their next use");
+        }
+    }
+    Ok(response)
 }
 
 /// Forget the customer (right to erasure): access is revoked, the

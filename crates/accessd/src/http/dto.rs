@@ -15,8 +15,9 @@ pub use crate::usecase::session::SessionResponse;
 pub use access_api_types::{
     AccessView, ActorView, AuditPage, AuditView, ChangeEmailRequest, ChangePasswordRequest,
     ConfirmEmailRequest, CustomerList, CustomerView, EventList, EventView, ForgetRequest,
-    GrantAccessRequest, GrantedRole, PasswordChanged, ReasonRequest, RegisterRequest,
-    SelfChangeEmailRequest, SessionRequest, SetPasswordRequest, SetupPasswordRequest,
+    GrantAccessRequest, GrantedRole, PasswordChanged, ReasonRequest, RecoveryCodes,
+    RegisterRequest, RemoveTotpRequest, SecondFactorCodeRequest, SelfChangeEmailRequest,
+    SessionRequest, SetPasswordRequest, SetupPasswordRequest, TotpEnrollment,
 };
 
 /// A customer's current state, from the aggregate.

@@ -275,16 +275,39 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
     }
 }
 
-impl FromRequestParts<AppState> for CustomerSession {
+/// Any valid session of the Bearer token, also one that waits for the
+/// second factor (401 `unauthenticated` without one): for the code's
+/// check and logging out only.
+pub struct AnySession(pub CustomerSession);
+
+impl FromRequestParts<AppState> for AnySession {
     type Rejection = ApiError;
 
-    /// The session of the Bearer token (401 `unauthenticated` without a
-    /// valid one).
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer(parts).ok_or_else(ApiError::unauthenticated)?;
         session::of_token(state, token)
             .await?
+            .map(Self)
             .ok_or_else(ApiError::unauthenticated)
+    }
+}
+
+impl FromRequestParts<AppState> for CustomerSession {
+    type Rejection = ApiError;
+
+    /// The full session of the Bearer token (401 `unauthenticated` without
+    /// a valid one; 403 `second_factor_required` while it waits for the
+    /// second factor's code).
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let AnySession(session) = AnySession::from_request_parts(parts, state).await?;
+        if session.second_factor_pending {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "second_factor_required",
+                "this session waits for the second factor: send a code to POST /v1/self/sessions/verify",
+            ));
+        }
+        Ok(session)
     }
 }
 
@@ -293,6 +316,9 @@ pub trait SessionOf: FromRequestParts<AppState> + Send {
     fn session(&self) -> &CustomerSession;
     /// The answer to a customer whose password is temporary.
     fn must_change_password() -> Self::Rejection;
+    /// The answer to a customer without a second factor when one is
+    /// required (`ACCESS_SECOND_FACTOR=required`).
+    fn second_factor_enrollment_required() -> Self::Rejection;
 }
 
 impl SessionOf for CustomerSession {
@@ -306,9 +332,17 @@ impl SessionOf for CustomerSession {
             "the password is temporary: change it first (POST /v1/self/change-password)",
         )
     }
+    fn second_factor_enrollment_required() -> ApiError {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "second_factor_enrollment_required",
+            "a second factor is required: enroll one first (POST /v1/self/second-factor/totp)",
+        )
+    }
 }
 
-/// A customer with a valid session `T` and no pending password change.
+/// A customer with a valid full session `T`, no pending password change,
+/// and a second factor when one is required.
 pub struct Active<T>(pub T);
 
 impl<T: SessionOf> FromRequestParts<AppState> for Active<T> {
@@ -319,8 +353,14 @@ impl<T: SessionOf> FromRequestParts<AppState> for Active<T> {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let session = T::from_request_parts(parts, state).await?;
-        if session.session().loaded.customer.must_change_password() {
+        let customer = &session.session().loaded.customer;
+        if customer.must_change_password() {
             return Err(T::must_change_password());
+        }
+        if state.second_factor_policy() == crate::config::SecondFactorPolicy::Required
+            && !customer.has_second_factor()
+        {
+            return Err(T::second_factor_enrollment_required());
         }
         Ok(Self(session))
     }

@@ -157,9 +157,24 @@ fn api() -> contract::Routes {
         )
         .post("/v1/customers/{id}/revoke-access", customers::revoke_access)
         .post("/v1/customers/{id}/forget", customers::forget_customer)
+        .post(
+            "/v1/customers/{id}/reset-second-factor",
+            customers::reset_second_factor,
+        )
         .get("/v1/self", self_service::me)
         .post("/v1/self/sessions", self_service::create_session)
         .delete("/v1/self/sessions/current", self_service::delete_session)
+        .post("/v1/self/sessions/verify", self_service::verify_session)
+        .post("/v1/self/second-factor/totp", self_service::begin_totp)
+        .delete("/v1/self/second-factor/totp", self_service::remove_totp)
+        .post(
+            "/v1/self/second-factor/totp/confirm",
+            self_service::confirm_totp,
+        )
+        .post(
+            "/v1/self/second-factor/recovery-codes",
+            self_service::regenerate_recovery_codes,
+        )
         .post("/v1/self/change-email", self_service::change_email)
         .post("/v1/self/change-password", self_service::change_password)
         .post("/v1/self/confirm-email", self_service::confirm_email)

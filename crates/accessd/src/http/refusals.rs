@@ -49,6 +49,12 @@ impl From<SelfServiceError> for ApiError {
             SelfServiceError::EmailUnchanged => CustomerError::EmailUnchanged.into(),
             SelfServiceError::EmailInUse => ApiError::email_in_use(),
             SelfServiceError::InvalidToken => CustomerError::InvalidToken.into(),
+            SelfServiceError::InvalidCode => CustomerError::InvalidCode.into(),
+            SelfServiceError::NoSecondFactorPending => ApiError::new(
+                StatusCode::CONFLICT,
+                "no_second_factor_pending",
+                "this session does not wait for a second factor: it is already a full one",
+            ),
             SelfServiceError::Command(e) => e.into(),
             SelfServiceError::Store(e) => e.into(),
             SelfServiceError::Internal(detail) => ApiError::internal(detail),

@@ -66,6 +66,12 @@ impl Field {
         Self::new(id, label, "password", autocomplete)
     }
 
+    /// A second factor's code: the authenticator app's 6 digits or a
+    /// recovery code.
+    pub(crate) fn code(id: &'static str, label: &'static str) -> Self {
+        Self::new(id, label, "text", "one-time-code")
+    }
+
     /// A new password's field, with the password rules as its hint.
     pub(crate) fn new_password(id: &'static str, label: &'static str) -> Self {
         Self::password(id, label, "new-password").hint(NEW_PASSWORD_HINT)

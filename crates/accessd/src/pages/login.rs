@@ -6,11 +6,13 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::csrf::{CsrfToken, PageForm};
-use super::session::{clear_session_cookie, cookie, session_cookie, COOKIE};
+use super::session::{
+    clear_session_cookie, cookie, session_cookie, WaitingSession, COOKIE, SECOND_STEP,
+};
 use super::{notice, see_other, throttled_form, Field, Form, Page, PageError};
 use crate::http::extract::{ClientAddress, RequestId};
 use crate::state::AppState;
-use crate::usecase::{login, session, SelfServiceError};
+use crate::usecase::{login, second_factor, session, SelfServiceError};
 
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct NoticeQuery {
@@ -47,8 +49,13 @@ pub(crate) async fn show(
     Query(query): Query<NoticeQuery>,
 ) -> Result<Response, PageError> {
     if let Some(token) = cookie(&headers, COOKIE) {
-        if session::of_token(&state, &token).await?.is_some() {
-            return Ok(see_other("/account", Vec::new()));
+        if let Some(found) = session::of_token(&state, &token).await? {
+            let to = if found.second_factor_pending {
+                SECOND_STEP
+            } else {
+                "/account"
+            };
+            return Ok(see_other(to, Vec::new()));
         }
     }
     Ok(login_page(csrf, login_form(""))
@@ -85,8 +92,10 @@ pub(crate) async fn submit(
     .await
     {
         Ok((id, loaded)) => {
-            let session = session::open(&state, &loaded.customer, id).await?;
-            let to = if session.must_change_password {
+            let session = session::open_after_password(&state, &loaded.customer, id).await?;
+            let to = if session.second_factor_required {
+                SECOND_STEP
+            } else if session.must_change_password {
                 "/account/change-password"
             } else {
                 "/account"
@@ -104,6 +113,78 @@ pub(crate) async fn submit(
         }
         Err(SelfServiceError::TooManyAttempts { retry_after }) => {
             Ok(throttled_form(form, retry_after, |f| login_page(csrf, f)))
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct CodeForm {
+    code: String,
+}
+
+fn code_form() -> Form {
+    Form::new(vec![Field::code("code", "Code").hint(
+        "The 6 digits your authenticator app shows now, or one of your recovery codes.",
+    )])
+}
+
+fn second_step_page(csrf: CsrfToken, form: Form) -> Page {
+    // Signed in: the header's "Log out" ends the waiting session.
+    Page::new("login_second_factor.html", "Two-step verification")
+        .csrf(csrf)
+        .form(form)
+        .signed_in()
+}
+
+/// The login's second step: the code of the customer's second factor,
+/// after a right password (that session waits for it for 5 minutes).
+pub(crate) async fn second_step(_waiting: WaitingSession, csrf: CsrfToken) -> Response {
+    second_step_page(csrf, code_form()).render()
+}
+
+/// Checks the code like `POST /v1/self/sessions/verify`: the waiting
+/// session ends and a full one goes into the cookie.
+pub(crate) async fn second_step_submit(
+    State(state): State<AppState>,
+    WaitingSession(waiting): WaitingSession,
+    ClientAddress(address): ClientAddress,
+    request_id: RequestId,
+    form: PageForm<CodeForm>,
+) -> Result<Response, PageError> {
+    let PageForm { value, csrf } = form;
+    let mut form = code_form();
+    form.require(&[("code", &value.code, "Enter the code.")]);
+    if form.has_errors() {
+        return Ok(second_step_page(csrf, form)
+            .code(StatusCode::UNPROCESSABLE_ENTITY)
+            .render());
+    }
+    match second_factor::verify_login(&state, &waiting, address, value.code, request_id.origin())
+        .await
+    {
+        Ok(session) => {
+            let to = if session.must_change_password {
+                "/account/change-password"
+            } else {
+                "/account"
+            };
+            Ok(see_other(to, vec![session_cookie(&state, &session.token)]))
+        }
+        Err(SelfServiceError::InvalidCode) => {
+            form.error(
+                "code",
+                "This code is wrong, expired or already used. Enter the code your app shows now.",
+            );
+            Ok(second_step_page(csrf, form)
+                .code(StatusCode::UNAUTHORIZED)
+                .render())
+        }
+        Err(SelfServiceError::TooManyAttempts { retry_after }) => {
+            Ok(throttled_form(form, retry_after, |f| {
+                second_step_page(csrf, f)
+            }))
         }
         Err(err) => Err(err.into()),
     }

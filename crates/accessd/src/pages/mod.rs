@@ -101,8 +101,12 @@ const STYLESHEET: &str = include_str!("../../assets/site.css");
 /// OpenAPI document).
 pub fn router() -> Router<AppState> {
     // Each page: its path, and the form it shows (GET) and takes (POST).
-    let pages: [(&str, axum::routing::MethodRouter<AppState>); 8] = [
+    let pages: [(&str, axum::routing::MethodRouter<AppState>); 9] = [
         ("/login", get(login::show).post(login::submit)),
+        (
+            session::SECOND_STEP,
+            get(login::second_step).post(login::second_step_submit),
+        ),
         ("/logout", post(login::logout)),
         ("/account", get(account::home)),
         (

@@ -120,11 +120,51 @@ impl FromRequestParts<AppState> for PageSession {
             ended: "/login?notice=session_ended",
             clear: clear_session_cookie(state),
         };
-        from_cookie(parts, COOKIE, sign_in, |token| async move {
+        let session: CustomerSession = from_cookie(parts, COOKIE, sign_in, |token| async move {
             of_token(state, &token).await
         })
-        .await
-        .map(Self)
+        .await?;
+        if session.second_factor_pending {
+            // The password was right; the code is still to come.
+            return Err(PageError::Redirect {
+                to: SECOND_STEP,
+                cookies: Vec::new(),
+            });
+        }
+        Ok(Self(session))
+    }
+}
+
+/// The login's second step: the code of the second factor.
+pub(crate) const SECOND_STEP: &str = "/login/second-factor";
+
+/// A session the password opened that waits for the second factor's code
+/// (the second step's page); any other session or none: the login.
+pub(crate) struct WaitingSession(pub CustomerSession);
+
+impl FromRequestParts<AppState> for WaitingSession {
+    type Rejection = PageError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let sign_in = SignIn {
+            login: "/login",
+            ended: "/login?notice=session_ended",
+            clear: clear_session_cookie(state),
+        };
+        let session: CustomerSession = from_cookie(parts, COOKIE, sign_in, |token| async move {
+            of_token(state, &token).await
+        })
+        .await?;
+        if !session.second_factor_pending {
+            return Err(PageError::Redirect {
+                to: "/account",
+                cookies: Vec::new(),
+            });
+        }
+        Ok(Self(session))
     }
 }
 
@@ -136,6 +176,12 @@ impl SessionOf for PageSession {
     fn must_change_password() -> PageError {
         PageError::Redirect {
             to: "/account/change-password",
+            cookies: Vec::new(),
+        }
+    }
+    fn second_factor_enrollment_required() -> PageError {
+        PageError::Redirect {
+            to: "/account/second-factor",
             cookies: Vec::new(),
         }
     }

@@ -28,6 +28,7 @@ const TEMPLATES: &[(&str, &str)] = templates![
     "heading.html",
     "macros.html",
     "login.html",
+    "login_second_factor.html",
     "account.html",
     "change_email.html",
     "change_password.html",

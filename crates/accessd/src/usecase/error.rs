@@ -89,6 +89,14 @@ pub enum SelfServiceError {
     /// A link's token that is malformed, wrong, expired or used.
     #[error("the link is invalid, expired or already used")]
     InvalidToken,
+    /// A second factor's code that is wrong, expired, already used or not
+    /// a code.
+    #[error("the code is wrong, expired or already used")]
+    InvalidCode,
+    /// A code was sent to verify a login with a session that does not
+    /// wait for one.
+    #[error("this session does not wait for a second factor")]
+    NoSecondFactorPending,
     /// Any other refusal or failure of the command.
     #[error(transparent)]
     Command(CommandError),
@@ -111,6 +119,7 @@ impl From<CommandError> for SelfServiceError {
                 CustomerError::EmailMismatch => Self::EmailMismatch,
                 CustomerError::EmailUnchanged => Self::EmailUnchanged,
                 CustomerError::InvalidToken => Self::InvalidToken,
+                CustomerError::InvalidCode => Self::InvalidCode,
                 CustomerError::InvalidValue(value) => Self::Invalid(value),
                 other => Self::Command(ExecuteError::Rejected(other).into()),
             },

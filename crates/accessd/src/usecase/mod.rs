@@ -13,6 +13,8 @@
 //! - [`session`]: open, find and end customer sessions.
 //! - [`account`]: the customer's own commands (email change, password
 //!   change).
+//! - [`second_factor`]: the TOTP second factor: the code at login,
+//!   enrolling an app, recovery codes, removal.
 //! - [`links`]: use a link from an email (set a password, confirm an
 //!   email) or check that it is live.
 //! - [`console`]: the auditors' console: sign-in with an API key,
@@ -31,6 +33,7 @@ pub mod error;
 pub mod links;
 pub mod login;
 pub mod reply;
+pub mod second_factor;
 pub mod session;
 
 pub use error::{CommandError, SelfServiceError};

@@ -20,6 +20,9 @@ pub struct CustomerSession {
     pub customer_id: CustomerId,
     pub token_digest: String,
     pub loaded: Loaded,
+    /// Opened by a right password, waiting for the second factor: it
+    /// serves only the code's check and logging out.
+    pub second_factor_pending: bool,
 }
 
 impl CustomerSession {
@@ -39,7 +42,13 @@ impl CustomerSession {
     }
 }
 
-/// Opens a session for a customer; the token is returned once.
+/// How long a session opened by a right password waits for the second
+/// factor's code.
+pub const SECOND_FACTOR_WAIT_MINUTES: i64 = 5;
+
+/// Opens a full session for a customer (after a password change, or
+/// once the second factor's code was accepted); the token is returned
+/// once.
 pub async fn open(
     state: &AppState,
     customer: &Customer,
@@ -51,17 +60,36 @@ pub async fn open(
         state.session_ttl(),
         customer,
         id,
+        false,
     )
     .await
 }
 
-/// [`open`] in `accounts` at `now`, for `ttl`.
+/// Opens the session of a login with a right password: a full one, or,
+/// for a customer with a second factor, one that waits
+/// [`SECOND_FACTOR_WAIT_MINUTES`] for its code and serves nothing else.
+pub async fn open_after_password(
+    state: &AppState,
+    customer: &Customer,
+    id: CustomerId,
+) -> Result<SessionResponse, StoreError> {
+    if customer.has_second_factor() {
+        let wait = Duration::minutes(SECOND_FACTOR_WAIT_MINUTES).min(state.session_ttl());
+        open_in(state.store(), state.now(), wait, customer, id, true).await
+    } else {
+        open(state, customer, id).await
+    }
+}
+
+/// [`open`] in `accounts` at `now`, for `ttl`; waiting for the second
+/// factor when `second_factor_pending`.
 pub async fn open_in(
     accounts: &(impl Accounts + ?Sized),
     now: DateTime<Utc>,
     ttl: Duration,
     customer: &Customer,
     id: CustomerId,
+    second_factor_pending: bool,
 ) -> Result<SessionResponse, StoreError> {
     let token = OsRandomTokens.generate();
     let expires_at = now + ttl;
@@ -72,12 +100,14 @@ pub async fn open_in(
             login_epoch: customer.login_epoch(),
             created_at: now,
             expires_at,
+            second_factor_pending,
         })
         .await?;
     Ok(SessionResponse {
         token: token.expose().to_string(),
         expires_at,
         must_change_password: customer.must_change_password(),
+        second_factor_required: second_factor_pending,
     })
 }
 
@@ -117,6 +147,7 @@ pub async fn of_token_in(
         customer_id: session.customer_id,
         token_digest,
         loaded,
+        second_factor_pending: session.second_factor_pending,
     }))
 }
 
@@ -213,7 +244,7 @@ mod tests {
         };
         run(store, id, grant, at(0)).await;
         let customer = store.load(id).await.unwrap().customer;
-        let opened = open_in(store, at(1), Duration::hours(8), &customer, id)
+        let opened = open_in(store, at(1), Duration::hours(8), &customer, id, false)
             .await
             .unwrap();
         (id, opened.token)
@@ -243,7 +274,7 @@ mod tests {
         assert!(of_token_in(&store, at(3), &token).await.unwrap().is_none());
         // A session opened after the change is valid.
         let customer = store.load(id).await.unwrap().customer;
-        let fresh = open_in(&store, at(3), Duration::hours(8), &customer, id)
+        let fresh = open_in(&store, at(3), Duration::hours(8), &customer, id, false)
             .await
             .unwrap();
         assert!(of_token_in(&store, at(4), &fresh.token)

@@ -73,7 +73,7 @@ fn api_operations() -> BTreeSet<String> {
 }
 
 /// The pages (not in the OpenAPI document; listed in src/pages/mod.rs).
-const PAGES: [&str; 24] = [
+const PAGES: [&str; 26] = [
     "GET /audit",
     "GET /audit/login",
     "POST /audit/login",
@@ -87,6 +87,8 @@ const PAGES: [&str; 24] = [
     "POST /audit/integrity/verify",
     "GET /login",
     "POST /login",
+    "GET /login/second-factor",
+    "POST /login/second-factor",
     "POST /logout",
     "GET /account",
     "GET /account/change-email",
@@ -182,6 +184,7 @@ async fn call(
             ("password", PW.to_string()),
         ]),
         ("POST", "/logout") => Some(vec![]),
+        ("POST", "/login/second-factor") => Some(vec![("code", "000000".to_string())]),
         ("POST", "/account/change-email") => Some(vec![
             ("current_password", PW.to_string()),
             ("new_email", format!("page{unique}@example.com")),

@@ -30,6 +30,7 @@ mod rehash;
 mod relay;
 mod roles;
 mod seams;
+mod second_factor;
 mod secrets;
 mod smtp;
 

@@ -63,6 +63,7 @@ pub fn expires_in_phrase(expires_at: DateTime<Utc>, now: DateTime<Utc>) -> Strin
 ///   `expires_at`, `expires_in`
 /// - `email_change_notice`: `old_email`, `new_email`
 /// - `password_changed_notice`: `login`
+/// - `second_factor_reset_notice`: `login`
 pub(super) fn context_pairs(
     mail: &OutgoingMail,
     settings: &MailSettings,
@@ -94,7 +95,9 @@ pub(super) fn context_pairs(
             pairs.push(("login", s(login)));
             pairs.extend(link_pairs(link, *expires_at));
         }
-        MailKind::AccessNotice { login } | MailKind::PasswordChangedNotice { login } => {
+        MailKind::AccessNotice { login }
+        | MailKind::PasswordChangedNotice { login }
+        | MailKind::SecondFactorResetNotice { login } => {
             pairs.push(("login", s(login)));
         }
         MailKind::EmailChangeValidation {
