@@ -48,6 +48,7 @@ pub(crate) async fn home(
             login_email => view.email,
             pending_email => view.pending_email,
             pending_email_expired => view.pending_email_expired,
+            second_factor => session.0.loaded.customer.has_second_factor(),
         })
         .render()
 }

@@ -191,6 +191,10 @@ pub(crate) fn notice(name: Option<&str>) -> Option<Status> {
             Status::success("Your password has been changed.", None),
         ),
         (
+            "second_factor_removed",
+            Status::success("Two-step verification is off.", None),
+        ),
+        (
             "session_ended",
             Status::info("Your session has ended. Please log in again."),
         ),

@@ -78,6 +78,7 @@ mod errors;
 mod forms;
 mod links;
 mod login;
+mod second_factor;
 mod session;
 mod templates;
 
@@ -101,7 +102,7 @@ const STYLESHEET: &str = include_str!("../../assets/site.css");
 /// OpenAPI document).
 pub fn router() -> Router<AppState> {
     // Each page: its path, and the form it shows (GET) and takes (POST).
-    let pages: [(&str, axum::routing::MethodRouter<AppState>); 9] = [
+    let pages: [(&str, axum::routing::MethodRouter<AppState>); 14] = [
         ("/login", get(login::show).post(login::submit)),
         (
             session::SECOND_STEP,
@@ -124,6 +125,20 @@ pub fn router() -> Router<AppState> {
         (
             "/confirm-email",
             get(links::confirm_email_form).post(links::confirm_email),
+        ),
+        ("/account/second-factor", get(second_factor::home)),
+        ("/account/second-factor/begin", post(second_factor::begin)),
+        (
+            "/account/second-factor/confirm",
+            post(second_factor::confirm),
+        ),
+        (
+            "/account/second-factor/recovery-codes",
+            get(second_factor::recovery_codes_form).post(second_factor::recovery_codes),
+        ),
+        (
+            "/account/second-factor/remove",
+            get(second_factor::remove_form_page).post(second_factor::remove),
         ),
         ("/assets/site.css", get(stylesheet)),
     ];

@@ -299,6 +299,108 @@ async fn the_customer_pages_work_in_a_real_browser() {
     }
 }
 
+/// Issue 22: set up an authenticator app on the account page (the QR code
+/// and the key, a code to confirm, the recovery codes shown once), log
+/// out, then log in with the password and a code (computed from the key
+/// shown on the page by Python's `hmac`).
+async fn second_factor(app: &TestApp, browser: &Client) {
+    let email = "twostep@example.com";
+    app.customer_with_password(email).await;
+    browser.goto(&format!("{}/login", app.base)).await.unwrap();
+    fill(browser, "email", email).await;
+    fill(browser, "password", PW).await;
+    submit(browser).await;
+    click_and_wait(browser, "#second-factor-link").await;
+    assert!(text(browser)
+        .await
+        .contains("Two-step verification protects"));
+    shot(browser, "second-factor-off").await;
+    submit(browser).await;
+    let secret = browser
+        .find(Locator::Css("#totp-secret"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(secret.len(), 32, "a 160-bit key in base32: {secret}");
+    browser
+        .find(Locator::Css("#totp-qr svg"))
+        .await
+        .expect("the QR code is drawn");
+    shot(browser, "second-factor-setup").await;
+    // A wrong code first: said next to the field.
+    fill(browser, "code", "000000").await;
+    submit(browser).await;
+    assert!(text(browser).await.contains("This code is wrong"));
+    let code = crate::second_factor::python_totp(&secret, 0);
+    fill(browser, "code", &code).await;
+    submit(browser).await;
+    let codes = browser
+        .find_all(Locator::Css("#recovery-codes li"))
+        .await
+        .unwrap();
+    assert_eq!(codes.len(), 10);
+    let recovery = codes[0].text().await.unwrap();
+    shot(browser, "recovery-codes").await;
+
+    // Log out, log in again: the password, then the second step.
+    browser
+        .goto(&format!("{}/account", app.base))
+        .await
+        .unwrap();
+    click_and_wait(browser, "#logout").await;
+    fill(browser, "email", email).await;
+    fill(browser, "password", PW).await;
+    submit(browser).await;
+    let url = browser.current_url().await.unwrap();
+    assert_eq!(url.path(), "/login/second-factor", "{url}");
+    // The account is out of reach until the code.
+    browser
+        .goto(&format!("{}/account", app.base))
+        .await
+        .unwrap();
+    assert_eq!(
+        browser.current_url().await.unwrap().path(),
+        "/login/second-factor"
+    );
+    shot(browser, "login-second-factor").await;
+    // The code that turned it on was used: refused.
+    fill(browser, "code", &code).await;
+    submit(browser).await;
+    assert!(text(browser).await.contains("This code is wrong"));
+    let fresh = crate::second_factor::python_totp(&secret, 1);
+    fill(browser, "code", &fresh).await;
+    submit(browser).await;
+    assert_eq!(browser.current_url().await.unwrap().path(), "/account");
+    assert!(text(browser).await.contains("On: logging in also asks"));
+
+    // A recovery code logs in once.
+    click_and_wait(browser, "#logout").await;
+    fill(browser, "email", email).await;
+    fill(browser, "password", PW).await;
+    submit(browser).await;
+    fill(browser, "code", &recovery).await;
+    submit(browser).await;
+    assert_eq!(browser.current_url().await.unwrap().path(), "/account");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_second_factor_works_in_a_real_browser() {
+    let driver = Driver::start();
+    let app = TestApp::spawn(Db::Sqlite).await;
+    let browser = driver.browser().await;
+    let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(second_factor(
+        &app, &browser,
+    )))
+    .await;
+    let _ = browser.close().await;
+    app.stop().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
 /// Opens `path` and expects the "no longer valid" page at once: no form
 /// to fill in first.
 async fn dead_at_once(app: &TestApp, browser: &Client, path: &str) {

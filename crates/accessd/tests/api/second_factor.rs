@@ -9,7 +9,7 @@ use crate::helpers::*;
 
 /// The TOTP code of `secret` (base32) for the time step `offset` steps from
 /// now, by Python's `hmac` and `base64` (RFC 4226 dynamic truncation).
-fn python_totp(secret: &str, offset: i64) -> String {
+pub fn python_totp(secret: &str, offset: i64) -> String {
     let script = format!(
         "import base64, hmac, hashlib, struct, time\n\
          key = base64.b32decode({secret:?} + '=' * (-len({secret:?}) % 8))\n\
