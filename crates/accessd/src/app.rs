@@ -59,13 +59,23 @@ pub const FIRST_ADMIN_KEY: &str = "admin";
 
 /// The soonest a wrong password is answered: as configured, or
 /// [`access_security::foreign::FAILED_LOGIN_FLOOR_FACTOR`] times `own_hash`
-/// (one hash with this process's parameters, timed at start) but at most
-/// half the request time limit. It must leave the request time to answer.
+/// (one hash with this process's parameters, timed at start, scaled up to
+/// OWASP's parameters when they are cheaper) but at most half the request
+/// time limit. It must leave the request time to answer.
 fn login_failure_floor(config: &Config, own_hash: Duration) -> Result<Duration, StartupError> {
     let limit = Duration::from_secs(config.request_timeout_secs);
+    // The import's bounds are set against OWASP's parameters, whatever
+    // this process hashes with: cheaper settings do not make an imported
+    // hash cheaper, so the measured hash is scaled up to OWASP's work
+    // (argon2's time follows memory × passes).
+    let owasp_work =
+        f64::from(access_security::OWASP_MEMORY_KIB) * f64::from(access_security::OWASP_ITERATIONS);
+    let own_work =
+        f64::from(config.argon2_memory_kib.max(1)) * f64::from(config.argon2_iterations.max(1));
+    let at_owasp = own_hash.mul_f64((owasp_work / own_work).max(1.0));
     let floor = match config.login_failure_floor_ms {
         Some(ms) => Duration::from_millis(ms),
-        None => (own_hash * access_security::foreign::FAILED_LOGIN_FLOOR_FACTOR).min(limit / 2),
+        None => (at_owasp * access_security::foreign::FAILED_LOGIN_FLOOR_FACTOR).min(limit / 2),
     };
     if floor >= limit {
         return Err(StartupError::Hasher(format!(
@@ -408,6 +418,7 @@ pub async fn start(
         throttle,
         trusted_proxies,
         keys_in_flight: Default::default(),
+        login_checks_in_flight: Default::default(),
         session_ttl: chrono::Duration::hours(i64::from(config.session_hours.max(1))),
         decoy_hash,
         login_failure_floor,
@@ -510,6 +521,13 @@ mod tests {
         assert_eq!(
             login_failure_floor(&config, Duration::from_secs(10)).unwrap(),
             Duration::from_secs(15)
+        );
+        // Cheaper argon2 settings: scaled up to OWASP's work (the import's
+        // bounds do not shrink with them).
+        config.argon2_memory_kib = access_security::OWASP_MEMORY_KIB / 4;
+        assert_eq!(
+            login_failure_floor(&config, own).unwrap(),
+            own * 4 * access_security::foreign::FAILED_LOGIN_FLOOR_FACTOR
         );
         config.login_failure_floor_ms = Some(0);
         assert_eq!(login_failure_floor(&config, own).unwrap(), Duration::ZERO);

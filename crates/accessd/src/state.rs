@@ -32,6 +32,9 @@ pub struct Inner {
     pub throttle: Throttle,
     /// Idempotency keys of requests running in this process.
     pub keys_in_flight: Arc<KeysInFlight>,
+    /// Accounts whose password is being checked in this process (one
+    /// check per account at a time).
+    pub login_checks_in_flight: Arc<KeysInFlight>,
     /// Proxies whose `Forwarded` / `X-Forwarded-For` name the client.
     pub trusted_proxies: Arc<TrustedProxies>,
     pub session_ttl: Duration,
@@ -103,6 +106,10 @@ impl AppState {
 
     pub fn keys_in_flight(&self) -> &Arc<KeysInFlight> {
         &self.0.keys_in_flight
+    }
+
+    pub fn login_checks_in_flight(&self) -> &Arc<KeysInFlight> {
+        &self.0.login_checks_in_flight
     }
 
     pub fn trusted_proxies(&self) -> Arc<TrustedProxies> {

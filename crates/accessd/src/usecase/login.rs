@@ -46,6 +46,17 @@ pub async fn check_login(
             retry_after: retry_after_secs,
         });
     }
+    // One check per account at a time in this process (the same for
+    // known and unknown emails): parallel wrong passwords for one email
+    // would queue behind each other at the hasher, and the queue would
+    // push a dear imported hash's answers past the floor below.
+    let Ok(_one_at_a_time) = state
+        .login_checks_in_flight()
+        .hold(account.clone(), std::time::Duration::ZERO)
+        .await
+    else {
+        return Err(SelfServiceError::TooManyAttempts { retry_after: 1 });
+    };
     let reserved = state
         .throttle()
         .attempt(&account, address, state.now())
@@ -54,7 +65,14 @@ pub async fn check_login(
     let checked = verify_login(state, &account, &password).await;
     match checked {
         Ok(Some((found, rehash))) => {
-            state.throttle().succeeded(&reserved).await;
+            if found.1.customer.has_second_factor() {
+                // Half a login: the allowance is forgotten only once the
+                // second factor's code is right too (wrong codes count
+                // against it); this check is given back.
+                state.throttle().undecided(&reserved, state.now()).await;
+            } else {
+                state.throttle().succeeded(&reserved).await;
+            }
             if rehash {
                 upgrade_password_hash(state, found.0, password, origin).await;
             }

@@ -22,8 +22,10 @@ use super::session::{self, CustomerSession, SessionResponse};
 use crate::state::AppState;
 
 /// The throttle's account of a login: its normalized email, the same key
-/// as [`super::login::check_login`]'s, so that wrong codes after a right
-/// password and wrong passwords share one allowance.
+/// as [`super::login::check_login`]'s, so that wrong codes (at login, and
+/// when confirming, renewing codes or removing the app) and wrong
+/// passwords share one allowance. A right password of a customer with a
+/// second factor does not forget it; a right code does.
 fn login_account(session: &CustomerSession) -> String {
     session
         .loaded
@@ -76,8 +78,10 @@ pub async fn verify_login(
     let account = login_account(waiting);
     throttled(state, &account, address, request, invalid_code).await?;
     session::end_digest(state, &waiting.token_digest).await?;
-    let loaded = state.store().load(waiting.customer_id).await?;
-    Ok(session::open(state, &loaded.customer, waiting.customer_id).await?)
+    // Opened under the login the waiting session was opened under (an
+    // accepted code changes nothing of it): a reset or a password change
+    // that commits meanwhile ends this session too.
+    Ok(session::open(state, &waiting.loaded.customer, waiting.customer_id).await?)
 }
 
 /// A begun enrollment: the pending secret, to show to its customer.
@@ -158,7 +162,7 @@ pub async fn confirm(
         code: Secret::new(code),
     };
     let request = CommandRequest::new(session.actor(), session.customer_id, command, origin);
-    let account = session.customer_id.to_string();
+    let account = login_account(session);
     let outcome = throttled(state, &account, address, request, invalid_code).await?;
     Ok(issued(executed(outcome)?))
 }
@@ -175,7 +179,7 @@ pub async fn regenerate_recovery_codes(
         code: Secret::new(code),
     };
     let request = CommandRequest::new(session.actor(), session.customer_id, command, origin);
-    let account = session.customer_id.to_string();
+    let account = login_account(session);
     let outcome = throttled(state, &account, address, request, invalid_code).await?;
     Ok(issued(executed(outcome)?))
 }
@@ -194,7 +198,7 @@ pub async fn remove(
         code: Secret::new(code),
     };
     let request = CommandRequest::new(session.actor(), session.customer_id, command, origin);
-    let account = session.customer_id.to_string();
+    let account = login_account(session);
     let outcome = throttled(state, &account, address, request, invalid_code_or_password).await?;
     Ok(executed(outcome)?.version)
 }

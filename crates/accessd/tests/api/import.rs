@@ -238,6 +238,16 @@ async fn a_wrong_password_does_not_tell_an_imported_email_from_an_unknown_one(db
         "a wrong password for an imported bcrypt-12 customer took {imported:?}, \
          for an unknown email {unknown:?} (floor {floor:?}): the timing tells them apart"
     );
+    // Parallel wrong passwords for one email do not queue behind each
+    // other at the hasher (which would push the dear hash's answers past
+    // the floor): one is checked, the others are refused at once, alike
+    // for both emails.
+    for email in ["dear@example.com", "nobody@example.com"] {
+        let answers = futures::future::join_all((0..3).map(|_| app.login(email, PW3))).await;
+        let mut statuses: Vec<u16> = answers.iter().map(|a| a.status.as_u16()).collect();
+        statuses.sort_unstable();
+        assert_eq!(statuses, [401, 429, 429], "{email}");
+    }
     // The right password still logs in (and rehashes).
     app.session("dear@example.com", PW).await;
 }

@@ -254,9 +254,23 @@ async fn wrong_codes_count_against_the_login_lock(db: Db) {
     let app = TestApp::spawn(db).await;
     let email = "locked@example.com";
     let (_, secret, used, _) = enrolled(&app, email).await;
+    // Four wrong codes, then the right password again: it does not forget
+    // them (only a right code does), so one more wrong code is allowed.
+    let first = waiting_session(&app, email).await;
+    for _ in 0..4 {
+        self_call(
+            &app,
+            Method::POST,
+            "/v1/self/sessions/verify",
+            &first,
+            json!({"code": "000000"}),
+        )
+        .await
+        .expect_error(403, "invalid_code");
+    }
     let waiting = waiting_session(&app, email).await;
     let mut refused = None;
-    for attempt in 1..=8 {
+    for attempt in 5..=10 {
         let answer = self_call(
             &app,
             Method::POST,
@@ -273,7 +287,11 @@ async fn wrong_codes_count_against_the_login_lock(db: Db) {
         }
         answer.expect_error(403, "invalid_code");
     }
-    assert_eq!(refused, Some(6), "5 wrong codes are allowed, the 6th waits");
+    assert_eq!(
+        refused,
+        Some(6),
+        "5 wrong codes are allowed, the 6th waits, a right password in between or not"
+    );
     // The lock is the login's: the password waits too.
     app.login(email, PW)
         .await
