@@ -10,6 +10,9 @@
 //! | `GET /account` | the customer's home, with the settings |
 //! | `GET /account/change-email`, `POST …` | ask for a new login email |
 //! | `GET /account/change-password`, `POST …` | change the password |
+//! | `GET /login/second-factor`, `POST …` | the login's second step: the code ([`second_factor`] sets it up) |
+//! | `GET /account/second-factor`, `POST …/begin`, `POST …/confirm` | set up an authenticator app (TOTP) |
+//! | `GET`/`POST /account/second-factor/recovery-codes`, `…/remove` | new recovery codes; turn it off |
 //! | `GET /assets/site.css` | the stylesheet |
 //! | `/audit/…` | the auditors' console ([`console`]) |
 //!
@@ -30,7 +33,10 @@
 //! | login | `#email` (autocomplete `username`), `#password` (`current-password`), `#submit` |
 //! | setup-password | `#password`, `#password_confirm` (`new-password`; `#password-hint`), hidden `#token`, `#submit` |
 //! | confirm-email | hidden `#token`, `#submit`; after it, `#login-link` |
-//! | account | `#login-email`, `#pending-email` (while a change waits), `#pending-email-expired` (a change whose link expired), `#change-email-link`, `#change-password-link` |
+//! | account | `#login-email`, `#pending-email` (while a change waits), `#pending-email-expired` (a change whose link expired), `#change-email-link`, `#change-password-link`, `#second-factor-link` |
+//! | login, second step | `#second-factor-intro`, `#code` (`one-time-code`), `#submit` |
+//! | second factor | off: `#second-factor-off`, `#second-factor-required`, `#submit`; setting up: `#totp-qr` (an inline SVG), `#totp-secret`, `#code`, `#submit`; on: `#second-factor-on`, `#recovery-codes-left`, `#new-recovery-codes-link`, `#remove-second-factor-link`; `#account-link` |
+//! | recovery codes (shown once) | `#recovery-codes` (one `li` each), `#account-link` |
 //! | change-email | `#current_password` (`current-password`), `#new_email`, `#new_email_confirm` (`email`), `#submit`, `#cancel-link`; `#login-email` |
 //! | change-password | `#current_password` (`current-password`), `#new_password` (`new-password`; `#new_password-hint`), `#new_password_confirm` (`new-password`), `#submit`, `#cancel-link` (not with a temporary password) |
 //! | dead link | `#login-link` (confirm-email links only) |

@@ -174,3 +174,60 @@ async fn a_forgotten_customer_is_not_in_the_database_files() {
         "after stop"
     );
 }
+
+/// Issue 22: a customer's TOTP secret (and its recovery codes) is never in
+/// the database files in plain: not while it is enrolled, not after the
+/// customer is forgotten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_totp_secret_is_not_in_the_database_files() {
+    let app = TestApp::spawn(Db::Sqlite).await;
+    let url = app.database_url();
+    let email = "zqxtotp@example.com";
+    let id = app.customer_with_password(email).await;
+    let token = app.session(email, PW).await;
+    let begun = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/self/second-factor/totp",
+            Some(&token),
+            None,
+        )
+        .await
+        .expect(201);
+    let secret = begun.body["secret"].as_str().unwrap().to_string();
+    let confirmed = app
+        .call(
+            reqwest::Method::POST,
+            "/v1/self/second-factor/totp/confirm",
+            Some(&token),
+            Some(json!({"code": crate::second_factor::python_totp(&secret, 0)})),
+        )
+        .await
+        .expect(200);
+    let mut needles: Vec<String> = vec![secret.clone(), secret.to_lowercase()];
+    for code in confirmed.body["recovery_codes"].as_array().unwrap() {
+        needles.push(code.as_str().unwrap().to_string());
+    }
+    let needles: Vec<&str> = needles.iter().map(String::as_str).collect();
+    // The search finds what is there: the login email is in the read model.
+    assert!(!found_in_files(&url, &[email]).is_empty());
+    assert_eq!(
+        found_in_files(&url, &needles),
+        Vec::<String>::new(),
+        "enrolled"
+    );
+
+    app.post(
+        &format!("/v1/customers/{id}/forget"),
+        ADMIN,
+        json!({"reason": "erasure request"}),
+    )
+    .await
+    .expect(200);
+    let _db = app.stop_keeping_database().await;
+    assert_eq!(
+        found_in_files(&url, &needles),
+        Vec::<String>::new(),
+        "after forget and stop"
+    );
+}
