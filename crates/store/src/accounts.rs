@@ -44,7 +44,9 @@ pub trait Accounts: Send + Sync {
 
     async fn find_session(&self, token_digest: &str) -> Result<Option<SessionRecord>, StoreError>;
 
-    async fn delete_session(&self, token_digest: &str) -> Result<(), StoreError>;
+    /// Deletes a session; true when it was there (of two callers ending
+    /// one session at once, one gets true).
+    async fn delete_session(&self, token_digest: &str) -> Result<bool, StoreError>;
 
     /// Ends every session of a customer.
     async fn delete_sessions_of(&self, customer_id: CustomerId) -> Result<(), StoreError>;
@@ -120,11 +122,10 @@ impl Accounts for Store {
         row.map(|row| session(token_digest, &row)).transpose()
     }
 
-    async fn delete_session(&self, token_digest: &str) -> Result<(), StoreError> {
+    async fn delete_session(&self, token_digest: &str) -> Result<bool, StoreError> {
         let q =
             Query::new("DELETE FROM customer_sessions WHERE token_digest = $1").bind(token_digest);
-        self.db.execute(&q).await?;
-        Ok(())
+        Ok(self.db.execute(&q).await? > 0)
     }
 
     async fn delete_sessions_of(&self, customer_id: CustomerId) -> Result<(), StoreError> {

@@ -875,7 +875,11 @@ async fn sessions_api_keys_and_lookup_by_email(store: Store) {
     store.purge_expired_sessions(now).await.unwrap();
     assert!(store.find_session("d2").await.unwrap().is_none());
     assert!(store.find_session("d1").await.unwrap().is_some());
-    store.delete_session("d1").await.unwrap();
+    assert!(store.delete_session("d1").await.unwrap());
+    assert!(
+        !store.delete_session("d1").await.unwrap(),
+        "a session ends once"
+    );
     assert!(store.find_session("d1").await.unwrap().is_none());
     store.create_session(&session).await.unwrap();
     store.delete_sessions_of(with).await.unwrap();

@@ -50,6 +50,7 @@ impl From<SelfServiceError> for ApiError {
             SelfServiceError::EmailInUse => ApiError::email_in_use(),
             SelfServiceError::InvalidToken => CustomerError::InvalidToken.into(),
             SelfServiceError::InvalidCode => CustomerError::InvalidCode.into(),
+            SelfServiceError::SessionEnded => ApiError::unauthenticated(),
             SelfServiceError::NoSecondFactorPending => ApiError::new(
                 StatusCode::CONFLICT,
                 "no_second_factor_pending",

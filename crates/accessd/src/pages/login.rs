@@ -186,6 +186,11 @@ pub(crate) async fn second_step_submit(
                 second_step_page(csrf, f)
             }))
         }
+        // Another request with this waiting session passed its code first.
+        Err(SelfServiceError::SessionEnded) => Ok(see_other(
+            "/login?notice=session_ended",
+            vec![clear_session_cookie(&state)],
+        )),
         Err(err) => Err(err.into()),
     }
 }

@@ -93,6 +93,10 @@ pub enum SelfServiceError {
     /// a code.
     #[error("the code is wrong, expired or already used")]
     InvalidCode,
+    /// The session ended while the request ran (another request with it
+    /// ended it first).
+    #[error("the session has ended")]
+    SessionEnded,
     /// A code was sent to verify a login with a session that does not
     /// wait for one.
     #[error("this session does not wait for a second factor")]

@@ -77,7 +77,12 @@ pub async fn verify_login(
     let request = CommandRequest::new(waiting.actor(), waiting.customer_id, command, origin);
     let account = login_account(waiting);
     throttled(state, &account, address, request, invalid_code).await?;
-    session::end_digest(state, &waiting.token_digest).await?;
+    // One full session per waiting one: of two right codes sent at once
+    // (say the app's and a recovery code), the one that ends the waiting
+    // session opens a session; the other is answered like an ended one.
+    if !state.store().delete_session(&waiting.token_digest).await? {
+        return Err(SelfServiceError::SessionEnded);
+    }
     // Opened under the login the waiting session was opened under (an
     // accepted code changes nothing of it): a reset or a password change
     // that commits meanwhile ends this session too.

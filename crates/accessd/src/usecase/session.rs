@@ -158,7 +158,7 @@ pub async fn end(state: &AppState, token: &str) -> Result<(), StoreError> {
 
 /// Ends the session with this token digest.
 pub async fn end_digest(state: &AppState, token_digest: &str) -> Result<(), StoreError> {
-    state.store().delete_session(token_digest).await
+    state.store().delete_session(token_digest).await.map(|_| ())
 }
 
 /// The session rules on the in-memory store: no database needed.

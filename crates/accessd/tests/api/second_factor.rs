@@ -451,7 +451,38 @@ async fn remove_needs_the_password_and_a_code(db: Db) {
     app.stop().await;
 }
 
+/// Two right codes at once on one waiting session (the app's and a
+/// recovery code): one full session, not two.
+async fn one_waiting_session_gives_one_full_session(db: Db) {
+    let app = TestApp::spawn(db).await;
+    let email = "race@example.com";
+    let (_, secret, used, recovery) = enrolled(&app, email).await;
+    let waiting = waiting_session(&app, email).await;
+    let code = fresh_code(&secret, &used);
+    let verify = |code: String| {
+        let (app, waiting) = (&app, waiting.clone());
+        async move {
+            self_call(
+                app,
+                Method::POST,
+                "/v1/self/sessions/verify",
+                &waiting,
+                json!({"code": code}),
+            )
+            .await
+            .status
+            .as_u16()
+        }
+    };
+    let (a, b) = tokio::join!(verify(code), verify(recovery[0].clone()));
+    let mut statuses = [a, b];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [201, 401]);
+    app.stop().await;
+}
+
 crate::on_both_stores!(
+    one_waiting_session_gives_one_full_session,
     enroll_then_log_in_with_a_code_or_a_recovery_code,
     wrong_codes_count_against_the_login_lock,
     an_admin_resets_the_second_factor_and_the_customer_is_told,

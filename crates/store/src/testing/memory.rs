@@ -183,9 +183,8 @@ impl Accounts for InMemoryStore {
         Ok(self.lock().sessions.get(token_digest).cloned())
     }
 
-    async fn delete_session(&self, token_digest: &str) -> Result<(), StoreError> {
-        self.lock().sessions.remove(token_digest);
-        Ok(())
+    async fn delete_session(&self, token_digest: &str) -> Result<bool, StoreError> {
+        Ok(self.lock().sessions.remove(token_digest).is_some())
     }
 
     async fn delete_sessions_of(&self, customer_id: CustomerId) -> Result<(), StoreError> {
