@@ -52,6 +52,11 @@ pub enum MailKind {
     /// Notice that an administrator reset the second factor (the
     /// authenticator app and the recovery codes no longer count).
     SecondFactorResetNotice { login: EmailAddress },
+    /// Notice that the customer turned the second factor on or off.
+    SecondFactorChangedNotice {
+        login: EmailAddress,
+        turned_on: bool,
+    },
 }
 
 impl MailKind {
@@ -73,7 +78,8 @@ impl MailKind {
             Self::AccessNotice { .. }
             | Self::EmailChangeNotice { .. }
             | Self::PasswordChangedNotice { .. }
-            | Self::SecondFactorResetNotice { .. } => None,
+            | Self::SecondFactorResetNotice { .. }
+            | Self::SecondFactorChangedNotice { .. } => None,
         }
     }
 
@@ -85,7 +91,8 @@ impl MailKind {
             Self::AccessNotice { .. }
             | Self::EmailChangeNotice { .. }
             | Self::PasswordChangedNotice { .. }
-            | Self::SecondFactorResetNotice { .. } => None,
+            | Self::SecondFactorResetNotice { .. }
+            | Self::SecondFactorChangedNotice { .. } => None,
         }
     }
 }
@@ -143,6 +150,11 @@ impl fmt::Debug for MailKind {
                 .debug_struct("SecondFactorResetNotice")
                 .field("login", login)
                 .finish(),
+            Self::SecondFactorChangedNotice { login, turned_on } => f
+                .debug_struct("SecondFactorChangedNotice")
+                .field("login", login)
+                .field("turned_on", turned_on)
+                .finish(),
         }
     }
 }
@@ -168,6 +180,9 @@ pub struct OutgoingMail {
 /// - `PasswordChanged`: a
 ///   [`PasswordChangedNotice`](MailKind::PasswordChangedNotice) to
 ///   `current_login` ([`MailError::MissingLogin`] if `None`).
+/// - `TotpEnrolled`, `TotpRemoved`: a
+///   [`SecondFactorChangedNotice`](MailKind::SecondFactorChangedNotice) to
+///   `current_login`.
 /// - `SecondFactorReset`: a
 ///   [`SecondFactorResetNotice`](MailKind::SecondFactorResetNotice) to
 ///   its recipient (the login email when it happened).
@@ -254,6 +269,18 @@ pub fn mails_for(
                     },
                 });
             }
+            CustomerEvent::TotpEnrolled { .. } | CustomerEvent::TotpRemoved { .. } => {
+                let login = current_login.ok_or(MailError::MissingLogin {
+                    event: event.type_name(),
+                })?;
+                mails.push(OutgoingMail {
+                    to: login.clone(),
+                    kind: MailKind::SecondFactorChangedNotice {
+                        login: login.clone(),
+                        turned_on: matches!(event, CustomerEvent::TotpEnrolled { .. }),
+                    },
+                });
+            }
             CustomerEvent::SecondFactorReset { recipient, .. } => {
                 let login = known(recipient, event)?;
                 mails.push(OutgoingMail {
@@ -274,11 +301,9 @@ pub fn mails_for(
             | CustomerEvent::PasswordRehashed { .. }
             | CustomerEvent::CustomerImported { .. }
             | CustomerEvent::TotpEnrollmentBegun { .. }
-            | CustomerEvent::TotpEnrolled { .. }
             | CustomerEvent::RecoveryCodesIssued { .. }
             | CustomerEvent::TotpCodeAccepted { .. }
             | CustomerEvent::RecoveryCodeUsed { .. }
-            | CustomerEvent::TotpRemoved { .. }
             | CustomerEvent::CustomerForgotten { .. } => {}
         }
     }

@@ -92,6 +92,9 @@ const EMBEDDED: &[(&str, &str)] = embedded![
     "second_factor_reset_notice.subject.txt",
     "second_factor_reset_notice.txt",
     "second_factor_reset_notice.html",
+    "second_factor_changed_notice.subject.txt",
+    "second_factor_changed_notice.txt",
+    "second_factor_changed_notice.html",
 ];
 
 /// The names of all template files (what an override directory may hold).

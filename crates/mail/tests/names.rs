@@ -72,6 +72,7 @@ fn template_names_are_the_file_names_and_the_kind_header() {
             "email_change_notice",
             "password_changed_notice",
             "second_factor_reset_notice",
+            "second_factor_changed_notice",
         ]
     );
     let login = EmailAddress::parse("ann@example.com").unwrap();
@@ -98,7 +99,13 @@ fn template_names_are_the_file_names_and_the_kind_header() {
         MailKind::PasswordChangedNotice {
             login: login.clone(),
         },
-        MailKind::SecondFactorResetNotice { login },
+        MailKind::SecondFactorResetNotice {
+            login: login.clone(),
+        },
+        MailKind::SecondFactorChangedNotice {
+            login,
+            turned_on: true,
+        },
     ];
     let names: Vec<&str> = kinds.iter().map(MailKind::template_name).collect();
     assert_eq!(names, MailKind::TEMPLATE_NAMES);

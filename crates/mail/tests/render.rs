@@ -545,5 +545,5 @@ fn embedded_templates_pass_the_load_time_checks() {
     let dir = tempfile::tempdir().unwrap();
     let templates = Templates::with_override_dir(dir.path()).unwrap();
     assert!(templates.overridden().is_empty());
-    assert_eq!(access_mail::template_file_names().count(), 20);
+    assert_eq!(access_mail::template_file_names().count(), 23);
 }

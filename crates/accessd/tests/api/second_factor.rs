@@ -331,12 +331,12 @@ async fn an_admin_resets_the_second_factor_and_the_customer_is_told(db: Db) {
         .expect_error(401, "unauthenticated");
     let answer = app.login(email, PW).await.expect(201);
     assert_eq!(answer.body["second_factor_required"], false);
-    // The notice went to the login email (after the setup link's mail).
-    let mails = app.wait_for_mails_to(email, 2).await;
-    let subject = mails.last().unwrap().header("subject").unwrap_or_default();
+    // The notice went to the login email (after the setup link's mail
+    // and the "turned on" notice).
+    let subjects = mail_subjects(&app, email, 3).await;
     assert!(
-        subject.contains("two-step verification was reset"),
-        "{subject}"
+        subjects[2].contains("two-step verification was reset"),
+        "{subjects:?}"
     );
     // The audit trail shows who reset it and why.
     let audit = app
@@ -448,7 +448,26 @@ async fn remove_needs_the_password_and_a_code(db: Db) {
     .expect(200);
     let answer = app.login(email, PW).await.expect(201);
     assert_eq!(answer.body["second_factor_required"], false);
+    // The customer was told both times, at the login email.
+    let subjects = mail_subjects(&app, email, 3).await;
+    assert!(
+        subjects[1].ends_with("two-step verification was turned on"),
+        "{subjects:?}"
+    );
+    assert!(
+        subjects[2].ends_with("two-step verification was turned off"),
+        "{subjects:?}"
+    );
     app.stop().await;
+}
+
+/// The subjects of the first `count` mails to `to`, in order.
+async fn mail_subjects(app: &TestApp, to: &str, count: usize) -> Vec<String> {
+    app.wait_for_mails_to(to, count)
+        .await
+        .iter()
+        .map(|m| m.header("subject").unwrap_or_default().to_string())
+        .collect()
 }
 
 /// Two right codes at once on one waiting session (the app's and a

@@ -64,6 +64,7 @@ pub fn expires_in_phrase(expires_at: DateTime<Utc>, now: DateTime<Utc>) -> Strin
 /// - `email_change_notice`: `old_email`, `new_email`
 /// - `password_changed_notice`: `login`
 /// - `second_factor_reset_notice`: `login`
+/// - `second_factor_changed_notice`: `login`, `turned_on` (a boolean)
 pub(super) fn context_pairs(
     mail: &OutgoingMail,
     settings: &MailSettings,
@@ -99,6 +100,10 @@ pub(super) fn context_pairs(
         | MailKind::PasswordChangedNotice { login }
         | MailKind::SecondFactorResetNotice { login } => {
             pairs.push(("login", s(login)));
+        }
+        MailKind::SecondFactorChangedNotice { login, turned_on } => {
+            pairs.push(("login", s(login)));
+            pairs.push(("turned_on", Value::from(*turned_on)));
         }
         MailKind::EmailChangeValidation {
             old_email,
